@@ -1,0 +1,56 @@
+import { join } from "node:path";
+
+/** Every file gpu-canary reads or writes, derived from KLR_HOME (DESIGN.md, "Files and formats"). */
+export interface Layout {
+  home: string;
+  locksDir: string;
+  gpuLock: string;
+  watchdogReport: string;
+  maintenanceDir: string;
+  vllmSeen: string;
+  rateLimits: string;
+  budgetFile(date: string): string;
+  auditDir: string;
+  auditFile(date: string): string;
+  intentsDir: string;
+  intentsProcessing: string;
+  intentsProcessed: string;
+  intentsFailed: string;
+  promotionsDir: string;
+  modelPath: string;
+  daemonTokenFile: string;
+}
+
+const DATE = /^\d{8}$/;
+
+function checkDate(date: string): string {
+  if (!DATE.test(date)) throw new Error(`expected a YYYYMMDD date, got ${JSON.stringify(date)}`);
+  return date;
+}
+
+export function layoutFor(settings: { home: string; modelPath: string; daemonTokenFile: string }): Layout {
+  const { home } = settings;
+  const locksDir = join(home, ".kloros", "locks");
+  const maintenanceDir = join(home, ".kloros", "maintenance");
+  const auditDir = join(home, "out", "orchestration", "epochs");
+  const intentsDir = join(home, "out", "orchestration", "intents");
+  return {
+    home,
+    locksDir,
+    gpuLock: join(locksDir, "gpu_maintenance.lock"),
+    watchdogReport: join(locksDir, "gpu_maintenance.watchdog.json"),
+    maintenanceDir,
+    vllmSeen: join(maintenanceDir, "vllm_seen.json"),
+    rateLimits: join(maintenanceDir, "rate_limits.json"),
+    budgetFile: (date) => join(maintenanceDir, `gpu_budget_${checkDate(date)}.json`),
+    auditDir,
+    auditFile: (date) => join(auditDir, `gpu_canary_${checkDate(date)}.jsonl`),
+    intentsDir,
+    intentsProcessing: join(intentsDir, "processing"),
+    intentsProcessed: join(intentsDir, "processed"),
+    intentsFailed: join(intentsDir, "failed"),
+    promotionsDir: join(home, "out", "promotions"),
+    modelPath: settings.modelPath,
+    daemonTokenFile: settings.daemonTokenFile,
+  };
+}

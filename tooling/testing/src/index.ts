@@ -1,0 +1,88 @@
+import { spawn } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { onTestFinished } from "vitest";
+
+/** A fresh temp folder, removed when the current test finishes. */
+export async function testdir(prefix = "gpu-canary-"): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  onTestFinished(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+  return dir;
+}
+
+/** A clock that always answers the same instant. */
+export function fixedNow(iso: string): () => Date {
+  const ms = Date.parse(iso);
+  if (Number.isNaN(ms)) throw new Error(`fixedNow: not an ISO instant: ${iso}`);
+  return () => new Date(ms);
+}
+
+/** A clock tests move by hand. */
+export function manualClock(iso: string): { now: () => Date; set: (iso: string) => void; advance: (ms: number) => void } {
+  let ms = Date.parse(iso);
+  return {
+    now: () => new Date(ms),
+    set: (next) => {
+      ms = Date.parse(next);
+    },
+    advance: (delta) => {
+      ms += delta;
+    },
+  };
+}
+
+export interface ProcessResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+const require = createRequire(import.meta.url);
+const tsxLoader = require.resolve("tsx");
+
+/** The node arguments that run a TypeScript file on sources (no build step), as the tests do. */
+export function tsNodeArgs(file: string, args: readonly string[] = []): string[] {
+  return ["--conditions=@gpu-canary/source", "--import", tsxLoader, file, ...args];
+}
+
+export interface RunOptions {
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+  input?: string;
+  timeoutMs?: number;
+}
+
+/** Run `node <args>` as a real child process, collect its output, kill it if it overstays. */
+export function runNode(args: readonly string[], options: RunOptions = {}): Promise<ProcessResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, args, {
+      cwd: options.cwd,
+      env: options.env ?? process.env,
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.setEncoding("utf8").on("data", (chunk: string) => (stdout += chunk));
+    child.stderr.setEncoding("utf8").on("data", (chunk: string) => (stderr += chunk));
+    const timer = setTimeout(() => child.kill("SIGKILL"), options.timeoutMs ?? 60_000);
+    child.on("error", (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
+    child.stdin.end(options.input ?? "");
+  });
+}
+
+/** Run a TypeScript file as a child process on sources. */
+export function runTs(file: string, args: readonly string[] = [], options: RunOptions = {}): Promise<ProcessResult> {
+  return runNode(tsNodeArgs(file, args), options);
+}
