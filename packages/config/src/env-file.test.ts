@@ -34,7 +34,7 @@ describe("parseEnvFile", () => {
   });
 
   it("reports a line it cannot read with its number instead of skipping it", () => {
-    const { errors } = parseEnvFile("KLR_A=1\njust some words\nKLR_B=\"unclosed\n1BAD=2\n", "/h/.kloros_env");
+    const { errors } = parseEnvFile('KLR_A=1\njust some words\nKLR_B="unclosed\n1BAD=2\n', "/h/.kloros_env");
     expect(errors).toEqual([
       '/h/.kloros_env:2: expected KEY=value, got "just some words"',
       "/h/.kloros_env:3: KLR_B has an unclosed quote",

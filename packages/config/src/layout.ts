@@ -9,9 +9,9 @@ export interface Layout {
   maintenanceDir: string;
   vllmSeen: string;
   rateLimits: string;
-  budgetFile(date: string): string;
+  budgetFile: (date: string) => string;
   auditDir: string;
-  auditFile(date: string): string;
+  auditFile: (date: string) => string;
   intentsDir: string;
   intentsProcessing: string;
   intentsProcessed: string;

@@ -6,7 +6,11 @@ import { layoutFor } from "./layout.ts";
 const home = "/home/kloros";
 
 function load(env: Record<string, string> = {}, file: string | null = null) {
-  return loadConfig({ env, homeDir: home, readText: (path) => (path === `${home}/.kloros_env` || path === env.KLR_ENV_FILE ? file : null) });
+  return loadConfig({
+    env,
+    homeDir: home,
+    readText: (path) => (path === `${home}/.kloros_env` || path === env.KLR_ENV_FILE ? file : null),
+  });
 }
 
 function errorsOf(env: Record<string, string>, file: string | null = null): string[] {
@@ -57,7 +61,9 @@ describe("loadConfig", () => {
   });
 
   it("layers defaults < env file < environment and says where each value came from", () => {
-    const result = requireConfig(load({ KLR_CANARY_PORT: "9100" }, "KLR_CANARY_PORT=9050\nKLR_CANARY_MODE=predictive\nKLR_CANARY_MODE=canary\n"));
+    const result = requireConfig(
+      load({ KLR_CANARY_PORT: "9100" }, "KLR_CANARY_PORT=9050\nKLR_CANARY_MODE=predictive\nKLR_CANARY_MODE=canary\n"),
+    );
     expect(result.config.canaryPort).toBe(9100);
     expect(result.config.canaryMode).toBe("canary");
     expect(result.envFile).toBe("/home/kloros/.kloros_env");
@@ -67,18 +73,22 @@ describe("loadConfig", () => {
 
   it("derives paths from KLR_HOME, including the env file's location", () => {
     const seen: string[] = [];
-    const result = requireConfig(
-      loadConfig({ env: { KLR_HOME: "/srv/k" }, homeDir: home, readText: (path) => (seen.push(path), null) }),
-    );
+    const result = requireConfig(loadConfig({ env: { KLR_HOME: "/srv/k" }, homeDir: home, readText: (path) => (seen.push(path), null) }));
     expect(seen).toEqual(["/srv/k/.kloros_env"]);
     expect(result.config.modelPath).toBe("/srv/k/models/llm/current");
     expect(result.config.daemonTokenFile).toBe("/srv/k/.kloros/daemon.token");
   });
 
   it("reads KLR_ENV_FILE when given, and refuses one that does not exist", () => {
-    const ok = loadConfig({ env: { KLR_ENV_FILE: "/etc/gc.env" }, homeDir: home, readText: (p) => (p === "/etc/gc.env" ? "KLR_CANARY_SAMPLES=7" : null) });
+    const ok = loadConfig({
+      env: { KLR_ENV_FILE: "/etc/gc.env" },
+      homeDir: home,
+      readText: (p) => (p === "/etc/gc.env" ? "KLR_CANARY_SAMPLES=7" : null),
+    });
     expect(requireConfig(ok).config.canarySamples).toBe(7);
-    expect(errorsOf({ KLR_ENV_FILE: "/nope.env" })).toEqual(['KLR_ENV_FILE: expected an existing env file, got "/nope.env" (no such file)']);
+    expect(errorsOf({ KLR_ENV_FILE: "/nope.env" })).toEqual([
+      'KLR_ENV_FILE: expected an existing env file, got "/nope.env" (no such file)',
+    ]);
   });
 
   it("reports an env file it cannot read", () => {
@@ -156,7 +166,10 @@ describe("loadConfig", () => {
   });
 
   it.each([
-    [{ KLR_VLLM_MEMORY_UTIL_MIN: "0.9", KLR_VLLM_MEMORY_UTIL_MAX: "0.6" }, "KLR_VLLM_MEMORY_UTIL_MIN: expected at most KLR_VLLM_MEMORY_UTIL_MAX (0.6), got 0.9"],
+    [
+      { KLR_VLLM_MEMORY_UTIL_MIN: "0.9", KLR_VLLM_MEMORY_UTIL_MAX: "0.6" },
+      "KLR_VLLM_MEMORY_UTIL_MIN: expected at most KLR_VLLM_MEMORY_UTIL_MAX (0.6), got 0.9",
+    ],
     [{ KLR_CANARY_PORT: "8000" }, "KLR_CANARY_PORT: expected a port other than production's"],
     [{ KLR_VLLM_URL: "http://gpu-host", KLR_CANARY_PORT: "80" }, "KLR_CANARY_PORT: expected a port other than production's"],
     [{ KLR_CANARY_PORT: "9012" }, "KLR_CANARY_PORT: expected a port other than the daemon's"],
@@ -171,7 +184,14 @@ describe("loadConfig", () => {
   });
 
   it("accepts booleans in any case and trims values", () => {
-    for (const [text, value] of [["TRUE", true], ["Yes", true], ["1", true], ["no", false], [" False ", false], ["0", false]] as const) {
+    for (const [text, value] of [
+      ["TRUE", true],
+      ["Yes", true],
+      ["1", true],
+      ["no", false],
+      [" False ", false],
+      ["0", false],
+    ] as const) {
       expect(requireConfig(load({ KLR_ALLOW_SPARE_GPU: text })).config.allowSpareGpu).toBe(value);
     }
   });
@@ -200,7 +220,9 @@ describe("loadConfig", () => {
   });
 
   it("ignores other KLR_ keys of the wider system but suggests a near miss", () => {
-    const result = requireConfig(load({ KLR_CANARY_PROT: "1", KLR_OTHER_SUBSYSTEM_THING: "x" }, "KLR_CANARY_MODDE=canary\nKLR_TTS_VOICE=en\n"));
+    const result = requireConfig(
+      load({ KLR_CANARY_PROT: "1", KLR_OTHER_SUBSYSTEM_THING: "x" }, "KLR_CANARY_MODDE=canary\nKLR_TTS_VOICE=en\n"),
+    );
     expect(result.warnings).toEqual([
       "KLR_CANARY_MODDE (/home/kloros/.kloros_env:1) is not a gpu-canary setting: did you mean KLR_CANARY_MODE?",
       "KLR_CANARY_PROT (the environment) is not a gpu-canary setting: did you mean KLR_CANARY_PORT?",

@@ -5,10 +5,7 @@ import { parseEnvFile } from "./env-file.ts";
 import { type Config, SETTINGS, SETTING_NAMES, type SettingName } from "./settings.ts";
 import { portOfUrl } from "./values.ts";
 
-export type SettingSource =
-  | { kind: "default" }
-  | { kind: "env-file"; file: string; line: number }
-  | { kind: "environment" };
+export type SettingSource = { kind: "default" } | { kind: "env-file"; file: string; line: number } | { kind: "environment" };
 
 export interface SettingOrigin {
   /** the text the value was parsed from (secrets redacted); null when unset */
@@ -106,7 +103,10 @@ export function loadConfig(deps: LoadConfigDeps): LoadedConfig | ConfigErrors {
     }
     const parsed = definition.schema.safeParse(text);
     if (parsed.success) values[definition.key] = parsed.data;
-    else errors.push(`${name}: ${parsed.error.issues[0]?.message ?? "invalid"}, got ${JSON.stringify(secret ? "********" : text)}${describeSource(given.source)}`);
+    else
+      errors.push(
+        `${name}: ${parsed.error.issues[0]?.message ?? "invalid"}, got ${JSON.stringify(secret ? "********" : text)}${describeSource(given.source)}`,
+      );
   }
 
   if (errors.length > 0) return { ok: false, errors, warnings };
@@ -119,7 +119,9 @@ export function loadConfig(deps: LoadConfigDeps): LoadedConfig | ConfigErrors {
 function combinationErrors(config: Config): string[] {
   const errors: string[] = [];
   if (config.vllmMemoryUtilMin > config.vllmMemoryUtilMax) {
-    errors.push(`KLR_VLLM_MEMORY_UTIL_MIN: expected at most KLR_VLLM_MEMORY_UTIL_MAX (${config.vllmMemoryUtilMax}), got ${config.vllmMemoryUtilMin}`);
+    errors.push(
+      `KLR_VLLM_MEMORY_UTIL_MIN: expected at most KLR_VLLM_MEMORY_UTIL_MAX (${config.vllmMemoryUtilMax}), got ${config.vllmMemoryUtilMin}`,
+    );
   }
   const productionPort = portOfUrl(config.vllmUrl);
   if (config.canaryPort === productionPort) {
@@ -129,10 +131,14 @@ function combinationErrors(config: Config): string[] {
     errors.push(`KLR_CANARY_PORT: expected a port other than the daemon's (KLR_DAEMON_LISTEN), got ${config.canaryPort}`);
   }
   if (config.daemonListen.port === productionPort) {
-    errors.push(`KLR_DAEMON_LISTEN: expected a port other than production's (KLR_VLLM_URL ${config.vllmUrl}), got ${config.daemonListen.port}`);
+    errors.push(
+      `KLR_DAEMON_LISTEN: expected a port other than production's (KLR_VLLM_URL ${config.vllmUrl}), got ${config.daemonListen.port}`,
+    );
   }
   if (config.allowSpareGpu && config.spareGpuId === config.productionGpuId) {
-    errors.push(`KLR_SPARE_GPU_ID: expected a GPU other than production's (KLR_PRODUCTION_GPU_ID ${config.productionGpuId}), got ${config.spareGpuId}`);
+    errors.push(
+      `KLR_SPARE_GPU_ID: expected a GPU other than production's (KLR_PRODUCTION_GPU_ID ${config.productionGpuId}), got ${config.spareGpuId}`,
+    );
   }
   return errors;
 }

@@ -19,8 +19,8 @@ import {
  * One entry per KLR_* setting of DESIGN.md. `defaultValue` is text, parsed like any other
  * source; a function default depends on KLR_HOME. `optional` settings may be unset.
  */
-interface SettingDef<T> {
-  key: string;
+interface SettingDef<K extends string, T> {
+  key: K;
   schema: z.ZodType<T, string>;
   defaultValue?: string | ((home: string) => string);
   optional?: boolean;
@@ -28,7 +28,9 @@ interface SettingDef<T> {
   meaning: string;
 }
 
-const def = <T>(d: SettingDef<T>): SettingDef<T> => d;
+const def = <const K extends string, T, const O extends boolean = false>(
+  d: SettingDef<K, T> & { optional?: O },
+): SettingDef<K, T> & { optional?: O } => d;
 
 const seconds = (what: string) => number({ above: 0, expected: `a number of seconds above 0 (${what})` });
 const positiveInt = (what: string) => number({ min: 1, integer: true, expected: `a whole number of at least 1 (${what})` });
@@ -37,51 +39,241 @@ const port = () => number({ min: 1, max: 65535, integer: true, expected: "a port
 const util = () => number({ above: 0, max: 1, expected: "a fraction above 0 and at most 1, such as 0.75" });
 
 export const SETTINGS = {
-  KLR_GPU_MAINTENANCE_MAX_DOWNTIME: def({ key: "maxDowntimeSeconds", schema: seconds("production downtime allowed per night"), defaultValue: "60", meaning: "production downtime allowed per night, seconds" }),
-  KLR_GPU_MAINTENANCE_WINDOW: def({ key: "maintenanceWindow", schema: windowSpec(), defaultValue: "03:00-07:00", meaning: "local start-end of the nightly window; may wrap midnight" }),
-  KLR_GPU_MAINTENANCE_TZ: def({ key: "maintenanceTimeZone", schema: timeZone(), defaultValue: "America/New_York", meaning: "IANA zone of the window and of file dates" }),
-  KLR_CANARY_MODE: def({ key: "canaryMode", schema: oneOf(["predictive", "canary"] as const), defaultValue: "predictive", meaning: "predictive (arithmetic only) or canary (real runs)" }),
+  KLR_GPU_MAINTENANCE_MAX_DOWNTIME: def({
+    key: "maxDowntimeSeconds",
+    schema: seconds("production downtime allowed per night"),
+    defaultValue: "60",
+    meaning: "production downtime allowed per night, seconds",
+  }),
+  KLR_GPU_MAINTENANCE_WINDOW: def({
+    key: "maintenanceWindow",
+    schema: windowSpec(),
+    defaultValue: "03:00-07:00",
+    meaning: "local start-end of the nightly window; may wrap midnight",
+  }),
+  KLR_GPU_MAINTENANCE_TZ: def({
+    key: "maintenanceTimeZone",
+    schema: timeZone(),
+    defaultValue: "America/New_York",
+    meaning: "IANA zone of the window and of file dates",
+  }),
+  KLR_CANARY_MODE: def({
+    key: "canaryMode",
+    schema: oneOf(["predictive", "canary"] as const),
+    defaultValue: "predictive",
+    meaning: "predictive (arithmetic only) or canary (real runs)",
+  }),
   KLR_CANARY_PORT: def({ key: "canaryPort", schema: port(), defaultValue: "9011", meaning: "port of the canary vLLM" }),
-  KLR_CANARY_TIMEOUT: def({ key: "canaryTimeoutSeconds", schema: seconds("from canary launch to verdict"), defaultValue: "30", meaning: "seconds a canary may take from launch to verdict" }),
-  KLR_RESTORE_SLA: def({ key: "restoreSlaSeconds", schema: seconds("until production serves again"), defaultValue: "15", meaning: "seconds within which production must serve again" }),
-  KLR_ALLOW_SPARE_GPU: def({ key: "allowSpareGpu", schema: boolean(), defaultValue: "false", meaning: "run canaries on a spare GPU instead of touching production" }),
+  KLR_CANARY_TIMEOUT: def({
+    key: "canaryTimeoutSeconds",
+    schema: seconds("from canary launch to verdict"),
+    defaultValue: "30",
+    meaning: "seconds a canary may take from launch to verdict",
+  }),
+  KLR_RESTORE_SLA: def({
+    key: "restoreSlaSeconds",
+    schema: seconds("until production serves again"),
+    defaultValue: "15",
+    meaning: "seconds within which production must serve again",
+  }),
+  KLR_ALLOW_SPARE_GPU: def({
+    key: "allowSpareGpu",
+    schema: boolean(),
+    defaultValue: "false",
+    meaning: "run canaries on a spare GPU instead of touching production",
+  }),
   KLR_SPARE_GPU_ID: def({ key: "spareGpuId", schema: gpuIndex(), defaultValue: "1", meaning: "nvidia-smi index of the spare GPU" }),
-  KLR_PRODUCTION_GPU_ID: def({ key: "productionGpuId", schema: gpuIndex(), defaultValue: "0", meaning: "nvidia-smi index of the GPU production uses" }),
-  KLR_RATE_LIMIT_MAX_RUNS: def({ key: "rateLimitMaxRuns", schema: positiveInt("canary runs per subsystem in the rolling window"), defaultValue: "3", meaning: "canary runs per subsystem in the rolling window" }),
-  KLR_RATE_LIMIT_WINDOW_HOURS: def({ key: "rateLimitWindowHours", schema: number({ above: 0, expected: "a number of hours above 0" }), defaultValue: "24", meaning: "length of the rolling rate-limit window, hours" }),
-  KLR_RATE_LIMIT_COOLDOWN_HOURS: def({ key: "rateLimitCooldownHours", schema: number({ min: 0, expected: "a number of hours, 0 or more" }), defaultValue: "6", meaning: "hours between two runs of one subsystem" }),
-  KLR_VLLM_MEMORY_UTIL_MIN: def({ key: "vllmMemoryUtilMin", schema: util(), defaultValue: "0.60", meaning: "lowest vllm_memory_util a candidate may have" }),
-  KLR_VLLM_MEMORY_UTIL_MAX: def({ key: "vllmMemoryUtilMax", schema: util(), defaultValue: "0.90", meaning: "highest vllm_memory_util a candidate may have" }),
-  KLR_QUIESCE: def({ key: "quiesce", schema: oneOf(["stop", "sleep"] as const), defaultValue: "stop", meaning: "how production makes room: stop the service or put vLLM to sleep" }),
-  KLR_MAX_MODEL_LEN: def({ key: "maxModelLen", schema: positiveInt("tokens"), optional: true, meaning: "max model length production serves with (vLLM's default when unset)" }),
-  KLR_MAX_NUM_SEQS: def({ key: "maxNumSeqs", schema: positiveInt("sequences"), optional: true, meaning: "max concurrent sequences (vLLM's default when unset)" }),
-  KLR_MAX_NUM_BATCHED_TOKENS: def({ key: "maxNumBatchedTokens", schema: positiveInt("tokens"), optional: true, meaning: "max tokens per batch (vLLM's default when unset)" }),
-  KLR_KV_CACHE_DTYPE: def({ key: "kvCacheDtype", schema: oneOf(["auto", "fp8"] as const), defaultValue: "auto", meaning: "KV cache dtype: auto or fp8" }),
-  KLR_VLLM_EXTRA_ARGS: def({ key: "vllmExtraArgs", schema: text(), optional: true, meaning: "further vLLM flags production uses, given to the canary too" }),
-  KLR_VLLM_VERSION: def({ key: "vllmVersion", schema: vllmVersion(), optional: true, meaning: "vLLM version for the memory model (else asked from production)" }),
+  KLR_PRODUCTION_GPU_ID: def({
+    key: "productionGpuId",
+    schema: gpuIndex(),
+    defaultValue: "0",
+    meaning: "nvidia-smi index of the GPU production uses",
+  }),
+  KLR_RATE_LIMIT_MAX_RUNS: def({
+    key: "rateLimitMaxRuns",
+    schema: positiveInt("canary runs per subsystem in the rolling window"),
+    defaultValue: "3",
+    meaning: "canary runs per subsystem in the rolling window",
+  }),
+  KLR_RATE_LIMIT_WINDOW_HOURS: def({
+    key: "rateLimitWindowHours",
+    schema: number({ above: 0, expected: "a number of hours above 0" }),
+    defaultValue: "24",
+    meaning: "length of the rolling rate-limit window, hours",
+  }),
+  KLR_RATE_LIMIT_COOLDOWN_HOURS: def({
+    key: "rateLimitCooldownHours",
+    schema: number({ min: 0, expected: "a number of hours, 0 or more" }),
+    defaultValue: "6",
+    meaning: "hours between two runs of one subsystem",
+  }),
+  KLR_VLLM_MEMORY_UTIL_MIN: def({
+    key: "vllmMemoryUtilMin",
+    schema: util(),
+    defaultValue: "0.60",
+    meaning: "lowest vllm_memory_util a candidate may have",
+  }),
+  KLR_VLLM_MEMORY_UTIL_MAX: def({
+    key: "vllmMemoryUtilMax",
+    schema: util(),
+    defaultValue: "0.90",
+    meaning: "highest vllm_memory_util a candidate may have",
+  }),
+  KLR_QUIESCE: def({
+    key: "quiesce",
+    schema: oneOf(["stop", "sleep"] as const),
+    defaultValue: "stop",
+    meaning: "how production makes room: stop the service or put vLLM to sleep",
+  }),
+  KLR_MAX_MODEL_LEN: def({
+    key: "maxModelLen",
+    schema: positiveInt("tokens"),
+    optional: true,
+    meaning: "max model length production serves with (vLLM's default when unset)",
+  }),
+  KLR_MAX_NUM_SEQS: def({
+    key: "maxNumSeqs",
+    schema: positiveInt("sequences"),
+    optional: true,
+    meaning: "max concurrent sequences (vLLM's default when unset)",
+  }),
+  KLR_MAX_NUM_BATCHED_TOKENS: def({
+    key: "maxNumBatchedTokens",
+    schema: positiveInt("tokens"),
+    optional: true,
+    meaning: "max tokens per batch (vLLM's default when unset)",
+  }),
+  KLR_KV_CACHE_DTYPE: def({
+    key: "kvCacheDtype",
+    schema: oneOf(["auto", "fp8"] as const),
+    defaultValue: "auto",
+    meaning: "KV cache dtype: auto or fp8",
+  }),
+  KLR_VLLM_EXTRA_ARGS: def({
+    key: "vllmExtraArgs",
+    schema: text(),
+    optional: true,
+    meaning: "further vLLM flags production uses, given to the canary too",
+  }),
+  KLR_VLLM_VERSION: def({
+    key: "vllmVersion",
+    schema: vllmVersion(),
+    optional: true,
+    meaning: "vLLM version for the memory model (else asked from production)",
+  }),
   KLR_VLLM_API_KEY: def({ key: "vllmApiKey", schema: text(), optional: true, secret: true, meaning: "bearer key for vLLM's /v1/*" }),
-  KLR_WHISPER_SIZE: def({ key: "whisperSize", schema: oneOf(WHISPER_SIZES), defaultValue: "small", meaning: "the Whisper size running now" }),
-  KLR_WHISPER_PROCESS: def({ key: "whisperProcess", schema: text(), defaultValue: "whisper", meaning: "substring naming Whisper in nvidia-smi's process list" }),
-  KLR_WHISPER_STOP_COMMAND: def({ key: "whisperStopCommand", schema: text(), optional: true, meaning: "stops Whisper (sh -c); GPU_CANARY_WHISPER_SIZE names the size" }),
-  KLR_WHISPER_START_COMMAND: def({ key: "whisperStartCommand", schema: text(), optional: true, meaning: "starts Whisper at GPU_CANARY_WHISPER_SIZE (sh -c)" }),
-  KLR_VLLM_PROCESS: def({ key: "vllmProcess", schema: text(), defaultValue: "vllm", meaning: "substring naming production vLLM in nvidia-smi's process list" }),
-  KLR_CANARY_SAMPLES: def({ key: "canarySamples", schema: positiveInt("timed completions"), defaultValue: "5", meaning: "timed test completions after the warm-up" }),
-  KLR_SUBSYSTEMS: def({ key: "subsystems", schema: subsystemList(), defaultValue: "gpu_allocation", meaning: "subsystems runs and intents may name" }),
-  KLR_CANARY_TTFT_P95_MS: def({ key: "canaryTtftP95Ms", schema: number({ above: 0, expected: "milliseconds above 0" }), defaultValue: "2000", meaning: "a canary's p95 time to first token must stay under this" }),
-  KLR_CANARY_MAX_SLOWDOWN: def({ key: "canaryMaxSlowdown", schema: number({ min: 1, expected: "a factor of at least 1, such as 1.5" }), defaultValue: "1.5", meaning: "a canary may be at most this much slower than production" }),
-  KLR_LOCK_TTL: def({ key: "lockTtlSeconds", schema: seconds("a lock record stays valid without renewal"), defaultValue: "120", meaning: "seconds a lock record stays valid unless renewed" }),
+  KLR_WHISPER_SIZE: def({
+    key: "whisperSize",
+    schema: oneOf(WHISPER_SIZES),
+    defaultValue: "small",
+    meaning: "the Whisper size running now",
+  }),
+  KLR_WHISPER_PROCESS: def({
+    key: "whisperProcess",
+    schema: text(),
+    defaultValue: "whisper",
+    meaning: "substring naming Whisper in nvidia-smi's process list",
+  }),
+  KLR_WHISPER_STOP_COMMAND: def({
+    key: "whisperStopCommand",
+    schema: text(),
+    optional: true,
+    meaning: "stops Whisper (sh -c); GPU_CANARY_WHISPER_SIZE names the size",
+  }),
+  KLR_WHISPER_START_COMMAND: def({
+    key: "whisperStartCommand",
+    schema: text(),
+    optional: true,
+    meaning: "starts Whisper at GPU_CANARY_WHISPER_SIZE (sh -c)",
+  }),
+  KLR_VLLM_PROCESS: def({
+    key: "vllmProcess",
+    schema: text(),
+    defaultValue: "vllm",
+    meaning: "substring naming production vLLM in nvidia-smi's process list",
+  }),
+  KLR_CANARY_SAMPLES: def({
+    key: "canarySamples",
+    schema: positiveInt("timed completions"),
+    defaultValue: "5",
+    meaning: "timed test completions after the warm-up",
+  }),
+  KLR_SUBSYSTEMS: def({
+    key: "subsystems",
+    schema: subsystemList(),
+    defaultValue: "gpu_allocation",
+    meaning: "subsystems runs and intents may name",
+  }),
+  KLR_CANARY_TTFT_P95_MS: def({
+    key: "canaryTtftP95Ms",
+    schema: number({ above: 0, expected: "milliseconds above 0" }),
+    defaultValue: "2000",
+    meaning: "a canary's p95 time to first token must stay under this",
+  }),
+  KLR_CANARY_MAX_SLOWDOWN: def({
+    key: "canaryMaxSlowdown",
+    schema: number({ min: 1, expected: "a factor of at least 1, such as 1.5" }),
+    defaultValue: "1.5",
+    meaning: "a canary may be at most this much slower than production",
+  }),
+  KLR_LOCK_TTL: def({
+    key: "lockTtlSeconds",
+    schema: seconds("a lock record stays valid without renewal"),
+    defaultValue: "120",
+    meaning: "seconds a lock record stays valid unless renewed",
+  }),
   KLR_HOME: def({ key: "home", schema: absolutePath(), meaning: "root of every gpu-canary path (default: your home directory)" }),
   KLR_VLLM_URL: def({ key: "vllmUrl", schema: httpUrl(), defaultValue: "http://127.0.0.1:8000", meaning: "production vLLM base URL" }),
-  KLR_MODEL_PATH: def({ key: "modelPath", schema: absolutePath(), defaultValue: (home) => `${home}/models/llm/current`, meaning: "model folder production and canary serve" }),
-  KLR_SERVICE_MANAGER: def({ key: "serviceManager", schema: oneOf(["systemd", "command"] as const), defaultValue: "systemd", meaning: "systemd, or command (containers, supervisord, …)" }),
+  KLR_MODEL_PATH: def({
+    key: "modelPath",
+    schema: absolutePath(),
+    defaultValue: (home) => `${home}/models/llm/current`,
+    meaning: "model folder production and canary serve",
+  }),
+  KLR_SERVICE_MANAGER: def({
+    key: "serviceManager",
+    schema: oneOf(["systemd", "command"] as const),
+    defaultValue: "systemd",
+    meaning: "systemd, or command (containers, supervisord, …)",
+  }),
   KLR_VLLM_SERVICE: def({ key: "vllmService", schema: text(), defaultValue: "vllm.service", meaning: "production systemd unit" }),
-  KLR_PRODUCTION_STOP_COMMAND: def({ key: "productionStopCommand", schema: text(), optional: true, meaning: "stops production (command manager, sh -c)" }),
-  KLR_PRODUCTION_START_COMMAND: def({ key: "productionStartCommand", schema: text(), optional: true, meaning: "starts production (command manager, sh -c)" }),
-  KLR_VLLM_COMMAND: def({ key: "vllmCommand", schema: text(), defaultValue: "python3 -m vllm.entrypoints.openai.api_server", meaning: "how to start a canary vLLM" }),
+  KLR_PRODUCTION_STOP_COMMAND: def({
+    key: "productionStopCommand",
+    schema: text(),
+    optional: true,
+    meaning: "stops production (command manager, sh -c)",
+  }),
+  KLR_PRODUCTION_START_COMMAND: def({
+    key: "productionStartCommand",
+    schema: text(),
+    optional: true,
+    meaning: "starts production (command manager, sh -c)",
+  }),
+  KLR_VLLM_COMMAND: def({
+    key: "vllmCommand",
+    schema: text(),
+    defaultValue: "python3 -m vllm.entrypoints.openai.api_server",
+    meaning: "how to start a canary vLLM",
+  }),
   KLR_NVIDIA_SMI: def({ key: "nvidiaSmi", schema: text(), defaultValue: "nvidia-smi", meaning: "the nvidia-smi executable" }),
-  KLR_VLLM_LOG: def({ key: "vllmLog", schema: logSource(), defaultValue: "journal", meaning: "where the observer reads vLLM's log: journal, a file, or command:…" }),
-  KLR_DAEMON_LISTEN: def({ key: "daemonListen", schema: listenAddress(), defaultValue: "127.0.0.1:9012", meaning: "the daemon's HTTP address" }),
-  KLR_DAEMON_TOKEN_FILE: def({ key: "daemonTokenFile", schema: absolutePath(), defaultValue: (home) => `${home}/.kloros/daemon.token`, meaning: "bearer token file for the daemon's mutating endpoints" }),
+  KLR_VLLM_LOG: def({
+    key: "vllmLog",
+    schema: logSource(),
+    defaultValue: "journal",
+    meaning: "where the observer reads vLLM's log: journal, a file, or command:…",
+  }),
+  KLR_DAEMON_LISTEN: def({
+    key: "daemonListen",
+    schema: listenAddress(),
+    defaultValue: "127.0.0.1:9012",
+    meaning: "the daemon's HTTP address",
+  }),
+  KLR_DAEMON_TOKEN_FILE: def({
+    key: "daemonTokenFile",
+    schema: absolutePath(),
+    defaultValue: (home) => `${home}/.kloros/daemon.token`,
+    meaning: "bearer token file for the daemon's mutating endpoints",
+  }),
   KLR_NOTIFY_URL: def({ key: "notifyUrl", schema: httpUrl(), optional: true, meaning: "optional webhook for run results" }),
 } as const;
 
@@ -91,7 +283,7 @@ export const SETTING_NAMES = Object.keys(SETTINGS) as SettingName[];
 type Defs = typeof SETTINGS;
 type ValueOf<N extends SettingName> = Defs[N]["schema"] extends z.ZodType<infer T, string> ? T : never;
 type KeyOf<N extends SettingName> = Defs[N]["key"];
-type IsOptional<N extends SettingName> = Defs[N] extends { optional: true } ? true : false;
+type IsOptional<N extends SettingName> = Defs[N] extends { optional?: infer O } ? (true extends O ? true : false) : false;
 
 /** The typed settings, camelCase; optional ones are undefined when unset. */
 export type Config = {

@@ -52,7 +52,8 @@ export const oneOf = <const T extends readonly string[]>(choices: T) =>
     (choices as readonly string[]).includes(text) ? { ok: true, value: text } : { ok: false, expected: `one of ${choices.join(", ")}` },
   );
 
-export const text = (expected = "a non-empty value") => fromParse((value) => (value === "" ? { ok: false, expected } : { ok: true, value }));
+export const text = (expected = "a non-empty value") =>
+  fromParse((value) => (value === "" ? { ok: false, expected } : { ok: true, value }));
 
 export const timeZone = () =>
   fromParse((value) =>
@@ -95,7 +96,8 @@ export const httpUrl = () =>
   fromParse((value) => {
     try {
       const url = new URL(value);
-      if ((url.protocol === "http:" || url.protocol === "https:") && url.hostname !== "") return { ok: true, value: value.replace(/\/+$/, "") };
+      if ((url.protocol === "http:" || url.protocol === "https:") && url.hostname !== "")
+        return { ok: true, value: value.replace(/\/+$/, "") };
     } catch {
       // reported below
     }
@@ -128,7 +130,10 @@ const SUBSYSTEM = /^[a-z][a-z0-9_-]{0,63}$/;
 
 export const subsystemList = () =>
   fromParse<string[]>((value) => {
-    const names = value.split(",").map((name) => name.trim()).filter((name) => name !== "");
+    const names = value
+      .split(",")
+      .map((name) => name.trim())
+      .filter((name) => name !== "");
     const expected = "a comma-separated list of names (lower case letters, digits, _ and -), such as gpu_allocation";
     if (names.length === 0 || !names.every((name) => SUBSYSTEM.test(name))) return { ok: false, expected };
     return { ok: true, value: [...new Set(names)] };
@@ -141,7 +146,9 @@ export const logSource = () =>
     if (value === "journal") return { ok: true, value: { kind: "journal" } };
     if (value.startsWith("command:")) {
       const command = value.slice("command:".length).trim();
-      return command === "" ? { ok: false, expected: "a command after command:, such as command:docker logs -f vllm" } : { ok: true, value: { kind: "command", command } };
+      return command === ""
+        ? { ok: false, expected: "a command after command:, such as command:docker logs -f vllm" }
+        : { ok: true, value: { kind: "command", command } };
     }
     if (value.startsWith("/")) return { ok: true, value: { kind: "file", path: value } };
     return { ok: false, expected: "journal, an absolute file path, or command:… (e.g. command:docker logs -f vllm)" };

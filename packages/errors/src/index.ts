@@ -66,7 +66,7 @@ export function exitCodeOf(kind: ErrorKind): number {
 /** The errno code of a Node system error, if it has one. */
 export function errnoCode(error: unknown): string | undefined {
   if (typeof error === "object" && error !== null && "code" in error) {
-    const code = (error as { code: unknown }).code;
+    const code = error.code;
     return typeof code === "string" ? code : undefined;
   }
   return undefined;

@@ -15,10 +15,16 @@ async function setup(maxSeconds = 60) {
 describe("the downtime budget", () => {
   it("reads a missing night as nothing used", async () => {
     const { budget } = await setup();
-    expect(await budget.status("20261128")).toMatchObject({ secondsUsed: 0, maxSeconds: 60, secondsLeft: 60, exhausted: false, recorded: false });
+    expect(await budget.status("20261128")).toMatchObject({
+      secondsUsed: 0,
+      maxSeconds: 60,
+      secondsLeft: 60,
+      exhausted: false,
+      recorded: false,
+    });
   });
 
-  it("reads the checklist's bare {\"seconds_used\": N} file", async () => {
+  it('reads the checklist\'s bare {"seconds_used": N} file', async () => {
     const { budget, pathFor } = await setup();
     await writeFile(pathFor("20261128"), '{\n  "seconds_used": 12.5\n}\n');
     expect(await budget.status("20261128")).toMatchObject({ secondsUsed: 12.5, secondsLeft: 47.5, recorded: true });
@@ -63,7 +69,11 @@ describe("the downtime budget", () => {
     const { budget, pathFor, dir } = await setup();
     const path = pathFor("20261128");
     await writeFile(path, content);
-    for (const action of [() => budget.status("20261128"), () => budget.canAfford("20261128", 1), () => budget.charge("20261128", "r", 1)]) {
+    for (const action of [
+      () => budget.status("20261128"),
+      () => budget.canAfford("20261128", 1),
+      () => budget.charge("20261128", "r", 1),
+    ]) {
       await expect(action()).rejects.toMatchObject({
         code: "BUDGET_UNREADABLE",
         kind: "fault",
@@ -92,7 +102,11 @@ describe("the downtime budget", () => {
     await budget.reset("20261128");
     const file = JSON.parse(await readFile(pathFor("20261128"), "utf8"));
     expect(file.seconds_used).toBe(0);
-    expect(file.resets[0]).toMatchObject({ previous_seconds_used: null, previous_text: "{garbage", previous_problem: expect.stringContaining("not valid JSON") });
+    expect(file.resets[0]).toMatchObject({
+      previous_seconds_used: null,
+      previous_text: "{garbage",
+      previous_problem: expect.stringContaining("not valid JSON"),
+    });
     expect((await budget.status("20261128")).secondsUsed).toBe(0);
   });
 
@@ -100,21 +114,24 @@ describe("the downtime budget", () => {
     const { dir } = await setup();
     let round = 0;
     await fc.assert(
-      fc.asyncProperty(fc.array(fc.tuple(fc.integer({ min: 0, max: 5 }), fc.double({ min: 0, max: 40, noNaN: true })), { maxLength: 12 }), async (charges) => {
-        round += 1;
-        const budget = createDowntimeBudget({ storeFor: fileBudgetStore((date) => join(dir, `b${round}_${date}.json`)), maxSeconds: 60 });
-        const expected = new Map<number, number>();
-        for (const [run, seconds] of charges) {
-          await budget.charge("20261128", `run-${run}`, seconds);
-          if (!expected.has(run)) expected.set(run, Math.round(seconds * 1000) / 1000);
-        }
-        const status = await budget.status("20261128");
-        const total = [...expected.values()].reduce((a, b) => a + b, 0);
-        expect(status.secondsUsed).toBeCloseTo(total, 6);
-        expect(status.secondsLeft).toBeGreaterThanOrEqual(0);
-        expect(status.secondsLeft).toBeCloseTo(Math.max(0, 60 - status.secondsUsed), 6);
-        expect(status.charges).toHaveLength(expected.size);
-      }),
+      fc.asyncProperty(
+        fc.array(fc.tuple(fc.integer({ min: 0, max: 5 }), fc.double({ min: 0, max: 40, noNaN: true })), { maxLength: 12 }),
+        async (charges) => {
+          round += 1;
+          const budget = createDowntimeBudget({ storeFor: fileBudgetStore((date) => join(dir, `b${round}_${date}.json`)), maxSeconds: 60 });
+          const expected = new Map<number, number>();
+          for (const [run, seconds] of charges) {
+            await budget.charge("20261128", `run-${run}`, seconds);
+            if (!expected.has(run)) expected.set(run, Math.round(seconds * 1000) / 1000);
+          }
+          const status = await budget.status("20261128");
+          const total = [...expected.values()].reduce((a, b) => a + b, 0);
+          expect(status.secondsUsed).toBeCloseTo(total, 6);
+          expect(status.secondsLeft).toBeGreaterThanOrEqual(0);
+          expect(status.secondsLeft).toBeCloseTo(Math.max(0, 60 - status.secondsUsed), 6);
+          expect(status.charges).toHaveLength(expected.size);
+        },
+      ),
       { numRuns: 60 },
     );
   });

@@ -16,7 +16,7 @@ const reset = z.looseObject({
 
 /** One night's budget file. `{"seconds_used": 0}` alone is valid (the checklist's emergency reset writes it). */
 export const budgetFileSchema = z.looseObject({
-  seconds_used: z.number({ error: "must be a number of seconds" }).finite().nonnegative({ error: "must not be negative" }),
+  seconds_used: z.number({ error: "must be a number of seconds" }).nonnegative({ error: "must not be negative" }),
   charges: z.array(charge).optional(),
   resets: z.array(reset).optional(),
 });
@@ -29,7 +29,7 @@ export interface BudgetStatus {
   /** never below 0, even after a measured overrun */
   secondsLeft: number;
   exhausted: boolean;
-  charges: BudgetFile["charges"] & object;
+  charges: NonNullable<BudgetFile["charges"]>;
   /** the file exists */
   recorded: boolean;
 }
@@ -73,7 +73,15 @@ export function createDowntimeBudget(deps: BudgetDeps): DowntimeBudget {
   const toStatus = (date: string, file: BudgetFile | undefined): BudgetStatus => {
     const used = file?.seconds_used ?? 0;
     const left = Math.max(0, ms(deps.maxSeconds - used));
-    return { date, secondsUsed: used, maxSeconds: deps.maxSeconds, secondsLeft: left, exhausted: left <= 0, charges: file?.charges ?? [], recorded: file !== undefined };
+    return {
+      date,
+      secondsUsed: used,
+      maxSeconds: deps.maxSeconds,
+      secondsLeft: left,
+      exhausted: left <= 0,
+      charges: file?.charges ?? [],
+      recorded: file !== undefined,
+    };
   };
 
   const readable = (date: string, location: string, current: ReadResult<BudgetFile>): BudgetFile | undefined => {
@@ -97,9 +105,10 @@ export function createDowntimeBudget(deps: BudgetDeps): DowntimeBudget {
     },
 
     async charge(date, runId, seconds) {
-      if (!Number.isFinite(seconds) || seconds < 0) throw new RangeError(`downtime must be a finite number of seconds >= 0, got ${seconds}`);
+      if (!Number.isFinite(seconds) || seconds < 0)
+        throw new RangeError(`downtime must be a finite number of seconds >= 0, got ${seconds}`);
       const store = deps.storeFor(date);
-      return store.update((current) => {
+      return store.update<{ charged: boolean; status: BudgetStatus }>((current) => {
         const file = readable(date, store.location, current) ?? { seconds_used: 0 };
         const charges = file.charges ?? [];
         if (charges.some((c) => c.run_id === runId)) return { answer: { charged: false, status: toStatus(date, file) } };
@@ -120,7 +129,9 @@ export function createDowntimeBudget(deps: BudgetDeps): DowntimeBudget {
           at: now().toISOString(),
           previous_seconds_used: previous?.seconds_used ?? null,
           ...(previous?.charges?.length ? { previous_charges: previous.charges } : {}),
-          ...(current.status === "unreadable" ? { previous_problem: current.error.reason, previous_text: (current.text ?? "").slice(0, 4096) } : {}),
+          ...(current.status === "unreadable"
+            ? { previous_problem: current.error.reason, previous_text: (current.text ?? "").slice(0, 4096) }
+            : {}),
           ...(reason ? { reason } : {}),
         };
         const next: BudgetFile = { seconds_used: 0, charges: [], resets: [...(previous?.resets ?? []), entry] };

@@ -19,7 +19,9 @@ export function resolveLocal(date: CivilDate, time: ClockTime, zone: string): Da
   const wallAsUtc = Date.UTC(date.year, date.month - 1, date.day, time.hour, time.minute);
   const day = 24 * 3600_000;
   const offsets = new Set([tz.offset(wallAsUtc - day), tz.offset(wallAsUtc), tz.offset(wallAsUtc + day)]);
-  const valid = [...offsets].map((offset) => wallAsUtc - offset * 60_000).filter((instant) => tz.offset(instant) * 60_000 === wallAsUtc - instant);
+  const valid = [...offsets]
+    .map((offset) => wallAsUtc - offset * 60_000)
+    .filter((instant) => tz.offset(instant) * 60_000 === wallAsUtc - instant);
   if (valid.length > 0) return new Date(Math.min(...valid));
   // In a gap: find the transition between the two candidate instants (minute precision).
   const candidates = [...offsets].map((offset) => wallAsUtc - offset * 60_000);

@@ -80,28 +80,38 @@ describe("windowAt", () => {
 
   it("resolves the DST edge cases of another hemisphere and a half-hour shift the same way", () => {
     // Lord Howe Island moves 30 minutes; 02:15 is skipped on 2026-10-04.
-    expect(resolveLocal({ year: 2026, month: 10, day: 4 }, { hour: 2, minute: 15 }, "Australia/Lord_Howe").toISOString()).toBe("2026-10-03T15:30:00.000Z");
+    expect(resolveLocal({ year: 2026, month: 10, day: 4 }, { hour: 2, minute: 15 }, "Australia/Lord_Howe").toISOString()).toBe(
+      "2026-10-03T15:30:00.000Z",
+    );
     // Sydney repeats 02:30 on 2026-04-05; the first occurrence is still daylight time (+11).
-    expect(resolveLocal({ year: 2026, month: 4, day: 5 }, { hour: 2, minute: 30 }, "Australia/Sydney").toISOString()).toBe("2026-04-04T15:30:00.000Z");
+    expect(resolveLocal({ year: 2026, month: 4, day: 5 }, { hour: 2, minute: 30 }, "Australia/Sydney").toISOString()).toBe(
+      "2026-04-04T15:30:00.000Z",
+    );
   });
 
   it("holds open(t) exactly when opens_at <= t < closes_at, for any window, zone and instant", () => {
     const zones = [NY, "UTC", "Europe/London", "Australia/Lord_Howe", "Asia/Kolkata", "America/Santiago", "Pacific/Chatham"];
     const clock = fc.record({ h: fc.integer({ min: 0, max: 23 }), m: fc.constantFrom(0, 15, 30, 45, 59) });
     fc.assert(
-      fc.property(clock, clock, fc.constantFrom(...zones), fc.date({ min: new Date("2020-01-01"), max: new Date("2032-01-01"), noInvalidDate: true }), (s, e, zone, t) => {
-        fc.pre(s.h !== e.h || s.m !== e.m);
-        const text = `${String(s.h).padStart(2, "0")}:${String(s.m).padStart(2, "0")}-${String(e.h).padStart(2, "0")}:${String(e.m).padStart(2, "0")}`;
-        const w = spec(text);
-        const state = windowAt(w, zone, t);
-        const inside = state.opensAt.getTime() <= t.getTime() && t.getTime() < state.closesAt.getTime();
-        expect(state.open).toBe(inside);
-        if (!state.open) expect(state.opensAt.getTime()).toBeGreaterThan(t.getTime());
-        expect(state.closesAt.getTime()).toBeGreaterThanOrEqual(state.opensAt.getTime());
-        const last = lastOpened(w, zone, t);
-        expect(last.opensAt.getTime()).toBeLessThanOrEqual(t.getTime());
-        if (state.open) expect(last.night).toBe(state.night);
-      }),
+      fc.property(
+        clock,
+        clock,
+        fc.constantFrom(...zones),
+        fc.date({ min: new Date("2020-01-01"), max: new Date("2032-01-01"), noInvalidDate: true }),
+        (s, e, zone, t) => {
+          fc.pre(s.h !== e.h || s.m !== e.m);
+          const text = `${String(s.h).padStart(2, "0")}:${String(s.m).padStart(2, "0")}-${String(e.h).padStart(2, "0")}:${String(e.m).padStart(2, "0")}`;
+          const w = spec(text);
+          const state = windowAt(w, zone, t);
+          const inside = state.opensAt.getTime() <= t.getTime() && t.getTime() < state.closesAt.getTime();
+          expect(state.open).toBe(inside);
+          if (!state.open) expect(state.opensAt.getTime()).toBeGreaterThan(t.getTime());
+          expect(state.closesAt.getTime()).toBeGreaterThanOrEqual(state.opensAt.getTime());
+          const last = lastOpened(w, zone, t);
+          expect(last.opensAt.getTime()).toBeLessThanOrEqual(t.getTime());
+          if (state.open) expect(last.night).toBe(state.night);
+        },
+      ),
       { numRuns: 2000 },
     );
   });

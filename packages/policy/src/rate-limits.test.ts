@@ -19,7 +19,9 @@ describe("the rate limiter", () => {
     const { limiter, path } = await setup();
     const decision = await limiter.admit("gpu_allocation", "run-1");
     expect(decision.allowed).toBe(true);
-    expect(JSON.parse(await readFile(path, "utf8"))).toEqual({ subsystems: { gpu_allocation: { runs: [{ run_id: "run-1", at: "2026-11-28T08:00:00.000Z" }] } } });
+    expect(JSON.parse(await readFile(path, "utf8"))).toEqual({
+      subsystems: { gpu_allocation: { runs: [{ run_id: "run-1", at: "2026-11-28T08:00:00.000Z" }] } },
+    });
   });
 
   it("refuses during the cooldown and says when the next run is allowed", async () => {
@@ -64,7 +66,10 @@ describe("the rate limiter", () => {
   it("fails closed on an unreadable record and leaves it as it is", async () => {
     const { limiter, path } = await setup();
     await writeFile(path, '{"subsystems": {"gpu_allocation": {"runs": [{"run_id": "x", "at": "yesterday"}]}}}');
-    await expect(limiter.admit("gpu_allocation", "b")).rejects.toMatchObject({ code: "RATE_LIMITS_UNREADABLE", message: expect.stringContaining(path) });
+    await expect(limiter.admit("gpu_allocation", "b")).rejects.toMatchObject({
+      code: "RATE_LIMITS_UNREADABLE",
+      message: expect.stringContaining(path),
+    });
     await expect(limiter.check("gpu_allocation")).rejects.toMatchObject({ code: "RATE_LIMITS_UNREADABLE" });
     expect(await readFile(path, "utf8")).toContain("yesterday");
   });
@@ -72,22 +77,27 @@ describe("the rate limiter", () => {
   it("never admits more than the maximum in any rolling window, nor two runs inside a cooldown", () => {
     const step = fc.integer({ min: -10 * 3600_000, max: 30 * 3600_000 });
     fc.assert(
-      fc.property(fc.array(step, { maxLength: 40 }), fc.integer({ min: 1, max: 4 }), fc.integer({ min: 0, max: 8 }), (steps, maxRuns, cooldownHours) => {
-        const r = { maxRuns, windowHours: 24, cooldownHours };
-        let t = Date.parse("2026-11-28T00:00:00Z");
-        const runs: { at: string }[] = [];
-        for (const delta of steps) {
-          t += delta;
-          if (decide(r, "s", runs, new Date(t)).allowed) runs.push({ at: new Date(t).toISOString() });
-        }
-        const times = runs.map((x) => Date.parse(x.at)).sort((a, b) => a - b);
-        for (const start of times) {
-          expect(times.filter((x) => x >= start && x < start + 24 * 3600_000).length).toBeLessThanOrEqual(maxRuns);
-        }
-        for (let i = 1; i < times.length; i += 1) {
-          expect((times[i] ?? 0) - (times[i - 1] ?? 0)).toBeGreaterThanOrEqual(cooldownHours * 3600_000);
-        }
-      }),
+      fc.property(
+        fc.array(step, { maxLength: 40 }),
+        fc.integer({ min: 1, max: 4 }),
+        fc.integer({ min: 0, max: 8 }),
+        (steps, maxRuns, cooldownHours) => {
+          const r = { maxRuns, windowHours: 24, cooldownHours };
+          let t = Date.parse("2026-11-28T00:00:00Z");
+          const runs: { at: string }[] = [];
+          for (const delta of steps) {
+            t += delta;
+            if (decide(r, "s", runs, new Date(t)).allowed) runs.push({ at: new Date(t).toISOString() });
+          }
+          const times = runs.map((x) => Date.parse(x.at)).sort((a, b) => a - b);
+          for (const start of times) {
+            expect(times.filter((x) => x >= start && x < start + 24 * 3600_000).length).toBeLessThanOrEqual(maxRuns);
+          }
+          for (let i = 1; i < times.length; i += 1) {
+            expect((times[i] ?? 0) - (times[i - 1] ?? 0)).toBeGreaterThanOrEqual(cooldownHours * 3600_000);
+          }
+        },
+      ),
       { numRuns: 1000 },
     );
   });

@@ -61,7 +61,14 @@ export function decide(rule: RateLimitRule, subsystem: string, runs: readonly { 
   const windowFrees = oldestToLeave === undefined ? t : oldestToLeave + windowMs;
   const next = Math.max(t, cooldownEnds, windowFrees);
   const allowed = next <= t;
-  const base = { subsystem, allowed, nextAllowedAt: new Date(next), runsInWindow: inWindow.length, maxRuns: rule.maxRuns, lastRunAt: last === null ? null : new Date(last) };
+  const base = {
+    subsystem,
+    allowed,
+    nextAllowedAt: new Date(next),
+    runsInWindow: inWindow.length,
+    maxRuns: rule.maxRuns,
+    lastRunAt: last === null ? null : new Date(last),
+  };
   if (allowed) {
     return { ...base, reason: `${inWindow.length} of ${rule.maxRuns} runs used in the last ${rule.windowHours} h` };
   }
@@ -112,7 +119,10 @@ export function createRateLimiter(deps: RateLimiterDeps): RateLimiter {
         const kept = runs.filter((r) => Date.parse(r.at) > at.getTime() - keepMs);
         const next: RateLimitsFile = {
           ...file,
-          subsystems: { ...file.subsystems, [subsystem]: { ...file.subsystems[subsystem], runs: [...kept, { run_id: runId, at: at.toISOString() }] } },
+          subsystems: {
+            ...file.subsystems,
+            [subsystem]: { ...file.subsystems[subsystem], runs: [...kept, { run_id: runId, at: at.toISOString() }] },
+          },
         };
         // The answer is the admission, with the counts and the next slot as they are after it.
         const after = decide(deps.rule, subsystem, next.subsystems[subsystem]?.runs ?? [], at);

@@ -20,7 +20,10 @@ async function writeRecord(path: string, record: object, ageMs = 0): Promise<voi
 
 const record = (pid: number, extra: object = {}) => ({ pid, host: "here", acquired_at: "2026-11-28T08:00:00.000Z", ...extra });
 
-const fakeInspector = (probe: ReturnType<ProcessInspector["probe"]>): ProcessInspector => ({ probe: () => probe, selfToken: () => "boot:1" });
+const fakeInspector = (probe: ReturnType<ProcessInspector["probe"]>): ProcessInspector => ({
+  probe: () => probe,
+  selfToken: () => "boot:1",
+});
 
 describe("createFileLock", () => {
   it("takes a free lock with a complete record and releases it", async () => {
@@ -175,7 +178,7 @@ describe("createFileLock", () => {
     const path = join(dir, "x.lock");
     const attempt = await createFileLock({ path }).tryAcquire();
     if (!attempt.acquired) throw new Error("expected to acquire");
-    await attempt.lock.update({ phase: "production_stopped" } as never);
+    await attempt.lock.update({ phase: "production_stopped" });
     expect(JSON.parse(await readFile(path, "utf8")).phase).toBe("production_stopped");
     expect(await attempt.lock.stillHeld()).toBe(true);
     expect(await attempt.lock.release()).toBe("released");

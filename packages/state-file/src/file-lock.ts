@@ -11,7 +11,11 @@ import { type RawFile, parseState, readRaw } from "./read-state.ts";
 
 /** The fields every lock record has; holders may add their own (run id, expiry, journal). */
 export const baseLockRecordSchema = z.looseObject({
-  pid: z.number().int().min(1).max(2 ** 31 - 1),
+  pid: z
+    .number()
+    .int()
+    .min(1)
+    .max(2 ** 31 - 1),
   host: z.string().min(1),
   start_token: z.string().nullable().optional(),
   acquired_at: z.string(),
@@ -55,7 +59,8 @@ export interface AcquireOptions {
   signal?: AbortSignal;
 }
 
-export type TryAcquireResult<R> = { acquired: true; lock: HeldLock<R> } | { acquired: false; state: Exclude<LockState<R>, { state: "free" }> };
+export type TryAcquireResult<R> =
+  { acquired: true; lock: HeldLock<R> } | { acquired: false; state: Exclude<LockState<R>, { state: "free" }> };
 
 export interface HeldLock<R> {
   readonly path: string;
@@ -131,7 +136,9 @@ export function createFileLock<R extends BaseLockRecord = BaseLockRecord>(option
         error: new StateUnreadableError(path, parsed.reason, hint),
         file: raw.file,
         stale,
-        reason: stale ? `unreadable for ${(ageMs / 1000).toFixed(1)} s: ${parsed.reason}` : `unreadable, may be mid-write: ${parsed.reason}`,
+        reason: stale
+          ? `unreadable for ${(ageMs / 1000).toFixed(1)} s: ${parsed.reason}`
+          : `unreadable, may be mid-write: ${parsed.reason}`,
       };
     }
     const verdict = judge(parsed.value);
@@ -161,7 +168,12 @@ export function createFileLock<R extends BaseLockRecord = BaseLockRecord>(option
     }
     try {
       const claimed = await readRaw(claim, { fs });
-      if (claimed.status !== "ok" || claimed.file.ino !== file.ino || claimed.file.mtimeNs !== file.mtimeNs || claimed.file.text !== file.text) {
+      if (
+        claimed.status !== "ok" ||
+        claimed.file.ino !== file.ino ||
+        claimed.file.mtimeNs !== file.mtimeNs ||
+        claimed.file.text !== file.text
+      ) {
         return false;
       }
       const current = await fs.lstat(path, { bigint: true }).catch(() => null);
@@ -186,7 +198,8 @@ export function createFileLock<R extends BaseLockRecord = BaseLockRecord>(option
     const raw = await readRaw(path, { fs });
     return raw.status === "ok" ? raw.file : null;
   };
-  const sameFile = (a: RawFile | null, b: RawFile): boolean => a !== null && a.ino === b.ino && a.mtimeNs === b.mtimeNs && a.text === b.text;
+  const sameFile = (a: RawFile | null, b: RawFile): boolean =>
+    a !== null && a.ino === b.ino && a.mtimeNs === b.mtimeNs && a.text === b.text;
 
   const held = (initial: R, file: RawFile): HeldLock<R> => {
     let record = initial;
@@ -255,7 +268,7 @@ export function createFileLock<R extends BaseLockRecord = BaseLockRecord>(option
         if (state.file) await breakRecord(state.file);
       }
       const state = await inspect();
-      return state.state === "free" ? tryAcquire(fields) : { acquired: false, state };
+      return state.state === "free" ? await tryAcquire(fields) : { acquired: false, state };
     } finally {
       await fs.unlink(temp).catch(() => undefined);
     }
@@ -294,7 +307,11 @@ export function describeLockState(state: LockState<BaseLockRecord>): string {
 }
 
 /** Run `fn` while holding the lock at `path`; the lock is released however `fn` ends. */
-export async function withFileLock<T>(path: string, fn: () => Promise<T>, options: AcquireOptions & Partial<FileLockOptions<BaseLockRecord>> = {}): Promise<T> {
+export async function withFileLock<T>(
+  path: string,
+  fn: () => Promise<T>,
+  options: AcquireOptions & Partial<FileLockOptions<BaseLockRecord>> = {},
+): Promise<T> {
   const lock = createFileLock({ ...options, path });
   const heldLock = await lock.acquire({}, options);
   try {

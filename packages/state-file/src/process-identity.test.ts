@@ -49,9 +49,19 @@ describe("createProcessInspector", () => {
     const noProc = () => {
       throw Object.assign(new Error("no proc"), { code: "ENOENT" });
     };
-    const eperm = createProcessInspector({ readText: noProc, kill: () => { throw Object.assign(new Error(), { code: "EPERM" }); } });
+    const eperm = createProcessInspector({
+      readText: noProc,
+      kill: () => {
+        throw Object.assign(new Error(), { code: "EPERM" });
+      },
+    });
     expect(eperm.probe(5)).toEqual({ state: "alive", startToken: null });
-    const esrch = createProcessInspector({ readText: noProc, kill: () => { throw Object.assign(new Error(), { code: "ESRCH" }); } });
+    const esrch = createProcessInspector({
+      readText: noProc,
+      kill: () => {
+        throw Object.assign(new Error(), { code: "ESRCH" });
+      },
+    });
     expect(esrch.probe(5)).toEqual({ state: "dead", why: "gone" });
   });
 

@@ -6,9 +6,7 @@ import { errnoCode } from "@gpu-canary/errors";
  * (kill(pid, 0) still answers for a zombie, /proc does not lie about it).
  */
 export type ProcessProbe =
-  | { state: "alive"; startToken: string | null }
-  | { state: "dead"; why: "gone" | "zombie" }
-  | { state: "unknown"; why: string };
+  { state: "alive"; startToken: string | null } | { state: "dead"; why: "gone" | "zombie" } | { state: "unknown"; why: string };
 
 export interface ProcessInspector {
   probe(pid: number): ProcessProbe;
@@ -28,7 +26,10 @@ export function isValidPid(pid: unknown): pid is number {
 export function parseProcStat(text: string): { state: string; startTime: string } | null {
   const close = text.lastIndexOf(")");
   if (close < 0) return null;
-  const fields = text.slice(close + 1).trim().split(/\s+/);
+  const fields = text
+    .slice(close + 1)
+    .trim()
+    .split(/\s+/);
   const state = fields[0];
   const startTime = fields[19];
   if (state === undefined || startTime === undefined || !/^\d+$/.test(startTime)) return null;

@@ -21,12 +21,11 @@ export interface RawFile {
   size: bigint;
 }
 
-export type RawRead = { status: "missing" } | { status: "ok"; file: RawFile } | { status: "unreadable"; error: StateUnreadableError; ageMs: number | null };
+export type RawRead =
+  { status: "missing" } | { status: "ok"; file: RawFile } | { status: "unreadable"; error: StateUnreadableError; ageMs: number | null };
 
 export type ReadResult<T> =
-  | { status: "missing" }
-  | { status: "ok"; value: T; file: RawFile }
-  | { status: "unreadable"; error: StateUnreadableError; text?: string };
+  { status: "missing" } | { status: "ok"; value: T; file: RawFile } | { status: "unreadable"; error: StateUnreadableError; text?: string };
 
 const defaultHint = "repair or remove the file by hand; gpu-canary will not guess its content";
 

@@ -12,7 +12,10 @@ const count = Number(countText);
 while (!existsSync(join(dir, "go"))) await sleep(5);
 
 const budget = createDowntimeBudget({ storeFor: fileBudgetStore((date) => join(dir, `gpu_budget_${date}.json`)), maxSeconds: 60 });
-const limiter = createRateLimiter({ store: fileRateLimitStore(join(dir, "rate_limits.json")), rule: { maxRuns: 3, windowHours: 24, cooldownHours: 0 } });
+const limiter = createRateLimiter({
+  store: fileRateLimitStore(join(dir, "rate_limits.json")),
+  rule: { maxRuns: 3, windowHours: 24, cooldownHours: 0 },
+});
 let admitted = 0;
 for (let i = 0; i < count; i += 1) {
   const runId = `run-${process.pid}-${i}`;

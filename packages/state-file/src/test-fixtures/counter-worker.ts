@@ -32,9 +32,14 @@ for (let i = 0; i < iterations; i += 1) {
   if (mode === "lock") await withFileLock(join(dir, "counter.lock"), critical, { waitMs: 60_000 });
   else if (mode === "nolock") await critical();
   else {
-    await updateJsonState(join(dir, "state.json"), schema, (current) => {
-      const count = current.status === "ok" ? current.value.count : 0;
-      return { write: { count: count + 1 }, answer: null };
-    }, { lockWaitMs: 60_000 });
+    await updateJsonState(
+      join(dir, "state.json"),
+      schema,
+      (current) => {
+        const count = current.status === "ok" ? current.value.count : 0;
+        return { write: { count: count + 1 }, answer: null };
+      },
+      { lockWaitMs: 60_000 },
+    );
   }
 }

@@ -1,0 +1,71 @@
+import { type BudgetStatus, createDowntimeBudget, fileBudgetStore, nightOf } from "@gpu-canary/policy";
+import type { GlobalOptions, Io } from "../io.ts";
+import { answer, usageError } from "../output.ts";
+import { type Settings, loadSettings } from "../settings.ts";
+import { parseDateOption } from "../time-input.ts";
+
+function budgetFor(settings: Settings, io: Io) {
+  return createDowntimeBudget({
+    storeFor: fileBudgetStore(settings.layout.budgetFile),
+    maxSeconds: settings.config.maxDowntimeSeconds,
+    now: io.now,
+  });
+}
+
+function nightFor(settings: Settings, io: Io, date: string | undefined): string {
+  if (date !== undefined) return parseDateOption(date);
+  return nightOf(settings.config.maintenanceWindow, settings.config.maintenanceTimeZone, io.now());
+}
+
+function statusJson(status: BudgetStatus, path: string) {
+  return {
+    date: status.date,
+    seconds_used: status.secondsUsed,
+    max_seconds: status.maxSeconds,
+    seconds_left: status.secondsLeft,
+    exhausted: status.exhausted,
+    charges: status.charges,
+    path,
+  };
+}
+
+const pretty = (date: string) => `${date.slice(0, 4)}-${date.slice(4, 6)}-${date.slice(6)}`;
+
+export async function runBudget(options: GlobalOptions & { date?: string }, io: Io): Promise<number> {
+  const settings = loadSettings(io);
+  const date = nightFor(settings, io, options.date);
+  const path = settings.layout.budgetFile(date);
+  const status = await budgetFor(settings, io).status(date);
+  answer(io, options, statusJson(status, path), () => {
+    const last = status.charges.at(-1);
+    return [
+      `Downtime budget for the night of ${pretty(date)} (${status.recorded ? path : `no file yet: ${path}`})`,
+      `Used: ${status.secondsUsed} s of ${status.maxSeconds} s; left: ${status.secondsLeft} s${status.exhausted ? " (exhausted: quiesced canaries wait for the next night)" : ""}`,
+      `Charges: ${status.charges.length}${last ? ` (last: ${last.run_id}, ${last.seconds} s at ${last.at})` : ""}`,
+    ].join("\n");
+  });
+  return 0;
+}
+
+export async function runBudgetReset(options: GlobalOptions & { date?: string; yes?: boolean; reason?: string }, io: Io): Promise<number> {
+  const settings = loadSettings(io);
+  const date = nightFor(settings, io, options.date);
+  if (!options.yes) {
+    throw usageError(
+      `budget reset sets the used downtime of the night of ${pretty(date)} to 0, allowing more production downtime tonight; refusing without --yes`,
+      `gpu-canary budget reset --yes --date ${date}`,
+    );
+  }
+  const path = settings.layout.budgetFile(date);
+  const { previousSecondsUsed, status } = await budgetFor(settings, io).reset(
+    date,
+    options.reason ?? "emergency reset from the command line",
+  );
+  answer(io, options, { ...statusJson(status, path), reset: true, previous_seconds_used: previousSecondsUsed }, () =>
+    [
+      `Reset the downtime budget for the night of ${pretty(date)} (${path})`,
+      `Was: ${previousSecondsUsed === null ? "unreadable or missing" : `${previousSecondsUsed} s used`}; now: 0 s of ${status.maxSeconds} s used`,
+    ].join("\n"),
+  );
+  return 0;
+}

@@ -1,0 +1,15 @@
+/** What a command may touch of the outside world; only bin.ts builds the real one. */
+export interface Io {
+  stdout: (text: string) => void;
+  stderr: (text: string) => void;
+  /** the process environment, read once by bin.ts */
+  env: Readonly<Record<string, string | undefined>>;
+  homeDir: string;
+  now: () => Date;
+  isTTY: boolean;
+}
+
+export interface GlobalOptions {
+  json?: boolean;
+  debug?: boolean;
+}

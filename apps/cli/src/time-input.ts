@@ -1,0 +1,30 @@
+import { parseCivilDate } from "@gpu-canary/policy";
+import { DateTime } from "luxon";
+import { usageError } from "./output.ts";
+
+/** `--at`: ISO 8601; without an offset it is read in the maintenance time zone. */
+export function parseAt(text: string, zone: string): Date {
+  const parsed = DateTime.fromISO(text, { zone, setZone: true });
+  if (!parsed.isValid) {
+    throw usageError(
+      `--at: expected an ISO 8601 time such as 2026-11-29T03:30:00Z or 2026-11-29T03:30, got ${JSON.stringify(text)}`,
+      "a time without an offset is read in KLR_GPU_MAINTENANCE_TZ",
+    );
+  }
+  return parsed.toJSDate();
+}
+
+export function parseDateOption(text: string): string {
+  if (!parseCivilDate(text)) {
+    throw usageError(
+      `--date: expected a calendar date as YYYYMMDD, such as 20261128, got ${JSON.stringify(text)}`,
+      "the date names the night's budget file: gpu_budget_YYYYMMDD.json",
+    );
+  }
+  return text;
+}
+
+/** "2026-11-29 03:00 EST" in the maintenance zone. */
+export function localTime(date: Date, zone: string): string {
+  return DateTime.fromJSDate(date, { zone }).toFormat("yyyy-LL-dd HH:mm ZZZZ");
+}
