@@ -21,7 +21,9 @@ export function runConfig(options: GlobalOptions, io: Io): number {
     const definition = SETTINGS[name];
     const value = (settings.config as Record<string, unknown>)[definition.key];
     const secret = "secret" in definition && definition.secret && value !== undefined;
-    return { name, value: secret ? "********" : (value ?? null), text: origin.text, origin };
+    // Structured values (the window, the listen address, the log source) show as written.
+    const shown = typeof value === "object" && value !== null && !Array.isArray(value) ? origin.text : value;
+    return { name, value: secret ? "********" : (shown ?? null), text: origin.text, origin };
   });
   const { layout } = settings;
   const json = {

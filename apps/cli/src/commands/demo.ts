@@ -11,6 +11,8 @@ import { runCli } from "../program.ts";
 interface Step {
   title: string;
   argv?: string[];
+  /** what of the command's output to show; all of it by default */
+  show?: (stdout: string) => string;
   expectExit?: number;
   before?: () => Promise<void>;
   check?: (stdout: string) => string | null;
@@ -28,14 +30,12 @@ export async function runDemo(options: GlobalOptions & { keep?: boolean }, io: I
   const local = DateTime.fromJSDate(now, { zone });
   const openWindow = `${local.minus({ hours: 1 }).toFormat("HH:mm")}-${local.plus({ hours: 1 }).toFormat("HH:mm")}`;
   const env = { KLR_HOME: home, KLR_GPU_MAINTENANCE_TZ: zone };
-  const demoIo = (extra: Record<string, string> = {}, capture?: { out: string }): Io => ({
+  const indent = (text: string) => text.replace(/^(?=.)/gm, "    ");
+  const demoIo = (extra: Record<string, string>, capture: { out: string }): Io => ({
     ...io,
     env: { ...env, ...extra },
-    stdout: (text) => {
-      if (capture) capture.out += text;
-      io.stdout(text.replace(/^(?=.)/gm, "    "));
-    },
-    stderr: (text) => io.stderr(text.replace(/^(?=.)/gm, "    ")),
+    stdout: (text) => (capture.out += text),
+    stderr: (text) => io.stderr(indent(text)),
   });
   const settings = requireConfig(loadConfig({ env: { ...env, KLR_GPU_MAINTENANCE_WINDOW: openWindow }, homeDir: home }));
   const layout = layoutFor(settings.config);
@@ -54,6 +54,11 @@ export async function runDemo(options: GlobalOptions & { keep?: boolean }, io: I
       before: () =>
         writeFile(join(home, ".kloros_env"), "KLR_CANARY_MODE=predictive\nKLR_GPU_MAINTENANCE_MAX_DOWNTIME=60\nKLR_CANARY_MODE=canary\n"),
       argv: ["config", "--json"],
+      show: (out) => {
+        const mode = (JSON.parse(out) as { settings: Record<string, { text: string; file?: string; line?: number }> }).settings
+          .KLR_CANARY_MODE;
+        return `KLR_CANARY_MODE=${mode?.text ?? "?"} (from ${mode?.file ?? "?"}:${mode?.line ?? "?"})\n`;
+      },
       check: (out) => {
         const json = JSON.parse(out) as { settings: Record<string, { value: unknown }> };
         return json.settings.KLR_CANARY_MODE?.value === "canary" ? null : "KLR_CANARY_MODE should be canary";
@@ -63,6 +68,10 @@ export async function runDemo(options: GlobalOptions & { keep?: boolean }, io: I
     {
       title: "on the spring-forward night the 03:00-07:00 window still lasts four real hours",
       argv: ["window", "--at", "2026-03-08T04:00", "--json"],
+      show: (out) => {
+        const w = JSON.parse(out) as { opens_at: string; closes_at: string };
+        return `opens ${w.opens_at}, closes ${w.closes_at}\n`;
+      },
       check: (out) => {
         const w = JSON.parse(out) as { opens_at: string; closes_at: string };
         return Date.parse(w.closes_at) - Date.parse(w.opens_at) === 4 * 3600_000 ? null : "the DST window should last 4 h";
@@ -112,7 +121,8 @@ export async function runDemo(options: GlobalOptions & { keep?: boolean }, io: I
       await step.before?.();
       if (!step.argv) continue;
       const capture = { out: "" };
-      const code = await runCli(step.argv, demoIo(step.env, capture));
+      const code = await runCli(step.argv, demoIo(step.env ?? {}, capture));
+      io.stdout(indent(step.show ? step.show(capture.out) : capture.out));
       const problem =
         code !== (step.expectExit ?? 0) ? `exit ${code}, expected ${step.expectExit ?? 0}` : (step.check?.(capture.out) ?? null);
       if (problem) {
