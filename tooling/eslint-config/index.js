@@ -5,7 +5,7 @@ import tseslint from "typescript-eslint";
 /** @param {string} tsconfigRootDir the package folder (import.meta.dirname of its eslint.config.js) */
 export function gpuCanaryEslint(tsconfigRootDir) {
   return tseslint.config(
-    { ignores: ["dist/**", "bin/**", "coverage/**", "*.config.js", "eslint.config.js"] },
+    { ignores: ["dist/**", "bin/**", "test/**", "coverage/**", "*.config.js", "eslint.config.js"] },
     js.configs.recommended,
     ...tseslint.configs.strictTypeChecked,
     {

@@ -1,14 +1,24 @@
 import { homedir } from "node:os";
+import type { Io } from "./io.ts";
 import { runCli } from "./program.ts";
 
 // The one place that touches the real process: argv, env, stdio and the exit code.
-const io = {
+const io: Io = {
   stdout: (text: string) => void process.stdout.write(text),
   stderr: (text: string) => void process.stderr.write(text),
   env: process.env,
   homeDir: homedir(),
   now: () => new Date(),
   isTTY: process.stdout.isTTY,
+  onSignal: (handler) => {
+    const listener = (signal: NodeJS.Signals) => handler(signal);
+    process.on("SIGINT", listener);
+    process.on("SIGTERM", listener);
+    return () => {
+      process.off("SIGINT", listener);
+      process.off("SIGTERM", listener);
+    };
+  },
 };
 
 process.exitCode = await runCli(process.argv.slice(2), io);

@@ -47,3 +47,42 @@ describe("gpu-canary as a process", () => {
     expect(result.stderr).not.toContain("    at ");
   });
 });
+
+describe("gpu-canary lock run as processes", () => {
+  const script = join(import.meta.dirname, "..", "test", "critical-section.mjs");
+
+  it("runs 12 racing commands one at a time, none lost, exit codes passed through", async () => {
+    const home = await testdir();
+    await writeFile(join(home, "counter"), "0");
+    const results = await Promise.all(
+      Array.from({ length: 12 }, (_, i) =>
+        gpuCanary(["lock", "run", "--", process.execPath, script, home, String(i % 3)], { KLR_HOME: home }),
+      ),
+    );
+    for (const r of results) expect(r.stderr).toBe("");
+    expect(results.map((r) => r.code)).toEqual(Array.from({ length: 12 }, (_, i) => i % 3));
+    expect(await readFile(join(home, "counter"), "utf8")).toBe("12");
+    const audit = await gpuCanary(["audit", "query", "--event", "lock_acquired", "--json"], { KLR_HOME: home });
+    expect(audit.stdout.trim().split("\n")).toHaveLength(12);
+  }, 120_000);
+
+  it("forwards SIGTERM to the command and releases the lock when it ends", async () => {
+    const home = await testdir();
+    const { spawn } = await import("node:child_process");
+    const { tsNodeArgs } = await import("@gpu-canary/testing");
+    const child = spawn(process.execPath, tsNodeArgs(bin, ["lock", "run", "--", "sleep", "30"]), {
+      env: { ...process.env, KLR_HOME: home },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+    for (let i = 0; i < 100; i += 1) {
+      const status = await gpuCanary(["lock", "status", "--json"], { KLR_HOME: home });
+      if ((JSON.parse(status.stdout) as { held: boolean }).held) break;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    child.kill("SIGTERM");
+    expect(await exited).toBe(143);
+    const after = JSON.parse((await gpuCanary(["lock", "status", "--json"], { KLR_HOME: home })).stdout) as { held: boolean };
+    expect(after.held).toBe(false);
+  }, 60_000);
+});

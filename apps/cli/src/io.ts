@@ -7,6 +7,8 @@ export interface Io {
   homeDir: string;
   now: () => Date;
   isTTY: boolean;
+  /** subscribe to SIGINT/SIGTERM; returns the unsubscribe */
+  onSignal: (handler: (signal: NodeJS.Signals) => void) => () => void;
 }
 
 export interface GlobalOptions {

@@ -1,4 +1,4 @@
-import { EXIT, GpuCanaryError, exitCodeOf } from "@gpu-canary/errors";
+import { EXIT, GpuCanaryError } from "@gpu-canary/errors";
 import type { GlobalOptions, Io } from "./io.ts";
 
 /** Print a command's answer: one JSON document with --json, short text without. */
@@ -13,7 +13,7 @@ export function reportError(io: Io, options: GlobalOptions, error: unknown): num
     if (options.json) io.stdout(`${JSON.stringify({ error: error.toJSON() }, null, 2)}\n`);
     else io.stderr(`error: ${error.message}\n${error.hint ? `hint: ${error.hint}\n` : ""}`);
     if (options.debug && error.stack) io.stderr(`${error.stack}\n`);
-    return exitCodeOf(error.kind);
+    return error.exitCode;
   }
   const message = error instanceof Error ? error.message : String(error);
   const body = {

@@ -30,6 +30,7 @@ export function createProgram(io: Io, setExitCode: (code: number) => void): Comm
     .exitOverride()
     .configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
     .showHelpAfterError("(run with --help for usage)")
+    .enablePositionalOptions()
     .addHelpText(
       "after",
       `${examples(["gpu-canary window", "gpu-canary budget --json", "gpu-canary config"])}
@@ -88,6 +89,81 @@ Exit codes: 0 ok, 1 checked and not passed, 2 usage or settings error, 3 refused
       }),
     );
 
+  const lock = program.command("lock").description("the GPU maintenance lock: who holds it, release it, run a command under it");
+  lock
+    .command("status")
+    .description("who holds the GPU lock, for how long, alive or stale and why (exit 0 whatever it finds)")
+    .addHelpText("after", examples(["gpu-canary lock status", "gpu-canary lock status --json | jq .holder"]))
+    .action(
+      run(async (command) => {
+        const { runLockStatus } = await import("./commands/lock.ts");
+        return runLockStatus(globals(command), io);
+      }),
+    );
+  lock
+    .command("release")
+    .description("release a stale GPU lock; --force releases any (a live holder's, a crashed run's)")
+    .option("--force", "release whatever holds it, loudly; the evicted holder is fenced out")
+    .option("--reason <TEXT>", "why, recorded in the audit trail")
+    .addHelpText("after", examples(["gpu-canary lock release", "gpu-canary lock release --force --reason 'holder hung'"]))
+    .action(
+      run(async (command) => {
+        const { runLockRelease } = await import("./commands/lock.ts");
+        return runLockRelease(globals(command), io);
+      }),
+    );
+  lock
+    .command("run")
+    .description("run a command while holding the GPU lock, like flock(1); its exit code passes through")
+    .argument("<command...>", "the command and its arguments, after --")
+    .option("--wait <SECONDS>", "give up after this long (0: fail at once); default: wait as long as it takes")
+    .option("--conflict-exit-code <N>", "exit code when the lock could not be had (default 3)")
+    .passThroughOptions()
+    .addHelpText(
+      "after",
+      examples(["gpu-canary lock run -- nvidia-smi", "gpu-canary lock run --wait 60 --conflict-exit-code 75 -- ./benchmark.sh --fast"]),
+    )
+    .action(
+      run(async (command) => {
+        const { runLockRun } = await import("./commands/lock.ts");
+        return runLockRun(command.args, globals(command), io);
+      }),
+    );
+
+  const audit = program.command("audit").description("read the audit trail");
+  audit
+    .command("tail")
+    .description("the last events, one line each; --follow keeps printing new ones")
+    .option("-n, --lines <N>", "how many events (default 20)")
+    .option("--follow", "keep printing new events, across midnight, until Ctrl-C")
+    .addHelpText("after", examples(["gpu-canary audit tail -n 50", "gpu-canary audit tail --follow --json | jq ."]))
+    .action(
+      run(async (command) => {
+        const { runAuditTail } = await import("./commands/audit.ts");
+        return runAuditTail(globals(command), io);
+      }),
+    );
+  audit
+    .command("query")
+    .description("events by time, kind and run, across day files")
+    .option("--since <ISO>", "from this instant (inclusive)")
+    .option("--until <ISO>", "before this instant")
+    .option("--event <NAME>", "only this event kind")
+    .option("--run <RUN_ID>", "only this run")
+    .addHelpText(
+      "after",
+      examples([
+        "gpu-canary audit query --since 2026-11-28T03:00 --event budget_charged",
+        "gpu-canary audit query --run r-20261128-0301 --json",
+      ]),
+    )
+    .action(
+      run(async (command) => {
+        const { runAuditQuery } = await import("./commands/audit.ts");
+        return runAuditQuery(globals(command), io);
+      }),
+    );
+
   program
     .command("demo")
     .description("walk through gpu-canary's rules on a temporary KLR_HOME, touching nothing real")
@@ -100,6 +176,15 @@ Exit codes: 0 ok, 1 checked and not passed, 2 usage or settings error, 3 refused
       }),
     );
 
+  // Every command takes --json and --debug after its name (positional options keep
+  // `lock run -- CMD --json` for the command).
+  const addCommon = (command: Command) => {
+    for (const sub of command.commands) {
+      sub.option("--json", "print JSON on stdout").option("--debug", "show stack traces of errors");
+      addCommon(sub);
+    }
+  };
+  addCommon(program);
   return program;
 }
 

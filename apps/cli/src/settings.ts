@@ -11,3 +11,26 @@ export function loadSettings(io: Io): Settings {
   for (const warning of loaded.warnings) io.stderr(`warning: ${warning}\n`);
   return { ...loaded, layout: layoutFor(loaded.config) };
 }
+
+/** The audit feed of these settings; corrupt lines are reported on stderr. */
+export async function auditFeedFor(settings: Settings, io: Io) {
+  const { createAuditFeed } = await import("@gpu-canary/audit-feed");
+  return createAuditFeed({
+    dir: settings.layout.auditDir,
+    timeZone: settings.config.maintenanceTimeZone,
+    now: io.now,
+    onWarning: (message) => io.stderr(`warning: ${message}\n`),
+  });
+}
+
+/** The GPU maintenance lock of these settings, auditing into the feed. */
+export async function gpuLockFor(settings: Settings, io: Io, owner: string) {
+  const { createGpuLock } = await import("@gpu-canary/gpu-lock");
+  return createGpuLock({
+    path: settings.layout.gpuLock,
+    ttlSeconds: settings.config.lockTtlSeconds,
+    owner,
+    now: io.now,
+    audit: await auditFeedFor(settings, io),
+  });
+}

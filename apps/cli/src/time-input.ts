@@ -2,12 +2,12 @@ import { parseCivilDate } from "@gpu-canary/policy";
 import { DateTime } from "luxon";
 import { usageError } from "./output.ts";
 
-/** `--at`: ISO 8601; without an offset it is read in the maintenance time zone. */
-export function parseAt(text: string, zone: string): Date {
+/** `--at` (and `--since`, `--until`): ISO 8601; without an offset it is read in the maintenance time zone. */
+export function parseAt(text: string, zone: string, flag = "--at"): Date {
   const parsed = DateTime.fromISO(text, { zone, setZone: true });
   if (!parsed.isValid) {
     throw usageError(
-      `--at: expected an ISO 8601 time such as 2026-11-29T03:30:00Z or 2026-11-29T03:30, got ${JSON.stringify(text)}`,
+      `${flag}: expected an ISO 8601 time such as 2026-11-29T03:30:00Z or 2026-11-29T03:30, got ${JSON.stringify(text)}`,
       "a time without an offset is read in KLR_GPU_MAINTENANCE_TZ",
     );
   }

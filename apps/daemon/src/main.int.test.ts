@@ -16,19 +16,15 @@ describe("gpu-canaryd", () => {
     let stderr = "";
     child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
     const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
-    let body: unknown = null;
-    for (let i = 0; i < 200 && body === null; i += 1) {
-      try {
-        body = await (await fetch(`http://127.0.0.1:${port}/healthz`)).json();
-      } catch {
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-    }
+    // Wait for the daemon's own "listening" log line (startup under a loaded CI can take seconds).
+    const deadline = Date.now() + 50_000;
+    while (!stderr.includes("Server listening") && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+    const body: unknown = await (await fetch(`http://127.0.0.1:${port}/healthz`)).json();
     expect(body).toMatchObject({ ok: true });
     child.kill("SIGTERM");
     expect(await exited).toBe(0);
     expect(stderr).toContain('"msg":"stopping"');
-  }, 30_000);
+  }, 60_000);
 
   it("refuses bad settings with exit 2 and a JSON log line naming the variable", async () => {
     const home = await testdir();

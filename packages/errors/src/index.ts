@@ -17,6 +17,8 @@ export interface GpuCanaryErrorOptions {
   kind?: ErrorKind;
   cause?: unknown;
   details?: Record<string, unknown>;
+  /** overrides the kind's exit code, e.g. 128 + a signal's number after an interruption */
+  exitCode?: number;
 }
 
 export class GpuCanaryError extends Error {
@@ -24,6 +26,7 @@ export class GpuCanaryError extends Error {
   readonly hint: string;
   readonly kind: ErrorKind;
   readonly details: Record<string, unknown>;
+  readonly exitCode: number;
 
   constructor(code: string, message: string, options: GpuCanaryErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -32,6 +35,7 @@ export class GpuCanaryError extends Error {
     this.hint = options.hint ?? "";
     this.kind = options.kind ?? "fault";
     this.details = options.details ?? {};
+    this.exitCode = options.exitCode ?? exitCodeOf(this.kind);
   }
 
   toJSON(): { code: string; message: string; hint: string } {
@@ -70,4 +74,21 @@ export function errnoCode(error: unknown): string | undefined {
     return typeof code === "string" ? code : undefined;
   }
   return undefined;
+}
+
+const SIGNAL_NUMBERS: Partial<Record<NodeJS.Signals, number>> = { SIGHUP: 1, SIGINT: 2, SIGQUIT: 3, SIGKILL: 9, SIGTERM: 15 };
+
+/** The shell's exit code for a process ended by a signal: 128 + its number. */
+export function signalExitCode(signal: NodeJS.Signals): number {
+  return 128 + (SIGNAL_NUMBERS[signal] ?? 0);
+}
+
+/** Work stopped by SIGINT/SIGTERM after cleaning up; exits 128 + the signal's number. */
+export class InterruptedError extends GpuCanaryError {
+  readonly signal: NodeJS.Signals;
+
+  constructor(signal: NodeJS.Signals, what: string) {
+    super("INTERRUPTED", `${what} was interrupted by ${signal}`, { kind: "fault", exitCode: signalExitCode(signal), details: { signal } });
+    this.signal = signal;
+  }
 }

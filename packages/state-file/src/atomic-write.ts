@@ -8,6 +8,8 @@ export interface AtomicWriteOptions {
   fs?: FsOps;
   /** mode of a new file; an existing file keeps its own */
   mode?: number;
+  /** fsync the file and the folder (default true); false keeps only the atomicity of the rename */
+  sync?: boolean;
 }
 
 /** A unique name in the same folder, so the final rename never crosses a file system. */
@@ -27,14 +29,15 @@ export async function writeFileAtomic(path: string, text: string, options: Atomi
     await fs.mkdir(dir, { recursive: true });
     const mode = await existingMode(fs, path, options.mode ?? 0o644);
     const temp = siblingTempPath(path);
-    await writeAndSync(fs, temp, text, mode);
+    const sync = options.sync ?? true;
+    await writeAndSync(fs, temp, text, mode, sync);
     try {
       await fs.rename(temp, path);
     } catch (error) {
       await fs.unlink(temp).catch(() => undefined);
       throw error;
     }
-    await syncDir(fs, dir);
+    if (sync) await syncDir(fs, dir);
   } catch (error) {
     throw new StateWriteError(path, error);
   }
@@ -49,8 +52,8 @@ export function writeJsonAtomic(path: string, value: unknown, options: AtomicWri
   return writeFileAtomic(path, formatJson(value), options);
 }
 
-/** Create `path` exclusively with `text`, fsynced; removes it again if any step fails. */
-export async function writeAndSync(fs: FsOps, path: string, text: string, mode = 0o644): Promise<void> {
+/** Create `path` exclusively with `text`, fsynced unless `sync` is false; removes it again if any step fails. */
+export async function writeAndSync(fs: FsOps, path: string, text: string, mode = 0o644, sync = true): Promise<void> {
   const handle = await fs.open(path, "wx", mode);
   try {
     const bytes = Buffer.from(text, "utf8");
@@ -58,7 +61,7 @@ export async function writeAndSync(fs: FsOps, path: string, text: string, mode =
     if (bytesWritten !== bytes.length) {
       throw new Error(`short write: ${bytesWritten} of ${bytes.length} bytes`);
     }
-    await handle.sync();
+    if (sync) await handle.sync();
   } catch (error) {
     await handle.close().catch(() => undefined);
     await fs.unlink(path).catch(() => undefined);

@@ -1,13 +1,14 @@
+import { linkSync, lstatSync, mkdirSync, unlinkSync } from "node:fs";
 import { hostname as osHostname } from "node:os";
 import { dirname } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { GpuCanaryError, errnoCode } from "@gpu-canary/errors";
 import { z } from "zod";
-import { siblingTempPath, syncDir, writeAndSync } from "./atomic-write.ts";
+import { siblingTempPath } from "./atomic-write.ts";
 import { LockTimeoutError, StateUnreadableError } from "./errors.ts";
-import { type FsOps, nodeFs } from "./fs-ops.ts";
+import { createExclusiveSync, readRawSync, replaceFileSync, syncDirSync } from "./lock-fs.ts";
 import { type ProcessInspector, createProcessInspector } from "./process-identity.ts";
-import { type RawFile, parseState, readRaw } from "./read-state.ts";
+import { type RawFile, parseState } from "./read-state.ts";
 
 /** The fields every lock record has; holders may add their own (run id, expiry, journal). */
 export const baseLockRecordSchema = z.looseObject({
@@ -18,14 +19,22 @@ export const baseLockRecordSchema = z.looseObject({
     .max(2 ** 31 - 1),
   host: z.string().min(1),
   start_token: z.string().nullable().optional(),
-  acquired_at: z.string(),
+  // Records from the system this replaces may carry epoch seconds.
+  acquired_at: z.union([z.string(), z.number()]),
 });
 export type BaseLockRecord = z.infer<typeof baseLockRecordSchema>;
 
 export type LockState<R> =
   | { state: "free" }
   | { state: "held"; record: R; file: RawFile; reason: string }
-  | { state: "stale"; record: R; file: RawFile; reason: string }
+  | {
+      state: "stale";
+      record: R;
+      file: RawFile;
+      reason: string;
+      /** set when a plain acquire must not take it over (a crashed run awaiting recovery) */
+      protectedBy?: string;
+    }
   | {
       state: "unreadable";
       error: StateUnreadableError;
@@ -38,7 +47,6 @@ export type LockState<R> =
 export interface FileLockOptions<R extends BaseLockRecord> {
   path: string;
   schema?: z.ZodType<R>;
-  fs?: FsOps;
   inspector?: ProcessInspector;
   host?: string;
   pid?: number;
@@ -49,6 +57,15 @@ export interface FileLockOptions<R extends BaseLockRecord> {
   breakClaimGraceMs?: number;
   /** staleness beyond proof of death, e.g. an expired lease; a reason, or null while valid */
   expiry?: (record: R, now: Date) => string | null;
+  /**
+   * fsync lock records and the folder on acquire, break and release (default true). A lock
+   * need not survive power loss — a reboot kills its holder — so locks held for microseconds
+   * (state-file's own read-modify-write) or taken often may skip it. `update` (a holder's
+   * journal) is always made durable.
+   */
+  durable?: boolean;
+  /** a stale record that a plain acquire must leave alone; a reason, or null */
+  protect?: (record: R) => string | null;
   hint?: string;
 }
 
@@ -92,7 +109,6 @@ export interface FileLock<R extends BaseLockRecord> {
 }
 
 export function createFileLock<R extends BaseLockRecord = BaseLockRecord>(options: FileLockOptions<R>): FileLock<R> {
-  const fs = options.fs ?? nodeFs;
   const inspector = options.inspector ?? createProcessInspector();
   const host = options.host ?? osHostname();
   const pid = options.pid ?? process.pid;
@@ -102,6 +118,11 @@ export function createFileLock<R extends BaseLockRecord = BaseLockRecord>(option
   const breakClaimGraceMs = options.breakClaimGraceMs ?? 10_000;
   const hint = options.hint ?? `if its holder is gone, remove ${options.path} by hand`;
   const path = options.path;
+  const dir = dirname(path);
+  const durable = options.durable ?? true;
+  const syncIfDurable = (): void => {
+    if (durable) syncDirSync(dir);
+  };
 
   const judge = (record: R): { stale: boolean; reason: string } => {
     const expired = options.expiry?.(record, now());
@@ -121,8 +142,8 @@ export function createFileLock<R extends BaseLockRecord = BaseLockRecord>(option
     return { stale: false, reason: `held by live process ${record.pid}` };
   };
 
-  const inspect = async (): Promise<LockState<R>> => {
-    const raw = await readRaw(path, { fs, hint });
+  const inspectSync = (): LockState<R> => {
+    const raw = readRawSync(path, hint);
     if (raw.status === "missing") return { state: "free" };
     if (raw.status === "unreadable") {
       return { state: "unreadable", error: raw.error, file: null, stale: false, reason: `${raw.error.reason}; remove it by hand` };
@@ -142,9 +163,9 @@ export function createFileLock<R extends BaseLockRecord = BaseLockRecord>(option
       };
     }
     const verdict = judge(parsed.value);
-    return verdict.stale
-      ? { state: "stale", record: parsed.value, file: raw.file, reason: verdict.reason }
-      : { state: "held", record: parsed.value, file: raw.file, reason: verdict.reason };
+    if (!verdict.stale) return { state: "held", record: parsed.value, file: raw.file, reason: verdict.reason };
+    const protectedBy = options.protect?.(parsed.value) ?? undefined;
+    return { state: "stale", record: parsed.value, file: raw.file, reason: verdict.reason, ...(protectedBy ? { protectedBy } : {}) };
   };
 
   /**
@@ -153,124 +174,102 @@ export function createFileLock<R extends BaseLockRecord = BaseLockRecord>(option
    * content, then remove the lock path. A slow breaker that links a newer record under an old
    * claim name sees the mismatch and backs off without touching it.
    */
-  const breakRecord = async (file: RawFile): Promise<boolean> => {
+  const breakSync = (file: RawFile): boolean => {
     const claim = `${path}.break-${file.ino}-${file.mtimeNs}`;
     try {
-      await fs.link(path, claim);
+      linkSync(path, claim);
     } catch (error) {
       const code = errnoCode(error);
       if (code === "ENOENT") return false;
       if (code === "EEXIST") {
-        await clearAbandonedClaim(claim);
+        clearAbandonedClaim(claim);
         return false;
       }
       throw error;
     }
     try {
-      const claimed = await readRaw(claim, { fs });
-      if (
-        claimed.status !== "ok" ||
-        claimed.file.ino !== file.ino ||
-        claimed.file.mtimeNs !== file.mtimeNs ||
-        claimed.file.text !== file.text
-      ) {
-        return false;
-      }
-      const current = await fs.lstat(path, { bigint: true }).catch(() => null);
-      if (current?.ino !== file.ino) return false;
-      await fs.unlink(path);
-      await syncDir(fs, dirname(path));
+      const claimed = readRawSync(claim, hint);
+      if (claimed.status !== "ok" || !sameFile(claimed.file, file) || claimed.file.text !== file.text) return false;
+      if (!sameFile(identityOf(path), file)) return false;
+      unlinkSync(path);
+      syncIfDurable();
       return true;
     } finally {
-      await fs.unlink(claim).catch(() => undefined);
+      unlinkQuietly(claim);
     }
   };
 
-  const clearAbandonedClaim = async (claim: string): Promise<void> => {
-    const stats = await fs.lstat(claim, { bigint: true }).catch(() => null);
-    if (stats && Date.now() - Number(stats.ctimeMs) > breakClaimGraceMs) {
-      await fs.unlink(claim).catch(() => undefined);
-    }
+  const clearAbandonedClaim = (claim: string): void => {
+    const stats = identityOf(claim);
+    if (stats && Date.now() - Number(stats.ctimeNs / 1_000_000n) > breakClaimGraceMs) unlinkQuietly(claim);
   };
 
-  /** The record at the path is ours when inode, mtime and bytes all match what we published (inode numbers alone are reused). */
-  const published = async (): Promise<RawFile | null> => {
-    const raw = await readRaw(path, { fs });
-    return raw.status === "ok" ? raw.file : null;
-  };
-  const sameFile = (a: RawFile | null, b: RawFile): boolean =>
-    a !== null && a.ino === b.ino && a.mtimeNs === b.mtimeNs && a.text === b.text;
-
-  const held = (initial: R, file: RawFile): HeldLock<R> => {
+  const held = (initial: R, published: Identity): HeldLock<R> => {
     let record = initial;
-    let identity = file;
-    const stillHeld = async (): Promise<boolean> => sameFile(await published(), identity);
+    let identity = published;
+    // Inode, mtime and size together: inode numbers alone are reused as soon as a file is removed.
+    const stillHeldSync = (): boolean => sameFile(identityOf(path), identity);
     return {
       path,
       record: () => record,
-      stillHeld,
-      update: async (patch) => {
-        if (!(await stillHeld())) throw new LockLostError(path);
+      stillHeld: () => Promise.resolve(stillHeldSync()),
+      update: (patch) => {
+        if (!stillHeldSync()) return Promise.reject(new LockLostError(path));
         const next = schema.parse({ ...record, ...patch });
-        const temp = siblingTempPath(path);
-        await writeAndSync(fs, temp, `${JSON.stringify(next, null, 2)}\n`);
-        try {
-          await fs.rename(temp, path);
-        } catch (error) {
-          await fs.unlink(temp).catch(() => undefined);
-          throw error;
-        }
-        await syncDir(fs, dirname(path));
-        const current = await published();
-        if (current === null) throw new LockLostError(path);
+        replaceFileSync(path, siblingTempPath(path), `${JSON.stringify(next, null, 2)}\n`, true);
+        const current = identityOf(path);
+        if (current === null) return Promise.reject(new LockLostError(path));
         identity = current;
         record = next;
-        return next;
+        return Promise.resolve(next);
       },
-      release: async () => {
-        if (!(await stillHeld())) return "lost";
-        await fs.unlink(path);
-        await syncDir(fs, dirname(path)).catch(() => undefined);
-        return "released";
+      release: () => {
+        if (!stillHeldSync()) return Promise.resolve("lost" as const);
+        unlinkSync(path);
+        try {
+          syncIfDurable();
+        } catch {
+          // the record is gone; a missed folder fsync only matters across power loss
+        }
+        return Promise.resolve("released" as const);
       },
     };
   };
 
-  const tryAcquire = async (fields: Partial<R> = {}): Promise<TryAcquireResult<R>> => {
-    const record = schema.parse({
-      ...fields,
-      pid,
-      host,
-      start_token: inspector.selfToken(),
-      acquired_at: now().toISOString(),
-    });
+  const tryAcquireSync = (fields: Partial<R>): TryAcquireResult<R> => {
+    const record = schema.parse({ ...fields, pid, host, start_token: inspector.selfToken(), acquired_at: now().toISOString() });
     const text = `${JSON.stringify(record, null, 2)}\n`;
-    await fs.mkdir(dirname(path), { recursive: true });
     const temp = siblingTempPath(path);
-    await writeAndSync(fs, temp, text);
+    let identity: Identity;
     try {
-      // A few rounds: each either takes the lock, reports a live holder, or removes a stale record.
+      identity = createExclusiveSync(temp, text, durable);
+    } catch (error) {
+      if (errnoCode(error) !== "ENOENT") throw error;
+      mkdirSync(dir, { recursive: true });
+      identity = createExclusiveSync(temp, text, durable);
+    }
+    try {
+      // A few rounds: each either takes the lock, reports a holder, or removes a stale record.
       for (let round = 0; round < 5; round += 1) {
         try {
-          // link() publishes a complete record in one step and fails if any record exists.
-          await fs.link(temp, path);
-          await syncDir(fs, dirname(path));
-          const mine = await published();
-          if (mine === null || mine.text !== text) throw new LockLostError(path);
-          return { acquired: true, lock: held(record, mine) };
+          // link() publishes a complete record in one step and fails if any record exists;
+          // the lock path is the same inode as the temp file, so its identity is already known.
+          linkSync(temp, path);
+          syncIfDurable();
+          return { acquired: true, lock: held(record, identity) };
         } catch (error) {
           if (errnoCode(error) !== "EEXIST") throw error;
         }
-        const state = await inspect();
+        const state = inspectSync();
         if (state.state === "free") continue;
-        if (state.state === "held") return { acquired: false, state };
+        if (state.state === "held" || (state.state === "stale" && state.protectedBy)) return { acquired: false, state };
         if (state.state === "unreadable" && (!state.stale || state.file === null)) return { acquired: false, state };
-        if (state.file) await breakRecord(state.file);
+        if (state.file) breakSync(state.file);
       }
-      const state = await inspect();
-      return state.state === "free" ? await tryAcquire(fields) : { acquired: false, state };
+      const state = inspectSync();
+      return state.state === "free" ? tryAcquireSync(fields) : { acquired: false, state };
     } finally {
-      await fs.unlink(temp).catch(() => undefined);
+      unlinkQuietly(temp);
     }
   };
 
@@ -279,7 +278,7 @@ export function createFileLock<R extends BaseLockRecord = BaseLockRecord>(option
     const [minPoll, maxPoll] = acquireOptions.pollMs ?? [5, 25];
     for (;;) {
       acquireOptions.signal?.throwIfAborted();
-      const attempt = await tryAcquire(fields);
+      const attempt = tryAcquireSync(fields);
       if (attempt.acquired) return attempt.lock;
       const waited = Date.now() - started;
       if (acquireOptions.waitMs !== undefined && waited >= acquireOptions.waitMs) {
@@ -291,7 +290,36 @@ export function createFileLock<R extends BaseLockRecord = BaseLockRecord>(option
     }
   };
 
-  return { path, inspect, tryAcquire, acquire, breakRecord };
+  return {
+    path,
+    inspect: () => Promise.resolve(inspectSync()),
+    tryAcquire: (fields = {}) => Promise.resolve(tryAcquireSync(fields)),
+    acquire,
+    breakRecord: (file) => Promise.resolve(breakSync(file)),
+  };
+}
+
+type Identity = { ino: bigint; mtimeNs: bigint; size: bigint };
+
+function identityOf(path: string): (Identity & { ctimeNs: bigint }) | null {
+  try {
+    const stats = lstatSync(path, { bigint: true });
+    return { ino: stats.ino, mtimeNs: stats.mtimeNs, size: stats.size, ctimeNs: stats.ctimeNs };
+  } catch {
+    return null;
+  }
+}
+
+function sameFile(a: Identity | null, b: Identity): boolean {
+  return a !== null && a.ino === b.ino && a.mtimeNs === b.mtimeNs && a.size === b.size;
+}
+
+function unlinkQuietly(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {
+    // already gone
+  }
 }
 
 export function describeLockState(state: LockState<BaseLockRecord>): string {
@@ -299,8 +327,9 @@ export function describeLockState(state: LockState<BaseLockRecord>): string {
     case "free":
       return "free";
     case "held":
+      return `${state.reason} (since ${String(state.record.acquired_at)})`;
     case "stale":
-      return `${state.reason} (since ${state.record.acquired_at})`;
+      return `${state.protectedBy ?? state.reason} (since ${String(state.record.acquired_at)})`;
     case "unreadable":
       return state.reason;
   }

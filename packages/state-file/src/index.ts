@@ -11,3 +11,4 @@ export { loadJsonState, parseState, readJsonState, readRaw } from "./read-state.
 export type { RawFile, RawRead, ReadOptions, ReadResult } from "./read-state.ts";
 export { unwrapRead, updateJsonState, updateLockPath } from "./update-state.ts";
 export type { UpdateOptions, UpdateStep } from "./update-state.ts";
+export { createExclusiveSync, readRawSync, replaceFileSync, writeCounterSync } from "./lock-fs.ts";

@@ -46,17 +46,14 @@ export async function readRaw(path: string, options: ReadOptions = {}): Promise<
   try {
     handle = await fs.open(path, READ_NOFOLLOW);
   } catch (error) {
-    const code = errnoCode(error);
-    if (code === "ENOENT") return { status: "missing" };
-    if (code === "ELOOP") return unreadable("is a symbolic link; state files are never followed through links", null, error);
-    return unreadable(`cannot be opened (${code ?? String(error)})`, null, error);
+    const problem = openProblem(error);
+    return problem === null ? { status: "missing" } : unreadable(problem, null, error);
   }
   try {
     const stats = await handle.stat({ bigint: true });
     const ageMs = ageOf(stats);
-    if (stats.isDirectory()) return unreadable("is a directory, not a file", ageMs);
-    if (!stats.isFile()) return unreadable("is not a regular file (a FIFO, socket or device)", ageMs);
-    if (stats.size > BigInt(maxBytes)) return unreadable(`is ${stats.size} bytes, more than the ${maxBytes} a state file may have`, ageMs);
+    const problem = statsProblem(stats, maxBytes);
+    if (problem) return unreadable(problem, ageMs);
     let text: string;
     try {
       text = await handle.readFile({ encoding: "utf8" });
@@ -67,6 +64,22 @@ export async function readRaw(path: string, options: ReadOptions = {}): Promise<
   } finally {
     await handle.close();
   }
+}
+
+/** Why an opened path cannot be a state file, or null when it can be read. */
+export function statsProblem(stats: BigIntStats, maxBytes: number): string | null {
+  if (stats.isDirectory()) return "is a directory, not a file";
+  if (!stats.isFile()) return "is not a regular file (a FIFO, socket or device)";
+  if (stats.size > BigInt(maxBytes)) return `is ${stats.size} bytes, more than the ${maxBytes} a state file may have`;
+  return null;
+}
+
+/** Why opening failed, or null for "missing". */
+export function openProblem(error: unknown): string | null {
+  const code = errnoCode(error);
+  if (code === "ENOENT") return null;
+  if (code === "ELOOP") return "is a symbolic link; state files are never followed through links";
+  return `cannot be opened (${code ?? String(error)})`;
 }
 
 function ageOf(stats: BigIntStats): number {

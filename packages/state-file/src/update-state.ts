@@ -43,7 +43,8 @@ export async function updateJsonState<T, A>(
       }
       return step.answer;
     },
-    { waitMs: options.lockWaitMs ?? 10_000, fs: options.fs, inspector: options.inspector, signal: options.signal },
+    // The lock lives for microseconds and a reboot ends its holder: no fsync for it, only for the data.
+    { waitMs: options.lockWaitMs ?? 10_000, inspector: options.inspector, signal: options.signal, durable: false },
   );
 }
 

@@ -1,7 +1,7 @@
 import { type BudgetStatus, createDowntimeBudget, fileBudgetStore, nightOf } from "@gpu-canary/policy";
 import type { GlobalOptions, Io } from "../io.ts";
 import { answer, usageError } from "../output.ts";
-import { type Settings, loadSettings } from "../settings.ts";
+import { type Settings, auditFeedFor, loadSettings } from "../settings.ts";
 import { parseDateOption } from "../time-input.ts";
 
 function budgetFor(settings: Settings, io: Io) {
@@ -57,10 +57,9 @@ export async function runBudgetReset(options: GlobalOptions & { date?: string; y
     );
   }
   const path = settings.layout.budgetFile(date);
-  const { previousSecondsUsed, status } = await budgetFor(settings, io).reset(
-    date,
-    options.reason ?? "emergency reset from the command line",
-  );
+  const reason = options.reason ?? "emergency reset from the command line";
+  const { previousSecondsUsed, status } = await budgetFor(settings, io).reset(date, reason);
+  await (await auditFeedFor(settings, io)).append({ event: "budget_reset", date, previous_seconds_used: previousSecondsUsed, reason });
   answer(io, options, { ...statusJson(status, path), reset: true, previous_seconds_used: previousSecondsUsed }, () =>
     [
       `Reset the downtime budget for the night of ${pretty(date)} (${path})`,

@@ -12,6 +12,7 @@ export async function cli(argv: string[], env: Record<string, string>, now = "20
     homeDir: env.KLR_HOME ?? "/nonexistent-home",
     now: () => new Date(now),
     isTTY: false,
+    onSignal: () => () => undefined,
   };
   const code = await runCli(argv, io);
   return {
