@@ -81,7 +81,7 @@ describe("the audit feed", () => {
   it("queries by time, event and run across days", async () => {
     const { feed, clock } = await setup();
     for (let i = 0; i < 6; i += 1) {
-      await feed.append({ event: i % 2 ? "canary_started" : "canary_stopped", run_id: `r${i % 3}` });
+      await feed.append(i % 2 ? { event: "canary_started", run_id: `r${i % 3}` } : { event: "canary_stopped", run_id: `r${i % 3}` });
       clock.advance(10 * 3600_000);
     }
     const since = new Date("2026-11-28T18:00:00Z");

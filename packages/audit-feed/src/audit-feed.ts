@@ -3,7 +3,7 @@ import { hostname as osHostname } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
 import { GpuCanaryError, errnoCode } from "@gpu-canary/errors";
 import { DateTime } from "luxon";
-import { type AuditEvent, type AuditEventInput, type AuditLine, auditEventSchema } from "./events.ts";
+import { type AuditEvent, type AuditEventInput, type AuditLine, parseAuditEvent } from "./events.ts";
 import { dayFile, dayOf, listDays } from "./files.ts";
 import { parseLines } from "./parse-lines.ts";
 
@@ -84,7 +84,7 @@ export function createAuditFeed(deps: AuditFeedDeps): AuditFeed {
 
   const append = async (input: AuditEventInput): Promise<AuditEvent> => {
     const ts = now();
-    const event = auditEventSchema.parse({ ...input, ts: ts.toISOString(), run_id: input.run_id ?? null, host, pid });
+    const event = parseAuditEvent({ ...input, ts: ts.toISOString(), run_id: input.run_id ?? null, host, pid });
     const line = `${JSON.stringify(event)}\n`;
     const bytes = Buffer.from(line, "utf8");
     const path = dayFile(deps.dir, dayOf(ts, deps.timeZone));

@@ -8,47 +8,58 @@ const base = {
   pid: z.number().int(),
 };
 
-const event = <const E extends string, S extends z.ZodRawShape>(name: E, shape: S) =>
-  z.looseObject({ ...base, event: z.literal(name), ...shape });
-
 const lockRecord = z.record(z.string(), z.unknown());
 
 /**
- * Every event gpu-canary writes. Appends are checked against this union, so a known event is
- * never written malformed; extra fields are welcome. Readers accept any `event` name (a newer
- * version may write more) as long as the common fields are there.
+ * Every event gpu-canary writes, by name, with its own fields. Appends are checked against
+ * these, so a known event is never written malformed; extra fields are kept. Readers accept
+ * any `event` name (a newer version may write more) as long as the common fields are there.
  */
-export const auditEventSchema = z.discriminatedUnion("event", [
-  event("lock_acquired", { generation: z.number().int(), owner: z.string(), purpose: z.string().optional() }),
-  event("lock_released", { generation: z.number().int() }),
-  event("lock_force_released", { evicted: lockRecord.nullable(), generation: z.number().int(), reason: z.string() }),
-  event("lock_stale_released", { evicted: lockRecord, reason: z.string() }),
-  event("budget_charged", { date: z.string(), seconds: z.number(), seconds_used: z.number(), max_seconds: z.number() }),
-  event("budget_reset", { date: z.string(), previous_seconds_used: z.number().nullable(), reason: z.string() }),
-  event("gate_refused", { gate: z.string(), reason: z.string() }),
-  event("production_stopped", { method: z.string() }),
-  event("production_restored", { seconds: z.number().optional() }),
-  event("canary_started", { port: z.number().int().optional() }),
-  event("canary_healthy", {}),
-  event("canary_tested", {}),
-  event("canary_stopped", {}),
-  event("run_finished", { status: z.string(), mode: z.string() }),
-  event("recovery", { action: z.string() }),
-  event("intent_created", { intent_id: z.string(), kind: z.string() }),
-  event("oom_detected", { kind: z.string(), line: z.string() }),
-  event("promotion_written", { path: z.string() }),
-]);
+const EVENT_FIELDS = {
+  lock_acquired: { generation: z.number().int(), owner: z.string(), purpose: z.string().optional() },
+  lock_released: { generation: z.number().int() },
+  lock_force_released: { evicted: lockRecord.nullable(), generation: z.number().int(), reason: z.string() },
+  lock_stale_released: { evicted: lockRecord, reason: z.string() },
+  budget_charged: { date: z.string(), seconds: z.number(), seconds_used: z.number(), max_seconds: z.number() },
+  budget_reset: { date: z.string(), previous_seconds_used: z.number().nullable(), reason: z.string() },
+  gate_refused: { gate: z.string(), reason: z.string() },
+  production_stopped: { method: z.string() },
+  production_restored: { seconds: z.number().optional() },
+  canary_started: { port: z.number().int().optional() },
+  canary_healthy: {},
+  canary_tested: {},
+  canary_stopped: {},
+  run_finished: { status: z.string(), mode: z.string() },
+  recovery: { action: z.string() },
+  intent_created: { intent_id: z.string(), kind: z.string() },
+  oom_detected: { kind: z.string(), line: z.string() },
+  promotion_written: { path: z.string() },
+} satisfies Record<string, z.ZodRawShape>;
 
-export type AuditEvent = z.infer<typeof auditEventSchema>;
-export type AuditEventName = AuditEvent["event"];
-export const AUDIT_EVENT_NAMES = auditEventSchema.options.map((option) => option.shape.event.value);
+type EventFields = typeof EVENT_FIELDS;
+export type AuditEventName = keyof EventFields;
+export const AUDIT_EVENT_NAMES = Object.keys(EVENT_FIELDS) as AuditEventName[];
 
 /** What a caller appends: the feed fills in ts, host and pid; run_id defaults to null. */
-export type AuditEventInput = AuditEvent extends infer E
-  ? E extends AuditEvent
-    ? Omit<E, "ts" | "host" | "pid" | "run_id"> & { run_id?: string | null }
-    : never
-  : never;
+export type AuditEventInput = {
+  [E in AuditEventName]: { event: E; run_id?: string | null } & (keyof EventFields[E] extends never
+    ? unknown
+    : z.input<z.ZodObject<EventFields[E]>>);
+}[AuditEventName];
+
+/** A written event: the common fields, the event's own, and any extras. */
+export type AuditEvent = AuditEventInput & { ts: string; run_id: string | null; host: string; pid: number; [key: string]: unknown };
+
+const schemas = new Map<string, z.ZodType>(
+  Object.entries(EVENT_FIELDS).map(([name, fields]) => [name, z.looseObject({ ...base, event: z.literal(name), ...fields })]),
+);
+
+/** Check an event before it is written; throws zod's error for a malformed one (a caller's bug). */
+export function parseAuditEvent(value: { event: string; [key: string]: unknown }): AuditEvent {
+  const schema = schemas.get(value.event);
+  if (!schema) throw new Error(`unknown audit event ${JSON.stringify(value.event)}`);
+  return schema.parse(value) as AuditEvent;
+}
 
 /** What readers accept: the common fields and any event name. */
 export const auditLineSchema = z.looseObject({ ...base, event: z.string().min(1) });
