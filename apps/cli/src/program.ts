@@ -89,6 +89,17 @@ Exit codes: 0 ok, 1 checked and not passed, 2 usage or settings error, 3 refused
       }),
     );
 
+  program
+    .command("gpus")
+    .description("the GPUs nvidia-smi reports: memory in MiB (total, reserved, used, free) and compute processes")
+    .addHelpText("after", examples(["gpu-canary gpus", "gpu-canary gpus --json | jq '.gpus[0].memory_free_mib'"]))
+    .action(
+      run(async (command) => {
+        const { runGpus } = await import("./commands/gpus.ts");
+        return runGpus(globals(command), io);
+      }),
+    );
+
   const lock = program.command("lock").description("the GPU maintenance lock: who holds it, release it, run a command under it");
   lock
     .command("status")

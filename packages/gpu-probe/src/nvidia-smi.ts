@@ -1,0 +1,135 @@
+import { execa } from "execa";
+import { GpuProbeError } from "./errors.ts";
+import {
+  APP_FIELDS,
+  GPU_FIELDS,
+  GPU_FIELDS_OLD_DRIVER,
+  type Gpu,
+  type GpuProcess,
+  attachProcesses,
+  parseComputeApps,
+  parseGpus,
+} from "./gpus.ts";
+
+export interface RunResult {
+  stdout: string;
+  stderr: string;
+  exitCode: number | undefined;
+  timedOut: boolean;
+  notFound: boolean;
+}
+
+/** Runs an executable with an argument array (never a shell); injected in tests. */
+export type Exec = (
+  file: string,
+  args: readonly string[],
+  options: { timeoutMs: number; env: Record<string, string> },
+) => Promise<RunResult>;
+
+export const execaExec: Exec = async (file, args, { timeoutMs, env }) => {
+  const result = await execa(file, args, {
+    reject: false,
+    timeout: timeoutMs,
+    killSignal: "SIGKILL",
+    stdin: "ignore",
+    env: { ...env, LC_ALL: "C" },
+  });
+  // execa 9 with reject: false reports a missing executable as a failed result, not a throw.
+  const code = (result as { code?: string }).code;
+  const message = (result as { originalMessage?: string }).originalMessage ?? "";
+  return {
+    stdout: result.stdout,
+    stderr: result.stderr,
+    exitCode: result.exitCode,
+    timedOut: result.timedOut,
+    notFound: code === "ENOENT" || message.includes("ENOENT"),
+  };
+};
+
+export interface GpuProbeDeps {
+  /** KLR_NVIDIA_SMI */
+  executable: string;
+  exec?: Exec;
+  timeoutMs?: number;
+  /** added to the inherited environment (the simulated host's GPU_CANARY_SIM_HOST) */
+  env?: Record<string, string>;
+}
+
+export interface GpuReport {
+  gpus: Gpu[];
+  /** processes nvidia-smi listed on no GPU it reported (should not happen; kept, not dropped) */
+  unmatchedProcesses: GpuProcess[];
+  /** false when the driver does not know memory.reserved */
+  reservedKnown: boolean;
+}
+
+/** Known failure texts come first: an error message is never parsed as data. */
+function classify(file: string, result: RunResult): GpuProbeError | null {
+  const output = `${result.stdout}\n${result.stderr}`.trim();
+  if (result.notFound)
+    return new GpuProbeError("NVIDIA_SMI_NOT_FOUND", `nvidia-smi was not found at ${JSON.stringify(file)} (KLR_NVIDIA_SMI)`, output);
+  if (result.timedOut) return new GpuProbeError("NVIDIA_SMI_TIMEOUT", `${file} did not answer in time and was killed`, output);
+  if (/couldn't communicate with the NVIDIA driver/i.test(output) || result.exitCode === 9) {
+    return new GpuProbeError("NVIDIA_DRIVER_NOT_LOADED", "nvidia-smi cannot talk to the NVIDIA driver", output);
+  }
+  if (/Driver\/library version mismatch/i.test(output))
+    return new GpuProbeError("NVML_VERSION_MISMATCH", "the NVIDIA driver and its NVML library are of different versions", output);
+  if (/No devices were found/i.test(output)) return new GpuProbeError("NO_GPUS_FOUND", "nvidia-smi found no GPU", output);
+  if (result.exitCode !== 0) {
+    return new GpuProbeError("NVIDIA_SMI_FAILED", `${file} exited with ${String(result.exitCode)}: ${output.split("\n")[0] ?? ""}`, output);
+  }
+  return null;
+}
+
+const unknownField = (result: RunResult, field: string) =>
+  `${result.stdout}\n${result.stderr}`.includes(`Field "${field}" is not a valid field to query`);
+
+export function createGpuProbe(deps: GpuProbeDeps) {
+  const exec = deps.exec ?? execaExec;
+  const timeoutMs = deps.timeoutMs ?? 10_000;
+  const run = async (args: string[]) => {
+    try {
+      return await exec(deps.executable, args, { timeoutMs, env: deps.env ?? {} });
+    } catch (error) {
+      throw new GpuProbeError(
+        "NVIDIA_SMI_FAILED",
+        `could not run ${deps.executable}: ${error instanceof Error ? error.message : String(error)}`,
+      );
+    }
+  };
+
+  const queryGpus = async (): Promise<{ gpus: Omit<Gpu, "processes">[]; reservedKnown: boolean }> => {
+    let fields: readonly string[] = GPU_FIELDS;
+    let result = await run([`--query-gpu=${fields.join(",")}`, "--format=csv,noheader,nounits"]);
+    if (unknownField(result, "memory.reserved")) {
+      // Drivers before memory.reserved: ask again without it.
+      fields = GPU_FIELDS_OLD_DRIVER;
+      result = await run([`--query-gpu=${fields.join(",")}`, "--format=csv,noheader,nounits"]);
+    }
+    const error = classify(deps.executable, result);
+    if (error) throw error;
+    const gpus = parseGpus(result.stdout, fields);
+    if (gpus.length === 0) throw new GpuProbeError("NO_GPUS_FOUND", "nvidia-smi listed no GPU", result.stdout);
+    return { gpus, reservedKnown: fields.includes("memory.reserved") };
+  };
+
+  const queryProcesses = async (): Promise<GpuProcess[]> => {
+    const result = await run([`--query-compute-apps=${APP_FIELDS.join(",")}`, "--format=csv,noheader,nounits"]);
+    const error = classify(deps.executable, result);
+    if (error) throw error;
+    return parseComputeApps(result.stdout);
+  };
+
+  return {
+    /** Every GPU with its memory and compute processes. */
+    async report(): Promise<GpuReport> {
+      const { gpus, reservedKnown } = await queryGpus();
+      const { gpus: withProcesses, unmatched } = attachProcesses(gpus, await queryProcesses());
+      return { gpus: withProcesses, unmatchedProcesses: unmatched, reservedKnown };
+    },
+    queryGpus,
+    queryProcesses,
+  };
+}
+
+export type GpuProbe = ReturnType<typeof createGpuProbe>;

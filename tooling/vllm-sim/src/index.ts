@@ -1,0 +1,20 @@
+import { join } from "node:path";
+
+export {
+  FAILURES,
+  createHost,
+  freeMib,
+  h200,
+  hostStateSchema,
+  liveProcesses,
+  readHost,
+  registerProcess,
+  unregisterProcess,
+  updateHost,
+  usedMib,
+} from "./host-state.ts";
+export type { HostState, SimGpu, SimProcess } from "./host-state.ts";
+export { FAILURE_OUTPUT, answer as nvidiaSmiAnswer } from "./nvidia-smi-standin.ts";
+
+/** The stand-in executable: point KLR_NVIDIA_SMI at it and GPU_CANARY_SIM_HOST at a host file. */
+export const NVIDIA_SMI_STANDIN = join(import.meta.dirname, "..", "bin", "nvidia-smi");
