@@ -1,0 +1,97 @@
+// The simulated vLLM as a process, started like vLLM's OpenAI server:
+//   vllm --port 9011 --model /models/llm/current --gpu-memory-utilization 0.75 [--served-model-name N] [--max-model-len L]
+// Knobs (environment): GPU_CANARY_SIM_HOST (host file to take GPU memory from), CUDA_VISIBLE_DEVICES (GPU index),
+// SIM_STARTUP_DELAY_MS, SIM_TOKEN_LATENCY_MS, SIM_VERSION, SIM_SLEEP_RESIDUE_MIB, SIM_PROCESS_NAME,
+// SIM_FAIL (comma list: health-hang, engine-dead, completion-hang, drop-mid-stream).
+import { parseArgs } from "node:util";
+import { readHost, registerProcess, unregisterProcess, freeMib, liveProcesses } from "./host-state.ts";
+import { buildSimVllm } from "./vllm-server.ts";
+
+const { values } = parseArgs({
+  options: {
+    port: { type: "string", default: "8000" },
+    host: { type: "string", default: "127.0.0.1" },
+    model: { type: "string" },
+    "served-model-name": { type: "string" },
+    "gpu-memory-utilization": { type: "string", default: "0.9" },
+    "max-model-len": { type: "string" },
+    "max-num-seqs": { type: "string" },
+    "max-num-batched-tokens": { type: "string" },
+    "kv-cache-dtype": { type: "string" },
+    "enable-sleep-mode": { type: "boolean" },
+    "enforce-eager": { type: "boolean" },
+  },
+  strict: false,
+});
+
+const env = process.env;
+const log = (line: string) => process.stdout.write(`INFO ${new Date().toISOString()} [api_server.py] ${line}\n`);
+const model = typeof values.model === "string" ? values.model : "facebook/opt-125m";
+const util = Number(values["gpu-memory-utilization"]);
+const hostFile = env.GPU_CANARY_SIM_HOST;
+const gpuIndex = Number((env.CUDA_VISIBLE_DEVICES ?? "0").split(",")[0] ?? 0);
+const fails = new Set((env.SIM_FAIL ?? "").split(",").filter(Boolean));
+const processName = env.SIM_PROCESS_NAME ?? "VLLM::EngineCore";
+const gib = (mib: number) => (mib / 1024).toFixed(2);
+
+let requestedMib = 0;
+if (hostFile) {
+  const state = readHost(hostFile);
+  const gpu = state.gpus.find((g) => g.index === gpuIndex);
+  if (!gpu) {
+    process.stderr.write(`RuntimeError: CUDA error: invalid device ordinal (CUDA_VISIBLE_DEVICES=${env.CUDA_VISIBLE_DEVICES ?? ""})\n`);
+    process.exit(1);
+  }
+  const cudaTotal = gpu.memory_total_mib - gpu.memory_reserved_mib;
+  requestedMib = Math.ceil(cudaTotal * util);
+  const free = freeMib(state, gpu, liveProcesses(state));
+  if (free < requestedMib) {
+    // vLLM's own text (vllm/v1/worker/utils.py request_memory).
+    process.stderr.write(
+      `ValueError: Free memory on device cuda:${gpuIndex} (${gib(free)}/${gib(cudaTotal)} GiB) on startup is less than desired GPU memory utilization (${util}, ${gib(requestedMib)} GiB). Decrease GPU memory utilization or reduce GPU memory used by other processes.\n`,
+    );
+    process.exit(1);
+  }
+  await registerProcess(hostFile, { gpu_index: gpuIndex, pid: process.pid, name: processName, used_memory_mib: requestedMib });
+}
+
+const app = buildSimVllm({
+  model,
+  servedModelName: typeof values["served-model-name"] === "string" ? values["served-model-name"] : undefined,
+  maxModelLen: typeof values["max-model-len"] === "string" ? Number(values["max-model-len"]) : undefined,
+  gpuMemoryUtilization: util,
+  version: env.SIM_VERSION,
+  tokenLatencyMs: env.SIM_TOKEN_LATENCY_MS ? Number(env.SIM_TOKEN_LATENCY_MS) : undefined,
+  failure: {
+    healthHang: fails.has("health-hang"),
+    engineDead: fails.has("engine-dead"),
+    completionHang: fails.has("completion-hang"),
+    dropMidStream: fails.has("drop-mid-stream"),
+  },
+  onSleepChange: async (sleeping) => {
+    if (!hostFile) return;
+    // Sleep level 1 keeps the CUDA context and graphs on the card: a residue stays.
+    const residue = Number(env.SIM_SLEEP_RESIDUE_MIB ?? 1500);
+    await registerProcess(hostFile, {
+      gpu_index: gpuIndex,
+      pid: process.pid,
+      name: processName,
+      used_memory_mib: sleeping ? residue : requestedMib,
+    });
+  },
+});
+
+const shutdown = async (signal: string) => {
+  log(`received ${signal}, shutting down`);
+  await app.close();
+  if (hostFile) await unregisterProcess(hostFile, process.pid);
+  process.exit(0);
+};
+process.once("SIGTERM", () => void shutdown("SIGTERM"));
+process.once("SIGINT", () => void shutdown("SIGINT"));
+
+log(`vLLM API server version ${env.SIM_VERSION ?? "0.11.0"}; model ${model}; gpu_memory_utilization ${util}`);
+// Like vLLM, nothing answers until the engine is loaded: connections are refused meanwhile.
+await new Promise((resolve) => setTimeout(resolve, Number(env.SIM_STARTUP_DELAY_MS ?? 0)));
+await app.listen({ port: Number(values.port), host: String(values.host) });
+log(`Starting vLLM API server 0 on http://${String(values.host)}:${String(values.port)}`);
