@@ -2,12 +2,10 @@ import { spawnSync } from "node:child_process";
 import { mkdir, readFile, readdir, rm, symlink, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { ProcessInspector } from "@gpu-canary/state-file";
-import { testdir } from "@gpu-canary/testing";
+import { deadPid, testdir } from "@gpu-canary/testing";
 import { describe, expect, it } from "vitest";
 import { type LockAuditEvent, createGpuLock } from "./gpu-lock.ts";
 import { withGpuLock } from "./with-gpu-lock.ts";
-
-const deadPid = () => spawnSync(process.execPath, ["-e", "0"]).pid;
 
 async function setup(overrides: Partial<Parameters<typeof createGpuLock>[0]> = {}) {
   const dir = await testdir();

@@ -1,8 +1,7 @@
-import { spawnSync } from "node:child_process";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
-import { runTs, testdir } from "@gpu-canary/testing";
+import { deadPid, runTs, testdir } from "@gpu-canary/testing";
 import { describe, expect, it } from "vitest";
 
 const worker = join(import.meta.dirname, "test-fixtures", "lock-worker.ts");
@@ -44,7 +43,7 @@ describe("the GPU lock across real processes", () => {
 
   it("gives a stale record to exactly one of 8 racing processes", async () => {
     const { dir, runs } = await start("once", 8);
-    const dead = spawnSync(process.execPath, ["-e", "0"]).pid;
+    const dead = deadPid();
     await writeFile(
       join(dir, "locks", "gpu_maintenance.lock"),
       JSON.stringify({

@@ -1,6 +1,5 @@
-import { spawnSync } from "node:child_process";
 import { join } from "node:path";
-import { testdir } from "@gpu-canary/testing";
+import { deadPid, testdir } from "@gpu-canary/testing";
 import { NVIDIA_SMI_STANDIN, createHost, h200 } from "@gpu-canary/vllm-sim";
 import { describe, expect, it } from "vitest";
 import { createGpuProbe } from "./index.ts";
@@ -14,7 +13,7 @@ async function probeOf(state: Parameters<typeof createHost>[1], timeoutMs = 10_0
 
 describe("gpu-probe against the simulated host", () => {
   it("reports two H200s, production's processes on GPU 0, and drops a dead process", async () => {
-    const dead = spawnSync(process.execPath, ["-e", "0"]).pid;
+    const dead = deadPid();
     const probe = await probeOf({
       gpus: [h200(0), h200(1)],
       processes: [

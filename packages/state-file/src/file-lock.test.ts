@@ -1,14 +1,10 @@
 import { spawnSync } from "node:child_process";
 import { lstat, mkdir, readFile, readdir, rm, symlink, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { testdir } from "@gpu-canary/testing";
+import { deadPid, testdir } from "@gpu-canary/testing";
 import { describe, expect, it } from "vitest";
 import { createFileLock } from "./file-lock.ts";
 import type { ProcessInspector } from "./process-identity.ts";
-
-function deadPid(): number {
-  return spawnSync(process.execPath, ["-e", "0"]).pid;
-}
 
 async function writeRecord(path: string, record: object, ageMs = 0): Promise<void> {
   await writeFile(path, JSON.stringify(record));

@@ -1,4 +1,4 @@
-import { spawnSync } from "node:child_process";
+import { deadPid } from "@gpu-canary/testing";
 import { describe, expect, it } from "vitest";
 import { createProcessInspector, isValidPid, parseProcStat } from "./process-identity.ts";
 
@@ -23,9 +23,8 @@ describe("createProcessInspector", () => {
     expect(inspector.selfToken()).toBe(probe.state === "alive" ? probe.startToken : null);
   });
 
-  it("sees a process that exited as gone", () => {
-    const child = spawnSync(process.execPath, ["-e", "0"]);
-    expect(createProcessInspector().probe(child.pid)).toEqual({ state: "dead", why: "gone" });
+  it("sees a PID no process has as gone", () => {
+    expect(createProcessInspector().probe(deadPid())).toEqual({ state: "dead", why: "gone" });
   });
 
   it("sees a zombie as dead although kill(pid, 0) would still answer", () => {

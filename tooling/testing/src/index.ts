@@ -1,4 +1,5 @@
 import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
@@ -85,4 +86,19 @@ export function runNode(args: readonly string[], options: RunOptions = {}): Prom
 /** Run a TypeScript file as a child process on sources. */
 export function runTs(file: string, args: readonly string[] = [], options: RunOptions = {}): Promise<ProcessResult> {
   return runNode(tsNodeArgs(file, args), options);
+}
+
+/**
+ * A PID that no process can have: above the kernel's pid_max. A PID taken from a child that
+ * exited is not safe in tests: with pid_max at 32768 and many processes starting, the kernel
+ * hands it to someone else within seconds.
+ */
+export function deadPid(): number {
+  let pidMax = 4_194_304;
+  try {
+    pidMax = Number(readFileSync("/proc/sys/kernel/pid_max", "utf8").trim()) || pidMax;
+  } catch {
+    // not Linux: the default maximum
+  }
+  return pidMax + 1 + Math.floor(Math.random() * 1000);
 }

@@ -1,6 +1,6 @@
 import { spawnSync } from "node:child_process";
 import { join } from "node:path";
-import { testdir } from "@gpu-canary/testing";
+import { deadPid, testdir } from "@gpu-canary/testing";
 import { describe, expect, it } from "vitest";
 import { createHost, h200, readHost, registerProcess, unregisterProcess } from "./host-state.ts";
 import { NVIDIA_SMI_STANDIN } from "./index.ts";
@@ -54,7 +54,7 @@ describe("the nvidia-smi stand-in", () => {
     const path = join(await testdir(), "host.json");
     await createHost(path, { gpus: [h200(0)] });
     await registerProcess(path, { gpu_index: 0, pid: process.pid, name: "vllm", used_memory_mib: 1000 });
-    const dead = spawnSync(process.execPath, ["-e", "0"]).pid;
+    const dead = deadPid();
     await registerProcess(path, { gpu_index: 0, pid: dead, name: "ghost", used_memory_mib: 9000 });
     const run = spawnSync(NVIDIA_SMI_STANDIN, ["--query-gpu=index,memory.used", "--format=csv,noheader,nounits"], {
       env: { ...process.env, GPU_CANARY_SIM_HOST: path },

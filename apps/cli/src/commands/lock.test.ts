@@ -1,12 +1,9 @@
-import { spawnSync } from "node:child_process";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
-import { testdir } from "@gpu-canary/testing";
+import { deadPid, testdir } from "@gpu-canary/testing";
 import { describe, expect, it } from "vitest";
 import { cli } from "../test-fixtures/cli.ts";
-
-const deadPid = () => spawnSync(process.execPath, ["-e", "0"]).pid;
 
 async function home() {
   const dir = await testdir();
