@@ -25,6 +25,9 @@ const { values } = parseArgs({
 });
 
 const env = process.env;
+// A parent that died closes our pipes: a log line must not crash the shutdown.
+process.stdout.on("error", () => undefined);
+process.stderr.on("error", () => undefined);
 const log = (line: string) => process.stdout.write(`INFO ${new Date().toISOString()} [api_server.py] ${line}\n`);
 const model = typeof values.model === "string" ? values.model : "facebook/opt-125m";
 const util = Number(values["gpu-memory-utilization"]);

@@ -1,0 +1,156 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { setTimeout as sleep } from "node:timers/promises";
+import { parse } from "shell-quote";
+import { ControlError } from "./errors.ts";
+import { groupMembers } from "./procfs.ts";
+
+export interface CanarySettings {
+  /** KLR_VLLM_COMMAND, split with shell quoting rules */
+  vllmCommand: string;
+  modelPath: string;
+  port: number;
+  gpuMemoryUtilization: number;
+  /** the GPU's nvidia-smi index; CUDA_DEVICE_ORDER=PCI_BUS_ID makes CUDA's index the same */
+  gpuIndex: number;
+  maxModelLen?: number;
+  maxNumSeqs?: number;
+  maxNumBatchedTokens?: number;
+  kvCacheDtype?: "auto" | "fp8";
+  /** KLR_VLLM_EXTRA_ARGS */
+  extraArgs?: string;
+  env?: Record<string, string>;
+}
+
+/** Split a command line like a shell would, refusing anything a shell would do more with. */
+export function splitCommand(text: string, variable: string): string[] {
+  const parts = parse(text);
+  const words: string[] = [];
+  for (const part of parts) {
+    if (typeof part !== "string") {
+      throw new ControlError(
+        "VLLM_COMMAND_INVALID",
+        `${variable} holds shell syntax gpu-canary does not run (${JSON.stringify(part)}): ${text}`,
+        `${variable} is split into arguments, not run by a shell: use a wrapper script for pipes, redirections or variables`,
+      );
+    }
+    words.push(part);
+  }
+  return words;
+}
+
+/** The canary's argv: KLR_VLLM_COMMAND plus the flags that shape its memory, as production's. */
+export function canaryArgv(settings: CanarySettings): string[] {
+  const base = splitCommand(settings.vllmCommand, "KLR_VLLM_COMMAND");
+  if (base.length === 0)
+    throw new ControlError(
+      "VLLM_COMMAND_INVALID",
+      "KLR_VLLM_COMMAND is empty",
+      "set it to how vLLM is started, e.g. python3 -m vllm.entrypoints.openai.api_server",
+    );
+  const argv = [
+    ...base,
+    "--port",
+    String(settings.port),
+    "--model",
+    settings.modelPath,
+    "--gpu-memory-utilization",
+    String(settings.gpuMemoryUtilization),
+  ];
+  if (settings.maxModelLen !== undefined) argv.push("--max-model-len", String(settings.maxModelLen));
+  if (settings.maxNumSeqs !== undefined) argv.push("--max-num-seqs", String(settings.maxNumSeqs));
+  if (settings.maxNumBatchedTokens !== undefined) argv.push("--max-num-batched-tokens", String(settings.maxNumBatchedTokens));
+  if (settings.kvCacheDtype !== undefined && settings.kvCacheDtype !== "auto") argv.push("--kv-cache-dtype", settings.kvCacheDtype);
+  if (settings.extraArgs) argv.push(...splitCommand(settings.extraArgs, "KLR_VLLM_EXTRA_ARGS"));
+  return argv;
+}
+
+export interface CanaryProcess {
+  readonly pid: number;
+  /** its process group: the canary and whatever it started */
+  readonly pgid: number;
+  readonly argv: string[];
+  /** the last lines it printed, to report why it failed (vLLM's out-of-memory texts) */
+  tail(): string;
+  /** settles when the canary's main process exits */
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  hasExited(): boolean;
+  /** SIGTERM to the group, SIGKILL after the grace period, until no member is left */
+  stop(graceMs?: number): Promise<{ killed: boolean }>;
+}
+
+const TAIL_BYTES = 64 * 1024;
+
+/** Start the canary in a process group of its own, its output kept. */
+export function launchCanary(settings: CanarySettings): CanaryProcess {
+  const argv = canaryArgv(settings);
+  const [file, ...args] = argv as [string, ...string[]];
+  let child: ChildProcess;
+  try {
+    child = spawn(file, args, {
+      detached: true,
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, ...settings.env, CUDA_VISIBLE_DEVICES: String(settings.gpuIndex), CUDA_DEVICE_ORDER: "PCI_BUS_ID" },
+    });
+  } catch (error) {
+    throw new ControlError(
+      "CANARY_LAUNCH_FAILED",
+      `could not start ${file}: ${error instanceof Error ? error.message : String(error)}`,
+      "check KLR_VLLM_COMMAND",
+    );
+  }
+  let output = "";
+  const keep = (chunk: Buffer) => {
+    output = (output + chunk.toString("utf8")).slice(-TAIL_BYTES);
+  };
+  child.stdout?.on("data", keep);
+  child.stderr?.on("data", keep);
+  let done = false;
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once("error", (error) => {
+      done = true;
+      keep(Buffer.from(`\n${error.message}\n`));
+      resolve({ code: 127, signal: null });
+    });
+    child.once("exit", (code, signal) => {
+      done = true;
+      resolve({ code, signal });
+    });
+  });
+  const pid = child.pid ?? -1;
+  return {
+    pid,
+    pgid: pid,
+    argv,
+    tail: () => output,
+    exited,
+    hasExited: () => done,
+    async stop(graceMs = 5000) {
+      if (pid <= 0) return { killed: false };
+      const signalGroup = (signal: NodeJS.Signals) => {
+        try {
+          process.kill(-pid, signal);
+        } catch {
+          // the group is already gone
+        }
+      };
+      signalGroup("SIGTERM");
+      const deadline = Date.now() + graceMs;
+      while (groupMembers(pid).length > 0 && Date.now() < deadline) await sleep(50);
+      let killed = false;
+      if (groupMembers(pid).length > 0) {
+        killed = true;
+        signalGroup("SIGKILL");
+        const hard = Date.now() + 5000;
+        while (groupMembers(pid).length > 0 && Date.now() < hard) await sleep(50);
+      }
+      if (groupMembers(pid).length > 0) {
+        throw new ControlError(
+          "CANARY_STOP_FAILED",
+          `the canary's processes (group ${pid}) survived SIGKILL`,
+          "a process stuck in the driver (state D) may need a reboot: check `ps -o pid,stat,cmd -g` and `nvidia-smi`",
+        );
+      }
+      return { killed };
+    },
+  };
+}

@@ -1,0 +1,17 @@
+export { canaryArgv, launchCanary, splitCommand } from "./canary-launcher.ts";
+export type { CanaryProcess, CanarySettings } from "./canary-launcher.ts";
+export { ControlError } from "./errors.ts";
+export type { ControlErrorCode } from "./errors.ts";
+export { portState } from "./ports.ts";
+export type { PortState } from "./ports.ts";
+export { descendants, groupMembers, isAlive, listenersOf, readProc } from "./procfs.ts";
+export type { ProcInfo } from "./procfs.ts";
+export { createProductionService } from "./production-service.ts";
+export type { ProductionService, ProductionServiceDeps, ServiceManager } from "./production-service.ts";
+export { restoreProduction } from "./restore.ts";
+export type { RestorePlan } from "./restore.ts";
+export { runOperatorCommand } from "./shell.ts";
+export { armWatchdog, armFileSchema, readArmFile } from "./watchdog.ts";
+export type { ArmFile, ArmOptions, Watchdog, WatchdogReport } from "./watchdog.ts";
+export { switchWhisper, whisperConfigured, whisperFootprint } from "./whisper.ts";
+export type { WhisperControlDeps } from "./whisper.ts";

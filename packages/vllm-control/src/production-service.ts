@@ -1,0 +1,147 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import type { GpuProbe } from "@gpu-canary/gpu-probe";
+import { ControlError } from "./errors.ts";
+import { type ProcInfo, descendants, listenersOf } from "./procfs.ts";
+import { runArgv, runOperatorCommand } from "./shell.ts";
+
+export type ServiceManager =
+  { kind: "systemd"; unit: string; systemctl?: string } | { kind: "command"; stopCommand?: string; startCommand?: string };
+
+export interface ProductionServiceDeps {
+  manager: ServiceManager;
+  /** production's port (from KLR_VLLM_URL) */
+  port: number;
+  /** KLR_VLLM_PROCESS: names production's GPU processes (case-insensitive substring) */
+  vllmProcess: string;
+  /** KLR_PRODUCTION_GPU_ID */
+  gpuIndex: number;
+  /** to see production's GPU memory released; without it only the port is watched */
+  probe?: GpuProbe;
+  env?: Record<string, string>;
+}
+
+export interface ProductionService {
+  readonly description: string;
+  /** stop, then wait until the port is closed and, where nvidia-smi can tell, production's GPU memory is released */
+  stop(timeoutMs: number): Promise<{ seconds: number }>;
+  /** returns once the start command succeeded; readiness is the vLLM client's job */
+  start(timeoutMs: number): Promise<void>;
+  isActive(): Promise<"active" | "inactive" | "unknown">;
+  /** production's own processes: the port's listener and its descendants */
+  processes(): ProcInfo[];
+  /** production's processes still on the GPU (orphaned engines hold memory after a hard kill) */
+  gpuHolders(): Promise<{ pid: number; name: string; usedMemoryMib: number | null }[]>;
+}
+
+export function createProductionService(deps: ProductionServiceDeps): ProductionService {
+  const manager = deps.manager;
+  const match = deps.vllmProcess.toLowerCase();
+  const description =
+    manager.kind === "systemd" ? `systemd unit ${manager.unit}` : "the production commands (KLR_PRODUCTION_STOP_COMMAND / _START_COMMAND)";
+
+  const processes = (): ProcInfo[] => listenersOf(deps.port).flatMap((p) => descendants(p.pid));
+
+  const gpuHolders = async () => {
+    if (!deps.probe) return [];
+    const known = new Set(processes().map((p) => p.pid));
+    const report = await deps.probe.report();
+    const gpu = report.gpus.find((g) => g.index === deps.gpuIndex);
+    return (gpu?.processes ?? [])
+      .filter((p) => known.has(p.pid) || p.name.toLowerCase().includes(match))
+      .map((p) => ({ pid: p.pid, name: p.name, usedMemoryMib: p.usedMemoryMib }));
+  };
+
+  const systemctl = (args: string[], timeoutMs: number) =>
+    runArgv(manager.kind === "systemd" ? (manager.systemctl ?? "systemctl") : "systemctl", args, timeoutMs);
+
+  const waitDown = async (started: number, timeoutMs: number) => {
+    for (;;) {
+      const listening = listenersOf(deps.port).length > 0;
+      const holders = listening ? [] : await gpuHolders();
+      if (!listening && holders.length === 0) return;
+      if (Date.now() - started > timeoutMs) {
+        const what = listening
+          ? `port ${deps.port} is still open`
+          : `its GPU memory is still held by ${holders.map((h) => `PID ${h.pid} (${h.name})`).join(", ")}`;
+        throw new ControlError(
+          "PRODUCTION_STOP_FAILED",
+          `production did not go down within ${timeoutMs / 1000} s: ${what}`,
+          "orphaned vLLM engine processes can keep the GPU after a hard kill: check `nvidia-smi` and stop them",
+          {
+            holders,
+          },
+        );
+      }
+      await sleep(100);
+    }
+  };
+
+  return {
+    description,
+    processes,
+    gpuHolders,
+    async stop(timeoutMs) {
+      const started = Date.now();
+      if (manager.kind === "systemd") {
+        const result = await systemctl(["stop", manager.unit], timeoutMs);
+        if (result.exitCode !== 0)
+          throw new ControlError(
+            "PRODUCTION_STOP_FAILED",
+            `systemctl stop ${manager.unit} failed: ${result.output.trim()}`,
+            "see `systemctl status` and `journalctl -u` for the unit",
+          );
+      } else {
+        if (!manager.stopCommand)
+          throw new ControlError(
+            "PRODUCTION_NOT_CONFIGURED",
+            "KLR_PRODUCTION_STOP_COMMAND is not set",
+            "set it (and KLR_PRODUCTION_START_COMMAND) for the command manager",
+          );
+        const result = await runOperatorCommand(manager.stopCommand, { env: deps.env, timeoutMs });
+        if (result.exitCode !== 0)
+          throw new ControlError(
+            "PRODUCTION_STOP_FAILED",
+            `the stop command exited with ${String(result.exitCode)}: ${result.output.trim()}`,
+            "run KLR_PRODUCTION_STOP_COMMAND by hand to see why",
+          );
+      }
+      await waitDown(started, timeoutMs);
+      return { seconds: (Date.now() - started) / 1000 };
+    },
+    async start(timeoutMs) {
+      if (manager.kind === "systemd") {
+        const result = await systemctl(["start", manager.unit], timeoutMs);
+        if (result.exitCode !== 0)
+          throw new ControlError(
+            "PRODUCTION_START_FAILED",
+            `systemctl start ${manager.unit} failed: ${result.output.trim()}`,
+            "see `systemctl status` and `journalctl -u` for the unit",
+          );
+        return;
+      }
+      if (!manager.startCommand)
+        throw new ControlError(
+          "PRODUCTION_NOT_CONFIGURED",
+          "KLR_PRODUCTION_START_COMMAND is not set",
+          "set it (and KLR_PRODUCTION_STOP_COMMAND) for the command manager",
+        );
+      const result = await runOperatorCommand(manager.startCommand, { env: deps.env, timeoutMs });
+      if (result.exitCode !== 0)
+        throw new ControlError(
+          "PRODUCTION_START_FAILED",
+          `the start command exited with ${String(result.exitCode)}: ${result.output.trim()}`,
+          "run KLR_PRODUCTION_START_COMMAND by hand to see why",
+        );
+    },
+    async isActive() {
+      if (manager.kind === "systemd") {
+        const result = await systemctl(["is-active", manager.unit], 10_000);
+        const state = result.output.trim().split("\n").at(-1);
+        if (state === "active" || state === "activating" || state === "reloading") return "active";
+        if (state === "inactive" || state === "failed" || state === "deactivating") return "inactive";
+        return "unknown";
+      }
+      return listenersOf(deps.port).length > 0 ? "active" : "inactive";
+    },
+  };
+}

@@ -1,0 +1,53 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import { createVllmClient } from "@gpu-canary/vllm-client";
+import { createProductionService, type ServiceManager } from "./production-service.ts";
+
+/** What it takes to bring production back: serializable, so the watchdog can carry it. */
+export interface RestorePlan {
+  quiesce: "stop" | "sleep";
+  manager: ServiceManager;
+  vllmUrl: string;
+  apiKey?: string;
+  /** production's port, to see it listen */
+  port: number;
+  vllmProcess: string;
+  gpuIndex: number;
+  /** how long to keep trying until production serves a completion */
+  serveTimeoutMs: number;
+  env?: Record<string, string>;
+}
+
+/**
+ * Bring production back after a quiesce: wake it (sleep mode) or start it, then wait until it
+ * serves a real completion — health alone proves nothing. Returns when it serves.
+ */
+export async function restoreProduction(plan: RestorePlan, signal?: AbortSignal): Promise<{ servingAt: Date; seconds: number }> {
+  const started = Date.now();
+  const client = createVllmClient({ baseUrl: plan.vllmUrl, ...(plan.apiKey ? { apiKey: plan.apiKey } : {}) });
+  if (plan.quiesce === "sleep") {
+    await client.wakeUp(plan.serveTimeoutMs);
+  } else {
+    const service = createProductionService({
+      manager: plan.manager,
+      port: plan.port,
+      vllmProcess: plan.vllmProcess,
+      gpuIndex: plan.gpuIndex,
+      env: plan.env,
+    });
+    await service.start(plan.serveTimeoutMs);
+  }
+  const deadline = started + plan.serveTimeoutMs;
+  let lastError: unknown = null;
+  while (Date.now() < deadline) {
+    signal?.throwIfAborted();
+    try {
+      await client.waitUntilHealthy({ deadlineMs: Math.max(100, deadline - Date.now()), ...(signal ? { signal } : {}) });
+      await client.servesCompletion({ timeoutMs: Math.max(1000, Math.min(10_000, deadline - Date.now())) });
+      return { servingAt: new Date(), seconds: (Date.now() - started) / 1000 };
+    } catch (error) {
+      lastError = error;
+      await sleep(100);
+    }
+  }
+  throw lastError instanceof Error ? lastError : new Error(`production did not serve within ${plan.serveTimeoutMs} ms`);
+}

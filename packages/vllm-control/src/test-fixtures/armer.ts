@@ -1,0 +1,51 @@
+// A run in miniature, for the watchdog tests: `armer <setup.json> die|deadline|disarm`.
+// Arms the watchdog, stops production, starts a canary, says "ready", then dies, hangs or restores.
+import { readFileSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
+import { armWatchdog, createProductionService, launchCanary, restoreProduction } from "../index.ts";
+import type { RestorePlan } from "../index.ts";
+
+interface Setup {
+  plan: RestorePlan;
+  armFile: string;
+  reportPath: string;
+  deadlineMs: number;
+  canary: { vllmCommand: string; port: number; utilization: number; env: Record<string, string> };
+}
+
+const [setupPath = "", mode = "die"] = process.argv.slice(2);
+const setup = JSON.parse(readFileSync(setupPath, "utf8")) as Setup;
+const service = createProductionService({
+  manager: setup.plan.manager,
+  port: setup.plan.port,
+  vllmProcess: setup.plan.vllmProcess,
+  gpuIndex: 0,
+  env: setup.plan.env,
+});
+const watchdog = await armWatchdog({
+  runId: "test-run",
+  deadline: new Date(Date.now() + setup.deadlineMs),
+  restore: setup.plan,
+  armFile: setup.armFile,
+  reportPath: setup.reportPath,
+  useSystemdRun: false,
+});
+await service.stop(20_000);
+const canary = launchCanary({
+  vllmCommand: setup.canary.vllmCommand,
+  modelPath: "/models/llm/current",
+  port: setup.canary.port,
+  gpuMemoryUtilization: setup.canary.utilization,
+  gpuIndex: 0,
+  env: setup.canary.env,
+});
+await watchdog.setCanary(canary.pgid);
+process.stdout.write(`ready ${canary.pgid}\n`);
+if (mode === "disarm") {
+  await canary.stop();
+  await restoreProduction(setup.plan);
+  await watchdog.disarm();
+  process.stdout.write("restored\n");
+} else {
+  for (;;) await sleep(1000);
+}

@@ -1,0 +1,93 @@
+// The restore watchdog process: `watchdog-main <arm file>`. See watchdog.ts.
+import { rm } from "node:fs/promises";
+import { setTimeout as sleep } from "node:timers/promises";
+import { createProcessInspector, writeJsonAtomic } from "@gpu-canary/state-file";
+import { groupMembers } from "./procfs.ts";
+import { restoreProduction } from "./restore.ts";
+import { type ArmFile, type WatchdogReport, readArmFile } from "./watchdog.ts";
+
+const armFile = process.argv[2];
+if (!armFile) process.exit(2);
+const inspector = createProcessInspector();
+// The armer may be killed along with its terminal or session: this process ignores those signals.
+process.on("SIGHUP", () => undefined);
+
+function armerDead(arm: ArmFile): boolean {
+  const probe = inspector.probe(arm.armer_pid);
+  if (probe.state === "dead") return true;
+  return (
+    probe.state === "alive" && arm.armer_start_token !== null && probe.startToken !== null && probe.startToken !== arm.armer_start_token
+  );
+}
+
+async function stopGroup(pgid: number): Promise<boolean> {
+  const signal = (s: NodeJS.Signals) => {
+    try {
+      process.kill(-pgid, s);
+    } catch {
+      // gone already
+    }
+  };
+  signal("SIGTERM");
+  for (let i = 0; i < 60 && groupMembers(pgid).length > 0; i += 1) await sleep(50);
+  if (groupMembers(pgid).length > 0) signal("SIGKILL");
+  for (let i = 0; i < 100 && groupMembers(pgid).length > 0; i += 1) await sleep(50);
+  return groupMembers(pgid).length === 0;
+}
+
+async function fire(arm: ArmFile, reason: string): Promise<void> {
+  const firedAt = new Date();
+  let armerKilled = false;
+  if (!armerDead(arm)) {
+    // So that no late step of the run follows the watchdog's restore.
+    try {
+      process.kill(arm.armer_pid, "SIGKILL");
+      armerKilled = true;
+    } catch {
+      // it died meanwhile
+    }
+  }
+  const canaryStopped = arm.canary_pgid === null ? true : await stopGroup(arm.canary_pgid);
+  let servingAt: Date | null = null;
+  let seconds: number | null = null;
+  let error: string | null = null;
+  try {
+    const restored = await restoreProduction(arm.restore);
+    servingAt = restored.servingAt;
+    seconds = restored.seconds;
+  } catch (e) {
+    error = e instanceof Error ? e.message : String(e);
+  }
+  const report: WatchdogReport = {
+    run_id: arm.run_id,
+    fired_at: firedAt.toISOString(),
+    reason,
+    armer_killed: armerKilled,
+    canary_stopped: canaryStopped,
+    production_serving_at: servingAt?.toISOString() ?? null,
+    restore_seconds: seconds,
+    error,
+  };
+  await writeJsonAtomic(arm.report_path, report);
+}
+
+for (;;) {
+  let arm: ArmFile | null;
+  try {
+    arm = await readArmFile(armFile);
+  } catch {
+    arm = null;
+  }
+  if (arm === null || arm.disarmed) break;
+  if (armerDead(arm)) {
+    await fire(arm, `the arming process ${arm.armer_pid} died`);
+    break;
+  }
+  if (Date.now() >= Date.parse(arm.deadline_at)) {
+    await fire(arm, `the run passed its deadline ${arm.deadline_at}`);
+    break;
+  }
+  await sleep(50);
+}
+await rm(armFile, { force: true });
+process.exit(0);

@@ -1,0 +1,144 @@
+import { spawn } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { testdir, tsNodeArgs } from "@gpu-canary/testing";
+import { createVllmClient } from "@gpu-canary/vllm-client";
+import { SIM_VLLM, createHost, h200, liveProcesses, readHost } from "@gpu-canary/vllm-sim";
+import { describe, expect, it, onTestFinished } from "vitest";
+import { groupMembers } from "./procfs.ts";
+import { runOperatorCommand } from "./shell.ts";
+import type { WatchdogReport } from "./watchdog.ts";
+
+const armer = join(import.meta.dirname, "test-fixtures", "armer.ts");
+const port = () => 20000 + Math.floor(Math.random() * 20000);
+
+/** A simulated host with production running as a detached sim vLLM, managed by commands. */
+async function host() {
+  const dir = await testdir();
+  const hostFile = join(dir, "host.json");
+  await createHost(hostFile, { gpus: [h200(0)] });
+  const prodPort = port();
+  const canaryPort = prodPort + 1;
+  const env = { GPU_CANARY_SIM_HOST: hostFile };
+  const startCommand = `setsid ${SIM_VLLM} --port ${prodPort} --model /models/llm/current --gpu-memory-utilization 0.5 > ${dir}/prod.log 2>&1 < /dev/null & echo $! > ${dir}/prod.pid`;
+  const stopCommand = `kill -TERM "$(cat ${dir}/prod.pid)"`;
+  const plan = {
+    quiesce: "stop" as const,
+    manager: { kind: "command" as const, startCommand, stopCommand },
+    vllmUrl: `http://127.0.0.1:${prodPort}`,
+    port: prodPort,
+    vllmProcess: "vllm",
+    gpuIndex: 0,
+    serveTimeoutMs: 30_000,
+    env,
+  };
+  onTestFinished(async () => {
+    await runOperatorCommand(`kill -KILL "$(cat ${dir}/prod.pid)" 2>/dev/null; true`, { timeoutMs: 5000 });
+  });
+  await runOperatorCommand(startCommand, { env, timeoutMs: 10_000 });
+  const client = createVllmClient({ baseUrl: plan.vllmUrl });
+  await client.waitUntilHealthy({ deadlineMs: 30_000 });
+  const setup = join(dir, "setup.json");
+  const armFile = join(dir, "gpu_maintenance.watchdog.arm.json");
+  const reportPath = join(dir, "gpu_maintenance.watchdog.json");
+  const write = (deadlineMs: number) =>
+    writeFile(
+      setup,
+      JSON.stringify({ plan, armFile, reportPath, deadlineMs, canary: { vllmCommand: SIM_VLLM, port: canaryPort, utilization: 0.4, env } }),
+    );
+  return { dir, hostFile, client, setup, armFile, reportPath, canaryPort, write };
+}
+
+function startArmer(setup: string, mode: string) {
+  const child = spawn(process.execPath, tsNodeArgs(armer, [setup, mode]), { stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  let err = "";
+  child.stdout.on("data", (c: Buffer) => (out += c.toString()));
+  child.stderr.on("data", (c: Buffer) => (err += c.toString()));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on("exit", (code, signal) => resolve({ code, signal })),
+  );
+  onTestFinished(() => void child.kill("SIGKILL"));
+  const ready = async () => {
+    const deadline = Date.now() + 60_000;
+    while (!out.includes("ready") && Date.now() < deadline) {
+      if (child.exitCode !== null) throw new Error(`armer exited: ${err}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return Number(/ready (\d+)/.exec(out)?.[1]);
+  };
+  return { child, ready, exited, output: () => out };
+}
+
+async function until<T>(check: () => T | null | undefined | false, timeoutMs: number): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error("condition not met in time");
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe("the restore watchdog", () => {
+  it("brings production back by itself when the run is SIGKILLed mid-canary", async () => {
+    const h = await host();
+    await h.write(120_000);
+    const run = startArmer(h.setup, "die");
+    const canaryPgid = await run.ready();
+    // Production is down and the canary took its place on the GPU.
+    await until(() => readHost(h.hostFile).processes.some((p) => p.used_memory_mib === Math.ceil(143148 * 0.4)), 30_000);
+    expect(readHost(h.hostFile).processes.map((p) => p.used_memory_mib)).toEqual([Math.ceil(143148 * 0.4)]);
+    run.child.kill("SIGKILL");
+    await run.exited;
+    const report = await until(
+      () => existsSync(h.reportPath) && (JSON.parse(readFileSync(h.reportPath, "utf8")) as WatchdogReport),
+      60_000,
+    );
+    expect(report).toMatchObject({
+      run_id: "test-run",
+      canary_stopped: true,
+      armer_killed: false,
+      error: null,
+      reason: expect.stringContaining("died"),
+    });
+    expect(report.production_serving_at).not.toBeNull();
+    expect(await h.client.servesCompletion({ timeoutMs: 5000 })).toBeTruthy();
+    expect(existsSync(h.armFile)).toBe(false);
+    // The canary's group is gone and production holds the GPU again.
+    // (kill(-pgid, 0) would still answer for zombies waiting for PID 1 to reap them.)
+    expect(groupMembers(canaryPgid)).toEqual([]);
+    // What nvidia-smi shows: the dead canary's memory is free again.
+    expect(liveProcesses(readHost(h.hostFile)).map((p) => p.used_memory_mib)).toEqual([Math.ceil(143148 * 0.5)]);
+  }, 120_000);
+
+  it("kills a run that outlives its deadline, then restores production", async () => {
+    const h = await host();
+    await h.write(4000);
+    const run = startArmer(h.setup, "deadline");
+    await run.ready();
+    const exit = await run.exited;
+    expect(exit.signal).toBe("SIGKILL");
+    const report = await until(
+      () => existsSync(h.reportPath) && (JSON.parse(readFileSync(h.reportPath, "utf8")) as WatchdogReport),
+      60_000,
+    );
+    expect(report).toMatchObject({ armer_killed: true, canary_stopped: true, error: null, reason: expect.stringContaining("deadline") });
+    expect(await h.client.servesCompletion({ timeoutMs: 5000 })).toBeTruthy();
+  }, 120_000);
+
+  it("does nothing once the run restored production itself and disarmed it", async () => {
+    const h = await host();
+    await h.write(120_000);
+    const run = startArmer(h.setup, "disarm");
+    await run.ready();
+    const exit = await run.exited;
+    expect(exit.code).toBe(0);
+    expect(run.output()).toContain("restored");
+    await new Promise((r) => setTimeout(r, 500));
+    expect(existsSync(h.reportPath)).toBe(false);
+    expect(existsSync(h.armFile)).toBe(false);
+    expect(await h.client.servesCompletion({ timeoutMs: 5000 })).toBeTruthy();
+  }, 120_000);
+});

@@ -1,0 +1,139 @@
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { fileURLToPath } from "node:url";
+import { createProcessInspector, readJsonState, writeJsonAtomic } from "@gpu-canary/state-file";
+import { rm } from "node:fs/promises";
+import { z } from "zod";
+import { ControlError } from "./errors.ts";
+import type { RestorePlan } from "./restore.ts";
+
+/** The arm file the armer writes and the watchdog reads on every tick. */
+export const armFileSchema = z.object({
+  run_id: z.string(),
+  armer_pid: z.number().int().positive(),
+  armer_start_token: z.string().nullable(),
+  deadline_at: z.string(),
+  canary_pgid: z.number().int().nullable(),
+  disarmed: z.boolean(),
+  report_path: z.string(),
+  restore: z.custom<RestorePlan>((value) => typeof value === "object" && value !== null),
+});
+export type ArmFile = z.infer<typeof armFileSchema>;
+
+/** The watchdog's report beside the lock (gpu_maintenance.watchdog.json). */
+export interface WatchdogReport {
+  run_id: string;
+  fired_at: string;
+  reason: string;
+  armer_killed: boolean;
+  canary_stopped: boolean;
+  production_serving_at: string | null;
+  restore_seconds: number | null;
+  error: string | null;
+}
+
+export interface ArmOptions {
+  runId: string;
+  /** the watchdog's deadline: the run's worst case + 10 s */
+  deadline: Date;
+  restore: RestorePlan;
+  /** e.g. $KLR_HOME/.kloros/locks/gpu_maintenance.watchdog.arm.json */
+  armFile: string;
+  /** $KLR_HOME/.kloros/locks/gpu_maintenance.watchdog.json */
+  reportPath: string;
+  /** use a transient systemd unit when systemd runs (default: when /run/systemd/system exists) */
+  useSystemdRun?: boolean;
+  systemdRun?: string;
+}
+
+export interface Watchdog {
+  readonly pid: number | null;
+  readonly unit: string | null;
+  /** tell the watchdog which process group to stop if it fires */
+  setCanary(pgid: number | null): Promise<void>;
+  /** the run restored production itself: the watchdog exits without acting */
+  disarm(): Promise<void>;
+}
+
+function entryArgs(armFile: string): string[] {
+  const here = fileURLToPath(import.meta.url);
+  if (here.endsWith(".ts")) {
+    // On sources (tests, development): the same TypeScript entry through tsx.
+    const tsx = createRequire(import.meta.url).resolve("tsx");
+    return ["--conditions=@gpu-canary/source", "--import", tsx, join(dirname(here), "watchdog-main.ts"), armFile];
+  }
+  return [join(dirname(here), "watchdog-main.js"), armFile];
+}
+
+/**
+ * Arm the restore watchdog before production is quiesced. It runs apart from the arming
+ * process — a transient systemd unit of its own where systemd runs (so stopping or killing the
+ * caller's unit does not take it along), else a detached process in its own session — watches
+ * the armer and the deadline, and restores production if either ends badly.
+ */
+export async function armWatchdog(options: ArmOptions): Promise<Watchdog> {
+  const inspector = createProcessInspector();
+  let arm: ArmFile = {
+    run_id: options.runId,
+    armer_pid: process.pid,
+    armer_start_token: inspector.selfToken(),
+    deadline_at: options.deadline.toISOString(),
+    canary_pgid: null,
+    disarmed: false,
+    report_path: options.reportPath,
+    restore: options.restore,
+  };
+  // It may hold an API key: only the owner reads it.
+  await writeJsonAtomic(options.armFile, arm, { mode: 0o600 });
+  const args = entryArgs(options.armFile);
+  const useSystemd = options.useSystemdRun ?? existsSync("/run/systemd/system");
+  let pid: number | null = null;
+  let unit: string | null = null;
+  if (useSystemd) {
+    unit = `gpu-canary-watchdog-${options.runId.replace(/[^A-Za-z0-9:_.-]/g, "_")}`;
+    const child = spawn(options.systemdRun ?? "systemd-run", ["--unit", unit, "--collect", "--quiet", "--", process.execPath, ...args], {
+      stdio: "ignore",
+    });
+    const code = await new Promise<number | null>((resolve) => {
+      child.once("error", () => resolve(-1));
+      child.once("exit", resolve);
+    });
+    if (code !== 0)
+      throw new ControlError(
+        "WATCHDOG_FAILED",
+        `systemd-run could not start the restore watchdog (exit ${String(code)})`,
+        "gpu-canary needs permission to run systemd-run (root, or a polkit rule); production was not touched",
+      );
+  } else {
+    const child = spawn(process.execPath, args, { detached: true, stdio: "ignore" });
+    child.unref();
+    pid = child.pid ?? null;
+    if (pid === null)
+      throw new ControlError("WATCHDOG_FAILED", "could not start the restore watchdog process", "production was not touched");
+  }
+  return {
+    pid,
+    unit,
+    async setCanary(pgid) {
+      arm = { ...arm, canary_pgid: pgid };
+      await writeJsonAtomic(options.armFile, arm, { mode: 0o600 });
+    },
+    async disarm() {
+      arm = { ...arm, disarmed: true };
+      await writeJsonAtomic(options.armFile, arm, { mode: 0o600 });
+      // Wait (briefly) for it to notice, then remove the arm file.
+      for (let i = 0; i < 40 && pid !== null && inspector.probe(pid).state === "alive"; i += 1) await sleep(25);
+      await rm(options.armFile, { force: true });
+    },
+  };
+}
+
+/** Read the arm file; null when it is gone. */
+export async function readArmFile(path: string): Promise<ArmFile | null> {
+  const result = await readJsonState(path, armFileSchema);
+  if (result.status === "unreadable") throw result.error;
+  return result.status === "ok" ? result.value : null;
+}
