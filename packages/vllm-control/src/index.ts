@@ -1,5 +1,7 @@
 export { canaryArgv, launchCanary, splitCommand } from "./canary-launcher.ts";
 export type { CanaryProcess, CanarySettings } from "./canary-launcher.ts";
+export { launchCanaryUnit } from "./canary-unit.ts";
+export type { CanaryUnitOptions } from "./canary-unit.ts";
 export { ControlError } from "./errors.ts";
 export type { ControlErrorCode } from "./errors.ts";
 export { portState } from "./ports.ts";

@@ -22,5 +22,14 @@ export type { SimVllmOptions } from "./vllm-server.ts";
 /** The simulated vLLM server executable, started with vLLM's flags (`--port`, `--model`, `--gpu-memory-utilization`). */
 export const SIM_VLLM = join(import.meta.dirname, "..", "bin", "vllm");
 
+export { defineUnit } from "./systemd-standin.ts";
+export type { UnitDefinition } from "./systemd-standin.ts";
+
+/** A folder with the systemctl, systemd-run and journalctl stand-ins: put it first in PATH, and SIM_SYSTEMD_DIR to a state folder. */
+export const SYSTEMD_STANDINS = join(import.meta.dirname, "..", "bin", "systemd");
+
+/** The Whisper stand-in: `whisper <size>` registers that size's footprint on the simulated host. */
+export const SIM_WHISPER = join(import.meta.dirname, "..", "bin", "whisper");
+
 /** The stand-in executable: point KLR_NVIDIA_SMI at it and GPU_CANARY_SIM_HOST at a host file. */
 export const NVIDIA_SMI_STANDIN = join(import.meta.dirname, "..", "bin", "nvidia-smi");

@@ -10,6 +10,7 @@ interface Setup {
   armFile: string;
   reportPath: string;
   deadlineMs: number;
+  systemdRun?: string;
   canary: { vllmCommand: string; port: number; utilization: number; env: Record<string, string> };
 }
 
@@ -28,7 +29,8 @@ const watchdog = await armWatchdog({
   restore: setup.plan,
   armFile: setup.armFile,
   reportPath: setup.reportPath,
-  useSystemdRun: false,
+  useSystemdRun: setup.systemdRun !== undefined,
+  ...(setup.systemdRun ? { systemdRun: setup.systemdRun } : {}),
 });
 await service.stop(20_000);
 const canary = launchCanary({

@@ -1,0 +1,61 @@
+import { spawn, spawnSync } from "node:child_process";
+import { appendFileSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { testdir } from "@gpu-canary/testing";
+import { describe, expect, it, onTestFinished } from "vitest";
+import { SYSTEMD_STANDINS, defineUnit } from "./index.ts";
+
+const tool = (name: string) => join(SYSTEMD_STANDINS, name);
+
+function run(name: string, args: string[], dir: string) {
+  return spawnSync(tool(name), args, { env: { ...process.env, SIM_SYSTEMD_DIR: dir }, encoding: "utf8" });
+}
+
+describe("the systemd stand-ins", () => {
+  it("start and stop a unit as a real process, and tell whether it is active", async () => {
+    const dir = await testdir();
+    defineUnit(dir, "vllm.service", { exec: ["sleep", "30"] });
+    expect(run("systemctl", ["is-active", "vllm.service"], dir)).toMatchObject({ status: 3, stdout: "inactive\n" });
+    expect(run("systemctl", ["start", "vllm.service"], dir).status).toBe(0);
+    onTestFinished(() => void run("systemctl", ["stop", "vllm.service"], dir));
+    expect(run("systemctl", ["is-active", "vllm.service"], dir)).toMatchObject({ status: 0, stdout: "active\n" });
+    const pid = Number(run("systemctl", ["show", "-p", "MainPID", "--value", "vllm.service"], dir).stdout);
+    expect(pid).toBeGreaterThan(0);
+    expect(run("systemctl", ["stop", "vllm.service"], dir).status).toBe(0);
+    expect(run("systemctl", ["is-active", "vllm.service"], dir).stdout).toBe("inactive\n");
+    expect(run("systemctl", ["start", "nope.service"], dir)).toMatchObject({ status: 5, stderr: expect.stringContaining("not found") });
+  }, 30_000);
+
+  it("runs a transient unit detached from the caller, with a runtime cap", async () => {
+    const dir = await testdir();
+    const result = run(
+      "systemd-run",
+      ["--unit", "cap-test", "--collect", "-p", "RuntimeMaxSec=1", "--setenv=GREETING=hi", "--", "sh", "-c", "echo $GREETING; sleep 30"],
+      dir,
+    );
+    expect(result).toMatchObject({ status: 0, stdout: "Running as unit: cap-test.service\n" });
+    await new Promise((r) => setTimeout(r, 2500));
+    expect(run("systemctl", ["is-active", "cap-test"], dir).stdout).toBe("inactive\n");
+    expect(readFileSync(join(dir, "cap-test.log"), "utf8")).toBe("hi\n");
+  }, 30_000);
+
+  it("follows a unit's log and resumes from its cursor file", async () => {
+    const dir = await testdir();
+    const log = join(dir, "vllm.service.log");
+    appendFileSync(log, "line 1\nline 2\n");
+    const cursor = join(dir, "cursor");
+    expect(run("journalctl", ["-u", "vllm.service", "-o", "cat", "--cursor-file", cursor], dir).stdout).toBe("line 1\nline 2\n");
+    appendFileSync(log, "line 3\npartial");
+    const child = spawn(tool("journalctl"), ["-u", "vllm.service", "-f", "-o", "cat", "--cursor-file", cursor], {
+      env: { ...process.env, SIM_SYSTEMD_DIR: dir },
+    });
+    onTestFinished(() => void child.kill("SIGKILL"));
+    let out = "";
+    child.stdout.on("data", (c: Buffer) => (out += c.toString()));
+    const deadline = Date.now() + 10_000;
+    while (!out.includes("line 3") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    appendFileSync(log, " done\n");
+    while (!out.includes("partial done") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(out).toBe("line 3\npartial done\n");
+  }, 30_000);
+});

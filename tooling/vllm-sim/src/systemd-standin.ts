@@ -1,0 +1,198 @@
+// systemctl, systemd-run and journalctl stand-ins that really act, for hosts where systemd is
+// not PID 1 (this machine, CI): units are real processes started in a session of their own,
+// their output appended to a log the journalctl stand-in follows. State lives in SIM_SYSTEMD_DIR.
+import { spawn } from "node:child_process";
+import { closeSync, existsSync, openSync, readFileSync, writeFileSync } from "node:fs";
+import { open, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { createProcessInspector } from "@gpu-canary/state-file";
+import { z } from "zod";
+
+const unitSchema = z.object({
+  exec: z.array(z.string()).min(1),
+  env: z.record(z.string(), z.string()).default({}),
+  /** seconds before a started unit is stopped (systemd's RuntimeMaxSec) */
+  runtime_max_sec: z.number().positive().optional(),
+  transient: z.boolean().default(false),
+});
+export type UnitDefinition = z.input<typeof unitSchema>;
+
+const stateSchema = z.object({ pid: z.number().int(), started_at: z.string() });
+
+const inspector = createProcessInspector();
+
+export function systemdDir(): string {
+  const dir = process.env.SIM_SYSTEMD_DIR;
+  if (!dir) {
+    process.stderr.write("System has not been booted with systemd as init system (PID 1). Can't operate.\n");
+    process.exit(1);
+  }
+  return dir;
+}
+
+const paths = (dir: string, unit: string) => ({
+  definition: join(dir, `${unit}.json`),
+  state: join(dir, `${unit}.state.json`),
+  log: join(dir, `${unit}.log`),
+});
+
+/** Define a unit for the systemctl stand-in (tests and the demo write these). */
+export function defineUnit(dir: string, unit: string, definition: UnitDefinition): void {
+  writeFileSync(paths(dir, unit).definition, JSON.stringify(unitSchema.parse(definition)));
+}
+
+function mainPid(dir: string, unit: string): number | null {
+  const file = paths(dir, unit).state;
+  if (!existsSync(file)) return null;
+  const state = stateSchema.parse(JSON.parse(readFileSync(file, "utf8")));
+  return inspector.probe(state.pid).state === "alive" ? state.pid : null;
+}
+
+function startUnit(dir: string, unit: string): number {
+  const p = paths(dir, unit);
+  if (!existsSync(p.definition)) {
+    process.stderr.write(`Failed to start ${unit}: Unit ${unit} not found.\n`);
+    return 5;
+  }
+  if (mainPid(dir, unit) !== null) return 0;
+  const definition = unitSchema.parse(JSON.parse(readFileSync(p.definition, "utf8")));
+  const exec = definition.runtime_max_sec
+    ? ["timeout", "--signal=TERM", "--kill-after=5", String(definition.runtime_max_sec), ...definition.exec]
+    : definition.exec;
+  const log = openSync(p.log, "a");
+  const [file, ...args] = exec as [string, ...string[]];
+  // A session of its own: like a unit, it is not part of the caller's process tree's fate.
+  const child = spawn(file, args, { detached: true, stdio: ["ignore", log, log], env: { ...process.env, ...definition.env } });
+  closeSync(log);
+  child.unref();
+  writeFileSync(p.state, JSON.stringify({ pid: child.pid, started_at: new Date().toISOString() }));
+  return 0;
+}
+
+async function stopUnit(dir: string, unit: string): Promise<number> {
+  const pid = mainPid(dir, unit);
+  if (pid === null) return 0;
+  const signal = (s: NodeJS.Signals) => {
+    try {
+      process.kill(-pid, s);
+    } catch {
+      try {
+        process.kill(pid, s);
+      } catch {
+        // gone
+      }
+    }
+  };
+  signal("SIGTERM");
+  // systemd's TimeoutStopSec, shortened: SIGKILL after 20 s.
+  for (let i = 0; i < 400 && inspector.probe(pid).state === "alive"; i += 1) await sleep(50);
+  if (inspector.probe(pid).state === "alive") signal("SIGKILL");
+  for (let i = 0; i < 100 && inspector.probe(pid).state === "alive"; i += 1) await sleep(50);
+  return 0;
+}
+
+export async function systemctl(argv: string[]): Promise<number> {
+  const dir = systemdDir();
+  const args = argv.filter((a) => !a.startsWith("--") || a === "--value");
+  const [verb, ...rest] = args;
+  const unit = rest.filter((a) => a !== "--value" && !a.startsWith("-p") && !a.startsWith("MainPID")).at(-1) ?? "";
+  switch (verb) {
+    case "start":
+      return startUnit(dir, unit);
+    case "stop":
+      return stopUnit(dir, unit);
+    case "restart":
+      await stopUnit(dir, unit);
+      return startUnit(dir, unit);
+    case "is-active": {
+      const active = mainPid(dir, unit) !== null;
+      process.stdout.write(`${active ? "active" : existsSync(paths(dir, unit).definition) ? "inactive" : "inactive"}\n`);
+      return active ? 0 : 3;
+    }
+    case "show": {
+      const pid = mainPid(dir, unit) ?? 0;
+      process.stdout.write(argv.includes("--value") ? `${pid}\n` : `MainPID=${pid}\n`);
+      return 0;
+    }
+    default:
+      process.stderr.write(`Unknown command verb ${String(verb)}.\n`);
+      return 1;
+  }
+}
+
+export function systemdRun(argv: string[]): number {
+  const dir = systemdDir();
+  const split = argv.indexOf("--");
+  const options = split < 0 ? argv : argv.slice(0, split);
+  const command = split < 0 ? [] : argv.slice(split + 1);
+  let unit = `run-u${Date.now()}`;
+  const env: Record<string, string> = {};
+  let runtime: number | undefined;
+  for (let i = 0; i < options.length; i += 1) {
+    const option = options[i] ?? "";
+    const next = () => options[++i] ?? "";
+    if (option === "--unit" || option === "-u") unit = next();
+    else if (option.startsWith("--unit=")) unit = option.slice(7);
+    else if (option === "--setenv" || option === "-E") {
+      const [k, ...v] = next().split("=");
+      if (k) env[k] = v.join("=");
+    } else if (option.startsWith("--setenv=")) {
+      const [k, ...v] = option.slice(9).split("=");
+      if (k) env[k] = v.join("=");
+    } else if (option === "--property" || option === "-p") {
+      const value = next();
+      if (value.startsWith("RuntimeMaxSec=")) runtime = Number(value.slice(14));
+    } else if (option.startsWith("--property=RuntimeMaxSec=")) runtime = Number(option.slice(25));
+  }
+  if (command.length === 0) {
+    process.stderr.write("Command line to execute required.\n");
+    return 1;
+  }
+  if (mainPid(dir, unit) !== null) {
+    process.stderr.write(`Failed to start transient service unit: Unit ${unit}.service already exists.\n`);
+    return 1;
+  }
+  defineUnit(dir, unit, { exec: command, env, transient: true, ...(runtime ? { runtime_max_sec: runtime } : {}) });
+  if (!options.includes("--quiet") && !options.includes("-q")) process.stdout.write(`Running as unit: ${unit}.service\n`);
+  return startUnit(dir, unit);
+}
+
+/** `journalctl -u UNIT [-f] [-o cat] [-n N] [--cursor-file F]`: the unit's output, followed. */
+export async function journalctl(argv: string[]): Promise<number> {
+  const dir = systemdDir();
+  let unit = "";
+  let cursorFile: string | null = null;
+  const follow = argv.includes("-f") || argv.includes("--follow");
+  for (let i = 0; i < argv.length; i += 1) {
+    const a = argv[i] ?? "";
+    if (a === "-u" || a === "--unit") unit = argv[++i] ?? "";
+    else if (a.startsWith("--unit=")) unit = a.slice(7);
+    else if (a === "--cursor-file") cursorFile = argv[++i] ?? null;
+    else if (a.startsWith("--cursor-file=")) cursorFile = a.slice(14);
+  }
+  const log = paths(dir, unit.replace(/\.service$/, "")).log;
+  const fallback = paths(dir, unit).log;
+  const file = existsSync(log) ? log : fallback;
+  let offset = 0;
+  if (cursorFile && existsSync(cursorFile)) offset = Number(/offset=(\d+)/.exec(readFileSync(cursorFile, "utf8"))?.[1] ?? 0);
+  process.stdout.on("error", () => process.exit(0));
+  for (;;) {
+    const size = existsSync(file) ? (await stat(file)).size : 0;
+    if (size > offset) {
+      const handle = await open(file, "r");
+      const buffer = Buffer.alloc(size - offset);
+      await handle.read(buffer, 0, buffer.length, offset);
+      await handle.close();
+      // Only whole lines, as the journal stores lines.
+      const end = buffer.lastIndexOf(10) + 1;
+      if (end > 0) {
+        process.stdout.write(buffer.subarray(0, end));
+        offset += end;
+        if (cursorFile) writeFileSync(cursorFile, `s=sim;offset=${offset}\n`);
+      }
+    }
+    if (!follow) return 0;
+    await sleep(100);
+  }
+}
