@@ -40,7 +40,7 @@ describe("production's service with the command manager", () => {
     await p.service.start(10_000);
     await p.client.waitUntilHealthy({ deadlineMs: 30_000 });
     expect(await p.service.isActive()).toBe("active");
-    expect(p.service.processes().length).toBeGreaterThan(0);
+    expect((await p.service.processes()).length).toBeGreaterThan(0);
     expect((await p.service.gpuHolders()).map((h) => h.name)).toEqual(["VLLM::EngineCore"]);
     const { seconds } = await p.service.stop(20_000);
     expect(seconds).toBeGreaterThan(0);

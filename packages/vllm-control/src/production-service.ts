@@ -27,8 +27,8 @@ export interface ProductionService {
   /** returns once the start command succeeded; readiness is the vLLM client's job */
   start(timeoutMs: number): Promise<void>;
   isActive(): Promise<"active" | "inactive" | "unknown">;
-  /** production's own processes: the port's listener and its descendants */
-  processes(): ProcInfo[];
+  /** production's own processes: the unit's main process tree (systemd), and the port's listener with its descendants */
+  processes(): Promise<ProcInfo[]>;
   /** production's processes still on the GPU (orphaned engines hold memory after a hard kill) */
   gpuHolders(): Promise<{ pid: number; name: string; usedMemoryMib: number | null }[]>;
 }
@@ -39,20 +39,30 @@ export function createProductionService(deps: ProductionServiceDeps): Production
   const description =
     manager.kind === "systemd" ? `systemd unit ${manager.unit}` : "the production commands (KLR_PRODUCTION_STOP_COMMAND / _START_COMMAND)";
 
-  const processes = (): ProcInfo[] => listenersOf(deps.port).flatMap((p) => descendants(p.pid));
+  const systemctl = (args: string[], timeoutMs: number) =>
+    runArgv(manager.kind === "systemd" ? (manager.systemctl ?? "systemctl") : "systemctl", args, timeoutMs);
+
+  const processes = async (): Promise<ProcInfo[]> => {
+    const roots = listenersOf(deps.port).map((p) => p.pid);
+    if (manager.kind === "systemd") {
+      const show = await systemctl(["show", "-p", "MainPID", "--value", manager.unit], 10_000);
+      const mainPid = Number(show.output.trim().split("\n").at(-1));
+      if (Number.isInteger(mainPid) && mainPid > 0) roots.push(mainPid);
+    }
+    const byPid = new Map<number, ProcInfo>();
+    for (const root of roots) for (const p of descendants(root)) byPid.set(p.pid, p);
+    return [...byPid.values()];
+  };
 
   const gpuHolders = async () => {
     if (!deps.probe) return [];
-    const known = new Set(processes().map((p) => p.pid));
+    const known = new Set((await processes()).map((p) => p.pid));
     const report = await deps.probe.report();
     const gpu = report.gpus.find((g) => g.index === deps.gpuIndex);
     return (gpu?.processes ?? [])
       .filter((p) => known.has(p.pid) || p.name.toLowerCase().includes(match))
       .map((p) => ({ pid: p.pid, name: p.name, usedMemoryMib: p.usedMemoryMib }));
   };
-
-  const systemctl = (args: string[], timeoutMs: number) =>
-    runArgv(manager.kind === "systemd" ? (manager.systemctl ?? "systemctl") : "systemctl", args, timeoutMs);
 
   const waitDown = async (started: number, timeoutMs: number) => {
     for (;;) {

@@ -60,6 +60,8 @@ describe("production under systemd (through the stand-ins)", () => {
     await h.service.start(10_000);
     expect(await h.service.isActive()).toBe("active");
     await h.client.waitUntilHealthy({ deadlineMs: 30_000 });
+    const mainPid = Number(readFileSync(join(h.dir, "vllm.service.state.json"), "utf8").match(/"pid":(\d+)/)?.[1]);
+    expect((await h.service.processes()).map((p) => p.pid)).toContain(mainPid);
     await h.service.stop(30_000);
     expect(await h.service.isActive()).toBe("inactive");
     expect(liveProcesses(readHost(h.hostFile))).toEqual([]);

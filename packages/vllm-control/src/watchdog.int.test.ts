@@ -136,6 +136,7 @@ describe("the restore watchdog", () => {
     const exit = await run.exited;
     expect(exit.code).toBe(0);
     expect(run.output()).toContain("restored");
+    expect(run.output()).toMatch(/ttft \d+\.\d ms/);
     await new Promise((r) => setTimeout(r, 500));
     expect(existsSync(h.reportPath)).toBe(false);
     expect(existsSync(h.armFile)).toBe(false);

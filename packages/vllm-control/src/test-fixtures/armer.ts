@@ -2,6 +2,7 @@
 // Arms the watchdog, stops production, starts a canary, says "ready", then dies, hangs or restores.
 import { readFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
+import { createVllmClient } from "@gpu-canary/vllm-client";
 import { armWatchdog, createProductionService, launchCanary, restoreProduction } from "../index.ts";
 import type { RestorePlan } from "../index.ts";
 
@@ -44,6 +45,11 @@ const canary = launchCanary({
 await watchdog.setCanary(canary.pgid);
 process.stdout.write(`ready ${canary.pgid}\n`);
 if (mode === "disarm") {
+  // Test the canary for real: a streamed completion, timed.
+  const client = createVllmClient({ baseUrl: `http://127.0.0.1:${setup.canary.port}` });
+  await client.waitUntilHealthy({ deadlineMs: 30_000 });
+  const streamed = await client.streamCompletion({ prompt: "hello", maxTokens: 4, timeoutMs: 10_000 });
+  process.stdout.write(`ttft ${streamed.ttftMs?.toFixed(1) ?? "none"} ms\n`);
   await canary.stop();
   await restoreProduction(setup.plan);
   await watchdog.disarm();
