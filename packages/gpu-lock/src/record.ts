@@ -1,3 +1,4 @@
+import { baseLockRecordSchema } from "@gpu-canary/state-file";
 import { z } from "zod";
 
 /**
@@ -5,19 +6,11 @@ import { z } from "zod";
  * the system this replaces): PID-only liveness, generation 0, no journal. Journal fields are
  * written by the holder as the run goes on; recovery reads them after a crash.
  */
-export const gpuLockRecordSchema = z.looseObject({
-  pid: z
-    .number()
-    .int()
-    .min(1)
-    .max(2 ** 31 - 1),
-  host: z.string().min(1),
+export const gpuLockRecordSchema = baseLockRecordSchema.extend({
   owner: z.string(),
-  acquired_at: z.union([z.string(), z.number()]),
   expires_at: z.union([z.string(), z.number()]),
   purpose: z.string().optional(),
   run_id: z.string().optional(),
-  start_token: z.string().nullable().optional(),
   generation: z.number().int().nonnegative().optional(),
   renewed_at: z.string().optional(),
   /** the run's journal */
