@@ -2,7 +2,8 @@
 //   vllm --port 9011 --model /models/llm/current --gpu-memory-utilization 0.75 [--served-model-name N] [--max-model-len L]
 // Knobs (environment): GPU_CANARY_SIM_HOST (host file to take GPU memory from), CUDA_VISIBLE_DEVICES (GPU index),
 // SIM_STARTUP_DELAY_MS, SIM_TOKEN_LATENCY_MS, SIM_VERSION, SIM_SLEEP_RESIDUE_MIB, SIM_PROCESS_NAME,
-// SIM_FAIL (comma list: health-hang, engine-dead, completion-hang, drop-mid-stream).
+// SIM_FAIL (comma list: health-hang, engine-dead, completion-hang, drop-mid-stream, crash-mid-test:
+// dies with PyTorch's CUDA out-of-memory text after SIM_CRASH_AFTER completions, default 2).
 import { parseArgs } from "node:util";
 import { readHost, registerProcess, unregisterProcess, freeMib, liveProcesses } from "./host-state.ts";
 import { buildSimVllm } from "./vllm-server.ts";
@@ -70,6 +71,14 @@ const app = buildSimVllm({
     engineDead: fails.has("engine-dead"),
     completionHang: fails.has("completion-hang"),
     dropMidStream: fails.has("drop-mid-stream"),
+  },
+  onCompletion: (count) => {
+    if (!fails.has("crash-mid-test") || count < Number(env.SIM_CRASH_AFTER ?? 2)) return;
+    // The allocator's text (pytorch c10/cuda/CUDACachingAllocator.cpp), as vLLM logs it before dying.
+    process.stderr.write(
+      `torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU ${gpuIndex} has a total capacity of 139.80 GiB of which 1.12 GiB is free. Including non-PyTorch memory, this process has ${gib(requestedMib)} GiB memory in use. If reserved but unallocated memory is large try setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid fragmentation.\n`,
+    );
+    process.exit(1);
   },
   onSleepChange: async (sleeping) => {
     if (!hostFile) return;

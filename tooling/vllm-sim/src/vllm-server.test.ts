@@ -72,6 +72,28 @@ describe("the simulated vLLM", () => {
     expect(readHost(host).processes).toEqual([]);
   }, 40_000);
 
+  it("dies mid-test with CUDA's out-of-memory text when asked to", async () => {
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const child = spawn(SIM_VLLM, ["--port", String(port), "--gpu-memory-utilization", "0.5"], {
+      env: { ...process.env, SIM_FAIL: "crash-mid-test", SIM_CRASH_AFTER: "1" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let err = "";
+    child.stderr.on("data", (c: Buffer) => (err += c.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on("exit", resolve));
+    const client = new OpenAI({ baseURL: `http://127.0.0.1:${port}/v1`, apiKey: "unused", maxRetries: 0 });
+    for (let i = 0; i < 200; i += 1) {
+      try {
+        await client.completions.create({ model: "facebook/opt-125m", prompt: "x", max_tokens: 1 });
+        break;
+      } catch {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+    expect(await exited).toBe(1);
+    expect(err).toContain("torch.OutOfMemoryError: CUDA out of memory.");
+  }, 40_000);
+
   it("refuses to start with vLLM's own error text when the GPU lacks free memory", async () => {
     const dir = await testdir();
     const host = join(dir, "host.json");

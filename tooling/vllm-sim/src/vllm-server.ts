@@ -26,6 +26,8 @@ export interface SimVllmOptions {
     /** streams stop after the first chunk, the connection cut */
     dropMidStream?: boolean;
   };
+  /** told after each finished completion (the process uses it to crash mid-test) */
+  onCompletion?: (count: number) => void;
   /** told when sleep mode changes, to move the simulated GPU memory */
   onSleepChange?: (sleeping: boolean) => void | Promise<void>;
 }
@@ -174,6 +176,7 @@ export function buildSimVllm(options: SimVllmOptions) {
     } finally {
       running -= 1;
       finished += 1;
+      options.onCompletion?.(finished);
     }
   };
   app.post("/v1/completions", (request, reply) => generate(request, reply, false));
