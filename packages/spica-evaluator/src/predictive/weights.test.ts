@@ -1,4 +1,4 @@
-import { mkdir, writeFile } from "node:fs/promises";
+import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { testdir } from "@gpu-canary/testing";
 import { describe, expect, it } from "vitest";
@@ -62,7 +62,6 @@ describe("reading a model folder", () => {
     await expect(readModelShape(dir)).rejects.toMatchObject({ message: expect.stringContaining("is not valid JSON") });
     await writeFile(join(dir, "config.json"), JSON.stringify({ hidden_size: 64 }));
     await expect(readModelShape(dir)).rejects.toMatchObject({ message: expect.stringContaining("num_hidden_layers") });
-    await mkdir(join(dir, "sub"));
   });
 
   it("reads a multimodal config's text_config", async () => {
