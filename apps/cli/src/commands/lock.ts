@@ -120,52 +120,67 @@ export async function runLockRun(command: string[], options: LockRunOptions, io:
   if (file === undefined) throw usageError("lock run: expected a command after --", "gpu-canary lock run -- nvidia-smi");
   const settings = loadSettings(io);
   const lock = await gpuLockFor(settings, io, "gpu-canary lock run");
+  // One subscription for the whole run, so that no signal falls between waiting and running:
+  // before the command starts a signal abandons the wait; afterwards it goes to the command.
   const controller = new AbortController();
-  const stopEarly = io.onSignal(() => controller.abort());
-  let handle;
-  try {
-    handle = await lock.acquire({
-      purpose: `lock run: ${command.join(" ").slice(0, 200)}`,
-      ...(waitSeconds === undefined ? {} : { waitSeconds }),
-      signal: controller.signal,
-    });
-  } catch (error) {
-    if (controller.signal.aborted) return signalExitCode("SIGINT");
-    if (isGpuCanaryError(error) && error.kind === "refused") {
-      io.stderr(`gpu-canary lock run: could not take the GPU lock: ${error.message}\n`);
-      return conflictCode;
+  let child: ReturnType<typeof spawn> | null = null;
+  let early: NodeJS.Signals | null = null;
+  const unsubscribe = io.onSignal((signal) => {
+    if (child) child.kill(signal);
+    else {
+      early ??= signal;
+      controller.abort();
     }
-    throw error;
-  } finally {
-    stopEarly();
-  }
-  let lost: Error | null = null;
-  const child = spawn(file, args, { stdio: "inherit" });
-  const stopRenewal = handle.startRenewal((error) => {
-    lost = error;
-    io.stderr(`gpu-canary lock run: the GPU lock was lost (${error.message}); stopping the command\n`);
-    child.kill("SIGTERM");
   });
-  const unsubscribe = io.onSignal((signal) => child.kill(signal));
   try {
-    const code = await new Promise<number>((resolve, reject) => {
-      child.once("error", (error: NodeJS.ErrnoException) => {
-        if (error.code === "ENOENT") {
-          io.stderr(`gpu-canary lock run: ${file}: command not found\n`);
-          resolve(127);
-        } else reject(error);
+    let handle;
+    try {
+      handle = await lock.acquire({
+        purpose: `lock run: ${command.join(" ").slice(0, 200)}`,
+        ...(waitSeconds === undefined ? {} : { waitSeconds }),
+        signal: controller.signal,
       });
-      child.once("exit", (exitCode, signal) => resolve(signal ? signalExitCode(signal) : (exitCode ?? 1)));
-    });
-    if (lost)
-      throw new GpuCanaryError("LOCK_LOST", "the GPU lock was lost while the command ran; it was stopped", {
-        kind: "fault",
-        hint: "see `gpu-canary audit tail` for who took it",
+    } catch (error) {
+      if (early) return signalExitCode(early);
+      if (isGpuCanaryError(error) && error.kind === "refused") {
+        io.stderr(`gpu-canary lock run: could not take the GPU lock: ${error.message}\n`);
+        return conflictCode;
+      }
+      throw error;
+    }
+    try {
+      if (early) return signalExitCode(early);
+      let lost: Error | null = null;
+      const running = spawn(file, args, { stdio: "inherit" });
+      child = running;
+      const stopRenewal = handle.startRenewal((error) => {
+        lost = error;
+        io.stderr(`gpu-canary lock run: the GPU lock was lost (${error.message}); stopping the command\n`);
+        running.kill("SIGTERM");
       });
-    return code;
+      try {
+        const code = await new Promise<number>((resolve, reject) => {
+          running.once("error", (error: NodeJS.ErrnoException) => {
+            if (error.code === "ENOENT") {
+              io.stderr(`gpu-canary lock run: ${file}: command not found\n`);
+              resolve(127);
+            } else reject(error);
+          });
+          running.once("exit", (exitCode, signal) => resolve(signal ? signalExitCode(signal) : (exitCode ?? 1)));
+        });
+        if (lost)
+          throw new GpuCanaryError("LOCK_LOST", "the GPU lock was lost while the command ran; it was stopped", {
+            kind: "fault",
+            hint: "see `gpu-canary audit tail` for who took it",
+          });
+        return code;
+      } finally {
+        stopRenewal();
+      }
+    } finally {
+      await handle.release();
+    }
   } finally {
-    stopRenewal();
     unsubscribe();
-    await handle.release();
   }
 }
