@@ -18,13 +18,12 @@ export function whisperConfigured(deps: WhisperControlDeps): boolean {
   return Boolean(deps.stopCommand && deps.startCommand);
 }
 
-/** Whisper's current GPU footprint in MiB (null when nvidia-smi does not show it). */
-export async function whisperFootprint(deps: WhisperControlDeps): Promise<number | null> {
+/** Whisper's current GPU footprint in MiB (null when nvidia-smi does not show it); `uuid` spares a query when known. */
+export async function whisperFootprint(deps: WhisperControlDeps, uuid?: string): Promise<number | null> {
   if (!deps.probe) return null;
-  const report = await deps.probe.report();
-  const gpu = report.gpus.find((g) => g.index === deps.gpuIndex);
+  const gpuUuid = uuid ?? (await deps.probe.queryGpus()).gpus.find((g) => g.index === deps.gpuIndex)?.uuid;
   const match = deps.processMatch.toLowerCase();
-  const mine = (gpu?.processes ?? []).filter((p) => p.name.toLowerCase().includes(match));
+  const mine = (await deps.probe.queryProcesses()).filter((p) => p.gpuUuid === gpuUuid && p.name.toLowerCase().includes(match));
   if (mine.length === 0) return null;
   return mine.reduce((sum, p) => sum + (p.usedMemoryMib ?? 0), 0);
 }
@@ -61,9 +60,10 @@ export async function switchWhisper(
   await run(deps.startCommand, to, "start");
   if (!deps.probe) return { footprintMib: null };
   const deadline = Date.now() + timeoutMs;
+  const uuid = (await deps.probe.queryGpus()).gpus.find((g) => g.index === deps.gpuIndex)?.uuid;
   let last: number | null = null;
   while (Date.now() < deadline) {
-    const now = await whisperFootprint(deps);
+    const now = await whisperFootprint(deps, uuid);
     if (now !== null && now === last) return { footprintMib: now };
     last = now;
     await sleep(500);
