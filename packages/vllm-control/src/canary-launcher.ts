@@ -1,8 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { setTimeout as sleep } from "node:timers/promises";
 import { parse } from "shell-quote";
 import { ControlError } from "./errors.ts";
-import { groupMembers } from "./procfs.ts";
+import { stopProcessGroup } from "./procfs.ts";
 
 export interface CanarySettings {
   /** KLR_VLLM_COMMAND, split with shell quoting rules */
@@ -126,24 +125,8 @@ export function launchCanary(settings: CanarySettings): CanaryProcess {
     hasExited: () => done,
     async stop(graceMs = 5000) {
       if (pid <= 0) return { killed: false };
-      const signalGroup = (signal: NodeJS.Signals) => {
-        try {
-          process.kill(-pid, signal);
-        } catch {
-          // the group is already gone
-        }
-      };
-      signalGroup("SIGTERM");
-      const deadline = Date.now() + graceMs;
-      while (groupMembers(pid).length > 0 && Date.now() < deadline) await sleep(50);
-      let killed = false;
-      if (groupMembers(pid).length > 0) {
-        killed = true;
-        signalGroup("SIGKILL");
-        const hard = Date.now() + 5000;
-        while (groupMembers(pid).length > 0 && Date.now() < hard) await sleep(50);
-      }
-      if (groupMembers(pid).length > 0) {
+      const { killed, gone } = await stopProcessGroup(pid, graceMs);
+      if (!gone) {
         throw new ControlError(
           "CANARY_STOP_FAILED",
           `the canary's processes (group ${pid}) survived SIGKILL`,

@@ -1,4 +1,5 @@
 import { readFileSync, readdirSync, readlinkSync } from "node:fs";
+import { setTimeout as sleep } from "node:timers/promises";
 
 /** What /proc says about processes and listening sockets (Linux). Injected paths keep it testable. */
 export interface ProcInfo {
@@ -112,4 +113,31 @@ export function groupMembers(pgrp: number, root = "/proc"): ProcInfo[] {
   return listPids(root)
     .map((p) => readProc(p, root))
     .filter((p): p is ProcInfo => p !== null && p.pgrp === pgrp && p.state !== "Z" && p.state !== "X");
+}
+
+/**
+ * Stop a process group: SIGTERM, up to `graceMs` for it to go, then SIGKILL and up to 5 s more.
+ * Zombies waiting for PID 1 to reap them do not count as members.
+ */
+export async function stopProcessGroup(pgrp: number, graceMs: number): Promise<{ killed: boolean; gone: boolean }> {
+  const signal = (s: NodeJS.Signals) => {
+    try {
+      process.kill(-pgrp, s);
+    } catch {
+      // the group is already gone
+    }
+  };
+  const waitGone = async (ms: number) => {
+    const deadline = Date.now() + ms;
+    while (groupMembers(pgrp).length > 0 && Date.now() < deadline) await sleep(50);
+  };
+  signal("SIGTERM");
+  await waitGone(graceMs);
+  let killed = false;
+  if (groupMembers(pgrp).length > 0) {
+    killed = true;
+    signal("SIGKILL");
+    await waitGone(5000);
+  }
+  return { killed, gone: groupMembers(pgrp).length === 0 };
 }

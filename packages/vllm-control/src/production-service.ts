@@ -64,6 +64,39 @@ export function createProductionService(deps: ProductionServiceDeps): Production
       .map((p) => ({ pid: p.pid, name: p.name, usedMemoryMib: p.usedMemoryMib }));
   };
 
+  /** `systemctl stop|start UNIT`, or the operator's stop/start command; a failure names what to check. */
+  const act = async (verb: "stop" | "start", timeoutMs: number) => {
+    const code = verb === "stop" ? "PRODUCTION_STOP_FAILED" : "PRODUCTION_START_FAILED";
+    if (manager.kind === "systemd") {
+      const result = await systemctl([verb, manager.unit], timeoutMs);
+      if (result.exitCode !== 0) {
+        throw new ControlError(
+          code,
+          `systemctl ${verb} ${manager.unit} failed: ${result.output.trim()}`,
+          "see `systemctl status` and `journalctl -u` for the unit",
+        );
+      }
+      return;
+    }
+    const variable = `KLR_PRODUCTION_${verb.toUpperCase()}_COMMAND`;
+    const command = verb === "stop" ? manager.stopCommand : manager.startCommand;
+    if (!command) {
+      throw new ControlError(
+        "PRODUCTION_NOT_CONFIGURED",
+        `${variable} is not set`,
+        "set KLR_PRODUCTION_STOP_COMMAND and KLR_PRODUCTION_START_COMMAND for the command manager",
+      );
+    }
+    const result = await runOperatorCommand(command, { env: deps.env, timeoutMs });
+    if (result.exitCode !== 0) {
+      throw new ControlError(
+        code,
+        `the ${verb} command exited with ${String(result.exitCode)}: ${result.output.trim()}`,
+        `run ${variable} by hand to see why`,
+      );
+    }
+  };
+
   const waitDown = async (started: number, timeoutMs: number) => {
     for (;;) {
       const listening = listenersOf(deps.port).length > 0;
@@ -92,56 +125,12 @@ export function createProductionService(deps: ProductionServiceDeps): Production
     gpuHolders,
     async stop(timeoutMs) {
       const started = Date.now();
-      if (manager.kind === "systemd") {
-        const result = await systemctl(["stop", manager.unit], timeoutMs);
-        if (result.exitCode !== 0)
-          throw new ControlError(
-            "PRODUCTION_STOP_FAILED",
-            `systemctl stop ${manager.unit} failed: ${result.output.trim()}`,
-            "see `systemctl status` and `journalctl -u` for the unit",
-          );
-      } else {
-        if (!manager.stopCommand)
-          throw new ControlError(
-            "PRODUCTION_NOT_CONFIGURED",
-            "KLR_PRODUCTION_STOP_COMMAND is not set",
-            "set it (and KLR_PRODUCTION_START_COMMAND) for the command manager",
-          );
-        const result = await runOperatorCommand(manager.stopCommand, { env: deps.env, timeoutMs });
-        if (result.exitCode !== 0)
-          throw new ControlError(
-            "PRODUCTION_STOP_FAILED",
-            `the stop command exited with ${String(result.exitCode)}: ${result.output.trim()}`,
-            "run KLR_PRODUCTION_STOP_COMMAND by hand to see why",
-          );
-      }
+      await act("stop", timeoutMs);
       await waitDown(started, timeoutMs);
       return { seconds: (Date.now() - started) / 1000 };
     },
     async start(timeoutMs) {
-      if (manager.kind === "systemd") {
-        const result = await systemctl(["start", manager.unit], timeoutMs);
-        if (result.exitCode !== 0)
-          throw new ControlError(
-            "PRODUCTION_START_FAILED",
-            `systemctl start ${manager.unit} failed: ${result.output.trim()}`,
-            "see `systemctl status` and `journalctl -u` for the unit",
-          );
-        return;
-      }
-      if (!manager.startCommand)
-        throw new ControlError(
-          "PRODUCTION_NOT_CONFIGURED",
-          "KLR_PRODUCTION_START_COMMAND is not set",
-          "set it (and KLR_PRODUCTION_STOP_COMMAND) for the command manager",
-        );
-      const result = await runOperatorCommand(manager.startCommand, { env: deps.env, timeoutMs });
-      if (result.exitCode !== 0)
-        throw new ControlError(
-          "PRODUCTION_START_FAILED",
-          `the start command exited with ${String(result.exitCode)}: ${result.output.trim()}`,
-          "run KLR_PRODUCTION_START_COMMAND by hand to see why",
-        );
+      await act("start", timeoutMs);
     },
     async isActive() {
       if (manager.kind === "systemd") {

@@ -2,7 +2,7 @@
 import { rm } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createProcessInspector, writeJsonAtomic } from "@gpu-canary/state-file";
-import { groupMembers } from "./procfs.ts";
+import { stopProcessGroup } from "./procfs.ts";
 import { restoreProduction } from "./restore.ts";
 import { type ArmFile, type WatchdogReport, readArmFile } from "./watchdog.ts";
 
@@ -20,21 +20,6 @@ function armerDead(arm: ArmFile): boolean {
   );
 }
 
-async function stopGroup(pgid: number): Promise<boolean> {
-  const signal = (s: NodeJS.Signals) => {
-    try {
-      process.kill(-pgid, s);
-    } catch {
-      // gone already
-    }
-  };
-  signal("SIGTERM");
-  for (let i = 0; i < 60 && groupMembers(pgid).length > 0; i += 1) await sleep(50);
-  if (groupMembers(pgid).length > 0) signal("SIGKILL");
-  for (let i = 0; i < 100 && groupMembers(pgid).length > 0; i += 1) await sleep(50);
-  return groupMembers(pgid).length === 0;
-}
-
 async function fire(arm: ArmFile, reason: string): Promise<void> {
   const firedAt = new Date();
   let armerKilled = false;
@@ -47,7 +32,7 @@ async function fire(arm: ArmFile, reason: string): Promise<void> {
       // it died meanwhile
     }
   }
-  const canaryStopped = arm.canary_pgid === null ? true : await stopGroup(arm.canary_pgid);
+  const canaryStopped = arm.canary_pgid === null ? true : (await stopProcessGroup(arm.canary_pgid, 3000)).gone;
   let servingAt: Date | null = null;
   let seconds: number | null = null;
   let error: string | null = null;
