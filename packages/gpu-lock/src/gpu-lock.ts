@@ -6,7 +6,6 @@ import {
   type HeldLock,
   type LockState,
   type ProcessInspector,
-  type RawFile,
   LockLostError,
   createFileLock,
   parseState,
@@ -285,9 +284,6 @@ export function createGpuLock(deps: GpuLockDeps): GpuLock {
     }
   };
 
-  /** Break exactly the record we looked at; false when it changed under us. */
-  const breakSeen = (file: RawFile) => lock.breakRecord(file);
-
   return {
     path: deps.path,
     status: async () => toStatus(await lock.inspect()),
@@ -300,7 +296,7 @@ export function createGpuLock(deps: GpuLockDeps): GpuLock {
         if (seen.state === "unreadable" && (!seen.stale || !seen.file)) throw refusal(seen, null);
         let evicted: GpuLockRecord | null = null;
         if (seen.state === "stale") {
-          if (!(await breakSeen(seen.file))) continue;
+          if (!(await lock.breakRecord(seen.file))) continue;
           evicted = seen.record;
           await deps.audit?.append({
             event: "lock_stale_released",
@@ -309,7 +305,7 @@ export function createGpuLock(deps: GpuLockDeps): GpuLock {
             reason: seen.protectedBy ?? seen.reason,
           });
         } else if (seen.state === "unreadable" && seen.file) {
-          if (!(await breakSeen(seen.file))) continue;
+          if (!(await lock.breakRecord(seen.file))) continue;
         }
         const handle = await acquire({ ...options, waitSeconds: 0 }, evicted ? generationOf(evicted) : 0).catch(() => null);
         if (handle) return { handle, evicted };
@@ -324,10 +320,10 @@ export function createGpuLock(deps: GpuLockDeps): GpuLock {
         if (seen.state === "held" || (seen.state === "stale" && seen.protectedBy)) throw refusal(seen, null);
         if (seen.state === "unreadable") {
           if (!seen.stale || !seen.file) throw refusal(seen, null);
-          if (await breakSeen(seen.file)) return { released: "stale" as const, evicted: null, reason: seen.reason };
+          if (await lock.breakRecord(seen.file)) return { released: "stale" as const, evicted: null, reason: seen.reason };
           continue;
         }
-        if (await breakSeen(seen.file)) {
+        if (await lock.breakRecord(seen.file)) {
           await deps.audit?.append({
             event: "lock_stale_released",
             run_id: seen.record.run_id ?? null,
@@ -345,7 +341,7 @@ export function createGpuLock(deps: GpuLockDeps): GpuLock {
         const seen = await lock.inspect();
         if (seen.state === "unreadable" && !seen.file) throw refusal(seen, null);
         const evicted = seen.state === "held" || seen.state === "stale" ? seen.record : null;
-        if (seen.state !== "free" && seen.file && !(await breakSeen(seen.file))) continue;
+        if (seen.state !== "free" && seen.file && !(await lock.breakRecord(seen.file))) continue;
         const generation = proposeGeneration(evicted ? generationOf(evicted) : 0);
         writeCounter(generation);
         await deps.audit?.append({ event: "lock_force_released", run_id: evicted?.run_id ?? null, evicted, generation, reason });
