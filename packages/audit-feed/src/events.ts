@@ -23,13 +23,14 @@ const EVENT_FIELDS = {
   budget_charged: { date: z.string(), seconds: z.number(), seconds_used: z.number(), max_seconds: z.number() },
   budget_reset: { date: z.string(), previous_seconds_used: z.number().nullable(), reason: z.string() },
   gate_refused: { gate: z.string(), reason: z.string() },
-  production_stopped: { method: z.string() },
+  /** `seconds`: how long the quiesce took (the worst case's p95 reads it) */
+  production_stopped: { method: z.string(), seconds: z.number().optional() },
   production_restored: { seconds: z.number().optional() },
   canary_started: { port: z.number().int().optional() },
   canary_healthy: {},
-  canary_tested: {},
-  canary_stopped: {},
-  run_finished: { status: z.string(), mode: z.string() },
+  canary_tested: { samples: z.number().int().optional() },
+  canary_stopped: { seconds: z.number().optional() },
+  run_finished: { status: z.string(), mode: z.string(), reason: z.string().optional() },
   recovery: { action: z.string() },
   intent_created: { intent_id: z.string(), kind: z.string() },
   oom_detected: { kind: z.string(), line: z.string() },
@@ -40,9 +41,9 @@ type EventFields = typeof EVENT_FIELDS;
 export type AuditEventName = keyof EventFields;
 export const AUDIT_EVENT_NAMES = Object.keys(EVENT_FIELDS) as AuditEventName[];
 
-/** What a caller appends: the feed fills in ts, host and pid; run_id defaults to null. */
+/** What a caller appends: the feed fills in ts, host and pid; run_id defaults to null; extra fields are kept. */
 export type AuditEventInput = {
-  [E in AuditEventName]: { event: E; run_id?: string | null } & (keyof EventFields[E] extends never
+  [E in AuditEventName]: { event: E; run_id?: string | null; [extra: string]: unknown } & (keyof EventFields[E] extends never
     ? unknown
     : z.input<z.ZodObject<EventFields[E]>>);
 }[AuditEventName];

@@ -1,0 +1,62 @@
+import { describeHolder } from "@gpu-canary/gpu-lock";
+import { windowAt } from "@gpu-canary/policy";
+import { portState } from "@gpu-canary/vllm-control";
+import type { RunContext } from "../context.ts";
+import type { WorstCase } from "./worst-case.ts";
+
+export type GateName = "subsystem" | "rate_limit" | "canary_port" | "window" | "budget" | "crashed_run" | "lock";
+
+export interface Refusal {
+  gate: GateName;
+  reason: string;
+}
+
+export type CanaryPath = "spare" | "quiesced" | "attached";
+
+/**
+ * The safety gates, in DESIGN.md's order; the first that says no refuses the run (exit 3).
+ * Asked once before the lock (to refuse early) and again under it (two runs must not both pass
+ * a gate only one can afford). Returns the night whose budget a quiesced run charges.
+ */
+export async function checkGates(
+  ctx: RunContext,
+  run: { subsystem: string; path: CanaryPath; worst: WorstCase; underLock?: boolean },
+): Promise<{ refusal: Refusal | null; night: string }> {
+  const { config } = ctx;
+  const now = ctx.now();
+  const window = windowAt(config.maintenanceWindow, config.maintenanceTimeZone, now);
+  const night = window.night;
+  const refuse = (gate: GateName, reason: string) => ({ refusal: { gate, reason }, night });
+  if (!config.subsystems.includes(run.subsystem)) {
+    return refuse("subsystem", `subsystem ${JSON.stringify(run.subsystem)} is not one of KLR_SUBSYSTEMS (${config.subsystems.join(", ")})`);
+  }
+  const rate = await ctx.rate.check(run.subsystem);
+  if (!rate.allowed) return refuse("rate_limit", rate.reason);
+  if (run.path !== "attached") {
+    const port = await portState(config.canaryPort);
+    if (!port.free) return refuse("canary_port", `${port.description}; the canary could not bind it (KLR_CANARY_PORT)`);
+  }
+  if (run.path === "quiesced") {
+    if (!window.open) {
+      return refuse(
+        "window",
+        `the maintenance window ${window.spec} (${window.timeZone}) is closed; it opens at ${window.opensAt.toISOString()}`,
+      );
+    }
+    if (window.secondsLeft < run.worst.totalSeconds) {
+      return refuse(
+        "window",
+        `the maintenance window closes in ${Math.floor(window.secondsLeft)} s, less than the run's worst case of ${run.worst.totalSeconds} s (${run.worst.basis})`,
+      );
+    }
+    const afford = await ctx.budget.canAfford(night, run.worst.totalSeconds);
+    if (!afford.ok) return refuse("budget", `${afford.reason}; the run's worst case is ${run.worst.totalSeconds} s (${run.worst.basis})`);
+  }
+  if (run.underLock) return { refusal: null, night };
+  const lock = await ctx.lock.status();
+  if (lock.state === "held")
+    return refuse("lock", `the GPU lock is held by ${lock.holder ? describeHolder(lock.holder) : "another process"}`);
+  if (lock.awaitsRecovery)
+    return refuse("crashed_run", `a crashed quiesced run awaits recovery: ${lock.reason}; run \`gpu-canary recover\``);
+  return { refusal: null, night };
+}

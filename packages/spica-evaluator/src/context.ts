@@ -1,0 +1,98 @@
+import type { AuditFeed } from "@gpu-canary/audit-feed";
+import type { Config, Layout } from "@gpu-canary/config";
+import type { GpuLock } from "@gpu-canary/gpu-lock";
+import type { GpuProbe } from "@gpu-canary/gpu-probe";
+import {
+  type DowntimeBudget,
+  type RateLimiter,
+  createDowntimeBudget,
+  createRateLimiter,
+  fileBudgetStore,
+  fileRateLimitStore,
+} from "@gpu-canary/policy";
+import { type VllmClient, createVllmClient } from "@gpu-canary/vllm-client";
+import { type RestorePlan, type ServiceManager, createProductionService } from "@gpu-canary/vllm-control";
+
+/** Everything a run touches, built once from the settings; tests inject the clock, paths and processes through these. */
+export interface RunContext {
+  config: Config;
+  layout: Layout;
+  /** rule time (window, budget night, rate limits); durations are measured on the real clock */
+  now: () => Date;
+  audit: AuditFeed;
+  lock: GpuLock;
+  probe: GpuProbe;
+  budget: DowntimeBudget;
+  rate: RateLimiter;
+  production: VllmClient;
+  /** extra environment for operator commands, the canary and nvidia-smi (the simulated host's state file) */
+  env: Record<string, string>;
+  signal?: AbortSignal;
+  onProgress?: (line: string) => void;
+  /** the restore watchdog as a transient systemd unit (default: when systemd runs) */
+  useSystemdRun?: boolean;
+}
+
+export function managerOf(config: Config): ServiceManager {
+  return config.serviceManager === "systemd"
+    ? { kind: "systemd", unit: config.vllmService }
+    : {
+        kind: "command",
+        ...(config.productionStopCommand ? { stopCommand: config.productionStopCommand } : {}),
+        ...(config.productionStartCommand ? { startCommand: config.productionStartCommand } : {}),
+      };
+}
+
+export function productionPort(config: Config): number {
+  const url = new URL(config.vllmUrl);
+  return Number(url.port || (url.protocol === "https:" ? 443 : 80));
+}
+
+export function productionServiceOf(ctx: Pick<RunContext, "config" | "probe" | "env">) {
+  return createProductionService({
+    manager: managerOf(ctx.config),
+    port: productionPort(ctx.config),
+    vllmProcess: ctx.config.vllmProcess,
+    gpuIndex: ctx.config.productionGpuId,
+    probe: ctx.probe,
+    env: ctx.env,
+  });
+}
+
+/** How to bring production back; the watchdog carries it, so it is plain data. */
+export function restorePlanOf(config: Config, env: Record<string, string>, quiesce = config.quiesce): RestorePlan {
+  return {
+    quiesce,
+    manager: managerOf(config),
+    vllmUrl: config.vllmUrl,
+    ...(config.vllmApiKey ? { apiKey: config.vllmApiKey } : {}),
+    port: productionPort(config),
+    vllmProcess: config.vllmProcess,
+    gpuIndex: config.productionGpuId,
+    // Keep trying well past the SLA: a slow production is still brought back (and the overrun recorded).
+    serveTimeoutMs: Math.max(4 * config.restoreSlaSeconds, 60) * 1000,
+    env,
+  };
+}
+
+export function policyOf(config: Config, layout: Layout, now: () => Date): { budget: DowntimeBudget; rate: RateLimiter } {
+  return {
+    budget: createDowntimeBudget({ storeFor: fileBudgetStore(layout.budgetFile), maxSeconds: config.maxDowntimeSeconds, now }),
+    rate: createRateLimiter({
+      store: fileRateLimitStore(layout.rateLimits),
+      rule: { maxRuns: config.rateLimitMaxRuns, windowHours: config.rateLimitWindowHours, cooldownHours: config.rateLimitCooldownHours },
+      now,
+    }),
+  };
+}
+
+export function productionClient(config: Config): VllmClient {
+  return createVllmClient({ baseUrl: config.vllmUrl, ...(config.vllmApiKey ? { apiKey: config.vllmApiKey } : {}) });
+}
+
+export function canaryClient(config: Config): VllmClient {
+  return createVllmClient({
+    baseUrl: `http://127.0.0.1:${config.canaryPort}`,
+    ...(config.vllmApiKey ? { apiKey: config.vllmApiKey } : {}),
+  });
+}

@@ -1,0 +1,179 @@
+import { existsSync } from "node:fs";
+import { rm } from "node:fs/promises";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { GpuCanaryError } from "@gpu-canary/errors";
+import { type GpuLockRecord, timeOf } from "@gpu-canary/gpu-lock";
+import { nightOf } from "@gpu-canary/policy";
+import { readJsonState } from "@gpu-canary/state-file";
+import { readArmFile, restoreProduction, stopProcessGroup } from "@gpu-canary/vllm-control";
+import { z } from "zod";
+import { type RunContext, restorePlanOf } from "./context.ts";
+
+export interface RecoveryOutcome {
+  /** nothing: no crashed run; recovered: a crashed run was finished */
+  action: "nothing" | "released_stale" | "recovered";
+  runId: string | null;
+  /** production serves again (checked now) */
+  productionServing: boolean;
+  /** who brought production back */
+  restoredBy: "watchdog" | "recover" | "already_serving" | null;
+  chargedSeconds: number | null;
+  night: string | null;
+  detail: string;
+}
+
+const reportSchema = z.looseObject({
+  run_id: z.string(),
+  fired_at: z.string(),
+  production_serving_at: z.string().nullable(),
+  error: z.string().nullable().optional(),
+});
+
+export function armFilePath(locksDir: string): string {
+  return join(locksDir, "gpu_maintenance.watchdog.arm.json");
+}
+
+/** A watchdog still armed for this run fires within moments of its armer's death: let it finish rather than race it. */
+async function waitForWatchdog(armFile: string, runId: string | undefined, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline && existsSync(armFile)) {
+    const arm = await readArmFile(armFile).catch(() => null);
+    if (arm === null || arm.disarmed || (runId !== undefined && arm.run_id !== runId)) return;
+    await sleep(100);
+  }
+}
+
+/**
+ * Finish what a crashed run left (DESIGN.md invariants 1, 3 and 4): production restored (by the
+ * watchdog, or now), the downtime in the lock's journal charged, the lock released, all audited.
+ * A live holder is never touched (refused, exit 3).
+ */
+export async function recover(ctx: RunContext): Promise<RecoveryOutcome> {
+  const status = await ctx.lock.status();
+  if (status.state === "unreadable") {
+    throw new GpuCanaryError("GPU_LOCK_UNREADABLE", `the GPU lock ${ctx.lock.path} cannot be read: ${status.reason}`, {
+      kind: "fault",
+      hint: "see `gpu-canary lock status`; `gpu-canary lock release --force` removes it",
+    });
+  }
+  if (status.state === "free") {
+    return {
+      action: "nothing",
+      runId: null,
+      productionServing: await serves(ctx),
+      restoredBy: null,
+      chargedSeconds: null,
+      night: null,
+      detail: "no crashed run: the GPU lock is free",
+    };
+  }
+  if (status.state === "held") {
+    throw new GpuCanaryError("RUN_IN_PROGRESS", `the GPU lock is held by a live run (${status.reason}); there is nothing to recover`, {
+      kind: "refused",
+      hint: "wait for it to finish; `gpu-canary lock status` shows the holder",
+    });
+  }
+  const armFile = armFilePath(ctx.layout.locksDir);
+  await waitForWatchdog(armFile, status.holder?.run_id, (ctx.config.restoreSlaSeconds * 4 + 10) * 1000);
+  const { handle, evicted } = await ctx.lock.takeOverForRecovery({ purpose: "recover", waitSeconds: 0 });
+  const runId = evicted?.run_id ?? null;
+  try {
+    if (!evicted || evicted.production_stopped_at === undefined || evicted.charged_at !== undefined) {
+      await ctx.audit.append({ event: "recovery", run_id: runId, action: "released_stale" });
+      return {
+        action: "released_stale",
+        runId,
+        productionServing: await serves(ctx),
+        restoredBy: null,
+        chargedSeconds: null,
+        night: null,
+        detail: `released a stale lock (${status.reason}); the run had not stopped production or had already charged its downtime`,
+      };
+    }
+    return await finishCrashedRun(ctx, evicted, armFile);
+  } finally {
+    await handle.release();
+  }
+}
+
+async function serves(ctx: RunContext): Promise<boolean> {
+  try {
+    await ctx.production.servesCompletion({ timeoutMs: 5000 });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function finishCrashedRun(ctx: RunContext, evicted: GpuLockRecord, armFile: string): Promise<RecoveryOutcome> {
+  const runId = evicted.run_id ?? null;
+  const stoppedAt = timeOf(evicted.production_stopped_at) ?? Date.now();
+  // A canary the crashed run left behind still holds the GPU.
+  const arm = await readArmFile(armFile).catch(() => null);
+  if (arm?.canary_pgid) await stopProcessGroup(arm.canary_pgid, 3000);
+  await rm(armFile, { force: true });
+
+  let servingAt: number | null = timeOf(evicted.production_serving_at);
+  let restoredBy: RecoveryOutcome["restoredBy"] = servingAt === null ? null : "already_serving";
+  const report = await readJsonState(ctx.layout.watchdogReport, reportSchema);
+  if (servingAt === null && report.status === "ok" && report.value.run_id === runId && report.value.production_serving_at) {
+    servingAt = Date.parse(report.value.production_serving_at);
+    restoredBy = "watchdog";
+  }
+  if (servingAt === null || !(await serves(ctx))) {
+    ctx.onProgress?.("production is not serving: restoring it");
+    try {
+      const restored = await restoreProduction(restorePlanOf(ctx.config, ctx.env, evicted.quiesce ?? ctx.config.quiesce));
+      servingAt = restored.servingAt.getTime();
+      restoredBy = "recover";
+      await ctx.audit.append({ event: "production_restored", run_id: runId, seconds: restored.seconds, by: "recover" });
+    } catch (error) {
+      await ctx.audit.append({
+        event: "recovery",
+        run_id: runId,
+        action: "restore_failed",
+        error: error instanceof Error ? error.message : String(error),
+      });
+      throw new GpuCanaryError(
+        "PRODUCTION_NOT_RESTORED",
+        `production could not be restored: ${error instanceof Error ? error.message : String(error)}`,
+        {
+          kind: "fault",
+          hint: "start production by hand (systemctl start, or KLR_PRODUCTION_START_COMMAND), then run `gpu-canary recover` again to charge the downtime and release the lock",
+        },
+      );
+    }
+  }
+  // Never under-counted: from the quiesce to the first completion seen afterwards.
+  const seconds = Math.max(0, (servingAt - stoppedAt) / 1000);
+  const night = nightOf(ctx.config.maintenanceWindow, ctx.config.maintenanceTimeZone, new Date(stoppedAt));
+  const charged = await ctx.budget.charge(night, runId ?? `recovered-${stoppedAt}`, seconds);
+  if (charged.charged) {
+    await ctx.audit.append({
+      event: "budget_charged",
+      run_id: runId,
+      date: night,
+      seconds,
+      seconds_used: charged.status.secondsUsed,
+      max_seconds: charged.status.maxSeconds,
+    });
+  }
+  await ctx.audit.append({ event: "recovery", run_id: runId, action: "recovered", restored_by: restoredBy, seconds });
+  await ctx.audit.append({
+    event: "run_finished",
+    run_id: runId,
+    status: "error",
+    mode: "canary",
+    reason: "crashed; finished by recovery",
+  });
+  return {
+    action: "recovered",
+    runId,
+    productionServing: true,
+    restoredBy,
+    chargedSeconds: seconds,
+    night,
+    detail: `run ${runId ?? "?"} crashed after stopping production; ${restoredBy === "watchdog" ? "the watchdog" : restoredBy === "recover" ? "recovery" : "it"} brought production back; ${seconds.toFixed(1)} s of downtime charged to the night of ${night}`,
+  };
+}

@@ -1,0 +1,109 @@
+import { EXIT } from "@gpu-canary/errors";
+import type { Candidate } from "./candidate.ts";
+import { candidateJson } from "./candidate.ts";
+import type { MemoryPrediction } from "./predictive/memory-model.ts";
+
+export type EvaluationStatus = "passed" | "failed" | "inconclusive" | "refused" | "error";
+export type EvaluationMode = "predictive" | "canary";
+
+export interface Measured {
+  ttftP50Ms: number | null;
+  ttftP95Ms: number | null;
+  itlP50Ms: number | null;
+  itlP95Ms: number | null;
+  e2eP50Ms: number | null;
+  samples: number;
+  errors: string[];
+  productionBaseline: { ttftP50Ms: number | null; e2eP50Ms: number | null } | null;
+  /** how the canary ran: on the spare GPU, beside a quiesced production, or one already serving */
+  path: "spare" | "quiesced" | "attached";
+  downtimeSeconds: number | null;
+}
+
+export interface EvaluationResult {
+  runId: string;
+  mode: EvaluationMode;
+  status: EvaluationStatus;
+  validationPassed: boolean;
+  validationReason: string;
+  llmLatencyMs: number | null;
+  candidate: Candidate;
+  subsystem: string;
+  predicted: (MemoryPrediction & { vllmVersion: string | null; versionSource: string; whisperBasis: string; gpuIndex: number }) | null;
+  measured: Measured | null;
+  /** the gate that refused the run (status refused) */
+  gate: string | null;
+  promotionPath: string | null;
+  startedAt: string;
+  finishedAt: string;
+}
+
+/** The exit code of a result (DESIGN.md): passed 0; failed and inconclusive 1; refused 3; error 4. */
+export function exitCodeOfResult(result: Pick<EvaluationResult, "status">): number {
+  switch (result.status) {
+    case "passed":
+      return EXIT.ok;
+    case "failed":
+    case "inconclusive":
+      return EXIT.notPassed;
+    case "refused":
+      return EXIT.refused;
+    case "error":
+      return EXIT.fault;
+  }
+}
+
+/** The result in the snake_case of DESIGN.md's "A candidate". */
+export function resultJson(result: EvaluationResult): Record<string, unknown> {
+  const p = result.predicted;
+  const m = result.measured;
+  return {
+    run_id: result.runId,
+    mode: result.mode,
+    status: result.status,
+    validation_passed: result.validationPassed,
+    validation_reason: result.validationReason,
+    llm_latency_ms: result.llmLatencyMs,
+    candidate: candidateJson(result.candidate),
+    subsystem: result.subsystem,
+    gate: result.gate,
+    predicted: p && {
+      requested_bytes: p.requestedBytes,
+      weights_bytes: p.weightsBytes,
+      activation_bytes: p.activationBytes,
+      non_torch_bytes: p.nonTorchBytes,
+      cuda_graph_bytes: p.cudaGraphBytes,
+      kv_cache_bytes: p.kvCacheBytes,
+      kv_tokens: p.kvTokens,
+      max_concurrency: p.maxConcurrency,
+      whisper_bytes: p.whisperBytes,
+      whisper_basis: p.whisperBasis,
+      free_at_start_bytes: p.freeAtStartBytes,
+      footprint_bytes: p.footprintBytes,
+      max_num_seqs: p.maxNumSeqs,
+      max_num_batched_tokens: p.maxNumBatchedTokens,
+      vllm_version: p.vllmVersion,
+      vllm_version_source: p.versionSource,
+      gpu_index: p.gpuIndex,
+      checks: p.checks.map((c) => ({ name: c.name, ok: c.ok, detail: c.detail })),
+    },
+    measured: m && {
+      path: m.path,
+      ttft_p50_ms: m.ttftP50Ms,
+      ttft_p95_ms: m.ttftP95Ms,
+      itl_p50_ms: m.itlP50Ms,
+      itl_p95_ms: m.itlP95Ms,
+      e2e_p50_ms: m.e2eP50Ms,
+      samples: m.samples,
+      errors: m.errors,
+      production_baseline: m.productionBaseline && {
+        ttft_p50_ms: m.productionBaseline.ttftP50Ms,
+        e2e_p50_ms: m.productionBaseline.e2eP50Ms,
+      },
+      downtime_seconds: m.downtimeSeconds,
+    },
+    promotion_path: result.promotionPath,
+    started_at: result.startedAt,
+    finished_at: result.finishedAt,
+  };
+}

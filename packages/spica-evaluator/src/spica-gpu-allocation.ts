@@ -1,0 +1,180 @@
+import { randomBytes } from "node:crypto";
+import { type AuditFeed, createAuditFeed } from "@gpu-canary/audit-feed";
+import { type Config, type Layout, layoutFor } from "@gpu-canary/config";
+import { GpuCanaryError, InterruptedError } from "@gpu-canary/errors";
+import { createGpuLock } from "@gpu-canary/gpu-lock";
+import { type GpuProbe, createGpuProbe } from "@gpu-canary/gpu-probe";
+import { type Candidate, parseCandidate } from "./candidate.ts";
+import { runCanary } from "./canary/run-canary.ts";
+import { type RunContext, policyOf, productionClient, productionServiceOf } from "./context.ts";
+import { runPreflight } from "./predictive/preflight.ts";
+import { writePromotion } from "./promotions.ts";
+import type { EvaluationMode, EvaluationResult } from "./result.ts";
+import { GPUAllocationTestConfig } from "./test-config.ts";
+
+export interface SpicaOptions {
+  config: Config;
+  /** default: the bounds of the settings (KLR_VLLM_MEMORY_UTIL_MIN / _MAX) */
+  testConfig?: GPUAllocationTestConfig;
+  layout?: Layout;
+  now?: () => Date;
+  /** extra environment for operator commands, the canary and nvidia-smi */
+  env?: Record<string, string>;
+  probe?: GpuProbe;
+  audit?: AuditFeed;
+  /** aborting ends a run safely (production restored); the reason, a signal name, becomes the exit code */
+  signal?: AbortSignal;
+  onProgress?: (line: string) => void;
+  /** who takes the lock, e.g. "gpu-canary evaluate" */
+  owner?: string;
+  useSystemdRun?: boolean;
+}
+
+export interface RunTestOptions {
+  /** default: KLR_CANARY_MODE */
+  mode?: EvaluationMode;
+  /** default: the first of KLR_SUBSYSTEMS */
+  subsystem?: string;
+}
+
+export function newRunId(now: Date): string {
+  return `r-${now.toISOString().replace(/[-:]/g, "").replace(/\..*$/, "")}-${randomBytes(3).toString("hex")}`;
+}
+
+const message = (error: unknown) => (error instanceof Error ? error.message : String(error));
+
+/**
+ * SpicaGPUAllocation: is a candidate `{"vllm_memory_util", "whisper_model_size"}` safe? First by
+ * arithmetic (predictive), then — in canary mode, when the gates allow — for real.
+ */
+export class SpicaGPUAllocation {
+  readonly testConfig: GPUAllocationTestConfig;
+  readonly context: RunContext;
+  private readonly owner: string;
+
+  constructor(options: SpicaOptions) {
+    const config = options.config;
+    this.testConfig =
+      options.testConfig ??
+      new GPUAllocationTestConfig({ vllmMemoryUtilMin: config.vllmMemoryUtilMin, vllmMemoryUtilMax: config.vllmMemoryUtilMax });
+    const layout = options.layout ?? layoutFor(config);
+    const now = options.now ?? (() => new Date());
+    const env = options.env ?? {};
+    this.owner = options.owner ?? "gpu-canary evaluate";
+    const audit = options.audit ?? createAuditFeed({ dir: layout.auditDir, timeZone: config.maintenanceTimeZone, now });
+    this.context = {
+      config,
+      layout,
+      now,
+      audit,
+      env,
+      lock: createGpuLock({ path: layout.gpuLock, ttlSeconds: config.lockTtlSeconds, owner: this.owner, now, audit }),
+      probe: options.probe ?? createGpuProbe({ executable: config.nvidiaSmi, env }),
+      production: productionClient(config),
+      ...policyOf(config, layout, now),
+      ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+      ...(options.useSystemdRun !== undefined ? { useSystemdRun: options.useSystemdRun } : {}),
+    };
+  }
+
+  /** Judge one candidate; malformed input is a usage error (CandidateError, exit 2), everything else a result. */
+  async runTest(input: unknown, options: RunTestOptions = {}): Promise<EvaluationResult> {
+    const candidate = parseCandidate(input);
+    const ctx = this.context;
+    const mode = options.mode ?? ctx.config.canaryMode;
+    const subsystem = options.subsystem ?? ctx.config.subsystems[0] ?? "gpu_allocation";
+    const started = new Date();
+    const runId = newRunId(ctx.now());
+    const result: EvaluationResult = {
+      runId,
+      mode,
+      status: "error",
+      validationPassed: false,
+      validationReason: "",
+      llmLatencyMs: null,
+      candidate,
+      subsystem,
+      predicted: null,
+      measured: null,
+      gate: null,
+      promotionPath: null,
+      startedAt: started.toISOString(),
+      finishedAt: started.toISOString(),
+    };
+    const finish = async (patch: Partial<EvaluationResult>) => {
+      Object.assign(result, patch, { finishedAt: new Date().toISOString() });
+      await ctx.audit.append({
+        event: "run_finished",
+        run_id: runId,
+        status: result.status,
+        mode,
+        subsystem,
+        candidate: { vllm_memory_util: candidate.vllmMemoryUtil, whisper_model_size: candidate.whisperModelSize },
+        reason: result.validationReason,
+        ...(result.gate ? { gate: result.gate } : {}),
+      });
+      return result;
+    };
+
+    const bounds = this.testConfig.boundsProblem(candidate.vllmMemoryUtil);
+    if (bounds) return finish({ status: "failed", validationReason: bounds });
+    let preflight;
+    try {
+      preflight = await runPreflight(candidate, this.preflightDeps(), { spare: mode === "canary" && ctx.config.allowSpareGpu });
+    } catch (error) {
+      if (!(error instanceof GpuCanaryError)) throw error;
+      return finish({ status: "error", validationReason: `${error.message}${error.hint ? ` (${error.hint})` : ""}` });
+    }
+    result.predicted = preflight.predicted;
+    if (!preflight.ok) return finish({ status: "failed", validationReason: `the predictive pre-flight rejects it: ${preflight.reason}` });
+    if (mode === "predictive") return finish({ status: "passed", validationPassed: true, validationReason: preflight.reason });
+
+    let outcome;
+    try {
+      outcome = await runCanary(ctx, candidate, { runId, subsystem });
+    } catch (error) {
+      await finish({ status: "error", validationReason: message(error) });
+      if (error instanceof InterruptedError || !(error instanceof GpuCanaryError) || error.kind === "fault") throw error;
+      return result;
+    }
+    const latency = outcome.measured?.e2eP50Ms ?? null;
+    await finish({
+      status: outcome.status,
+      validationPassed: outcome.status === "passed",
+      validationReason: outcome.reason,
+      llmLatencyMs: latency === null ? null : Math.round(latency * 10) / 10,
+      measured: outcome.measured,
+      gate: outcome.gate,
+    });
+    if (outcome.status === "passed") {
+      result.promotionPath = await writePromotion(ctx.layout.promotionsDir, result, outcome.whisperVerified, new Date());
+      await ctx.audit.append({ event: "promotion_written", run_id: runId, path: result.promotionPath });
+    }
+    return result;
+  }
+
+  /** Only the arithmetic: the predictive pre-flight for a candidate, audited nowhere (the tuning runner ranks with it). */
+  async predict(candidate: Candidate) {
+    return runPreflight(candidate, this.preflightDeps(), { spare: false });
+  }
+
+  private preflightDeps() {
+    const ctx = this.context;
+    return {
+      config: ctx.config,
+      vllmSeenPath: ctx.layout.vllmSeen,
+      probe: ctx.probe,
+      askVersion: () => ctx.production.version(2000),
+      productionPids: async () =>
+        new Set(
+          (
+            await productionServiceOf(ctx)
+              .processes()
+              .catch(() => [])
+          ).map((p) => p.pid),
+        ),
+      now: ctx.now,
+    };
+  }
+}

@@ -1,0 +1,272 @@
+import { existsSync, readFileSync } from "node:fs";
+import { mkdir, rm, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import { createGpuLock } from "@gpu-canary/gpu-lock";
+import { createAuditFeed } from "@gpu-canary/audit-feed";
+import { SIM_VLLM, registerProcess } from "@gpu-canary/vllm-sim";
+import { spawn } from "node:child_process";
+import { describe, expect, it, onTestFinished } from "vitest";
+import { CandidateError } from "./candidate.ts";
+import { exitCodeOfResult, resultJson } from "./result.ts";
+import { site } from "./test-fixtures/site.ts";
+
+const good = { vllm_memory_util: 0.75, whisper_model_size: "small" };
+
+/** Poll production with real completions every 50 ms: when it stopped answering and when it answered again. */
+function watchProduction(url: string) {
+  const ok: number[] = [];
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      const sent = Date.now();
+      const served = await fetch(`${url}/v1/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ prompt: "ping", max_tokens: 1 }),
+        signal: AbortSignal.timeout(1000),
+      }).then(
+        (r) => r.ok,
+        () => false,
+      );
+      if (served) ok.push(Date.now());
+      await new Promise((r) => setTimeout(r, Math.max(0, 50 - (Date.now() - sent))));
+    }
+  })();
+  return {
+    async stop() {
+      running = false;
+      await loop;
+      // The longest gap between two served completions: the outage as a client saw it.
+      let gap = 0;
+      for (let i = 1; i < ok.length; i += 1) gap = Math.max(gap, (ok[i] ?? 0) - (ok[i - 1] ?? 0));
+      return gap / 1000;
+    },
+  };
+}
+
+const events = async (home: string, tz = "UTC") =>
+  (await createAuditFeed({ dir: join(home, "out", "orchestration", "epochs"), timeZone: tz }).query()).map((e) => e.event);
+
+describe("predictive mode", () => {
+  it("passes a candidate that fits, with the memory model's numbers and no GPU work", async () => {
+    const s = await site();
+    const before = await s.productionPid();
+    const result = await s.evaluator().runTest(good, { mode: "predictive" });
+    expect(result.status).toBe("passed");
+    expect(result.llmLatencyMs).toBeNull();
+    const json = resultJson(result);
+    expect(json).toMatchObject({ mode: "predictive", validation_passed: true, measured: null });
+    const predicted = json.predicted as Record<string, number>;
+    // Llama-3.1-8B's exact weights from the index; vLLM asks 0.75 of the CUDA total (143771 − 623 MiB).
+    expect(predicted.weights_bytes).toBe(16060522496);
+    expect(predicted.requested_bytes).toBe(Math.ceil(0.75 * (143771 - 623) * 1024 ** 2));
+    expect(predicted.kv_tokens).toBeGreaterThan(500_000);
+    expect(result.validationReason).toMatch(/fits GPU 0: vLLM 104\.84 GiB leaves a KV cache of/);
+    expect(await s.productionPid()).toBe(before);
+    expect(JSON.parse(readFileSync(s.layout.vllmSeen, "utf8"))).toMatchObject({ version: "0.11.0", gpu_index: 0 });
+    expect(await events(s.home)).toEqual(["run_finished"]);
+  }, 60_000);
+
+  it("fails a candidate outside the bounds naming the bound, and refuses malformed ones as usage errors", async () => {
+    const s = await site({ production: false });
+    const evaluator = s.evaluator();
+    const high = await evaluator.runTest({ vllm_memory_util: 0.95, whisper_model_size: "small" }, { mode: "predictive" });
+    expect(high).toMatchObject({ status: "failed", validationReason: "vllm_memory_util 0.95 is above the maximum 0.9" });
+    expect(exitCodeOfResult(high)).toBe(1);
+    for (const bad of [
+      "{",
+      "[]",
+      { vllm_memory_util: "0.7", whisper_model_size: "small" },
+      { vllm_memory_util: 1.5, whisper_model_size: "small" },
+      { vllm_memory_util: 0.7, whisper_model_size: "huge" },
+    ]) {
+      await expect(evaluator.runTest(bad)).rejects.toBeInstanceOf(CandidateError);
+    }
+  }, 30_000);
+
+  it("fails a candidate that would not find its memory free, with the numbers", async () => {
+    const s = await site({ production: false });
+    const hog = spawn("sleep", ["60"], { stdio: "ignore" });
+    onTestFinished(() => void hog.kill("SIGKILL"));
+    await registerProcess(s.hostFile, { gpu_index: 0, pid: hog.pid ?? 0, name: "python3 trainer.py", used_memory_mib: 60_000 });
+    const result = await s.evaluator().runTest({ vllm_memory_util: 0.75, whisper_model_size: "small" }, { mode: "predictive" });
+    expect(result.status).toBe("failed");
+    expect(result.validationReason).toMatch(
+      /pre-flight rejects it: does not fit GPU 0: vLLM asks for 104\.84 GiB .* would find [\d.]+ GiB free/,
+    );
+    // No version known (production down, nothing seen before): the newest accounting, said so.
+    expect(result.validationReason).toContain("no vLLM version known");
+  }, 30_000);
+
+  it("is an error naming the file when the model folder lacks config.json", async () => {
+    const s = await site({ production: false });
+    await rm(join(s.modelPath, "config.json"));
+    const result = await s.evaluator().runTest(good, { mode: "predictive" });
+    expect(result.status).toBe("error");
+    expect(exitCodeOfResult(result)).toBe(4);
+    expect(result.validationReason).toContain(`${join(s.modelPath, "config.json")} does not exist`);
+  }, 30_000);
+});
+
+describe("canary mode on the simulated host", () => {
+  it("quiesced: stops production, tests the canary, restores production, charges what a client saw", async () => {
+    const s = await site();
+    const watch = watchProduction(s.env.KLR_VLLM_URL ?? "");
+    await new Promise((r) => setTimeout(r, 300));
+    const result = await s.evaluator().runTest(good);
+    const outage = await watch.stop();
+    expect(result.status).toBe("passed");
+    expect(result.measured).toMatchObject({ path: "quiesced", samples: 5, errors: [] });
+    expect(result.llmLatencyMs).toBeGreaterThan(0);
+    const budget = JSON.parse(readFileSync(s.layout.budgetFile(new Date().toISOString().slice(0, 10).replace(/-/g, "")), "utf8"));
+    expect(Math.abs(budget.seconds_used - outage)).toBeLessThan(0.5);
+    expect(budget.seconds_used).toBeCloseTo(result.measured?.downtimeSeconds ?? 0, 3);
+    const promotion = JSON.parse(readFileSync(result.promotionPath ?? "", "utf8"));
+    expect(promotion).toMatchObject({ run_id: result.runId, candidate: good, path: "quiesced", whisper_verified: true });
+    expect(await events(s.home)).toEqual([
+      "lock_acquired",
+      "production_stopped",
+      "canary_started",
+      "canary_tested",
+      "canary_stopped",
+      "production_restored",
+      "budget_charged",
+      "lock_released",
+      "run_finished",
+      "promotion_written",
+    ]);
+    expect(existsSync(s.layout.gpuLock)).toBe(false);
+    expect(existsSync(join(s.layout.locksDir, "gpu_maintenance.watchdog.arm.json"))).toBe(false);
+  }, 120_000);
+
+  it("spare GPU: production untouched, nothing charged", async () => {
+    const s = await site({ settings: { KLR_ALLOW_SPARE_GPU: "true", KLR_SPARE_GPU_ID: "1" } });
+    const before = await s.productionPid();
+    const watch = watchProduction(s.env.KLR_VLLM_URL ?? "");
+    const result = await s.evaluator().runTest(good);
+    const outage = await watch.stop();
+    expect(result.status).toBe("passed");
+    expect(result.measured?.path).toBe("spare");
+    expect(await s.productionPid()).toBe(before);
+    expect(outage).toBeLessThan(1);
+    expect(existsSync(s.layout.maintenanceDir) ? readFileSync(s.layout.rateLimits, "utf8") : "").toContain(result.runId);
+    expect((await events(s.home)).filter((e) => e.startsWith("production_") || e === "budget_charged")).toEqual([]);
+  }, 120_000);
+
+  it("attached: tests a vLLM already serving the candidate on the canary port, and refuses one that serves something else", async () => {
+    const s = await site();
+    const start = (util: number) => {
+      const child = spawn(SIM_VLLM, ["--port", String(s.canaryPort), "--model", s.modelPath, "--gpu-memory-utilization", String(util)], {
+        env: { ...process.env, GPU_CANARY_SIM_HOST: s.hostFile, CUDA_VISIBLE_DEVICES: "1" },
+        stdio: "ignore",
+      });
+      onTestFinished(() => void child.kill("SIGKILL"));
+      return child;
+    };
+    const child = start(0.6);
+    const ready = async () => {
+      for (let i = 0; i < 300; i += 1) {
+        if (
+          await fetch(`http://127.0.0.1:${s.canaryPort}/health`).then(
+            (r) => r.ok,
+            () => false,
+          )
+        )
+          return;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    };
+    await ready();
+    const before = await s.productionPid();
+    const wrong = await s.evaluator().runTest(good);
+    expect(wrong).toMatchObject({ status: "refused", gate: "canary_port" });
+    expect(wrong.validationReason).toContain("runs gpu_memory_utilization 0.6, not the candidate's 0.75");
+    // A refused run never counts against the rate limit.
+    expect(existsSync(s.layout.rateLimits)).toBe(false);
+    child.kill("SIGKILL");
+    await new Promise((r) => child.once("exit", r));
+    start(0.75);
+    await ready();
+    const result = await s.evaluator().runTest(good);
+    expect(result.status).toBe("passed");
+    expect(result.measured?.path).toBe("attached");
+    expect(await s.productionPid()).toBe(before);
+    expect(await fetch(`http://127.0.0.1:${s.canaryPort}/health`).then((r) => r.ok)).toBe(true);
+  }, 120_000);
+
+  it("refuses at each safety gate, naming it, with production untouched", async () => {
+    const s = await site();
+    const pid = await s.productionPid();
+    const night = new Date().toISOString().slice(0, 10).replace(/-/g, "");
+    const refusedBy = async (gate: string, text: RegExp) => {
+      const result = await s.evaluator().runTest(good);
+      expect(result).toMatchObject({ status: "refused", gate });
+      expect(result.validationReason).toMatch(text);
+      expect(exitCodeOfResult(result)).toBe(3);
+      expect(await s.productionPid()).toBe(pid);
+    };
+    // Budget: 40 s used of 60 cannot cover the default worst case of 55 s.
+    await mkdir(s.layout.maintenanceDir, { recursive: true });
+    await writeFile(s.layout.budgetFile(night), '{"seconds_used": 40}');
+    await refusedBy("budget", /worst case is 55 s \(quiesce 5 s \(default\) \+ canary timeout 30 s/);
+    await rm(s.layout.budgetFile(night));
+    // Rate limit: three runs in the last hours.
+    const at = new Date(Date.now() - 3600_000).toISOString();
+    await writeFile(
+      s.layout.rateLimits,
+      JSON.stringify({ subsystems: { gpu_allocation: { runs: [1, 2, 3].map((i) => ({ run_id: `r${i}`, at })) } } }),
+    );
+    await refusedBy("rate_limit", /./);
+    await rm(s.layout.rateLimits);
+    // The canary port held by something that is not a vLLM.
+    const sockets = new Set<import("node:net").Socket>();
+    const server = createServer((socket) => sockets.add(socket));
+    await new Promise<void>((r) => server.listen(s.canaryPort, "127.0.0.1", r));
+    await refusedBy("canary_port", new RegExp(`port ${s.canaryPort} is in use by PID ${process.pid} .*which is not a vLLM`));
+    for (const socket of sockets) socket.destroy();
+    await new Promise((r) => server.close(r));
+    // The lock held by a live holder.
+    const handle = await createGpuLock({ path: s.layout.gpuLock, ttlSeconds: 60, owner: "test" }).acquire({ waitSeconds: 0 });
+    await refusedBy("lock", /held by PID \d+/);
+    await handle.release();
+    // Unknown subsystem.
+    const result = await s.evaluator().runTest(good, { subsystem: "tts" });
+    expect(result).toMatchObject({ status: "refused", gate: "subsystem" });
+    expect(await events(s.home)).not.toContain("production_stopped");
+    expect((await events(s.home)).filter((e) => e === "gate_refused")).toHaveLength(5);
+  }, 120_000);
+
+  it("refuses outside the window", async () => {
+    const s = await site({ window: "closed" });
+    const result = await s.evaluator().runTest(good);
+    expect(result).toMatchObject({ status: "refused", gate: "window" });
+    expect(result.validationReason).toMatch(/is closed; it opens at/);
+  }, 60_000);
+
+  it("a canary that dies of CUDA out-of-memory fails, and production is restored and charged", async () => {
+    const s = await site();
+    const result = await s.evaluator({}, { SIM_FAIL: "crash-mid-test", SIM_CRASH_AFTER: "2" }).runTest(good);
+    expect(result.status).toBe("failed");
+    expect(result.validationReason).toMatch(/the canary exited: torch\.OutOfMemoryError: CUDA out of memory/);
+    expect(await fetch(`${s.env.KLR_VLLM_URL}/health`).then((r) => r.ok)).toBe(true);
+    expect(await events(s.home)).toContain("budget_charged");
+    expect(result.promotionPath).toBeNull();
+  }, 120_000);
+
+  it("a canary that never gets healthy is inconclusive at its timeout; production comes back", async () => {
+    const s = await site({ settings: { KLR_CANARY_TIMEOUT: "3" } });
+    const result = await s.evaluator({}, { SIM_FAIL: "health-hang" }).runTest(good);
+    expect(result.status).toBe("inconclusive");
+    expect(result.validationReason).toContain("only 0 of 5 test completions succeeded: the canary was not healthy before its timeout");
+    expect(await fetch(`${s.env.KLR_VLLM_URL}/health`).then((r) => r.ok)).toBe(true);
+  }, 120_000);
+
+  it("production slow to return is waited for, and the overrun of the restore SLA is said", async () => {
+    const s = await site({ settings: { KLR_RESTORE_SLA: "2" } });
+    const result = await s.evaluator({}, { PRODUCTION_STARTUP_DELAY_MS: "2500" }).runTest(good);
+    expect(result.status).toBe("passed");
+    expect(result.validationReason).toMatch(/production took [\d.]+ s to serve again, over the 2 s restore SLA/);
+    expect(result.measured?.downtimeSeconds).toBeGreaterThan(2.5);
+  }, 120_000);
+});

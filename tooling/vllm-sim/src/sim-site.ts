@@ -1,0 +1,158 @@
+import { execFile } from "node:child_process";
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { createHost, h200 } from "./host-state.ts";
+
+const SIM_BIN = join(import.meta.dirname, "..", "bin");
+
+/**
+ * Llama-3.1-8B-Instruct's config.json fields (huggingface.co/meta-llama/Llama-3.1-8B-Instruct)
+ * and its model.safetensors.index.json `metadata.total_size`: a model folder the predictive
+ * model reads exactly as it reads the real one, without the 16 GB of weights.
+ */
+export const LLAMA_31_8B = {
+  config: {
+    architectures: ["LlamaForCausalLM"],
+    hidden_size: 4096,
+    intermediate_size: 14336,
+    max_position_embeddings: 131072,
+    model_type: "llama",
+    num_attention_heads: 32,
+    num_hidden_layers: 32,
+    num_key_value_heads: 8,
+    torch_dtype: "bfloat16",
+    vocab_size: 128256,
+  },
+  totalSize: 16060522496,
+};
+
+export async function writeModelFolder(dir: string, model = LLAMA_31_8B): Promise<string> {
+  await mkdir(dir, { recursive: true });
+  await writeFile(join(dir, "config.json"), JSON.stringify(model.config, null, 2));
+  await writeFile(join(dir, "model.safetensors.index.json"), JSON.stringify({ metadata: { total_size: model.totalSize }, weight_map: {} }));
+  return dir;
+}
+
+export interface SimSiteOptions {
+  /** production's --gpu-memory-utilization (default 0.5) */
+  productionUtil?: number;
+  /** two GPUs (production 0, spare 1) or one */
+  gpus?: 1 | 2;
+  /** the maintenance window: open now (default), or closed now */
+  window?: "open" | "closed";
+  /** more KLR_* settings */
+  settings?: Record<string, string>;
+}
+
+export interface SimSite {
+  dir: string;
+  home: string;
+  hostFile: string;
+  modelPath: string;
+  productionPort: number;
+  canaryPort: number;
+  /** the KLR_* environment of this site plus GPU_CANARY_SIM_HOST */
+  env: Record<string, string>;
+  /** production's current PID (from its pid file) */
+  productionPid(): Promise<number | null>;
+  startProduction(): Promise<void>;
+  /** stop whatever this site started: production, canaries, Whisper */
+  cleanup(): Promise<void>;
+}
+
+const freePort = () => 20000 + Math.floor(Math.random() * 25000);
+
+const hhmm = (date: Date) => `${String(date.getUTCHours()).padStart(2, "0")}:${String(date.getUTCMinutes()).padStart(2, "0")}`;
+
+function sh(command: string, env: Record<string, string>): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile("/bin/sh", ["-c", command], { env: { ...process.env, ...env }, timeout: 20_000 }, (error, stdout) =>
+      error ? reject(new Error(`${command}: ${error.message}`)) : resolve(stdout),
+    );
+  });
+}
+
+/**
+ * A whole simulated production host in a folder: GPU(s) in a host file, the nvidia-smi and vLLM
+ * stand-ins, a model folder, production managed by the `command` manager (started detached,
+ * stopped by signal), and the KLR_* settings that point gpu-canary at all of it — nothing real.
+ */
+export async function createSimSite(dir: string, options: SimSiteOptions = {}): Promise<SimSite> {
+  const home = join(dir, "home");
+  const hostFile = join(dir, "host.json");
+  await mkdir(home, { recursive: true });
+  await createHost(hostFile, { gpus: options.gpus === 1 ? [h200(0)] : [h200(0), h200(1)] });
+  const modelPath = await writeModelFolder(join(home, "models", "llm", "current"));
+  const productionPort = freePort();
+  const canaryPort = productionPort + 1;
+  const pidFile = join(dir, "production.pid");
+  const util = options.productionUtil ?? 0.5;
+  // The production command drops the canary-only failure knobs and takes its own start delay.
+  const start =
+    `setsid env -u SIM_FAIL SIM_STARTUP_DELAY_MS="\${PRODUCTION_STARTUP_DELAY_MS:-0}" CUDA_VISIBLE_DEVICES=0 ` +
+    `${join(SIM_BIN, "vllm")} --port ${productionPort} --model ${modelPath} --gpu-memory-utilization ${util} ` +
+    `>> ${join(dir, "production.log")} 2>&1 < /dev/null & echo $! > ${pidFile}`;
+  const stop = `kill -TERM "$(cat ${pidFile})"`;
+  const now = new Date();
+  const window =
+    options.window === "closed"
+      ? `${hhmm(new Date(now.getTime() + 2 * 3600_000))}-${hhmm(new Date(now.getTime() + 3 * 3600_000))}`
+      : `${hhmm(new Date(now.getTime() - 3600_000))}-${hhmm(new Date(now.getTime() + 3600_000))}`;
+  const env: Record<string, string> = {
+    KLR_HOME: home,
+    KLR_SERVICE_MANAGER: "command",
+    KLR_PRODUCTION_START_COMMAND: start,
+    KLR_PRODUCTION_STOP_COMMAND: stop,
+    KLR_VLLM_URL: `http://127.0.0.1:${productionPort}`,
+    KLR_CANARY_PORT: String(canaryPort),
+    KLR_DAEMON_LISTEN: `127.0.0.1:${canaryPort + 1}`,
+    KLR_VLLM_COMMAND: join(SIM_BIN, "vllm"),
+    KLR_NVIDIA_SMI: join(SIM_BIN, "nvidia-smi"),
+    KLR_MODEL_PATH: modelPath,
+    KLR_GPU_MAINTENANCE_TZ: "UTC",
+    KLR_GPU_MAINTENANCE_WINDOW: window,
+    KLR_CANARY_MODE: "canary",
+    KLR_ALLOW_SPARE_GPU: "false",
+    GPU_CANARY_SIM_HOST: hostFile,
+    ...options.settings,
+  };
+  const productionPid = async () => {
+    try {
+      const text = (await sh(`cat ${pidFile}`, {})).trim();
+      return text ? Number(text) : null;
+    } catch {
+      return null;
+    }
+  };
+  return {
+    dir,
+    home,
+    hostFile,
+    modelPath,
+    productionPort,
+    canaryPort,
+    env,
+    productionPid,
+    async startProduction() {
+      await sh(start, { GPU_CANARY_SIM_HOST: hostFile });
+      const deadline = Date.now() + 30_000;
+      while (Date.now() < deadline) {
+        const ok = await fetch(`http://127.0.0.1:${productionPort}/health`).then(
+          (r) => r.ok,
+          () => false,
+        );
+        if (ok) return;
+        await sleep(50);
+      }
+      throw new Error(`the simulated production vLLM did not start on port ${productionPort}`);
+    },
+    async cleanup() {
+      // Every process this site started names a file in its folder on its command line. The pattern's
+      // first character in brackets keeps pkill from matching the shell that runs it.
+      const pattern = `[${dir.slice(0, 1)}]${dir.slice(1)}/`;
+      await sh(`kill -KILL "$(cat ${pidFile} 2>/dev/null)" 2>/dev/null; true`, {});
+      await sh(`pkill -KILL -f -- '${pattern.replace(/'/g, "")}'; true`, {});
+    },
+  };
+}
