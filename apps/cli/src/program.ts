@@ -33,7 +33,7 @@ export function createProgram(io: Io, setExitCode: (code: number) => void): Comm
     .enablePositionalOptions()
     .addHelpText(
       "after",
-      `${examples(["gpu-canary window", "gpu-canary budget --json", "gpu-canary config"])}
+      `${examples(["gpu-canary status", "gpu-canary doctor", `gpu-canary evaluate --candidate '{"vllm_memory_util": 0.75, "whisper_model_size": "small"}'`])}
 Exit codes: 0 ok, 1 checked and not passed, 2 usage or settings error, 3 refused by a safety gate, 4 needs an operator.`,
     );
 
@@ -172,6 +172,77 @@ Exit codes: 0 ok, 1 checked and not passed, 2 usage or settings error, 3 refused
       run(async (command) => {
         const { runAuditQuery } = await import("./commands/audit.ts");
         return runAuditQuery(globals(command), io);
+      }),
+    );
+
+  program
+    .command("status")
+    .description("window, budget, lock, rate limits, mode, GPUs and production health in one view")
+    .addHelpText("after", examples(["gpu-canary status", "gpu-canary status --json | jq .budget"]))
+    .action(
+      run(async (command) => {
+        const { runStatus } = await import("./commands/status.ts");
+        return runStatus(globals(command), io);
+      }),
+    );
+
+  program
+    .command("doctor")
+    .description("the checklist's prerequisite and configuration checks, pass/fail with a fix each (exit 1 if any fails)")
+    .addHelpText("after", examples(["gpu-canary doctor", "gpu-canary doctor --json | jq '.checks[] | select(.ok == false)'"]))
+    .action(
+      run(async (command) => {
+        const { runDoctor } = await import("./commands/doctor.ts");
+        return runDoctor(globals(command), io);
+      }),
+    );
+
+  program
+    .command("evaluate")
+    .description("SpicaGPUAllocation.run_test on one candidate: predictive (arithmetic) or canary (a real vLLM under the safety gates)")
+    .option("--candidate <JSON>", 'the candidate, e.g. {"vllm_memory_util": 0.75, "whisper_model_size": "small"}')
+    .option("--mode <MODE>", "predictive or canary (default: KLR_CANARY_MODE)")
+    .option("--subsystem <NAME>", "whose rate limit the run counts against (default: the first of KLR_SUBSYSTEMS)")
+    .addHelpText(
+      "after",
+      `${examples([
+        `gpu-canary evaluate --candidate '{"vllm_memory_util": 0.75, "whisper_model_size": "small"}'`,
+        `gpu-canary evaluate --mode canary --candidate '{"vllm_memory_util": 0.8, "whisper_model_size": "base"}' --json`,
+      ])}
+Exit codes: 0 passed, 1 failed or inconclusive, 2 malformed candidate, 3 refused by a safety gate, 4 error; 128+N after signal N (production restored first).`,
+    )
+    .action(
+      run(async (command) => {
+        const { runEvaluate } = await import("./commands/evaluate.ts");
+        return runEvaluate(globals(command), io);
+      }),
+    );
+
+  program
+    .command("recover")
+    .description("finish what a crashed run left: restore production if needed, charge its downtime, release the lock")
+    .addHelpText("after", examples(["gpu-canary recover", "gpu-canary recover --json"]))
+    .action(
+      run(async (command) => {
+        const { runRecover } = await import("./commands/recover.ts");
+        return runRecover(globals(command), io);
+      }),
+    );
+
+  program
+    .command("promotions")
+    .description("the candidates that passed a canary, with their evidence")
+    .argument("[list]", "list them (the default)")
+    .addHelpText("after", examples(["gpu-canary promotions", "gpu-canary promotions list --json | jq '.promotions[-1]'"]))
+    .action(
+      run(async (command) => {
+        const what = command.args[0];
+        if (what !== undefined && what !== "list") {
+          const { usageError } = await import("./output.ts");
+          throw usageError(`unknown promotions action ${JSON.stringify(what)}`, "gpu-canary promotions list");
+        }
+        const { runPromotions } = await import("./commands/promotions.ts");
+        return runPromotions(globals(command), io);
       }),
     );
 

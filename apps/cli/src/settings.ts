@@ -34,3 +34,24 @@ export async function gpuLockFor(settings: Settings, io: Io, owner: string) {
     audit: await auditFeedFor(settings, io),
   });
 }
+
+/** Environment gpu-canary hands to nvidia-smi, the canary and operator commands: the simulated host's state file, when set. */
+export function hostEnv(io: Io): Record<string, string> {
+  const simHost = io.env.GPU_CANARY_SIM_HOST;
+  return simHost ? { GPU_CANARY_SIM_HOST: simHost } : {};
+}
+
+/** The evaluator of these settings; a signal aborts a run safely (production restored first). */
+export async function evaluatorFor(settings: Settings, io: Io, options: { owner: string; signal?: AbortSignal; progress?: boolean }) {
+  const { SpicaGPUAllocation } = await import("@gpu-canary/spica-evaluator");
+  return new SpicaGPUAllocation({
+    config: settings.config,
+    layout: settings.layout,
+    now: io.now,
+    env: hostEnv(io),
+    audit: await auditFeedFor(settings, io),
+    owner: options.owner,
+    ...(options.signal ? { signal: options.signal } : {}),
+    ...(options.progress ? { onProgress: (line: string) => io.stderr(`… ${line}\n`) } : {}),
+  });
+}

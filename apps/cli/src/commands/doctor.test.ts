@@ -1,0 +1,67 @@
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { testdir } from "@gpu-canary/testing";
+import { createSimSite } from "@gpu-canary/vllm-sim";
+import { describe, expect, it, onTestFinished } from "vitest";
+import { cli } from "../test-fixtures/cli.ts";
+
+async function downSite() {
+  const site = await createSimSite(await testdir());
+  onTestFinished(() => site.cleanup());
+  return site;
+}
+
+type Checks = { ok: boolean; checks: { name: string; ok: boolean; detail: string; fix: string | null }[] };
+
+describe("gpu-canary doctor and status", () => {
+  it("reports broken settings as failed checks (exit 1), not as a usage error", async () => {
+    const site = await downSite();
+    const result = await cli(["doctor", "--json"], { ...site.env, KLR_CANARY_PORT: "abc" });
+    expect(result.code).toBe(1);
+    const doc = result.json() as Checks;
+    expect(doc.ok).toBe(false);
+    expect(doc.checks.map((c) => c.name)).toEqual(["settings"]);
+    expect(doc.checks[0]?.detail).toContain("KLR_CANARY_PORT");
+  });
+
+  it("fails what is wrong on the host, each with its fix; says when a measured restore is slower than the SLA", async () => {
+    const site = await downSite();
+    const env = { ...site.env, KLR_RESTORE_SLA: "5" };
+    // An earlier run measured restores of 9 s.
+    const auditDir = join(site.home, "out", "orchestration", "epochs");
+    await mkdir(auditDir, { recursive: true });
+    const now = new Date();
+    const night = now.toISOString().slice(0, 10).replace(/-/g, "");
+    const line = (seconds: number) =>
+      JSON.stringify({ ts: now.toISOString(), event: "production_restored", run_id: "r-old", host: "h", pid: 1, seconds });
+    await writeFile(join(auditDir, `gpu_canary_${night}.jsonl`), `${line(9)}\n${line(8.5)}\n`);
+    const result = await cli(["doctor", "--json"], env, now.toISOString());
+    expect(result.code).toBe(1);
+    const checks = (result.json() as Checks).checks;
+    const failed = Object.fromEntries(checks.filter((c) => !c.ok).map((c) => [c.name, c]));
+    expect(Object.keys(failed).sort()).toEqual(["production_serving", "restore_within_sla"]);
+    expect(failed.restore_within_sla?.detail).toMatch(/restores take 9 s \(restore 9 s \(p95 of 2\)\) against the SLA of 5 s/);
+    expect(failed.restore_within_sla?.fix).toContain("KLR_QUIESCE=sleep");
+    const text = await cli(["doctor"], env, now.toISOString());
+    expect(text.stdout).toMatch(/^PASS {2}settings/m);
+    expect(text.stdout).toMatch(/^FAIL {2}production_serving/m);
+  }, 30_000);
+
+  it("status answers (exit 0) with an unreadable part named, the rest still shown", async () => {
+    const site = await downSite();
+    const now = new Date();
+    const night = now.toISOString().slice(0, 10).replace(/-/g, "");
+    await mkdir(join(site.home, ".kloros", "maintenance"), { recursive: true });
+    await writeFile(join(site.home, ".kloros", "maintenance", `gpu_budget_${night}.json`), "{broken");
+    const result = await cli(["status", "--json"], site.env, now.toISOString());
+    expect(result.code).toBe(0);
+    const doc = result.json() as Record<string, Record<string, unknown>>;
+    expect(Object.keys(doc)).toEqual(["window", "budget", "lock", "rate_limits", "mode", "gpus", "production"]);
+    expect(doc.budget?.error).toMatchObject({ code: "BUDGET_UNREADABLE" });
+    expect(doc.lock).toMatchObject({ state: "free" });
+    expect(doc.production).toMatchObject({ health: "refused" });
+    expect(Array.isArray(doc.gpus) && doc.gpus.length).toBe(2);
+    const text = await cli(["status"], site.env, now.toISOString());
+    expect(text.stdout).toMatch(/^Budget: {6}unavailable: /m);
+  }, 30_000);
+});

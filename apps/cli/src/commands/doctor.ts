@@ -1,0 +1,314 @@
+import { execFile } from "node:child_process";
+import { accessSync, constants, statSync } from "node:fs";
+import { delimiter, isAbsolute, join } from "node:path";
+import { type Config, layoutFor, loadConfig } from "@gpu-canary/config";
+import { windowAt } from "@gpu-canary/policy";
+import type { GlobalOptions, Io } from "../io.ts";
+import { answer } from "../output.ts";
+import { type Settings, gpuLockFor, hostEnv } from "../settings.ts";
+
+export interface Check {
+  name: string;
+  ok: boolean;
+  detail: string;
+  fix: string | null;
+}
+
+const message = (error: unknown) => (error instanceof Error ? error.message : String(error));
+const hintOf = (error: unknown) =>
+  typeof error === "object" && error !== null && "hint" in error && typeof error.hint === "string" ? error.hint : null;
+
+async function check(
+  name: string,
+  work: () => { ok: boolean; detail: string; fix?: string | null } | Promise<{ ok: boolean; detail: string; fix?: string | null }>,
+  fallbackFix: string,
+): Promise<Check> {
+  try {
+    const r = await work();
+    return { name, ok: r.ok, detail: r.detail, fix: r.ok ? null : (r.fix ?? fallbackFix) };
+  } catch (error) {
+    return { name, ok: false, detail: message(error), fix: hintOf(error) ?? fallbackFix };
+  }
+}
+
+function onPath(file: string, env: Readonly<Record<string, string | undefined>>): string | null {
+  const executable = (p: string) => {
+    try {
+      accessSync(p, constants.X_OK);
+      return statSync(p).isFile();
+    } catch {
+      return false;
+    }
+  };
+  if (file.includes("/")) return executable(file) ? file : null;
+  for (const dir of (env.PATH ?? "").split(delimiter)) if (dir && executable(join(dir, file))) return join(dir, file);
+  return null;
+}
+
+/** The checklist's prerequisites and configuration, and whether the limits can work together. */
+export async function doctorChecks(settings: Settings, io: Io): Promise<Check[]> {
+  const { config } = settings;
+  const env = hostEnv(io);
+  const spica = await import("@gpu-canary/spica-evaluator");
+  const { createGpuProbe } = await import("@gpu-canary/gpu-probe");
+  const probe = createGpuProbe({ executable: config.nvidiaSmi, env });
+  const checks: Check[] = [
+    {
+      name: "settings",
+      ok: true,
+      detail: `all KLR_* settings valid${settings.envFile ? ` (env file ${settings.envFile})` : ""}`,
+      fix: null,
+    },
+  ];
+  checks.push(
+    await check(
+      "home_writable",
+      () => {
+        accessSync(config.home, constants.W_OK);
+        return { ok: true, detail: `${config.home} exists and is writable` };
+      },
+      `create KLR_HOME (${config.home}) and make it writable by this user`,
+    ),
+  );
+  checks.push(
+    await check(
+      "nvidia_smi",
+      async () => {
+        const report = await probe.report();
+        const prod = report.gpus.find((g) => g.index === config.productionGpuId);
+        if (!prod)
+          return {
+            ok: false,
+            detail: `nvidia-smi works but reports no GPU ${config.productionGpuId} (KLR_PRODUCTION_GPU_ID)`,
+            fix: "set KLR_PRODUCTION_GPU_ID to an index `gpu-canary gpus` shows",
+          };
+        return { ok: true, detail: `${report.gpus.length} GPU(s); production GPU ${prod.index} is ${prod.name}` };
+      },
+      "install the NVIDIA driver, or point KLR_NVIDIA_SMI at nvidia-smi",
+    ),
+  );
+  if (config.allowSpareGpu) {
+    checks.push(
+      await check(
+        "spare_gpu",
+        async () => {
+          const gpu = (await probe.queryGpus()).gpus.find((g) => g.index === config.spareGpuId);
+          return gpu
+            ? { ok: true, detail: `spare GPU ${gpu.index} is ${gpu.name}` }
+            : { ok: false, detail: `no GPU ${config.spareGpuId} (KLR_SPARE_GPU_ID)` };
+        },
+        "set KLR_SPARE_GPU_ID to an index `gpu-canary gpus` shows, or KLR_ALLOW_SPARE_GPU=false",
+      ),
+    );
+  }
+  checks.push(
+    await check(
+      "model_folder",
+      async () => {
+        const shape = await spica.readModelShape(config.modelPath);
+        const weights = await spica.readWeightBytes(config.modelPath, shape);
+        return {
+          ok: true,
+          detail: `${config.modelPath}: ${shape.layers} layers, ${(weights.bytes / 1024 ** 3).toFixed(2)} GiB of weights (${weights.source})`,
+        };
+      },
+      "KLR_MODEL_PATH must name the Hugging Face folder production serves",
+    ),
+  );
+  checks.push(
+    await check(
+      "production_serving",
+      async () => {
+        const { e2eMs } = await spica.productionClient(config).servesCompletion({ timeoutMs: 10_000 });
+        return { ok: true, detail: `${config.vllmUrl} served a completion in ${e2eMs.toFixed(0)} ms` };
+      },
+      `start production vLLM, or set KLR_VLLM_URL (now ${config.vllmUrl}) and KLR_VLLM_API_KEY`,
+    ),
+  );
+  checks.push(await managerCheck(config));
+  checks.push(
+    await check(
+      "vllm_command",
+      () => {
+        const first = config.vllmCommand.trim().split(/\s+/)[0] ?? "";
+        const found = onPath(first, io.env);
+        return found
+          ? { ok: true, detail: `KLR_VLLM_COMMAND starts ${found}` }
+          : {
+              ok: false,
+              detail: `${first} (the first word of KLR_VLLM_COMMAND) is not an executable${isAbsolute(first) ? "" : " on PATH"}`,
+            };
+      },
+      "set KLR_VLLM_COMMAND to how vLLM is started, e.g. /opt/vllm/.venv/bin/python3 -m vllm.entrypoints.openai.api_server",
+    ),
+  );
+  checks.push(
+    await check(
+      "canary_port",
+      async () => {
+        const { portState } = await import("@gpu-canary/vllm-control");
+        const port = await portState(config.canaryPort);
+        return port.free
+          ? { ok: true, detail: `port ${config.canaryPort} is free for the canary` }
+          : { ok: false, detail: port.description };
+      },
+      "stop what holds KLR_CANARY_PORT, or choose another port",
+    ),
+  );
+  checks.push(
+    await check(
+      "whisper_commands",
+      () => {
+        const both = Boolean(config.whisperStopCommand) && Boolean(config.whisperStartCommand);
+        const none = !config.whisperStopCommand && !config.whisperStartCommand;
+        if (both) return { ok: true, detail: "Whisper's size is exercised for real during canaries" };
+        if (none)
+          return {
+            ok: true,
+            detail: "Whisper commands not set: canaries run beside the current Whisper; promotions say whisper_verified: false",
+          };
+        return { ok: false, detail: "only one of KLR_WHISPER_STOP_COMMAND and KLR_WHISPER_START_COMMAND is set" };
+      },
+      "set both, or neither",
+    ),
+  );
+  checks.push(...(await stateChecks(settings, io)));
+  checks.push(...(await limitChecks(settings, io)));
+  return checks;
+}
+
+async function managerCheck(config: Config): Promise<Check> {
+  return check(
+    "production_manager",
+    async () => {
+      if (config.serviceManager === "command") {
+        const missing = [
+          ...(config.productionStopCommand ? [] : ["KLR_PRODUCTION_STOP_COMMAND"]),
+          ...(config.productionStartCommand ? [] : ["KLR_PRODUCTION_START_COMMAND"]),
+        ];
+        return missing.length === 0
+          ? { ok: true, detail: "production is stopped and started by KLR_PRODUCTION_STOP_COMMAND / _START_COMMAND" }
+          : { ok: false, detail: `the command manager needs ${missing.join(" and ")}` };
+      }
+      const shown = await new Promise<{ stdout: string; problem: string }>((resolve) => {
+        execFile("systemctl", ["show", "-p", "LoadState", "--value", config.vllmService], { timeout: 10_000 }, (error, stdout, stderr) =>
+          resolve({ stdout, problem: error ? stderr.trim() || error.message : "" }),
+        );
+      });
+      const state = shown.stdout.trim();
+      return state === "loaded"
+        ? { ok: true, detail: `systemd unit ${config.vllmService} is loaded` }
+        : { ok: false, detail: `systemd unit ${config.vllmService}: ${state || shown.problem || "unknown"}` };
+    },
+    "set KLR_VLLM_SERVICE to production's unit, or KLR_SERVICE_MANAGER=command with its stop and start commands",
+  );
+}
+
+async function stateChecks(settings: Settings, io: Io): Promise<Check[]> {
+  const { config, layout } = settings;
+  const spica = await import("@gpu-canary/spica-evaluator");
+  const { budget, rate } = spica.policyOf(config, layout, io.now);
+  const night = windowAt(config.maintenanceWindow, config.maintenanceTimeZone, io.now()).night;
+  return Promise.all([
+    check(
+      "lock_file",
+      async () => {
+        const s = await (await gpuLockFor(settings, io, "gpu-canary doctor")).status();
+        if (s.state === "unreadable")
+          return { ok: false, detail: `${layout.gpuLock}: ${s.reason}`, fix: "`gpu-canary lock release` (or --force)" };
+        if (s.awaitsRecovery) return { ok: false, detail: `a crashed run awaits recovery: ${s.reason}`, fix: "`gpu-canary recover`" };
+        return { ok: true, detail: `the GPU lock is ${s.state}` };
+      },
+      "see `gpu-canary lock status`",
+    ),
+    check(
+      "budget_file",
+      async () => {
+        const s = await budget.status(night);
+        return { ok: true, detail: `night ${night}: ${s.secondsUsed} s used of ${s.maxSeconds} s` };
+      },
+      `gpu-canary budget reset --yes --date ${night}`,
+    ),
+    check(
+      "rate_limits_file",
+      async () => {
+        await rate.statusAll(config.subsystems);
+        return { ok: true, detail: `${layout.rateLimits} is readable` };
+      },
+      `repair or remove ${layout.rateLimits}`,
+    ),
+    check(
+      "vllm_seen_file",
+      async () => {
+        const seen = await spica.readVllmSeen(layout.vllmSeen);
+        return { ok: true, detail: seen ? `last seen vLLM ${seen.version ?? "?"} at ${seen.seen_at}` : "no vLLM seen yet" };
+      },
+      `remove ${layout.vllmSeen}`,
+    ),
+  ]);
+}
+
+/** Can the limits work together: the worst case within the budget and the window, the measured restore within the SLA. */
+async function limitChecks(settings: Settings, io: Io): Promise<Check[]> {
+  const { config, layout } = settings;
+  const { createAuditFeed } = await import("@gpu-canary/audit-feed");
+  const { worstCase } = await import("@gpu-canary/spica-evaluator");
+  const audit = createAuditFeed({ dir: layout.auditDir, timeZone: config.maintenanceTimeZone, now: io.now });
+  const worst = await worstCase(audit, config, io.now());
+  const window = windowAt(config.maintenanceWindow, config.maintenanceTimeZone, io.now());
+  const windowSeconds = (window.closesAt.getTime() - window.opensAt.getTime()) / 1000;
+  const spare = config.allowSpareGpu;
+  const quiescedNote = spare ? " (canaries use the spare GPU: quiesced runs are not needed)" : "";
+  return [
+    {
+      name: "worst_case_fits_budget",
+      ok: spare || worst.totalSeconds <= config.maxDowntimeSeconds,
+      detail: `a quiesced run's worst case is ${worst.totalSeconds} s (${worst.basis}) against a budget of ${config.maxDowntimeSeconds} s a night${quiescedNote}`,
+      fix:
+        spare || worst.totalSeconds <= config.maxDowntimeSeconds
+          ? null
+          : "raise KLR_GPU_MAINTENANCE_MAX_DOWNTIME, lower KLR_CANARY_TIMEOUT, use KLR_QUIESCE=sleep for faster restores, or a spare GPU (KLR_ALLOW_SPARE_GPU=true)",
+    },
+    {
+      name: "worst_case_fits_window",
+      ok: worst.totalSeconds <= windowSeconds,
+      detail: `the window ${window.spec} lasts ${windowSeconds} s; the worst case needs ${worst.totalSeconds} s`,
+      fix: worst.totalSeconds <= windowSeconds ? null : "widen KLR_GPU_MAINTENANCE_WINDOW",
+    },
+    {
+      name: "restore_within_sla",
+      ok: spare || worst.restoreSeconds <= config.restoreSlaSeconds,
+      detail: `restores take ${worst.restoreSeconds} s (${worst.basis.split(" + ").find((p) => p.startsWith("restore")) ?? "default"}) against the SLA of ${config.restoreSlaSeconds} s${quiescedNote}`,
+      fix:
+        spare || worst.restoreSeconds <= config.restoreSlaSeconds
+          ? null
+          : `production needs longer than KLR_RESTORE_SLA to come back from a stop: use KLR_QUIESCE=sleep (vLLM's sleep mode wakes in seconds), a spare GPU, or raise KLR_RESTORE_SLA`,
+    },
+  ];
+}
+
+export async function runDoctor(options: GlobalOptions, io: Io): Promise<number> {
+  const loaded = loadConfig({ env: io.env, homeDir: io.homeDir });
+  let checks: Check[];
+  if (!loaded.ok) {
+    // Broken settings are failed checks here, not a usage error: doctor exists to say what is wrong.
+    checks = loaded.errors.map((e) => ({
+      name: "settings",
+      ok: false,
+      detail: e,
+      fix: "fix the variable in the environment or the env file; `gpu-canary config` shows where each comes from",
+    }));
+  } else {
+    const settings: Settings = { ...loaded, layout: layoutFor(loaded.config) };
+    for (const warning of loaded.warnings) io.stderr(`warning: ${warning}\n`);
+    checks = await doctorChecks(settings, io);
+  }
+  const ok = checks.every((c) => c.ok);
+  answer(io, options, { ok, checks }, () =>
+    [
+      ...checks.map((c) => `${c.ok ? "PASS" : "FAIL"}  ${c.name.padEnd(24)} ${c.detail}${c.fix ? `\n      fix: ${c.fix}` : ""}`),
+      ok ? "All checks passed." : `${checks.filter((c) => !c.ok).length} check(s) failed.`,
+    ].join("\n"),
+  );
+  return ok ? 0 : 1;
+}

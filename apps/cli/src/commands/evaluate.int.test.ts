@@ -1,0 +1,160 @@
+import { spawn } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { testdir, tsNodeArgs } from "@gpu-canary/testing";
+import { createSimSite } from "@gpu-canary/vllm-sim";
+import { describe, expect, it, onTestFinished } from "vitest";
+import { cli } from "../test-fixtures/cli.ts";
+
+const bin = join(import.meta.dirname, "..", "bin.ts");
+const candidate = JSON.stringify({ vllm_memory_util: 0.75, whisper_model_size: "small" });
+
+async function simSite(production = true) {
+  const site = await createSimSite(await testdir());
+  onTestFinished(() => site.cleanup());
+  if (production) await site.startProduction();
+  const night = new Date().toISOString().slice(0, 10).replace(/-/g, "");
+  const files = {
+    lock: join(site.home, ".kloros", "locks", "gpu_maintenance.lock"),
+    budget: join(site.home, ".kloros", "maintenance", `gpu_budget_${night}.json`),
+    audit: join(site.home, "out", "orchestration", "epochs", `gpu_canary_${night}.jsonl`),
+    report: join(site.home, ".kloros", "locks", "gpu_maintenance.watchdog.json"),
+  };
+  const events = () =>
+    existsSync(files.audit)
+      ? readFileSync(files.audit, "utf8")
+          .trim()
+          .split("\n")
+          .map((l) => JSON.parse(l) as { event: string; [k: string]: unknown })
+      : [];
+  const run = (argv: string[]) => cli(argv, site.env, new Date().toISOString());
+  const serves = () =>
+    fetch(`${site.env.KLR_VLLM_URL}/v1/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ prompt: "ping", max_tokens: 1 }),
+    }).then(
+      (r) => r.ok,
+      () => false,
+    );
+  return { site, files, events, run, serves };
+}
+
+/** `gpu-canary evaluate` as a real process, to be signalled mid-run. */
+function evaluateProcess(env: Record<string, string>) {
+  const clean = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("KLR_")));
+  const child = spawn(process.execPath, tsNodeArgs(bin, ["evaluate", "--candidate", candidate, "--json"]), {
+    env: { ...clean, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
+  child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once("exit", (code, signal) => resolve({ code, signal })),
+  );
+  onTestFinished(() => void child.kill("SIGKILL"));
+  return { child, exited, output: () => ({ stdout, stderr }) };
+}
+
+async function until(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string) {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe("gpu-canary evaluate", () => {
+  it("prints the checklist's lines; --json carries the result; exit codes 0, 1 and 2", async () => {
+    const { run } = await simSite();
+    const text = await run(["evaluate", "--candidate", candidate, "--mode", "predictive"]);
+    expect(text.code).toBe(0);
+    expect(text.stdout).toMatch(/^Mode: predictive\nStatus: passed\nValidation: true\nReason: fits GPU 0: .*\nLLM latency: n\/a/);
+    const json = await run(["evaluate", "--candidate", candidate, "--mode", "predictive", "--json"]);
+    expect(json.json()).toMatchObject({ mode: "predictive", status: "passed", validation_passed: true, llm_latency_ms: null });
+    const high = await run([
+      "evaluate",
+      "--candidate",
+      '{"vllm_memory_util": 0.95, "whisper_model_size": "small"}',
+      "--mode",
+      "predictive",
+    ]);
+    expect(high.code).toBe(1);
+    expect(high.stdout).toContain("Reason: vllm_memory_util 0.95 is above the maximum 0.9");
+    const malformed = await run(["evaluate", "--candidate", '{"vllm_memory_util": 0.7}', "--json"]);
+    expect(malformed.code).toBe(2);
+    expect(malformed.json().error).toMatchObject({ code: "CANDIDATE_INVALID" });
+    expect((await run(["evaluate", "--candidate", candidate, "--mode", "fast"])).code).toBe(2);
+  }, 60_000);
+
+  it("runs a quiesced canary; status, promotions and doctor see its traces", async () => {
+    const { run, files } = await simSite();
+    const result = await run(["evaluate", "--candidate", candidate]);
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(
+      /Mode: canary\nStatus: passed\nValidation: true\nReason: 5 streamed completions.*\nLLM latency: [\d.]+ms\nDowntime: [\d.]+ s charged/,
+    );
+    const budget = JSON.parse(readFileSync(files.budget, "utf8")) as { seconds_used: number };
+    expect(budget.seconds_used).toBeGreaterThan(0);
+    const status = (await run(["status", "--json"])).json() as Record<string, Record<string, unknown>>;
+    expect(status.budget).toMatchObject({ seconds_used: budget.seconds_used, max_seconds: 60 });
+    expect(status.lock).toMatchObject({ held: false, state: "free" });
+    expect(status.production).toMatchObject({ health: "healthy", version: "0.11.0" });
+    expect(status.window).toMatchObject({ open: true, timezone: "UTC" });
+    const promotions = (await run(["promotions", "list", "--json"])).json() as { promotions: { candidate: unknown; path: string }[] };
+    expect(promotions.promotions).toHaveLength(1);
+    expect(promotions.promotions[0]).toMatchObject({ candidate: JSON.parse(candidate), path: "quiesced" });
+    const doctor = await run(["doctor", "--json"]);
+    const checks = (doctor.json() as { checks: { name: string; ok: boolean; detail: string }[] }).checks;
+    expect(checks.filter((c) => !c.ok)).toEqual([]);
+    expect(doctor.code).toBe(0);
+    expect(checks.find((c) => c.name === "worst_case_fits_budget")?.detail).toMatch(/restore [\d.]+ s \(p95 of 1\)/);
+  }, 120_000);
+
+  it("SIGTERM mid-run: production restored, downtime charged, lock released, exit 143", async () => {
+    const { site, files, events, serves } = await simSite();
+    const proc = evaluateProcess(site.env);
+    await until(() => events().some((e) => e.event === "canary_started"), 60_000, "the canary to start");
+    proc.child.kill("SIGTERM");
+    const { code } = await proc.exited;
+    expect(code).toBe(143);
+    expect(await serves()).toBe(true);
+    expect(existsSync(files.lock)).toBe(false);
+    expect(JSON.parse(readFileSync(files.budget, "utf8")).seconds_used).toBeGreaterThan(0);
+    expect(events().map((e) => e.event)).toEqual(
+      expect.arrayContaining(["canary_stopped", "production_restored", "budget_charged", "lock_released"]),
+    );
+    expect(events().at(-1)).toMatchObject({ event: "run_finished", status: "error" });
+    expect(proc.output().stdout).toContain('"code": "INTERRUPTED"');
+  }, 120_000);
+
+  it("SIGKILL mid-run: the watchdog restores production within the SLA; recover charges the journal's downtime and releases", async () => {
+    const { site, files, events, serves, run } = await simSite();
+    const proc = evaluateProcess(site.env);
+    await until(() => events().some((e) => e.event === "canary_started"), 60_000, "the canary to start");
+    const killedAt = Date.now();
+    proc.child.kill("SIGKILL");
+    await proc.exited;
+    await until(() => existsSync(files.report), 30_000, "the watchdog's report");
+    expect(await serves()).toBe(true);
+    expect((Date.now() - killedAt) / 1000).toBeLessThan(15);
+    const report = JSON.parse(readFileSync(files.report, "utf8")) as Record<string, unknown>;
+    expect(report).toMatchObject({ reason: expect.stringContaining("died"), canary_stopped: true, error: null });
+    // The crashed run's lock is kept for recovery: a plain acquirer is refused.
+    const locked = await run(["lock", "run", "--wait", "0", "--", "true"]);
+    expect(locked.code).toBe(3);
+    const recovered = await run(["recover", "--json"]);
+    expect(recovered.code).toBe(0);
+    const outcome = recovered.json() as { action: string; restored_by: string; charged_seconds: number };
+    expect(outcome).toMatchObject({ action: "recovered", restored_by: "watchdog" });
+    const stoppedAt = Date.parse(String(events().find((e) => e.event === "production_stopped")?.ts));
+    const servingAt = Date.parse(String(report.production_serving_at));
+    // Charged from the journal's quiesce to the watchdog's first completion (the stop event is written after the stop completed).
+    expect(outcome.charged_seconds).toBeGreaterThanOrEqual((servingAt - stoppedAt) / 1000);
+    expect(JSON.parse(readFileSync(files.budget, "utf8")).seconds_used).toBeCloseTo(outcome.charged_seconds, 3);
+    expect(existsSync(files.lock)).toBe(false);
+    expect((await run(["recover", "--json"])).json()).toMatchObject({ action: "nothing" });
+  }, 120_000);
+});
