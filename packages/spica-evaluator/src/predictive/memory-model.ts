@@ -53,6 +53,14 @@ export function batchDefaults(totalBytes: number, gpuName: string): { maxNumSeqs
   return big ? { maxNumSeqs: 1024, maxNumBatchedTokens: 8192 } : { maxNumSeqs: 256, maxNumBatchedTokens: 2048 };
 }
 
+/**
+ * V0's defaults: 256 sequences; without chunked prefill (on by default only past 32K tokens) a
+ * batch holds one whole max-length prompt, so the profiling pass runs max(max_model_len, 2048) tokens.
+ */
+export function v0BatchDefaults(maxModelLen: number): { maxNumSeqs: number; maxNumBatchedTokens: number } {
+  return { maxNumSeqs: 256, maxNumBatchedTokens: maxModelLen > 32768 ? 2048 : Math.max(maxModelLen, 2048) };
+}
+
 /** vLLM's own CUDA context and NCCL init, outside its budget (0.61 GiB observed on an idle H100). */
 export const VLLM_CONTEXT_BYTES = 0.6 * GIB;
 
@@ -65,7 +73,7 @@ const gib = (bytes: number) => `${(bytes / GIB).toFixed(2)} GiB`;
  */
 export function predictMemory(input: MemoryInputs): MemoryPrediction {
   const T = input.totalBytes;
-  const defaults = batchDefaults(T, input.gpuName);
+  const defaults = input.accounting.v1 ? batchDefaults(T, input.gpuName) : v0BatchDefaults(input.maxModelLen);
   const S = input.maxNumSeqs ?? defaults.maxNumSeqs;
   const Nb = input.maxNumBatchedTokens ?? defaults.maxNumBatchedTokens;
   const shape = input.shape;
