@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import { GpuCanaryError, InterruptedError } from "@gpu-canary/errors";
 import { CrashedRunError, GpuLockHeldError, type GpuLockHandle } from "@gpu-canary/gpu-lock";
 import { percentile } from "@gpu-canary/vllm-client";
@@ -164,7 +165,7 @@ export async function runCanary(ctx: RunContext, candidate: Candidate, run: { ru
 
 async function testCanary(ctx: RunContext, canary: CanaryProcess | null, deadline: number): Promise<LatencySamples> {
   const died = canary ? () => (canary.hasExited() ? `the canary exited: ${deathLine(canary)}` : null) : undefined;
-  return timedCompletions(canaryClient(ctx.config), {
+  const samples = await timedCompletions(canaryClient(ctx.config), {
     samples: ctx.config.canarySamples,
     deadline,
     model: ctx.config.modelPath,
@@ -172,6 +173,13 @@ async function testCanary(ctx: RunContext, canary: CanaryProcess | null, deadlin
     ...(ctx.onProgress ? { onProgress: ctx.onProgress } : {}),
     ...(died ? { died } : {}),
   });
+  // A dying canary refuses connections before its exit is seen: give the exit a moment to tell why.
+  if (canary && samples.e2eMs.length < ctx.config.canarySamples && !samples.errors.some((e) => e.startsWith("the canary exited"))) {
+    await Promise.race([canary.exited, sleep(2000)]);
+    const why = died?.();
+    if (why) samples.errors.push(why);
+  }
+  return samples;
 }
 
 function verdictOf(
