@@ -35,6 +35,8 @@ const EVENT_FIELDS = {
   intent_created: { intent_id: z.string(), kind: z.string() },
   oom_detected: { kind: z.string(), line: z.string() },
   promotion_written: { path: z.string() },
+  /** the tuning runner's decision on an intent: promoted, ranked, no_fit, deferred, refused, failed, error */
+  tuning_decision: { intent_id: z.string().nullable(), outcome: z.string() },
 } satisfies Record<string, z.ZodRawShape>;
 
 type EventFields = typeof EVENT_FIELDS;

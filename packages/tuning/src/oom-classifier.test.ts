@@ -1,0 +1,111 @@
+import { describe, expect, it } from "vitest";
+import { type OomKind, classifyLine, createOomDetector } from "./oom-classifier.ts";
+
+// Real lines from public threads; each names its source.
+const OOM: [OomKind, string, string][] = [
+  [
+    "oom_startup_free_memory",
+    "[2026-02-24T20:21:58Z] (EngineCore_DP0 pid=6940) ValueError: Free memory on device cuda:1 (19.77/22.05 GiB) on startup is less than desired GPU memory utilization (0.9, 19.84 GiB). Decrease GPU memory utilization or reduce GPU memory used by other processes.",
+    "pytorch/pytorch#175666",
+  ],
+  [
+    "oom_startup_free_memory",
+    "ValueError: Free memory on device (31.44/47.38 GiB) on startup is less than desired GPU memory utilization (0.95, 45.01 GiB). Decrease GPU memory utilization or reduce GPU memory used by other processes.",
+    "vllm-project/vllm#20305",
+  ],
+  [
+    "oom_kv_cache",
+    "vllm-1  | ERROR 11-18 18:07:28 engine.py:366] ValueError: No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when initializing the engine.",
+    "vllm-project/vllm#10439 (docker compose prefix)",
+  ],
+  [
+    "oom_max_model_len",
+    "The model's max seq len (29000) is larger than the maximum number of tokens that can be stored in KV cache (23648). Try increasing `gpu_memory_utilization` or decreasing `max_model_len` when initializing the engine.",
+    "vllm-project/vllm#10517",
+  ],
+  [
+    "oom_max_model_len",
+    "ERROR 04-05 01:12:55 [core.py:390] ValueError: To serve at least one request with the models's max seq len (1048576), (24.00 GiB KV cache is needed, which is larger than the available KV cache memory (9.97 GiB). Try increasing `gpu_memory_utilization` or decreasing `max_model_len` when initializing the engine.",
+    "vllm-project/vllm#16118",
+  ],
+  [
+    "oom_runtime",
+    "(VllmWorker rank=7 pid=10948) ERROR 03-16 06:12:38 [multiproc_executor.py:375] RuntimeError: CUDA out of memory occurred when warming up sampler with 1024 dummy requests. Please try lowering `max_num_seqs` or `gpu_memory_utilization` when initializing the engine.",
+    "vllm-project/vllm#14452",
+  ],
+  [
+    "oom_runtime",
+    "(VllmWorker rank=1 pid=2978) ERROR 03-19 07:27:53 [multiproc_executor.py:375] torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.74 GiB. GPU 1 has a total capacity of 23.57 GiB of which 605.88 MiB is free. Process 133288 has 22.97 GiB memory in use.",
+    "NVIDIA/nccl#1645 (a vLLM 0.8.0 log)",
+  ],
+  [
+    "oom_runtime",
+    "Nov 28 03:12:09 gpu-host vllm[1234]: \u001b[1;31mtorch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB.\u001b[0m",
+    "journald prefix and ANSI colours around PyTorch's allocator text",
+  ],
+];
+
+const NOT_OOM: [string, string][] = [
+  ["(EngineCore_DP0 pid=1133552) INFO 10-03 16:22:17 [gpu_worker.py:298] Available KV cache memory: 6.51 GiB", "LMCache/LMCache#1739"],
+  ["(EngineCore_DP0 pid=1133552) INFO 10-03 16:22:17 [kv_cache_utils.py:864] GPU KV cache size: 42,656 tokens", "LMCache/LMCache#1739"],
+  ["INFO 10-03 16:22:17 [kv_cache_utils.py:868] Maximum concurrency for 32,768 tokens per request: 1.30x", "LMCache/LMCache#1739"],
+  ["INFO 02-26 09:54:05 worker.py:267] Memory profiling takes 3.25 seconds", "vllm-project/vllm#13882"],
+  [
+    "INFO 02-26 09:54:05 worker.py:267] model weights take 5.20GiB; non_torch_memory takes 0.03GiB; PyTorch activation peak memory takes 1.42GiB; the rest of the memory reserved for KV Cache is -1.05GiB.",
+    "vllm-project/vllm#13882",
+  ],
+  [
+    "(Worker_TP1 pid=148) INFO 05-14 00:04:16 [gpu_model_runner.py:6143] Estimated CUDA graph memory: 0.17 GiB total",
+    "noonghunna/club-3090#127",
+  ],
+  [
+    "INFO 05-14 00:04:17 [gpu_worker.py:475] CUDA graph memory profiling is enabled (default since v0.21.0). The current --gpu-memory-utilization=0.9200 is equivalent to --gpu-memory-utilization=0.9129 without CUDA graph memory profiling.",
+    "noonghunna/club-3090#127",
+  ],
+  [
+    "INFO model_runner.py] Capturing the model for CUDA graphs. This may lead to unexpected consequences if the model is not static. To run the model in eager mode, set 'enforce_eager=True' or use '--enforce-eager' in the CLI. CUDA graphs can take additional 1~3 GiB memory per GPU. If you are running out of memory, consider decreasing `gpu_memory_utilization` or enforcing eager mode.",
+    "vLLM V0 model_runner.py's capture notice (predictive-memory.md §1.3)",
+  ],
+  [
+    'ERROR 11-18 18:07:28 engine.py:366]     raise ValueError("No available memory for the cache blocks. "',
+    "vllm-project/vllm#10439 (the traceback's source line)",
+  ],
+  ["INFO 02-26 09:54:02 model_runner.py:1115] Loading model weights took 5.2032 GB", "vllm-project/vllm#13882"],
+];
+
+describe("classifyLine", () => {
+  it.each(OOM)("%s: %s (%s)", (kind, line) => {
+    expect(classifyLine(line)).toBe(kind);
+  });
+
+  it.each(NOT_OOM)("not a failure: %s (%s)", (line) => {
+    expect(classifyLine(line)).toBeNull();
+  });
+
+  it("ignores empty, binary and absurdly long lines", () => {
+    expect(classifyLine("")).toBeNull();
+    expect(classifyLine("\u0000\u0001\u0002")).toBeNull();
+    expect(classifyLine(`No available memory for the cache blocks ${"x".repeat(10_000)}`)).toBeNull();
+  });
+});
+
+describe("createOomDetector", () => {
+  it("reports one event per failure, not one per traceback line or worker", () => {
+    let t = Date.parse("2026-11-28T03:00:00Z");
+    const detector = createOomDetector({ quietMs: 30_000, now: () => new Date(t) });
+    const traceback = [
+      "(VllmWorker rank=0 pid=1) ERROR [multiproc_executor.py:375] WorkerProc hit an exception: %s",
+      "(VllmWorker rank=0 pid=1) ERROR [multiproc_executor.py:375]     raise RuntimeError(",
+      "(VllmWorker rank=0 pid=1) ERROR [multiproc_executor.py:375] RuntimeError: CUDA out of memory occurred when warming up sampler with 1024 dummy requests.",
+      "(VllmWorker rank=1 pid=2) ERROR [multiproc_executor.py:375] RuntimeError: CUDA out of memory occurred when warming up sampler with 1024 dummy requests.",
+      "ERROR [core.py:340] RuntimeError: CUDA out of memory occurred when warming up sampler with 1024 dummy requests.",
+    ];
+    const events = traceback.map((l) => detector.feed(l)).filter((e) => e !== null);
+    expect(events).toHaveLength(1);
+    expect(events[0]?.kind).toBe("oom_runtime");
+    // Another kind is another failure; the same kind after the quiet time is a new one.
+    expect(detector.feed("ValueError: No available memory for the cache blocks.")?.kind).toBe("oom_kv_cache");
+    t += 31_000;
+    expect(detector.feed(traceback[2] ?? "")?.kind).toBe("oom_runtime");
+  });
+});

@@ -1,0 +1,196 @@
+import type { AuditFeed } from "@gpu-canary/audit-feed";
+import type { Config, WhisperSize } from "@gpu-canary/config";
+import {
+  type Candidate,
+  type EvaluationResult,
+  type PreflightResult,
+  type SpicaGPUAllocation,
+  candidateJson,
+  listPromotions,
+  parseCandidate,
+} from "@gpu-canary/spica-evaluator";
+import type { Intent } from "./intents.ts";
+import { DIRECTION } from "./oom-classifier.ts";
+
+export interface CurrentConfig {
+  candidate: Candidate;
+  /** where the numbers came from */
+  source: string;
+}
+
+export interface Screened {
+  candidate: Candidate;
+  fits: boolean;
+  reason: string;
+  kvTokens: number;
+  /** free memory left at vLLM's start beyond what it asks: the risk margin */
+  headroomBytes: number;
+}
+
+export type TuningStatus = "promoted" | "ranked" | "no_fit" | "deferred" | "refused" | "failed" | "error";
+
+export interface TuningOutcome {
+  status: TuningStatus;
+  reason: string;
+  current: CurrentConfig;
+  ranking: Screened[];
+  chosen: Candidate | null;
+  result: EvaluationResult | null;
+}
+
+// Whisper sizes from the smallest footprint to the largest (WHISPER_FP16_GIB).
+const WHISPER_ORDER: WhisperSize[] = ["tiny", "base", "small", "medium", "turbo", "large", "large-v2", "large-v3"];
+const STEPS = [0.02, 0.05, 0.08, 0.1];
+const round2 = (v: number) => Math.round(v * 100) / 100;
+
+function smallerWhisper(size: WhisperSize): WhisperSize | null {
+  const i = WHISPER_ORDER.indexOf(size);
+  return i > 0 ? (WHISPER_ORDER[i - 1] ?? null) : null;
+}
+
+/** Candidates around the current config in the direction the failure asks for, within the bounds. */
+export function proposeCandidates(current: Candidate, direction: "more" | "less", bounds: { min: number; max: number }): Candidate[] {
+  const sign = direction === "more" ? 1 : -1;
+  const utils = STEPS.map((s) => round2(current.vllmMemoryUtil + sign * s)).filter((u) => u >= bounds.min && u <= bounds.max);
+  const out: Candidate[] = utils.map((u) => ({ vllmMemoryUtil: u, whisperModelSize: current.whisperModelSize }));
+  const smaller = smallerWhisper(current.whisperModelSize);
+  if (smaller) {
+    // A smaller Whisper makes room: as it is, and with the first step in the asked direction.
+    const base = Math.min(bounds.max, Math.max(bounds.min, round2(current.vllmMemoryUtil)));
+    out.push({ vllmMemoryUtil: base, whisperModelSize: smaller });
+    if (utils[1] !== undefined) out.push({ vllmMemoryUtil: utils[1], whisperModelSize: smaller });
+  }
+  const seen = new Set<string>();
+  return out.filter((c) => {
+    const key = `${c.vllmMemoryUtil}/${c.whisperModelSize}`;
+    if (seen.has(key) || (c.vllmMemoryUtil === current.vllmMemoryUtil && c.whisperModelSize === current.whisperModelSize)) return false;
+    seen.add(key);
+    return true;
+  });
+}
+
+/** Most KV capacity first; at equal capacity, the larger safety margin. */
+export function rank(screened: Screened[]): Screened[] {
+  return [...screened].filter((s) => s.fits).sort((a, b) => b.kvTokens - a.kvTokens || b.headroomBytes - a.headroomBytes);
+}
+
+export interface TuningRunnerDeps {
+  config: Config;
+  evaluator: SpicaGPUAllocation;
+  audit: AuditFeed;
+  promotionsDir: string;
+}
+
+/**
+ * ConfigTuningRunner: reads production's current config, proposes candidates in the direction
+ * the failure calls for, screens them all predictively, ranks those that fit, and canaries the
+ * best when the mode is canary (the evaluator's gates apply); else it records the ranking.
+ */
+export function createTuningRunner(deps: TuningRunnerDeps) {
+  const { config, evaluator, audit } = deps;
+
+  const currentConfig = async (): Promise<CurrentConfig> => {
+    const whisper = config.whisperSize;
+    const labels = await evaluator.context.production.cacheConfig(3000).catch(() => null);
+    const util = Number(labels?.gpu_memory_utilization);
+    if (labels && Number.isFinite(util) && util > 0 && util <= 1) {
+      return { candidate: { vllmMemoryUtil: util, whisperModelSize: whisper }, source: "production's vllm:cache_config_info" };
+    }
+    const last = (await listPromotions(deps.promotionsDir)).promotions.at(-1);
+    if (last) {
+      try {
+        return { candidate: parseCandidate(last.candidate), source: `the last promotion (${last.run_id})` };
+      } catch {
+        // a promotion with an odd candidate is skipped
+      }
+    }
+    const middle = round2((config.vllmMemoryUtilMin + config.vllmMemoryUtilMax) / 2);
+    return {
+      candidate: { vllmMemoryUtil: middle, whisperModelSize: whisper },
+      source: "assumed: production did not say and nothing was promoted (the middle of the bounds)",
+    };
+  };
+
+  const screen = async (candidate: Candidate): Promise<Screened> => {
+    try {
+      const p: PreflightResult = await evaluator.predict(candidate);
+      return {
+        candidate,
+        fits: p.ok,
+        reason: p.reason,
+        kvTokens: p.predicted.kvTokens,
+        headroomBytes: p.predicted.freeAtStartBytes - p.predicted.requestedBytes,
+      };
+    } catch (error) {
+      return { candidate, fits: false, reason: error instanceof Error ? error.message : String(error), kvTokens: 0, headroomBytes: 0 };
+    }
+  };
+
+  return {
+    currentConfig,
+    async run(intent: Pick<Intent, "id" | "kind" | "subsystem" | "candidate">, options: { dryRun?: boolean } = {}): Promise<TuningOutcome> {
+      const current = await currentConfig();
+      const proposals =
+        intent.candidate !== undefined
+          ? [parseCandidate(intent.candidate)]
+          : intent.kind === "manual"
+            ? [...proposeCandidates(current.candidate, "more", bounds()), ...proposeCandidates(current.candidate, "less", bounds())]
+            : proposeCandidates(current.candidate, DIRECTION[intent.kind], bounds());
+      const screened = await Promise.all(proposals.map(screen));
+      const ranking = rank(screened);
+      const decide = async (outcome: Omit<TuningOutcome, "current" | "ranking">): Promise<TuningOutcome> => {
+        await audit.append({
+          event: "tuning_decision",
+          run_id: outcome.result?.runId ?? null,
+          intent_id: intent.id,
+          outcome: outcome.status,
+          reason: outcome.reason,
+          current: { ...candidateJson(current.candidate), source: current.source },
+          ranking: ranking.map((s) => ({ ...candidateJson(s.candidate), kv_tokens: s.kvTokens })),
+          rejected: screened.filter((s) => !s.fits).map((s) => ({ ...candidateJson(s.candidate), reason: s.reason })),
+          dry_run: options.dryRun === true,
+        });
+        return { ...outcome, current, ranking };
+      };
+      const best = ranking[0];
+      if (!best) {
+        return decide({
+          status: "no_fit",
+          reason: `none of ${screened.length} candidates around ${fmt(current.candidate)} fits the predictive model${screened[0] ? `; e.g. ${fmt(screened[0].candidate)}: ${screened[0].reason}` : ""}`,
+          chosen: null,
+          result: null,
+        });
+      }
+      if (options.dryRun || config.canaryMode === "predictive") {
+        return decide({
+          status: "ranked",
+          reason: `${ranking.length} of ${screened.length} candidates fit; best ${fmt(best.candidate)} with ${best.kvTokens} KV tokens${options.dryRun ? " (dry run: no canary)" : " (predictive mode: no canary)"}`,
+          chosen: best.candidate,
+          result: null,
+        });
+      }
+      const result = await evaluator.runTest(candidateJson(best.candidate), { mode: "canary", subsystem: intent.subsystem });
+      const status: TuningStatus =
+        result.status === "passed"
+          ? "promoted"
+          : result.status === "refused"
+            ? result.gate === "window"
+              ? "deferred"
+              : "refused"
+            : result.status === "error"
+              ? "error"
+              : "failed";
+      return decide({ status, reason: `${fmt(best.candidate)}: ${result.validationReason}`, chosen: best.candidate, result });
+    },
+  };
+
+  function bounds() {
+    return { min: config.vllmMemoryUtilMin, max: config.vllmMemoryUtilMax };
+  }
+}
+
+function fmt(c: Candidate): string {
+  return `vllm_memory_util ${c.vllmMemoryUtil} with Whisper ${c.whisperModelSize}`;
+}
+
+export type TuningRunner = ReturnType<typeof createTuningRunner>;

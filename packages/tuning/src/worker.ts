@@ -1,0 +1,60 @@
+import type { AuditFeed } from "@gpu-canary/audit-feed";
+import type { ClaimedIntent, IntentInput, IntentStore } from "./intents.ts";
+import { type OomEvent, createOomDetector } from "./oom-classifier.ts";
+import type { TuningOutcome, TuningRunner } from "./tuning-runner.ts";
+
+/**
+ * Work one claimed intent through the runner. A run the window refused waits for the next
+ * opening (back to pending); an error goes to failed/; every other decision is processed.
+ */
+export async function workIntent(
+  deps: { store: IntentStore; runner: TuningRunner },
+  claimed: ClaimedIntent,
+  options: { dryRun?: boolean } = {},
+): Promise<{ outcome: TuningOutcome | null; state: "pending" | "processed" | "failed"; error?: string }> {
+  let outcome: TuningOutcome;
+  try {
+    outcome = await deps.runner.run(claimed.intent, options);
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    await deps.store.finish(claimed, "failed", { status: "error", reason: message });
+    return { outcome: null, state: "failed", error: message };
+  }
+  if (outcome.status === "deferred") {
+    await deps.store.release(claimed);
+    return { outcome, state: "pending" };
+  }
+  const state = outcome.status === "error" ? "failed" : "processed";
+  await deps.store.finish(claimed, state, {
+    status: outcome.status,
+    reason: outcome.reason,
+    run_id: outcome.result?.runId ?? null,
+    promotion: outcome.result?.promotionPath ?? null,
+  });
+  return { outcome, state };
+}
+
+export interface ObservedEvent extends OomEvent {
+  intentId: string | null;
+  merged: boolean;
+}
+
+/** Turn vLLM log lines into out-of-memory events, audited, each an intent unless dry-run. */
+export function createObserver(deps: { store: IntentStore; audit: AuditFeed; subsystem: string; now?: () => Date; quietMs?: number }) {
+  const detector = createOomDetector({
+    ...(deps.now ? { now: deps.now } : {}),
+    ...(deps.quietMs !== undefined ? { quietMs: deps.quietMs } : {}),
+  });
+  return {
+    async line(text: string, options: { dryRun?: boolean } = {}): Promise<ObservedEvent | null> {
+      const event = detector.feed(text);
+      if (!event) return null;
+      if (options.dryRun) return { ...event, intentId: null, merged: false };
+      await deps.audit.append({ event: "oom_detected", kind: event.kind, line: event.line });
+      const input: IntentInput = { kind: event.kind, subsystem: deps.subsystem, evidence: event.line };
+      const created = await deps.store.create(input);
+      if (!created.merged) await deps.audit.append({ event: "intent_created", intent_id: created.intent.id, kind: event.kind });
+      return { ...event, intentId: created.intent.id, merged: created.merged };
+    },
+  };
+}
