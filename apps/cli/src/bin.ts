@@ -10,6 +10,11 @@ const io: Io = {
   homeDir: homedir(),
   now: () => new Date(),
   isTTY: process.stdout.isTTY,
+  readStdin: async () => {
+    const chunks: Buffer[] = [];
+    for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+    return Buffer.concat(chunks).toString("utf8");
+  },
   onSignal: (handler) => {
     const listener = (signal: NodeJS.Signals) => handler(signal);
     process.on("SIGINT", listener);

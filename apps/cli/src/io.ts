@@ -9,6 +9,8 @@ export interface Io {
   isTTY: boolean;
   /** subscribe to SIGINT/SIGTERM; returns the unsubscribe */
   onSignal: (handler: (signal: NodeJS.Signals) => void) => () => void;
+  /** all of standard input (for `observe --from -`); absent where there is none */
+  readStdin?: () => Promise<string>;
 }
 
 export interface GlobalOptions {

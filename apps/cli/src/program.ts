@@ -247,6 +247,43 @@ Exit codes: 0 passed, 1 failed or inconclusive, 2 malformed candidate, 3 refused
     );
 
   program
+    .command("observe")
+    .description("scan vLLM log lines for out-of-memory events: one line per event; creates intents unless --dry-run")
+    .option("--from <FILE>", "the log file to scan, or - for standard input")
+    .option("--dry-run", "report the events, create no intents")
+    .option("--subsystem <NAME>", "the subsystem the intents name (default: the first of KLR_SUBSYSTEMS)")
+    .addHelpText(
+      "after",
+      examples([
+        "gpu-canary observe --from /var/log/vllm.log --dry-run",
+        "journalctl -u vllm.service --since today -o cat | gpu-canary observe --from - --json",
+      ]),
+    )
+    .action(
+      run(async (command) => {
+        const { runObserve } = await import("./commands/tuning.ts");
+        return runObserve(globals(command), io);
+      }),
+    );
+
+  program
+    .command("tune")
+    .description("run the tuning runner once: on --intent FILE, else on the oldest pending intent")
+    .option("--intent <FILE>", "an intent file (a pending one is claimed; another is queued first)")
+    .option("--dry-run", "screen and rank the candidates only: no canary")
+    .addHelpText(
+      "after",
+      `${examples(["gpu-canary tune --dry-run", "gpu-canary tune --intent ./manual-intent.json --json"])}
+Exit codes: 0 promoted or ranked (or nothing to do), 1 no candidate fits or the canary failed, 3 refused (a deferred intent waits for the window), 4 error.`,
+    )
+    .action(
+      run(async (command) => {
+        const { runTune } = await import("./commands/tuning.ts");
+        return runTune(globals(command), io);
+      }),
+    );
+
+  program
     .command("demo")
     .description("walk through gpu-canary's rules on a temporary KLR_HOME, touching nothing real")
     .option("--keep", "keep the temporary KLR_HOME and print where it is")

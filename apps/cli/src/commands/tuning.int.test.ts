@@ -1,0 +1,77 @@
+import { readdirSync } from "node:fs";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { testdir } from "@gpu-canary/testing";
+import { createSimSite } from "@gpu-canary/vllm-sim";
+import { describe, expect, it, onTestFinished } from "vitest";
+import { cli } from "../test-fixtures/cli.ts";
+
+// Lines of a vLLM log: ordinary ones, then one failure reported by three workers and the engine.
+const LOG = [
+  "INFO 10-03 16:22:17 [gpu_worker.py:298] Available KV cache memory: 6.51 GiB",
+  "INFO 10-03 16:22:17 [kv_cache_utils.py:864] GPU KV cache size: 42,656 tokens",
+  "(VllmWorker rank=0 pid=1) ERROR 03-16 06:12:38 [multiproc_executor.py:375] RuntimeError: CUDA out of memory occurred when warming up sampler with 1024 dummy requests. Please try lowering `max_num_seqs` or `gpu_memory_utilization` when initializing the engine.",
+  "(VllmWorker rank=1 pid=2) ERROR 03-16 06:12:38 [multiproc_executor.py:375] RuntimeError: CUDA out of memory occurred when warming up sampler with 1024 dummy requests. Please try lowering `max_num_seqs` or `gpu_memory_utilization` when initializing the engine.",
+  "ERROR 03-16 06:12:38 [core.py:340] RuntimeError: CUDA out of memory occurred when warming up sampler with 1024 dummy requests.",
+].join("\n");
+
+async function simSite() {
+  const site = await createSimSite(await testdir(), { settings: { KLR_CANARY_MODE: "predictive" } });
+  onTestFinished(() => site.cleanup());
+  await site.startProduction();
+  const run = (argv: string[]) => cli(argv, site.env, new Date().toISOString());
+  const intents = (sub = "") => {
+    try {
+      return readdirSync(join(site.home, "out", "orchestration", "intents", sub)).filter((n) => n.endsWith(".json"));
+    } catch {
+      return [];
+    }
+  };
+  return { site, run, intents };
+}
+
+describe("gpu-canary observe and tune", () => {
+  it("observe prints one event per failure; --dry-run creates nothing; tune ranks and processes the intent", async () => {
+    const { site, run, intents } = await simSite();
+    const log = join(site.dir, "vllm.log");
+    await writeFile(log, LOG);
+    const dry = await run(["observe", "--from", log, "--dry-run", "--json"]);
+    expect(dry.code).toBe(0);
+    const events = dry.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(events).toEqual([expect.objectContaining({ event: "oom_detected", kind: "oom_runtime", intent_id: null })]);
+    expect(intents()).toEqual([]);
+    const real = await run(["observe", "--from", log, "--json"]);
+    const intentId = (JSON.parse(real.stdout.trim()) as { intent_id: string }).intent_id;
+    expect(intents()).toEqual([`${intentId}.json`]);
+    const tuned = await run(["tune", "--json"]);
+    expect(tuned.code).toBe(0);
+    expect(tuned.json()).toMatchObject({ state: "processed", status: "ranked", current: { vllm_memory_util: 0.5 } });
+    expect(intents("processed")).toEqual([`${intentId}.json`]);
+    expect((await run(["tune"])).stdout).toBe("No pending intents.\n");
+  }, 60_000);
+
+  it("tune --intent takes a manual proposal from a file and refuses a malformed one (exit 2)", async () => {
+    const { site, run } = await simSite();
+    const file = join(site.dir, "manual.json");
+    await writeFile(
+      file,
+      JSON.stringify({
+        kind: "manual",
+        subsystem: "gpu_allocation",
+        evidence: "operator",
+        candidate: { vllm_memory_util: 0.7, whisper_model_size: "base" },
+      }),
+    );
+    const tuned = await run(["tune", "--intent", file, "--json"]);
+    expect(tuned.code).toBe(0);
+    expect(tuned.json()).toMatchObject({ status: "ranked", chosen: { vllm_memory_util: 0.7, whisper_model_size: "base" } });
+    await writeFile(file, JSON.stringify({ kind: "oom_disk", subsystem: "gpu_allocation", evidence: "x" }));
+    const bad = await run(["tune", "--intent", file, "--json"]);
+    expect(bad.code).toBe(2);
+    expect(bad.json().error?.code).toBe("INTENT_INVALID");
+    expect((await run(["observe"])).code).toBe(2);
+  }, 60_000);
+});

@@ -1,0 +1,136 @@
+import { readFile } from "node:fs/promises";
+import { resolve } from "node:path";
+import { errnoCode } from "@gpu-canary/errors";
+import type { GlobalOptions, Io } from "../io.ts";
+import { answer, usageError } from "../output.ts";
+import { type Settings, auditFeedFor, evaluatorFor, loadSettings } from "../settings.ts";
+
+async function tuningFor(settings: Settings, io: Io, owner: string, signal?: AbortSignal) {
+  const tuning = await import("@gpu-canary/tuning");
+  const audit = await auditFeedFor(settings, io);
+  const store = tuning.createIntentStore({ layout: settings.layout, subsystems: settings.config.subsystems, now: io.now });
+  const evaluator = await evaluatorFor(settings, io, { owner, ...(signal ? { signal } : {}), progress: io.isTTY });
+  const runner = tuning.createTuningRunner({ config: settings.config, evaluator, audit, promotionsDir: settings.layout.promotionsDir });
+  return { tuning, audit, store, runner };
+}
+
+/** `observe --from FILE|-`: vLLM log lines in, one JSON line per out-of-memory event out; intents unless --dry-run. */
+export async function runObserve(
+  options: GlobalOptions & { from?: string; dryRun?: boolean; subsystem?: string },
+  io: Io,
+): Promise<number> {
+  if (!options.from) throw usageError("--from is required", "gpu-canary observe --from /var/log/vllm.log (or --from - for standard input)");
+  const settings = loadSettings(io);
+  const subsystem = options.subsystem ?? settings.config.subsystems[0] ?? "gpu_allocation";
+  if (!settings.config.subsystems.includes(subsystem)) {
+    throw usageError(
+      `subsystem ${JSON.stringify(subsystem)} is not one of KLR_SUBSYSTEMS (${settings.config.subsystems.join(", ")})`,
+      "name one of KLR_SUBSYSTEMS",
+    );
+  }
+  let text: string;
+  if (options.from === "-") {
+    if (!io.readStdin) throw usageError("standard input is not available here", "pass a file with --from FILE");
+    text = await io.readStdin();
+  } else {
+    try {
+      text = await readFile(resolve(options.from), "utf8");
+    } catch (error) {
+      throw usageError(
+        `cannot read ${options.from}: ${errnoCode(error) ?? String(error)}`,
+        "give a readable vLLM log file, or - for standard input",
+      );
+    }
+  }
+  const { tuning, audit, store } = await tuningFor(settings, io, "gpu-canary observe");
+  const observer = tuning.createObserver({ store, audit, subsystem, now: io.now });
+  let count = 0;
+  for (const line of text.split("\n")) {
+    const event = await observer.line(line, { dryRun: options.dryRun === true });
+    if (!event) continue;
+    count += 1;
+    const json = { event: "oom_detected", kind: event.kind, line: event.line, intent_id: event.intentId, merged: event.merged };
+    if (options.json) io.stdout(`${JSON.stringify(json)}\n`);
+    else
+      io.stdout(
+        `${event.kind}: ${event.line.slice(0, 160)}\n  → ${event.intentId === null ? "dry run: no intent" : event.merged ? `merged into ${event.intentId}` : `intent ${event.intentId}`}\n`,
+      );
+  }
+  if (!options.json && count === 0) io.stdout("No out-of-memory events found.\n");
+  return 0;
+}
+
+/** `tune [--intent FILE] [--dry-run]`: the tuning runner once, on the given intent or the oldest pending one. */
+export async function runTune(options: GlobalOptions & { intent?: string; dryRun?: boolean }, io: Io): Promise<number> {
+  const settings = loadSettings(io);
+  const controller = new AbortController();
+  const unsubscribe = io.onSignal((signal) => controller.abort(signal));
+  try {
+    const { tuning, store, runner } = await tuningFor(settings, io, "gpu-canary tune", controller.signal);
+    let claimed;
+    if (options.intent) {
+      const path = resolve(options.intent);
+      if (path.startsWith(`${settings.layout.intentsDir}/`) && !path.slice(settings.layout.intentsDir.length + 1).includes("/")) {
+        claimed = await store.claim(path);
+        if (!claimed)
+          throw usageError(
+            `${path} is not a pending intent (already claimed, or gone)`,
+            "`ls` the intents folder; processing/ holds claimed ones",
+          );
+      } else {
+        let body: unknown;
+        try {
+          body = JSON.parse(await readFile(path, "utf8"));
+        } catch (error) {
+          throw usageError(
+            `cannot read the intent ${path}: ${error instanceof Error ? error.message : String(error)}`,
+            'an intent is a JSON file: {"kind", "subsystem", "evidence", "candidate"?}',
+          );
+        }
+        const input = tuning.parseIntentInput(body, settings.config.subsystems);
+        const created = await store.create(input);
+        claimed = await store.claim(created.path);
+        if (!claimed)
+          throw usageError(`the intent was merged into ${created.intent.id}, which another worker holds`, "see the intents folder");
+      }
+    } else {
+      claimed = await store.claim();
+    }
+    if (!claimed) {
+      answer(io, options, { intent: null, status: "idle", reason: "no pending intents" }, () => "No pending intents.");
+      return 0;
+    }
+    const worked = await tuning.workIntent({ store, runner }, claimed, { dryRun: options.dryRun === true });
+    const outcome = worked.outcome;
+    const { candidateJson, resultJson } = await import("@gpu-canary/spica-evaluator");
+    answer(
+      io,
+      options,
+      {
+        intent: claimed.intent,
+        state: worked.state,
+        status: outcome?.status ?? "error",
+        reason: outcome?.reason ?? worked.error ?? "",
+        current: outcome && { ...candidateJson(outcome.current.candidate), source: outcome.current.source },
+        ranking:
+          outcome?.ranking.map((s) => ({ ...candidateJson(s.candidate), kv_tokens: s.kvTokens, headroom_bytes: s.headroomBytes })) ?? [],
+        chosen: outcome?.chosen ? candidateJson(outcome.chosen) : null,
+        result: outcome?.result ? resultJson(outcome.result) : null,
+      },
+      () =>
+        [
+          `Intent: ${claimed.intent.id} (${claimed.intent.kind}) → ${worked.state}`,
+          `Current: ${outcome ? `vllm_memory_util ${outcome.current.candidate.vllmMemoryUtil}, Whisper ${outcome.current.candidate.whisperModelSize} (${outcome.current.source})` : "?"}`,
+          ...(outcome?.ranking.map(
+            (s, i) =>
+              `  ${i + 1}. vllm_memory_util ${s.candidate.vllmMemoryUtil}, Whisper ${s.candidate.whisperModelSize}: ${s.kvTokens} KV tokens`,
+          ) ?? []),
+          `Decision: ${outcome?.status ?? "error"} — ${outcome?.reason ?? worked.error ?? ""}`,
+        ].join("\n"),
+    );
+    if (!outcome) return 4;
+    return { promoted: 0, ranked: 0, deferred: 3, refused: 3, no_fit: 1, failed: 1, error: 4 }[outcome.status];
+  } finally {
+    unsubscribe();
+  }
+}
