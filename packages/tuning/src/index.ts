@@ -6,3 +6,5 @@ export { createTuningRunner, proposeCandidates, rank } from "./tuning-runner.ts"
 export type { CurrentConfig, Screened, TuningOutcome, TuningRunner, TuningRunnerDeps, TuningStatus } from "./tuning-runner.ts";
 export { createObserver, workIntent } from "./worker.ts";
 export type { ObservedEvent } from "./worker.ts";
+export { followLog } from "./log-follower.ts";
+export type { FollowOptions } from "./log-follower.ts";

@@ -158,11 +158,12 @@ export function systemdRun(argv: string[]): number {
   return startUnit(dir, unit);
 }
 
-/** `journalctl -u UNIT [-f] [-o cat] [-n N] [--cursor-file F]`: the unit's output, followed. */
+/** `journalctl -u UNIT [-f] [-o cat] [-n N] [--cursor-file F]`: the unit's output, followed; a saved cursor wins over -n, as in journalctl. */
 export async function journalctl(argv: string[]): Promise<number> {
   const dir = systemdDir();
   let unit = "";
   let cursorFile: string | null = null;
+  let lines: number | null = null;
   const follow = argv.includes("-f") || argv.includes("--follow");
   for (let i = 0; i < argv.length; i += 1) {
     const a = argv[i] ?? "";
@@ -170,12 +171,26 @@ export async function journalctl(argv: string[]): Promise<number> {
     else if (a.startsWith("--unit=")) unit = a.slice(7);
     else if (a === "--cursor-file") cursorFile = argv[++i] ?? null;
     else if (a.startsWith("--cursor-file=")) cursorFile = a.slice(14);
+    else if (a === "-n" || a === "--lines") lines = Number(argv[++i]);
+    else if (a.startsWith("--lines=")) lines = Number(a.slice(8));
   }
   const log = paths(dir, unit.replace(/\.service$/, "")).log;
   const fallback = paths(dir, unit).log;
   const file = existsSync(log) ? log : fallback;
   let offset = 0;
   if (cursorFile && existsSync(cursorFile)) offset = Number(/offset=(\d+)/.exec(readFileSync(cursorFile, "utf8"))?.[1] ?? 0);
+  else if (lines !== null && Number.isInteger(lines) && lines >= 0 && existsSync(file)) {
+    // Like journalctl -n N: start N lines before the end (0: at the end).
+    const text = readFileSync(file);
+    let i = text.length - 1;
+    if (text[i] === 10) i -= 1;
+    for (let seen = 0; lines > 0 && i >= 0; i -= 1) {
+      if (text[i] !== 10) continue;
+      seen += 1;
+      if (seen === lines) break;
+    }
+    offset = lines > 0 ? i + 1 : text.length;
+  }
   process.stdout.on("error", () => process.exit(0));
   for (;;) {
     const size = existsSync(file) ? (await stat(file)).size : 0;
