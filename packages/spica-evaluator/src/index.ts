@@ -29,3 +29,5 @@ export type { Accounting } from "./predictive/vllm-accounting.ts";
 export { VLLM_CONTEXT_BYTES, batchDefaults, predictMemory } from "./predictive/memory-model.ts";
 export type { MemoryCheck, MemoryInputs, MemoryPrediction } from "./predictive/memory-model.ts";
 export { WHISPER_FP16_GIB, whisperBytes } from "./predictive/whisper-footprint.ts";
+export { isUnavailable, statusDocument } from "./status.ts";
+export type { StatusDocument, StatusPart } from "./status.ts";
