@@ -1,37 +1,115 @@
-import { homedir } from "node:os";
-import { loadConfig, requireConfig } from "@gpu-canary/config";
+import { homedir, hostname } from "node:os";
+import { createAuditFeed } from "@gpu-canary/audit-feed";
+import { layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
 import { GpuCanaryError, exitCodeOf } from "@gpu-canary/errors";
+import { windowAt } from "@gpu-canary/policy";
+import { SpicaGPUAllocation } from "@gpu-canary/spica-evaluator";
+import { createIntentStore, createTuningRunner } from "@gpu-canary/tuning";
 import { pino } from "pino";
+import { createDaemon } from "./daemon.ts";
+import { createMetrics } from "./metrics.ts";
+import { createNotifier } from "./notify.ts";
 import { buildServer } from "./server.ts";
+import { ensureToken } from "./token.ts";
 
-export const VERSION = "0.1.0";
+export const VERSION = "0.2.0";
 
-/** Validate settings, listen on KLR_DAEMON_LISTEN, stop cleanly on SIGTERM/SIGINT. */
+/**
+ * gpu-canaryd: validate settings, recover what a crash left, follow vLLM's log into intents,
+ * work them one at a time, serve the API on KLR_DAEMON_LISTEN; on SIGTERM/SIGINT end a run in
+ * progress safely (production restored), flush and exit 0.
+ */
 export async function main(env: Readonly<Record<string, string | undefined>>): Promise<number> {
-  const logger = pino({ name: "gpu-canaryd", redact: ["req.headers.authorization", "*.token"] }, pino.destination(2));
-  let settings;
+  const logger = pino(
+    { name: "gpu-canaryd", redact: ["req.headers.authorization", "*.token", "token", "*.apiKey", "*.api_key"] },
+    pino.destination(2),
+  );
   try {
-    settings = requireConfig(loadConfig({ env, homeDir: homedir() }));
+    return await run(env, logger);
   } catch (error) {
     if (error instanceof GpuCanaryError) {
       logger.error({ code: error.code, hint: error.hint }, error.message);
+      logger.flush();
       return exitCodeOf(error.kind);
     }
     throw error;
   }
+}
+
+async function run(env: Readonly<Record<string, string | undefined>>, logger: pino.Logger): Promise<number> {
+  const settings = requireConfig(loadConfig({ env, homeDir: homedir() }));
   for (const warning of settings.warnings) logger.warn(warning);
-  const app = buildServer({ logger, now: () => new Date(), version: VERSION });
-  const { host, port } = settings.config.daemonListen;
-  await app.listen({ host, port });
-  await new Promise<void>((resolve) => {
-    const stop = (signal: NodeJS.Signals) => {
-      logger.info({ signal }, "stopping");
-      resolve();
-    };
-    process.once("SIGTERM", stop);
-    process.once("SIGINT", stop);
+  const config = settings.config;
+  const layout = layoutFor(config);
+  const now = () => new Date();
+  // The simulated host's nvidia-smi and vLLM find their state through this variable (demo, tests).
+  const hostEnv: Record<string, string> = env.GPU_CANARY_SIM_HOST ? { GPU_CANARY_SIM_HOST: env.GPU_CANARY_SIM_HOST } : {};
+  const audit = createAuditFeed({
+    dir: layout.auditDir,
+    timeZone: config.maintenanceTimeZone,
+    now,
+    onWarning: (message) => logger.warn(message),
   });
+  const runAbort = new AbortController();
+  const evaluator = new SpicaGPUAllocation({
+    config,
+    layout,
+    audit,
+    now,
+    env: hostEnv,
+    owner: "gpu-canaryd",
+    signal: runAbort.signal,
+    onProgress: (line) => logger.info({ progress: true }, line),
+  });
+  const store = createIntentStore({ layout, subsystems: config.subsystems, now });
+  const runner = createTuningRunner({ config, evaluator, audit, promotionsDir: layout.promotionsDir });
+  const ctx = evaluator.context;
+  const night = () => windowAt(config.maintenanceWindow, config.maintenanceTimeZone, now());
+  const metrics = createMetrics({
+    budget: async () => {
+      try {
+        const s = await ctx.budget.status(night().night);
+        return { usedSeconds: s.secondsUsed, leftSeconds: s.secondsLeft };
+      } catch {
+        return { usedSeconds: Number.NaN, leftSeconds: Number.NaN };
+      }
+    },
+    windowOpen: () => night().open,
+    lockHeld: async () => (await ctx.lock.status().catch(() => null))?.held ?? false,
+    intentsPending: async () => (await store.list("pending")).length,
+  });
+  const notifier = createNotifier({ url: config.notifyUrl, logger, host: hostname() });
+  const daemon = createDaemon({ config, layout, logger, audit, store, runner, evaluator, metrics, notifier, runAbort, now, env: hostEnv });
+  const token = await ensureToken(layout.daemonTokenFile);
+  const app = buildServer({
+    logger,
+    now,
+    version: VERSION,
+    config,
+    context: ctx,
+    audit,
+    store,
+    metrics,
+    token,
+    promotionsDir: layout.promotionsDir,
+    daemonState: daemon.state,
+    onIntent: daemon.wake,
+  });
+  const stopped = new Promise<NodeJS.Signals>((resolve) => {
+    process.once("SIGTERM", () => resolve("SIGTERM"));
+    process.once("SIGINT", () => resolve("SIGINT"));
+  });
+  // Recovery first: a crashed run's production comes back before anything new starts.
+  await daemon.start();
+  const { host, port } = config.daemonListen;
+  await app.listen({ host, port });
+  logger.info({ mode: config.canaryMode, log: config.vllmLog.kind }, "working");
+  const signal = await stopped;
+  logger.info({ signal }, "stopping");
+  await daemon.stop(signal);
   await app.close();
+  await notifier.flush();
+  logger.info("stopped");
   logger.flush();
   return 0;
 }

@@ -1,20 +1,172 @@
-import { fixedNow } from "@gpu-canary/testing";
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { createAuditFeed } from "@gpu-canary/audit-feed";
+import { layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
+import { SpicaGPUAllocation } from "@gpu-canary/spica-evaluator";
+import { fixedNow, testdir } from "@gpu-canary/testing";
+import { createIntentStore } from "@gpu-canary/tuning";
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
+import { createMetrics } from "./metrics.ts";
 import { buildServer } from "./server.ts";
+import { bearerMatches, ensureToken } from "./token.ts";
+
+const silent = pino({ level: "silent" });
+
+async function full() {
+  const home = await testdir();
+  const config = requireConfig(
+    loadConfig({ env: { KLR_HOME: home, KLR_NVIDIA_SMI: "/nonexistent/nvidia-smi", KLR_VLLM_URL: "http://127.0.0.1:9" }, homeDir: home }),
+  ).config;
+  const layout = layoutFor(config);
+  const audit = createAuditFeed({ dir: layout.auditDir, timeZone: config.maintenanceTimeZone });
+  const evaluator = new SpicaGPUAllocation({ config, audit });
+  const store = createIntentStore({ layout, subsystems: config.subsystems });
+  const metrics = createMetrics({
+    budget: () => Promise.resolve({ usedSeconds: 12.5, leftSeconds: 47.5 }),
+    windowOpen: () => false,
+    lockHeld: () => Promise.resolve(false),
+    intentsPending: async () => (await store.list("pending")).length,
+  });
+  const token = await ensureToken(layout.daemonTokenFile);
+  let woken = 0;
+  const app = buildServer({
+    logger: silent,
+    now: () => new Date(),
+    version: "0.2.0",
+    config,
+    context: evaluator.context,
+    audit,
+    store,
+    metrics,
+    token,
+    promotionsDir: layout.promotionsDir,
+    daemonState: () => ({ working: null }),
+    onIntent: () => (woken += 1),
+  });
+  return { app, token, audit, layout, store, woken: () => woken };
+}
+
+const intent = { kind: "oom_kv_cache", subsystem: "gpu_allocation", evidence: "ValueError: No available memory for the cache blocks." };
 
 describe("buildServer", () => {
   it("answers /healthz with its version and start time", async () => {
-    const app = buildServer({ logger: pino({ level: "silent" }), now: fixedNow("2026-11-28T08:00:00Z"), version: "0.1.0" });
+    const app = buildServer({ logger: silent, now: fixedNow("2026-11-28T08:00:00Z"), version: "0.1.0" });
     const response = await app.inject({ method: "GET", url: "/healthz" });
     expect(response.statusCode).toBe(200);
     expect(response.json()).toEqual({ ok: true, version: "0.1.0", started_at: "2026-11-28T08:00:00.000Z", uptime_seconds: 0 });
+    expect((await app.inject({ method: "GET", url: "/nope" })).statusCode).toBe(404);
     await app.close();
   });
 
-  it("answers 404 for a route it does not have", async () => {
-    const app = buildServer({ logger: pino({ level: "silent" }), now: fixedNow("2026-11-28T08:00:00Z"), version: "0.1.0" });
-    expect((await app.inject({ method: "GET", url: "/nope" })).statusCode).toBe(404);
-    await app.close();
+  it("POST /intents: 401 without or with a wrong token, 400 for a bad body, 202 accepted (merged when repeated)", async () => {
+    const s = await full();
+    const post = (payload: unknown, authorization?: string) =>
+      s.app.inject({ method: "POST", url: "/intents", payload: payload as object, headers: authorization ? { authorization } : {} });
+    expect((await post(intent)).statusCode).toBe(401);
+    expect((await post(intent, "Bearer wrong-token-of-some-length")).statusCode).toBe(401);
+    expect((await post(intent, `Basic ${s.token}`)).statusCode).toBe(401);
+    const auth = `Bearer ${s.token}`;
+    for (const bad of [
+      { ...intent, kind: "oom_disk" },
+      { ...intent, subsystem: "tts" },
+      { ...intent, extra: true },
+      { kind: "manual" },
+      [intent],
+    ]) {
+      const response = await post(bad, auth);
+      expect(response.statusCode).toBe(400);
+      expect(response.json()).toMatchObject({ error: { code: "INTENT_INVALID" } });
+    }
+    const notJson = await s.app.inject({
+      method: "POST",
+      url: "/intents",
+      payload: "{",
+      headers: { authorization: auth, "content-type": "application/json" },
+    });
+    expect(notJson.statusCode).toBe(400);
+    const accepted = await post(intent, auth);
+    expect(accepted.statusCode).toBe(202);
+    expect(accepted.json()).toMatchObject({ merged: false, intent: { ...intent } });
+    expect((await post(intent, auth)).json()).toMatchObject({ merged: true, id: accepted.json<{ id: string }>().id });
+    expect(s.woken()).toBe(2);
+    expect((await s.audit.query()).map((e) => e.event)).toEqual(["intent_created"]);
+    await s.app.close();
+  });
+
+  it("GET /audit filters like `audit query` and refuses bad parameters; /promotions and /metrics answer", async () => {
+    const s = await full();
+    await s.audit.append({ event: "gate_refused", run_id: "r-1", gate: "window", reason: "closed" });
+    await s.audit.append({ event: "run_finished", run_id: "r-1", status: "refused", mode: "canary" });
+    const all = await s.app.inject({ method: "GET", url: "/audit" });
+    expect(all.json<{ events: unknown[] }>().events).toHaveLength(2);
+    const one = await s.app.inject({ method: "GET", url: "/audit?event=gate_refused&run=r-1" });
+    expect(one.json<{ events: { gate: string }[] }>().events.map((e) => e.gate)).toEqual(["window"]);
+    expect((await s.app.inject({ method: "GET", url: "/audit?since=yesterday" })).statusCode).toBe(400);
+    expect((await s.app.inject({ method: "GET", url: "/audit?color=blue" })).statusCode).toBe(400);
+    await mkdir(s.layout.promotionsDir, { recursive: true });
+    await writeFile(join(s.layout.promotionsDir, "junk.json"), "{");
+    expect((await s.app.inject({ method: "GET", url: "/promotions" })).json()).toMatchObject({
+      promotions: [],
+      unreadable: [{ file: expect.stringContaining("junk.json") }],
+    });
+    const metrics = await s.app.inject({ method: "GET", url: "/metrics" });
+    expect(metrics.headers["content-type"]).toContain("text/plain");
+    for (const name of [
+      "gpu_canary_runs_total",
+      "gpu_canary_refusals_total",
+      "gpu_canary_downtime_used_seconds 12.5",
+      "gpu_canary_downtime_left_seconds 47.5",
+      "gpu_canary_window_open 0",
+      "gpu_canary_lock_held 0",
+      "gpu_canary_intents_pending 0",
+      "gpu_canary_observer_errors_total 0",
+    ])
+      expect(metrics.body).toContain(name);
+    await s.app.close();
+  });
+
+  it("GET /status answers with each unavailable part named", async () => {
+    const s = await full();
+    const status = (await s.app.inject({ method: "GET", url: "/status" })).json<Record<string, Record<string, unknown>>>();
+    expect(Object.keys(status)).toEqual(["window", "budget", "lock", "rate_limits", "mode", "gpus", "production", "daemon"]);
+    expect(status.gpus?.error).toBeDefined();
+    expect(status.production).toMatchObject({ health: "refused" });
+    await s.app.close();
+  });
+
+  it("streams audit events as server-sent events to a real client", async () => {
+    const s = await full();
+    await s.app.listen({ host: "127.0.0.1", port: 0 });
+    const address = s.app.server.address();
+    const port = typeof address === "object" && address ? address.port : 0;
+    const controller = new AbortController();
+    const response = await fetch(`http://127.0.0.1:${port}/audit/stream`, { signal: controller.signal });
+    expect(response.headers.get("content-type")).toBe("text/event-stream");
+    const reader = response.body!.getReader();
+    let text = "";
+    setTimeout(() => void s.audit.append({ event: "recovery", run_id: "r-2", action: "released_stale" }), 300);
+    while (!text.includes("event: recovery")) text += new TextDecoder().decode((await reader.read()).value);
+    expect(text).toMatch(/event: recovery\ndata: \{.*"run_id":"r-2"/);
+    controller.abort();
+    await s.app.close();
+  }, 20_000);
+});
+
+describe("the bearer token", () => {
+  it("is created with mode 0600 once and compared in constant time", async () => {
+    const dir = await testdir();
+    const path = join(dir, "daemon.token");
+    const token = await ensureToken(path);
+    expect(token).toMatch(/^[0-9a-f]{64}$/);
+    expect(await ensureToken(path)).toBe(token);
+    const { statSync } = await import("node:fs");
+    expect(statSync(path).mode & 0o777).toBe(0o600);
+    expect(bearerMatches(`Bearer ${token}`, token)).toBe(true);
+    expect(bearerMatches(`bearer ${token} `, token)).toBe(true);
+    expect(bearerMatches(`Bearer ${token}x`, token)).toBe(false);
+    expect(bearerMatches(undefined, token)).toBe(false);
+    await writeFile(path, "short\n");
+    await expect(ensureToken(path)).rejects.toMatchObject({ code: "DAEMON_TOKEN_INVALID" });
   });
 });

@@ -1,24 +1,140 @@
+import type { AuditFeed } from "@gpu-canary/audit-feed";
+import type { Config } from "@gpu-canary/config";
+import { GpuCanaryError } from "@gpu-canary/errors";
+import { type RunContext, listPromotions, statusDocument } from "@gpu-canary/spica-evaluator";
+import { type IntentStore, parseIntentInput } from "@gpu-canary/tuning";
 import Fastify from "fastify";
 import type { Logger } from "pino";
+import { z } from "zod";
+import type { Metrics } from "./metrics.ts";
+import { bearerMatches } from "./token.ts";
 
 export interface ServerDeps {
   logger: Logger;
   now: () => Date;
   version: string;
+  /** everything below is absent in the bare server (tests of /healthz) */
+  config?: Config;
+  context?: RunContext;
+  audit?: AuditFeed;
+  store?: IntentStore;
+  metrics?: Metrics;
+  token?: string;
+  promotionsDir?: string;
+  /** the daemon's own state for /status */
+  daemonState?: () => Record<string, unknown>;
+  /** a new intent arrived: wake the worker */
+  onIntent?: () => void;
 }
 
-/**
- * The daemon's HTTP API, without listening (tests use `inject`). Today it answers /healthz;
- * the status, audit, metrics and intent routes arrive with the tuning loop.
- */
+const auditQuerySchema = z.strictObject({
+  since: z.iso.datetime({ offset: true }).optional(),
+  until: z.iso.datetime({ offset: true }).optional(),
+  event: z.string().min(1).max(100).optional(),
+  run: z.string().min(1).max(200).optional(),
+  limit: z.coerce.number().int().positive().max(10_000).optional(),
+});
+
+function badRequest(message: string) {
+  return { error: { code: "BAD_REQUEST", message, hint: "see DESIGN.md, Daemon (contract)" } };
+}
+
+/** The daemon's HTTP API (DESIGN.md, "Daemon"), without listening: tests use `inject`. */
 export function buildServer(deps: ServerDeps) {
-  const app = Fastify({ loggerInstance: deps.logger });
+  const app = Fastify({ loggerInstance: deps.logger, bodyLimit: 64 * 1024 });
   const startedAt = deps.now();
+
+  app.setErrorHandler((error, _request, reply) => {
+    if (error instanceof GpuCanaryError) {
+      const status = error.kind === "usage" ? 400 : error.kind === "refused" ? 409 : 503;
+      return reply.code(status).send({ error: error.toJSON() });
+    }
+    const status = typeof (error as { statusCode?: unknown }).statusCode === "number" ? (error as { statusCode: number }).statusCode : 500;
+    if (status >= 500) deps.logger.error({ err: error }, "request failed");
+    return reply
+      .code(status)
+      .send({ error: { code: status === 400 ? "BAD_REQUEST" : "INTERNAL", message: (error as Error).message, hint: "" } });
+  });
+
   app.get("/healthz", () => ({
     ok: true,
     version: deps.version,
     started_at: startedAt.toISOString(),
-    uptime_seconds: (deps.now().getTime() - startedAt.getTime()) / 1000,
+    uptime_seconds: Math.round((deps.now().getTime() - startedAt.getTime()) / 1000),
   }));
+
+  const { context, audit, store, metrics, config } = deps;
+  if (!context || !audit || !store || !metrics || !config) return app;
+
+  app.get("/status", async () => ({ ...(await statusDocument(context)), daemon: deps.daemonState?.() ?? null }));
+
+  app.get("/audit", async (request, reply) => {
+    const parsed = auditQuerySchema.safeParse(request.query);
+    if (!parsed.success)
+      return reply.code(400).send(badRequest(parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")));
+    const q = parsed.data;
+    const events = await audit.query({
+      ...(q.since ? { since: new Date(q.since) } : {}),
+      ...(q.until ? { until: new Date(q.until) } : {}),
+      ...(q.event ? { event: q.event } : {}),
+      ...(q.run ? { runId: q.run } : {}),
+    });
+    return { events: events.slice(-(q.limit ?? 1000)) };
+  });
+
+  app.get("/audit/stream", async (request, reply) => {
+    const controller = new AbortController();
+    request.raw.on("close", () => controller.abort());
+    reply.hijack();
+    reply.raw.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" });
+    reply.raw.write(": gpu-canary audit stream\n\n");
+    try {
+      for await (const event of audit.follow({ signal: controller.signal, pollMs: 200 })) {
+        reply.raw.write(`event: ${event.event}\ndata: ${JSON.stringify(event)}\n\n`);
+      }
+    } catch (error) {
+      if (!controller.signal.aborted)
+        deps.logger.warn({ err: error instanceof Error ? error.message : String(error) }, "audit stream ended");
+    }
+    reply.raw.end();
+  });
+
+  app.get("/promotions", async () => {
+    const listing = await listPromotions(deps.promotionsDir ?? "");
+    return { promotions: listing.promotions, unreadable: listing.unreadable };
+  });
+
+  app.get("/metrics", async (_request, reply) => {
+    const text = await metrics.registry.metrics();
+    return reply.header("content-type", metrics.registry.contentType).send(text);
+  });
+
+  app.post("/intents", async (request, reply) => {
+    if (!deps.token || !bearerMatches(request.headers.authorization, deps.token)) {
+      return reply
+        .code(401)
+        .header("www-authenticate", 'Bearer realm="gpu-canaryd"')
+        .send({
+          error: {
+            code: "UNAUTHORIZED",
+            message: "a valid bearer token is required",
+            hint: "send Authorization: Bearer <the token in KLR_DAEMON_TOKEN_FILE>",
+          },
+        });
+    }
+    let input;
+    try {
+      input = parseIntentInput(request.body, config.subsystems);
+    } catch (error) {
+      if (error instanceof GpuCanaryError) return reply.code(400).send({ error: error.toJSON() });
+      throw error;
+    }
+    const created = await store.create(input);
+    if (!created.merged)
+      await audit.append({ event: "intent_created", intent_id: created.intent.id, kind: created.intent.kind, source: "api" });
+    deps.onIntent?.();
+    return reply.code(202).send({ id: created.intent.id, merged: created.merged, intent: created.intent });
+  });
+
   return app;
 }

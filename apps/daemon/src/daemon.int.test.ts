@@ -1,0 +1,104 @@
+import { spawn } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { appendFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { testdir, tsNodeArgs } from "@gpu-canary/testing";
+import { createSimSite } from "@gpu-canary/vllm-sim";
+import { describe, expect, it, onTestFinished } from "vitest";
+
+const bin = join(import.meta.dirname, "bin.ts");
+const OOM =
+  "(EngineCore_DP0 pid=7) ERROR 11-28 03:10:00 [core.py:396] ValueError: No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when initializing the engine.\n";
+
+let debug: (() => string) | null = null;
+
+async function until<T>(
+  check: () => T | false | null | undefined | Promise<T | false | null | undefined>,
+  what: string,
+  timeoutMs = 40_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${debug ? `\n${debug()}` : ""}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function daemonOn(settings: Record<string, string>) {
+  const site = await createSimSite(await testdir(), { settings });
+  onTestFinished(() => site.cleanup());
+  await site.startProduction();
+  const log = join(site.dir, "vllm.log");
+  await writeFile(log, "INFO 11-28 03:00:00 [api_server.py] Starting vLLM API server 0\n");
+  const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("KLR_")));
+  const child = spawn(process.execPath, tsNodeArgs(bin), {
+    env: { ...clean, ...site.env, KLR_VLLM_LOG: log },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stderr = "";
+  child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  onTestFinished(() => void child.kill("SIGKILL"));
+  const base = `http://${site.env.KLR_DAEMON_LISTEN}`;
+  debug = () => stderr.slice(-4000);
+  await until(() => stderr.includes("Server listening"), "the daemon to listen");
+  const get = async <T>(path: string) => (await (await fetch(`${base}${path}`)).json()) as T;
+  const events = async () => (await get<{ events: { event: string; [k: string]: unknown }[] }>("/audit")).events;
+  const serves = () =>
+    fetch(`${site.env.KLR_VLLM_URL}/v1/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: '{"prompt":"ping","max_tokens":1}',
+    }).then(
+      (r) => r.ok,
+      () => false,
+    );
+  return { site, log, child, exited, base, get, events, serves, stderr: () => stderr };
+}
+
+describe("gpu-canaryd on the simulated host", () => {
+  it("an OOM line in the followed log → intent → screening → spare-GPU canary → promotion, visible in /audit and /metrics", async () => {
+    const d = await daemonOn({ KLR_ALLOW_SPARE_GPU: "true" });
+    expect(await d.get("/status")).toMatchObject({ production: { health: "healthy" }, mode: { canary_mode: "canary", spare_gpu: 1 } });
+    await appendFile(d.log, OOM);
+    const finished = await until(async () => (await d.events()).find((e) => e.event === "tuning_decision"), "the tuning decision");
+    expect(finished).toMatchObject({ outcome: "promoted" });
+    const kinds = (await d.events()).map((e) => e.event);
+    expect(kinds).toEqual(
+      expect.arrayContaining(["oom_detected", "intent_created", "canary_started", "run_finished", "promotion_written", "tuning_decision"]),
+    );
+    expect((await d.get<{ promotions: unknown[] }>("/promotions")).promotions).toHaveLength(1);
+    // The counters move once the worker has the result, a moment after the audit line.
+    const metrics = await until(async () => {
+      const text = await (await fetch(`${d.base}/metrics`)).text();
+      return text.includes('gpu_canary_runs_total{result="passed"} 1') && text;
+    }, "the run in /metrics");
+    expect(metrics).toContain('gpu_canary_oom_events_total{kind="oom_kv_cache"} 1');
+    expect(metrics).toMatch(/gpu_canary_last_canary_latency_seconds [\d.]+/);
+    d.child.kill("SIGTERM");
+    expect(await d.exited).toBe(0);
+  }, 120_000);
+
+  it("SIGTERM during a quiesced canary: the run ends safely, production serves, the intent waits again, exit 0", async () => {
+    const d = await daemonOn({});
+    await appendFile(d.log, OOM);
+    await until(async () => (await d.events()).some((e) => e.event === "canary_started"), "the canary to start");
+    d.child.kill("SIGTERM");
+    expect(await d.exited).toBe(0);
+    expect(await d.serves()).toBe(true);
+    expect(existsSync(join(d.site.home, ".kloros", "locks", "gpu_maintenance.lock"))).toBe(false);
+    const audit = readFileSync(
+      join(d.site.home, "out", "orchestration", "epochs", `gpu_canary_${new Date().toISOString().slice(0, 10).replace(/-/g, "")}.jsonl`),
+      "utf8",
+    );
+    expect(audit).toContain('"event":"production_restored"');
+    expect(audit).toContain('"event":"budget_charged"');
+    expect(d.stderr()).toContain("ending the run in progress safely");
+    const pending = join(d.site.home, "out", "orchestration", "intents");
+    expect(
+      readFileSync(join(pending, (await import("node:fs")).readdirSync(pending).find((n) => n.endsWith(".json")) ?? ""), "utf8"),
+    ).toContain("oom_kv_cache");
+  }, 120_000);
+});

@@ -1,0 +1,149 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import type { AuditFeed } from "@gpu-canary/audit-feed";
+import type { Config, Layout } from "@gpu-canary/config";
+import { windowAt } from "@gpu-canary/policy";
+import { type SpicaGPUAllocation, recover } from "@gpu-canary/spica-evaluator";
+import { type IntentStore, type TuningRunner, createObserver, followLog, workIntent } from "@gpu-canary/tuning";
+import type { Logger } from "pino";
+import type { Metrics } from "./metrics.ts";
+import type { Notifier } from "./notify.ts";
+
+export interface DaemonDeps {
+  config: Config;
+  layout: Layout;
+  logger: Logger;
+  audit: AuditFeed;
+  store: IntentStore;
+  runner: TuningRunner;
+  evaluator: SpicaGPUAllocation;
+  metrics: Metrics;
+  notifier: Notifier;
+  /** aborted to end a run in progress safely (its reason, a signal name, is the run's) */
+  runAbort: AbortController;
+  now?: () => Date;
+  /** how often the intents folder is looked at (intents written by the CLI) */
+  pollMs?: number;
+  env?: Record<string, string>;
+}
+
+/**
+ * The loop: follow vLLM's log into intents, work intents one at a time through the tuning
+ * runner, wait for the window when it refused, recover a crashed run at start, and end a run in
+ * progress safely on stop.
+ */
+export function createDaemon(deps: DaemonDeps) {
+  const { config, logger, store, runner, metrics } = deps;
+  const now = deps.now ?? (() => new Date());
+  const stopping = new AbortController();
+  let wake: (() => void) | null = null;
+  let deferredUntil = 0;
+  let working: string | null = null;
+  let loops: Promise<unknown>[] = [];
+
+  const observer = createObserver({ store, audit: deps.audit, subsystem: config.subsystems[0] ?? "gpu_allocation", now });
+
+  const onLine = async (line: string) => {
+    const event = await observer.line(line);
+    if (!event) return;
+    metrics.ooms.inc({ kind: event.kind });
+    logger.warn({ kind: event.kind, intent: event.intentId, merged: event.merged }, "out-of-memory event in vLLM's log");
+    wake?.();
+  };
+
+  const workLoop = async () => {
+    while (!stopping.signal.aborted) {
+      try {
+        await store.expire();
+        const claimed = Date.now() >= deferredUntil ? await store.claim() : null;
+        if (claimed) {
+          working = claimed.intent.id;
+          logger.info({ intent: claimed.intent.id, kind: claimed.intent.kind }, "working an intent");
+          const { outcome, state, error } = await workIntent({ store, runner }, claimed);
+          working = null;
+          const result = outcome?.result ?? null;
+          if (result) {
+            metrics.runs.inc({ result: result.status });
+            if (result.gate) metrics.refusals.inc({ gate: result.gate });
+            if (result.measured?.ttftP95Ms != null) metrics.lastTtft.set(result.measured.ttftP95Ms / 1000);
+            if (result.measured?.e2eP50Ms != null) metrics.lastLatency.set(result.measured.e2eP50Ms / 1000);
+            if (result.promotionPath)
+              deps.notifier.send("promotion", { run_id: result.runId, path: result.promotionPath, candidate: result.candidate });
+          }
+          const status = outcome?.status ?? "error";
+          logger.info({ intent: claimed.intent.id, status, state, reason: outcome?.reason ?? error }, "intent worked");
+          if (status === "deferred") {
+            // Refused by the window: wait for its next opening before claiming again.
+            deferredUntil = windowAt(config.maintenanceWindow, config.maintenanceTimeZone, now()).opensAt.getTime();
+            deps.notifier.send("refused", { intent_id: claimed.intent.id, gate: "window", reason: outcome?.reason });
+          } else if (status === "refused") {
+            deps.notifier.send("refused", { intent_id: claimed.intent.id, gate: result?.gate, reason: outcome?.reason });
+          } else if (status === "error") {
+            deps.notifier.send("fault", { intent_id: claimed.intent.id, reason: outcome?.reason ?? error });
+          } else {
+            deps.notifier.send("run_finished", { intent_id: claimed.intent.id, status, reason: outcome?.reason });
+          }
+          continue;
+        }
+      } catch (error) {
+        working = null;
+        const message = error instanceof Error ? error.message : String(error);
+        logger.error({ err: message }, "the work loop hit an error");
+        deps.notifier.send("fault", { reason: message });
+        if (deps.runAbort.signal.aborted) return;
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, deps.pollMs ?? 2000);
+        wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+        stopping.signal.addEventListener("abort", () => wake?.(), { once: true });
+      });
+      wake = null;
+    }
+  };
+
+  return {
+    /** what the daemon is doing, for /status */
+    state: () => ({ working, deferred_until: deferredUntil > Date.now() ? new Date(deferredUntil).toISOString() : null }),
+    wake: () => wake?.(),
+    async start() {
+      // What a crash left behind first: a crashed run's lock, intents a killed worker held.
+      const lock = await deps.evaluator.context.lock.status();
+      if (lock.awaitsRecovery && lock.stale) {
+        logger.warn({ reason: lock.reason }, "a crashed run awaits recovery: recovering it");
+        const outcome = await recover(deps.evaluator.context);
+        logger.info({ action: outcome.action, charged: outcome.chargedSeconds }, outcome.detail);
+      }
+      const requeued = await store.requeueAbandoned();
+      if (requeued > 0) logger.info({ requeued }, "intents a stopped worker held are pending again");
+      loops = [
+        workLoop(),
+        followLog({
+          source: config.vllmLog,
+          unit: config.vllmService,
+          stateDir: deps.layout.maintenanceDir,
+          onLine,
+          onError: (message) => {
+            metrics.observerErrors.inc();
+            logger.warn({ source: config.vllmLog.kind }, message);
+          },
+          signal: stopping.signal,
+          ...(deps.env ? { env: deps.env } : {}),
+        }),
+      ];
+    },
+    /** stop taking intents, end a run in progress safely (production restored first), stop following */
+    async stop(signal: NodeJS.Signals) {
+      stopping.abort();
+      if (working) {
+        logger.warn({ intent: working, signal }, "ending the run in progress safely");
+        deps.runAbort.abort(signal);
+      }
+      wake?.();
+      await Promise.race([Promise.allSettled(loops), sleep((config.restoreSlaSeconds * 4 + 60) * 1000, undefined, { ref: false })]);
+    },
+  };
+}
+
+export type Daemon = ReturnType<typeof createDaemon>;
