@@ -121,7 +121,11 @@ export class SpicaGPUAllocation {
     if (bounds) return finish({ status: "failed", validationReason: bounds });
     let preflight;
     try {
-      preflight = await runPreflight(candidate, this.preflightDeps(), { spare: mode === "canary" && ctx.config.allowSpareGpu });
+      const spare = mode === "canary" && ctx.config.allowSpareGpu;
+      preflight = await runPreflight(candidate, this.preflightDeps(), {
+        spare,
+        besideSleepingProduction: mode === "canary" && !spare && ctx.config.quiesce === "sleep",
+      });
     } catch (error) {
       if (!(error instanceof GpuCanaryError)) throw error;
       return finish({ status: "error", validationReason: `${error.message}${error.hint ? ` (${error.hint})` : ""}` });

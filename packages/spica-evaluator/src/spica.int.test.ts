@@ -269,4 +269,19 @@ describe("canary mode on the simulated host", () => {
     expect(result.validationReason).toMatch(/production took [\d.]+ s to serve again, over the 2 s restore SLA/);
     expect(result.measured?.downtimeSeconds).toBeGreaterThan(2.5);
   }, 120_000);
+
+  it("sleep quiesce: production sleeps and wakes (same process), its residue is measured and counted next time", async () => {
+    const s = await site({ settings: { KLR_QUIESCE: "sleep" } });
+    const pid = await s.productionPid();
+    const result = await s.evaluator().runTest(good);
+    expect(result.status).toBe("passed");
+    expect(await s.productionPid()).toBe(pid);
+    expect(JSON.parse(readFileSync(s.layout.vllmSeen, "utf8"))).toMatchObject({ sleep_residue_mib: 1500 });
+    expect(result.measured?.downtimeSeconds).toBeGreaterThan(0);
+    // A residue this big leaves no room for 0.9 of the card beside it: refused before anything stops.
+    await writeFile(s.layout.vllmSeen, JSON.stringify({ version: "0.11.0", seen_at: new Date().toISOString(), sleep_residue_mib: 20000 }));
+    const big = await s.evaluator().runTest({ vllm_memory_util: 0.9, whisper_model_size: "small" });
+    expect(big.status).toBe("failed");
+    expect(big.validationReason).toMatch(/not beside the sleeping production's 19\.53 GiB \(measured; KLR_QUIESCE=sleep\)/);
+  }, 120_000);
 });

@@ -14,6 +14,7 @@ import {
 } from "@gpu-canary/vllm-control";
 import type { Candidate } from "../candidate.ts";
 import { type RunContext, canaryClient, productionServiceOf, restorePlanOf } from "../context.ts";
+import { rememberVllmSeen } from "../predictive/vllm-seen.ts";
 import { armFilePath, recover } from "../recover.ts";
 import type { Measured } from "../result.ts";
 import { type LatencySamples, judge, measureBaseline, timedCompletions } from "./canary-test.ts";
@@ -305,8 +306,15 @@ async function quiesced(
   let outcome: CanaryOutcome | null = null;
   let failure: unknown = null;
   try {
-    if (config.quiesce === "sleep") await ctx.production.sleep(1, 30_000);
-    else await service.stop(30_000);
+    if (config.quiesce === "sleep") {
+      await ctx.production.sleep(1, 30_000);
+      // What sleep keeps on the card, for the next run's predictive check.
+      const residue = (await service.gpuHolders().catch(() => [])).reduce((sum, h) => sum + (h.usedMemoryMib ?? 0), 0);
+      if (residue > 0)
+        await rememberVllmSeen(ctx.layout.vllmSeen, { seen_at: new Date().toISOString(), sleep_residue_mib: residue }).catch(
+          () => undefined,
+        );
+    } else await service.stop(30_000);
     await audit.append({
       event: "production_stopped",
       run_id: runId,

@@ -2,7 +2,7 @@ import type { Config } from "@gpu-canary/config";
 import { GpuCanaryError } from "@gpu-canary/errors";
 import type { Gpu, GpuProbe } from "@gpu-canary/gpu-probe";
 import type { Candidate } from "../candidate.ts";
-import { type MemoryPrediction, predictMemory } from "./memory-model.ts";
+import { type MemoryPrediction, VLLM_CONTEXT_BYTES, predictMemory } from "./memory-model.ts";
 import { readModelShape } from "./model-config.ts";
 import { accountingFor } from "./vllm-accounting.ts";
 import { readVllmSeen, rememberVllmSeen } from "./vllm-seen.ts";
@@ -106,7 +106,11 @@ function failures(prediction: MemoryPrediction): string {
  * not counted against it, Whisper at the candidate's size), plus vLLM alone on the spare GPU
  * for a spare-GPU canary. No GPU work, no downtime.
  */
-export async function runPreflight(candidate: Candidate, deps: PreflightDeps, options: { spare: boolean }): Promise<PreflightResult> {
+export async function runPreflight(
+  candidate: Candidate,
+  deps: PreflightDeps,
+  options: { spare: boolean; besideSleepingProduction?: boolean },
+): Promise<PreflightResult> {
   const config = deps.config;
   const [report, pids] = await Promise.all([deps.probe.report(), deps.productionPids?.() ?? Promise.resolve(new Set<number>())]);
   const production = useOf(report.gpus, config.productionGpuId, "production", config, pids);
@@ -155,6 +159,27 @@ export async function runPreflight(candidate: Candidate, deps: PreflightDeps, op
     };
   }
   const versionNote = accounting.note ? ` (${accounting.note})` : "";
+  if (options.besideSleepingProduction && predicted.ok) {
+    // A quiesced canary in sleep mode runs beside what the sleeping production keeps on the card
+    // (its CUDA context and graphs): measured on an earlier run, else vLLM's context and graphs.
+    const seen = await readVllmSeen(deps.vllmSeenPath).catch(() => null);
+    const residue = seen?.sleep_residue_mib != null ? seen.sleep_residue_mib * MIB : VLLM_CONTEXT_BYTES + predicted.cudaGraphBytes;
+    const beside = predictMemory({
+      ...common,
+      totalBytes: production.totalBytes,
+      othersBytes: production.othersBytes + residue,
+      whisperBytes: whisper.bytes,
+      gpuName: production.gpu.name,
+    });
+    if (!beside.ok) {
+      return {
+        ok: false,
+        reason: `fits GPU ${production.gpu.index}, but not beside the sleeping production's ${gib(residue)} (${seen?.sleep_residue_mib != null ? "measured" : "estimated"}; KLR_QUIESCE=sleep): ${failures(beside)}${versionNote}`,
+        predicted,
+        spare,
+      };
+    }
+  }
   if (!predicted.ok) {
     return { ok: false, reason: `does not fit GPU ${production.gpu.index}: ${failures(predicted)}${versionNote}`, predicted, spare };
   }
