@@ -1,144 +1,290 @@
+import { spawn } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
+import { dirname, join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import { fileURLToPath } from "node:url";
 import { GpuCanaryError } from "@gpu-canary/errors";
-import { createDowntimeBudget, createRateLimiter, fileBudgetStore, fileRateLimitStore, nightOf } from "@gpu-canary/policy";
-import { DateTime } from "luxon";
 import type { GlobalOptions, Io } from "../io.ts";
 import { runCli } from "../program.ts";
 
+interface StepResult {
+  /** one line: what the step showed */
+  summary: string;
+  /** a few lines of the commands' own output */
+  detail?: string;
+}
+
 interface Step {
   title: string;
-  argv?: string[];
-  /** what of the command's output to show; all of it by default */
-  show?: (stdout: string) => string;
-  expectExit?: number;
-  before?: () => Promise<void>;
-  check?: (stdout: string) => string | null;
+  run: () => Promise<StepResult>;
+}
+
+class DemoStepError extends Error {}
+
+const candidate = (util: number, whisper: string) => JSON.stringify({ vllm_memory_util: util, whisper_model_size: whisper });
+
+/** How to start this CLI as a process: the compiled bin, or the TypeScript entry through tsx on sources. */
+function selfArgv(): string[] {
+  const here = fileURLToPath(import.meta.url);
+  if (here.endsWith(".ts")) return ["--conditions=@gpu-canary/source", "--import", "tsx", join(dirname(here), "..", "bin.ts")];
+  return [join(dirname(here), "..", "bin.js")];
 }
 
 /**
- * A guided walk through what gpu-canary enforces today, on a temporary KLR_HOME with its own
- * settings: the caller's KLR_* environment and env file are ignored, so it never touches a real
- * host. It grows as the simulated GPU host, the lock and the canary run arrive.
+ * The whole system on a simulated GPU host, start to finish: production vLLM, doctor and status,
+ * predictive screening, a spare-GPU canary, a quiesced canary with its downtime charged, a run
+ * killed mid-way and brought back by the watchdog and `recover`, an OOM line becoming an intent
+ * and a tuning result, then the audit trail and the promotions. It ignores the caller's KLR_*
+ * settings, so it never touches a real vLLM or GPU.
  */
 export async function runDemo(options: GlobalOptions & { keep?: boolean }, io: Io): Promise<number> {
-  const home = await mkdtemp(join(tmpdir(), "gpu-canary-demo-"));
-  const now = io.now();
-  const zone = "America/New_York";
-  const local = DateTime.fromJSDate(now, { zone });
-  const openWindow = `${local.minus({ hours: 1 }).toFormat("HH:mm")}-${local.plus({ hours: 1 }).toFormat("HH:mm")}`;
-  const env = { KLR_HOME: home, KLR_GPU_MAINTENANCE_TZ: zone };
-  const indent = (text: string) => text.replace(/^(?=.)/gm, "    ");
-  const demoIo = (extra: Record<string, string>, capture: { out: string }): Io => ({
-    ...io,
-    env: { ...env, ...extra },
-    stdout: (text) => (capture.out += text),
-    stderr: (text) => io.stderr(indent(text)),
+  const { createSimSite } = await import("@gpu-canary/vllm-sim");
+  const dir = await mkdtemp(join(tmpdir(), "gpu-canary-demo-"));
+  const site = await createSimSite(dir, {
+    productionUtil: 0.7,
+    settings: {
+      KLR_CANARY_TIMEOUT: "20",
+      KLR_GPU_MAINTENANCE_MAX_DOWNTIME: "120",
+      KLR_RATE_LIMIT_MAX_RUNS: "10",
+      KLR_RATE_LIMIT_COOLDOWN_HOURS: "0",
+    },
   });
-  const settings = requireConfig(loadConfig({ env: { ...env, KLR_GPU_MAINTENANCE_WINDOW: openWindow }, homeDir: home }));
-  const layout = layoutFor(settings.config);
-  const night = nightOf(settings.config.maintenanceWindow, zone, now);
-  const budget = createDowntimeBudget({ storeFor: fileBudgetStore(layout.budgetFile), maxSeconds: 60, now: io.now });
-  const limiter = createRateLimiter({
-    store: fileRateLimitStore(layout.rateLimits),
-    rule: { maxRuns: 3, windowHours: 24, cooldownHours: 0 },
-    now: io.now,
-  });
-  const windowEnv = { KLR_GPU_MAINTENANCE_WINDOW: openWindow };
+  const out = (text: string) => {
+    if (!options.json) io.stdout(text);
+  };
+  const cli = async (argv: string[], extra: Record<string, string> = {}) => {
+    let stdout = "";
+    let stderr = "";
+    const code = await runCli(argv, {
+      ...io,
+      env: { ...site.env, ...extra },
+      homeDir: site.home,
+      // Real processes run beside these commands (the killed run, the watchdog): one real clock for all.
+      now: () => new Date(),
+      isTTY: false,
+      stdout: (t) => (stdout += t),
+      stderr: (t) => (stderr += t),
+      onSignal: () => () => undefined,
+    });
+    return { code, stdout, stderr };
+  };
+  const json = async <T>(argv: string[], extra: Record<string, string> = {}, expect: number[] = [0]) => {
+    const r = await cli([...argv, "--json"], extra);
+    if (!expect.includes(r.code))
+      throw new DemoStepError(`gpu-canary ${argv.join(" ")} exited ${r.code}: ${r.stdout.trim() || r.stderr.trim()}`);
+    return JSON.parse(r.stdout) as T;
+  };
+  const auditEvents = () => {
+    const day = new Date().toISOString().slice(0, 10).replace(/-/g, "");
+    const file = join(site.home, "out", "orchestration", "epochs", `gpu_canary_${day}.jsonl`);
+    return existsSync(file)
+      ? readFileSync(file, "utf8")
+          .trim()
+          .split("\n")
+          .map((l) => JSON.parse(l) as { event: string; [k: string]: unknown })
+      : [];
+  };
+  type Result = {
+    status: string;
+    validation_reason: string;
+    llm_latency_ms: number | null;
+    measured: { path: string; downtime_seconds: number | null } | null;
+    predicted: { kv_tokens: number } | null;
+  };
 
-  const steps: (Step & { env?: Record<string, string> })[] = [
+  const steps: Step[] = [
     {
-      title: "settings come from $KLR_HOME/.kloros_env; the checklist's appended KLR_CANARY_MODE line wins",
-      before: () =>
-        writeFile(join(home, ".kloros_env"), "KLR_CANARY_MODE=predictive\nKLR_GPU_MAINTENANCE_MAX_DOWNTIME=60\nKLR_CANARY_MODE=canary\n"),
-      argv: ["config", "--json"],
-      show: (out) => {
-        const mode = (JSON.parse(out) as { settings: Record<string, { text: string; file?: string; line?: number }> }).settings
-          .KLR_CANARY_MODE;
-        return `KLR_CANARY_MODE=${mode?.text ?? "?"} (from ${mode?.file ?? "?"}:${mode?.line ?? "?"})\n`;
-      },
-      check: (out) => {
-        const json = JSON.parse(out) as { settings: Record<string, { value: unknown }> };
-        return json.settings.KLR_CANARY_MODE?.value === "canary" ? null : "KLR_CANARY_MODE should be canary";
-      },
-    },
-    { title: "the default window, 03:00-07:00 New York time, right now", argv: ["window"] },
-    {
-      title: "on the spring-forward night the 03:00-07:00 window still lasts four real hours",
-      argv: ["window", "--at", "2026-03-08T04:00", "--json"],
-      show: (out) => {
-        const w = JSON.parse(out) as { opens_at: string; closes_at: string };
-        return `opens ${w.opens_at}, closes ${w.closes_at}\n`;
-      },
-      check: (out) => {
-        const w = JSON.parse(out) as { opens_at: string; closes_at: string };
-        return Date.parse(w.closes_at) - Date.parse(w.opens_at) === 4 * 3600_000 ? null : "the DST window should last 4 h";
+      title: "start a simulated production vLLM (Llama-3.1-8B on an H200, gpu_memory_utilization 0.7)",
+      run: async () => {
+        await site.startProduction();
+        return { summary: `production serves on ${site.env.KLR_VLLM_URL}; a spare H200 is GPU 1 (all simulated: nothing real is touched)` };
       },
     },
     {
-      title: `a window set around now (${openWindow}) is open, with the time it has left`,
-      env: windowEnv,
-      argv: ["window"],
-      check: (out) => (out.includes("OPEN") ? null : "the window should be open"),
-    },
-    {
-      title: "a quiesced run's measured downtime (12.5 s) is charged to tonight's budget, once",
-      env: windowEnv,
-      before: async () => {
-        await budget.charge(night, "demo-run-1", 12.5);
-        await budget.charge(night, "demo-run-1", 12.5);
+      title: "doctor: the checklist's prerequisites and whether the limits work together",
+      run: async () => {
+        const doc = await json<{ ok: boolean; checks: { name: string; ok: boolean; detail: string }[] }>(["doctor"]);
+        if (!doc.ok)
+          throw new DemoStepError(
+            `doctor failed: ${doc.checks
+              .filter((c) => !c.ok)
+              .map((c) => `${c.name}: ${c.detail}`)
+              .join("; ")}`,
+          );
+        return {
+          summary: `${doc.checks.length} checks pass`,
+          detail: doc.checks
+            .slice(-3)
+            .map((c) => `PASS ${c.name}: ${c.detail}`)
+            .join("\n"),
+        };
       },
-      argv: ["budget"],
-      check: (out) => (out.includes("Used: 12.5 s of 60 s") ? null : "12.5 s should be used"),
     },
     {
-      title: "a corrupt budget file fails closed: exit 4, the file named, nothing changed",
-      env: windowEnv,
-      before: () => writeFile(layout.budgetFile(night), "{ this is not json"),
-      argv: ["budget"],
-      expectExit: 4,
+      title: "status: window, budget, lock, rate limits and production in one view",
+      run: async () => {
+        const r = await cli(["status"]);
+        return { summary: "read-only, exit 0", detail: r.stdout.trim().split("\n").slice(0, 4).join("\n") };
+      },
     },
-    { title: "the emergency reset repairs it, keeping what was there inside the file", env: windowEnv, argv: ["budget", "reset", "--yes"] },
     {
-      title: "rate limits: three runs a day per subsystem; the fourth is refused with the time of the next slot",
-      before: async () => {
-        const lines: string[] = [];
-        for (const run of ["demo-a", "demo-b", "demo-c", "demo-d"]) {
-          const decision = await limiter.admit("gpu_allocation", run);
-          lines.push(`${run}: ${decision.allowed ? "admitted" : "refused"} (${decision.reason})`);
+      title: "predictive mode: candidates checked by arithmetic only — no downtime, no GPU work",
+      run: async () => {
+        const rows: string[] = [];
+        for (const [util, whisper] of [
+          [0.6, "small"],
+          [0.75, "small"],
+          [0.9, "large-v3"],
+          [0.95, "small"],
+        ] as const) {
+          const r = await json<Result>(["evaluate", "--mode", "predictive", "--candidate", candidate(util, whisper)], {}, [0, 1]);
+          rows.push(
+            `${String(util).padEnd(5)} ${whisper.padEnd(9)} ${r.status.padEnd(7)} ${r.predicted ? `${r.predicted.kv_tokens} KV tokens` : ""}  ${r.validation_reason.slice(0, 90)}`,
+          );
         }
-        io.stdout(lines.map((l) => `    ${l}\n`).join(""));
+        return { summary: "which fit, which do not, and why", detail: `util  whisper   status\n${rows.join("\n")}` };
+      },
+    },
+    {
+      title: "canary on the spare GPU: a real (simulated) vLLM tested with streamed completions; production untouched",
+      run: async () => {
+        const pid = await site.productionPid();
+        const r = await json<Result>(["evaluate", "--candidate", candidate(0.75, "small")], { KLR_ALLOW_SPARE_GPU: "true" });
+        if (r.status !== "passed" || (await site.productionPid()) !== pid)
+          throw new DemoStepError(`the spare canary should pass without touching production: ${r.validation_reason}`);
+        return {
+          summary: `passed on GPU 1, median latency ${r.llm_latency_ms ?? "?"} ms, no downtime charged`,
+          detail: r.validation_reason,
+        };
+      },
+    },
+    {
+      title: "quiesced canary inside the maintenance window: production stopped, canary tested, production restored",
+      run: async () => {
+        const r = await json<Result>(["evaluate", "--candidate", candidate(0.8, "small")]);
+        if (r.status !== "passed") throw new DemoStepError(`the quiesced canary should pass: ${r.validation_reason}`);
+        const budget = await json<{ seconds_used: number; max_seconds: number }>(["budget"]);
+        return {
+          summary: `passed; ${r.measured?.downtime_seconds?.toFixed(1) ?? "?"} s of downtime charged (budget ${budget.seconds_used.toFixed(1)} of ${budget.max_seconds} s used tonight)`,
+        };
+      },
+    },
+    {
+      title: "a run killed with SIGKILL mid-way: the restore watchdog brings production back, `recover` finishes the job",
+      run: async () => {
+        const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("KLR_")));
+        const child = spawn(process.execPath, [...selfArgv(), "evaluate", "--json", "--candidate", candidate(0.85, "small")], {
+          env: { ...clean, ...site.env },
+          stdio: "ignore",
+        });
+        const deadline = Date.now() + 40_000;
+        const started = auditEvents().length;
+        while (
+          !auditEvents()
+            .slice(started)
+            .some((e) => e.event === "canary_started")
+        ) {
+          if (Date.now() > deadline || child.exitCode !== null) throw new DemoStepError("the run to kill never started its canary");
+          await sleep(100);
+        }
+        child.kill("SIGKILL");
+        const report = join(site.home, ".kloros", "locks", "gpu_maintenance.watchdog.json");
+        while (!existsSync(report)) {
+          if (Date.now() > deadline + 30_000) throw new DemoStepError("the watchdog did not restore production");
+          await sleep(100);
+        }
+        const w = JSON.parse(readFileSync(report, "utf8")) as { reason: string; restore_seconds: number | null };
+        const rec = await json<{ action: string; charged_seconds: number | null; restored_by: string }>(["recover"]);
+        return {
+          summary: `watchdog: "${w.reason}", production serving again after ${w.restore_seconds?.toFixed(1) ?? "?"} s; recover: ${rec.action}, ${rec.charged_seconds?.toFixed(1) ?? "?"} s charged, lock released`,
+        };
+      },
+    },
+    {
+      title: "an out-of-memory line in vLLM's log becomes an intent, and the tuning runner answers it",
+      run: async () => {
+        const log = join(dir, "vllm.log");
+        await writeFile(
+          log,
+          "INFO 11-28 03:10:00 [gpu_worker.py:298] Available KV cache memory: 6.51 GiB\n" +
+            "ERROR 11-28 03:10:02 [core.py:396] ValueError: No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when initializing the engine.\n",
+        );
+        const observed = await cli(["observe", "--from", log, "--json"]);
+        const event = JSON.parse(observed.stdout.trim().split("\n")[0] ?? "{}") as { kind?: string; intent_id?: string };
+        if (!event.intent_id) throw new DemoStepError(`observe found no event: ${observed.stdout}${observed.stderr}`);
+        const tuned = await json<{
+          status: string;
+          reason: string;
+          chosen: { vllm_memory_util: number; whisper_model_size: string } | null;
+        }>(["tune"], {
+          KLR_ALLOW_SPARE_GPU: "true",
+        });
+        return {
+          summary: `${event.kind} → intent ${event.intent_id} → ${tuned.status}${tuned.chosen ? ` (vllm_memory_util ${tuned.chosen.vllm_memory_util}, Whisper ${tuned.chosen.whisper_model_size})` : ""}`,
+          detail: tuned.reason,
+        };
+      },
+    },
+    {
+      title: "the audit trail and the promotions: every step left a line",
+      run: async () => {
+        const events = auditEvents();
+        const counts = new Map<string, number>();
+        for (const e of events) counts.set(e.event, (counts.get(e.event) ?? 0) + 1);
+        const promotions = await json<{ promotions: { run_id: string; candidate: { vllm_memory_util: number }; path: string }[] }>([
+          "promotions",
+        ]);
+        return {
+          summary: `${events.length} audit events, ${promotions.promotions.length} promotions`,
+          detail: [
+            [...counts].map(([k, v]) => `${k} ×${v}`).join(", "),
+            ...promotions.promotions.map((p) => `promotion ${p.run_id}: vllm_memory_util ${p.candidate.vllm_memory_util} (${p.path})`),
+          ].join("\n"),
+        };
       },
     },
   ];
 
+  const indent = (text: string) => text.replace(/^(?=.)/gm, "      ");
+  out(`gpu-canary demo: the whole system on a simulated GPU host in ${dir}\n\n`);
+  const report: { title: string; ok: boolean; summary: string; seconds: number }[] = [];
   let failed: string | null = null;
+  const began = Date.now();
   try {
-    for (const [index, step] of steps.entries()) {
-      io.stdout(`${options.json ? "" : "▸ "}${index + 1}. ${step.title}\n`);
-      await step.before?.();
-      if (!step.argv) continue;
-      const capture = { out: "" };
-      const code = await runCli(step.argv, demoIo(step.env ?? {}, capture));
-      io.stdout(indent(step.show ? step.show(capture.out) : capture.out));
-      const problem =
-        code !== (step.expectExit ?? 0) ? `exit ${code}, expected ${step.expectExit ?? 0}` : (step.check?.(capture.out) ?? null);
-      if (problem) {
-        failed = `step ${index + 1} (${step.title}): ${problem}`;
+    for (const [i, step] of steps.entries()) {
+      const started = Date.now();
+      out(`${i + 1}. ${step.title}${io.isTTY ? " …" : ""}\n`);
+      try {
+        const result = await step.run();
+        const seconds = (Date.now() - started) / 1000;
+        report.push({ title: step.title, ok: true, summary: result.summary, seconds });
+        out(`   ✓ ${result.summary} (${seconds.toFixed(1)} s)\n${result.detail ? `${indent(result.detail)}\n` : ""}`);
+      } catch (error) {
+        const message = error instanceof Error ? error.message : String(error);
+        report.push({ title: step.title, ok: false, summary: message, seconds: (Date.now() - started) / 1000 });
+        failed = `step ${i + 1} (${step.title}): ${message}`;
+        out(`   ✗ ${message}\n`);
         break;
       }
     }
   } finally {
-    if (options.keep) io.stdout(`KLR_HOME kept at ${home}\n`);
-    else await rm(home, { recursive: true, force: true });
+    await site.cleanup();
+    if (!options.keep) await rm(dir, { recursive: true, force: true });
   }
-  if (failed)
+  const seconds = (Date.now() - began) / 1000;
+  if (options.json)
+    io.stdout(`${JSON.stringify({ ok: failed === null, seconds, home: options.keep ? site.home : null, steps: report }, null, 2)}\n`);
+  else if (failed === null)
+    out(
+      `\nThe demo finished in ${seconds.toFixed(1)} s; every simulated process is stopped.${options.keep ? `\nKept for inspection: ${site.home}` : ""}\n`,
+    );
+  if (failed !== null) {
     throw new GpuCanaryError("DEMO_FAILED", `the demo failed at ${failed}`, {
       kind: "fault",
-      hint: "run `gpu-canary demo --keep --debug` and inspect the files",
+      hint: options.keep ? `the files are kept in ${site.home}` : "run `gpu-canary demo --keep` to inspect the files it leaves",
     });
-  io.stdout("The demo finished: every step above ran against real files in a temporary KLR_HOME.\n");
+  }
   return 0;
 }
