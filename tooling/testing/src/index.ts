@@ -102,3 +102,5 @@ export function deadPid(): number {
   }
   return pidMax + 1 + Math.floor(Math.random() * 1000);
 }
+export { BENCH_RESULTS, recordBench } from "./bench-results.ts";
+export type { BenchRow } from "./bench-results.ts";

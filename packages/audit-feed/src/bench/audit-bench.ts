@@ -3,10 +3,12 @@ import { mkdtemp, rm, writeFile, mkdir } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
+import { type BenchRow, recordBench } from "@gpu-canary/testing";
 import { createAuditFeed, dayOf } from "../index.ts";
 
 const dir = await mkdtemp(join(tmpdir(), "audit-bench-"));
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
+const rows: BenchRow[] = [];
 try {
   for (const fsync of [true, false]) {
     const rates: number[] = [];
@@ -21,6 +23,11 @@ try {
     process.stdout.write(
       `audit append (fsync ${fsync ? "on" : "off"}): ${median(rates).toFixed(0)} events/s (3 rounds: ${rates.map((r) => r.toFixed(0)).join(", ")})\n`,
     );
+    rows.push({
+      benchmark: `audit append, fsync ${fsync ? "per line" : "off"}`,
+      result: `${median(rates).toFixed(0)} events/s (3 rounds: ${rates.map((r) => r.toFixed(0)).join(", ")})`,
+      values: { per_s: median(rates) },
+    });
   }
 
   // 30 day files × 10,000 events, written directly, then a query over all of them.
@@ -57,6 +64,12 @@ try {
   process.stdout.write(
     `audit query, 30 days × 10,000 events: ${median(times).toFixed(0)} ms (3 rounds: ${times.map((t) => t.toFixed(0)).join(", ")}; ${found} matches)\n`,
   );
+  rows.push({
+    benchmark: "audit query, 30 days × 10,000 events",
+    result: `${median(times).toFixed(0)} ms (3 rounds: ${times.map((t) => t.toFixed(0)).join(", ")})`,
+    values: { ms: median(times) },
+  });
+  await recordBench("audit trail (packages/audit-feed)", rows);
 } finally {
   await rm(dir, { recursive: true, force: true });
 }

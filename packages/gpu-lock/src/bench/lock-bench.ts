@@ -4,7 +4,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import { runTs } from "@gpu-canary/testing";
+import { recordBench, runTs } from "@gpu-canary/testing";
 import lockfile from "proper-lockfile";
 import { createGpuLock } from "../index.ts";
 
@@ -55,6 +55,18 @@ try {
   process.stdout.write(
     `contended (4 processes, 3 s): gpu-lock ${ourRate.toFixed(0)} acquisitions/s; proper-lockfile ${theirRate.toFixed(0)} acquisitions/s; ratio ${(ourRate / theirRate).toFixed(2)}\n`,
   );
+  await recordBench("lock (packages/gpu-lock)", [
+    {
+      benchmark: `lock acquire+release, uncontended (median of ${ROUNDS} × ${OPS})`,
+      result: `gpu-lock ${x.toFixed(0)} µs/op vs proper-lockfile ${y.toFixed(0)} µs/op: ratio ${(x / y).toFixed(2)} (target ≤ 1)`,
+      values: { gpu_lock_us: x, proper_lockfile_us: y, ratio: x / y },
+    },
+    {
+      benchmark: "lock, 4 processes contending for 3 s",
+      result: `gpu-lock ${ourRate.toFixed(0)}/s vs proper-lockfile ${theirRate.toFixed(0)}/s: ratio ${(ourRate / theirRate).toFixed(2)}`,
+      values: { gpu_lock_per_s: ourRate, proper_lockfile_per_s: theirRate },
+    },
+  ]);
 } finally {
   await rm(dir, { recursive: true, force: true });
 }

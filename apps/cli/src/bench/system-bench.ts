@@ -1,0 +1,158 @@
+// pnpm bench (cli): gpu-canary's own cost to production downtime on the simulated host (stop and
+// sleep quiesce), the CLI's cold start against `node -e 0`, and predictive evaluations per second.
+// Medians of several runs with the spread, side by side in one run; rows go to bench/results.json.
+import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { performance } from "node:perf_hooks";
+import { createAuditFeed } from "@gpu-canary/audit-feed";
+import { layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
+import { SpicaGPUAllocation, accountingFor, predictMemory, shapeOf } from "@gpu-canary/spica-evaluator";
+import { type BenchRow, recordBench } from "@gpu-canary/testing";
+import { createSimSite } from "@gpu-canary/vllm-sim";
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? Number.NaN;
+const range = (xs: number[], digits = 0) => `${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)}`;
+const rows: BenchRow[] = [];
+
+/** Downtime minus what the simulated processes take: production's stop, the canary's start and test, its stop, production's start. */
+async function downtimeOverhead(quiesce: "stop" | "sleep", runs: number): Promise<{ overheadMs: number[]; downtimeS: number[] }> {
+  const overheadMs: number[] = [];
+  const downtimeS: number[] = [];
+  for (let i = 0; i < runs; i += 1) {
+    const dir = await mkdtemp(join(tmpdir(), "gpu-canary-bench-"));
+    const site = await createSimSite(dir, { settings: { KLR_QUIESCE: quiesce, KLR_CANARY_SAMPLES: "3" } });
+    try {
+      await site.startProduction();
+      const config = requireConfig(loadConfig({ env: site.env, homeDir: site.home })).config;
+      const layout = layoutFor(config);
+      const audit = createAuditFeed({ dir: layout.auditDir, timeZone: config.maintenanceTimeZone, fsync: true });
+      const evaluator = new SpicaGPUAllocation({
+        config,
+        layout,
+        audit,
+        env: { GPU_CANARY_SIM_HOST: site.hostFile },
+        useSystemdRun: false,
+      });
+      const result = await evaluator.runTest({ vllm_memory_util: 0.75, whisper_model_size: "small" });
+      if (result.status !== "passed" || result.measured?.downtimeSeconds == null)
+        throw new Error(`bench run did not pass: ${result.validationReason}`);
+      const events = await audit.query({ runId: result.runId });
+      const at = (name: string) => Date.parse(events.find((e) => e.event === name)?.ts ?? "");
+      const secondsOf = (name: string) => Number(events.find((e) => e.event === name)?.seconds ?? Number.NaN);
+      // The simulated processes' own time: the quiesce itself, canary start to verdict, canary stop, the restore.
+      const processes =
+        secondsOf("production_stopped") * 1000 +
+        (at("canary_tested") - at("canary_started")) +
+        secondsOf("canary_stopped") * 1000 +
+        secondsOf("production_restored") * 1000;
+      downtimeS.push(result.measured.downtimeSeconds);
+      overheadMs.push(result.measured.downtimeSeconds * 1000 - processes);
+    } finally {
+      await site.cleanup();
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+  return { overheadMs, downtimeS };
+}
+
+for (const quiesce of ["stop", "sleep"] as const) {
+  const { overheadMs, downtimeS } = await downtimeOverhead(quiesce, 3);
+  rows.push({
+    benchmark: `downtime overhead, quiesced canary (${quiesce})`,
+    result: `${median(overheadMs).toFixed(0)} ms (spread ${range(overheadMs)} ms; target ≤ 100) of ${median(downtimeS).toFixed(2)} s measured downtime`,
+    values: { overhead_ms: median(overheadMs), downtime_s: median(downtimeS) },
+  });
+}
+
+// Cold start: the compiled CLI against a bare node, one process each time.
+const bin = join(import.meta.dirname, "..", "..", "bin", "gpu-canary.js");
+if (!existsSync(join(import.meta.dirname, "..", "..", "dist", "bin.js"))) {
+  process.stderr.write("the CLI is not built: run `pnpm install` (or `pnpm build`) first\n");
+  process.exit(1);
+}
+const home = await mkdtemp(join(tmpdir(), "gpu-canary-bench-home-"));
+const env = { ...process.env, KLR_HOME: home, KLR_NVIDIA_SMI: join(home, "no-nvidia-smi"), KLR_VLLM_URL: "http://127.0.0.1:9" };
+const timeSpawn = (args: string[]) => {
+  const start = performance.now();
+  const r = spawnSync(process.execPath, args, { env, stdio: "ignore" });
+  if (r.status !== 0 && r.status !== null && args[0] !== "-e") throw new Error(`${args.join(" ")} exited ${r.status}`);
+  return performance.now() - start;
+};
+const cold = (args: string[]) => {
+  for (let i = 0; i < 2; i += 1) timeSpawn(args);
+  return Array.from({ length: 10 }, () => timeSpawn(args));
+};
+const bare = cold(["-e", "0"]);
+for (const command of ["window", "status"]) {
+  const times = cold([bin, command, "--json"]);
+  const ratio = median(times) / median(bare);
+  rows.push({
+    benchmark: `cold start: gpu-canary ${command} --json`,
+    result: `${median(times).toFixed(0)} ms vs node -e 0 ${median(bare).toFixed(0)} ms: ratio ${ratio.toFixed(2)} (target ≤ 1.6; spread ${range(times)} ms)`,
+    values: { ms: median(times), node_ms: median(bare), ratio },
+  });
+}
+await rm(home, { recursive: true, force: true });
+
+// Predictive evaluations: the memory model alone, and a whole `evaluate --mode predictive` in-process.
+const shape = shapeOf({
+  num_hidden_layers: 32,
+  num_attention_heads: 32,
+  num_key_value_heads: 8,
+  hidden_size: 4096,
+  intermediate_size: 14336,
+  vocab_size: 128256,
+});
+const accounting = accountingFor("0.11.0");
+const modelRates: number[] = [];
+for (let round = 0; round < 5; round += 1) {
+  const n = 20_000;
+  const start = performance.now();
+  for (let i = 0; i < n; i += 1) {
+    predictMemory({
+      totalBytes: 139.8 * 2 ** 30,
+      othersBytes: 0,
+      whisperBytes: 1.16 * 2 ** 30,
+      gpuName: "NVIDIA H200",
+      util: 0.6 + (i % 30) / 100,
+      accounting,
+      shape,
+      weightsBytes: 16e9,
+      maxModelLen: 131072,
+      kvCacheDtype: "auto",
+    });
+  }
+  modelRates.push((n * 1000) / (performance.now() - start));
+}
+rows.push({
+  benchmark: "predictive model (predictMemory)",
+  result: `${Math.round(median(modelRates)).toLocaleString("en-US")} evaluations/s (spread ${range(modelRates)})`,
+  values: { per_s: median(modelRates) },
+});
+
+const dir = await mkdtemp(join(tmpdir(), "gpu-canary-bench-"));
+const site = await createSimSite(dir, {});
+try {
+  await site.startProduction();
+  const config = requireConfig(loadConfig({ env: site.env, homeDir: site.home })).config;
+  const evaluator = new SpicaGPUAllocation({ config, env: { GPU_CANARY_SIM_HOST: site.hostFile } });
+  const times: number[] = [];
+  for (let i = 0; i < 8; i += 1) {
+    const start = performance.now();
+    await evaluator.runTest({ vllm_memory_util: 0.75, whisper_model_size: "small" }, { mode: "predictive" });
+    times.push(performance.now() - start);
+  }
+  rows.push({
+    benchmark: "evaluate --mode predictive (nvidia-smi stand-in, /version, model folder, audit)",
+    result: `${(1000 / median(times)).toFixed(1)} evaluations/s (${median(times).toFixed(0)} ms each, spread ${range(times)} ms; most of it the nvidia-smi stand-in's start)`,
+    values: { per_s: 1000 / median(times), ms: median(times) },
+  });
+} finally {
+  await site.cleanup();
+  await rm(dir, { recursive: true, force: true });
+}
+
+await recordBench("system (apps/cli)", rows);
