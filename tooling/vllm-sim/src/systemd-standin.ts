@@ -111,9 +111,24 @@ export async function systemctl(argv: string[]): Promise<number> {
       return active ? 0 : 3;
     }
     case "show": {
-      const pid = mainPid(dir, unit) ?? 0;
-      process.stdout.write(argv.includes("--value") ? `${pid}\n` : `MainPID=${pid}\n`);
+      // -p MainPID (the default here) or -p LoadState, as gpu-canary asks them.
+      const property = argv.includes("LoadState") ? "LoadState" : "MainPID";
+      const value =
+        property === "LoadState" ? (existsSync(paths(dir, unit).definition) ? "loaded" : "not-found") : String(mainPid(dir, unit) ?? 0);
+      process.stdout.write(argv.includes("--value") ? `${value}\n` : `${property}=${value}\n`);
       return 0;
+    }
+    case "status": {
+      // systemctl's own exit codes: 0 running, 3 not running, 4 no such unit.
+      if (!existsSync(paths(dir, unit).definition)) {
+        process.stderr.write(`Unit ${unit} could not be found.\n`);
+        return 4;
+      }
+      const pid = mainPid(dir, unit);
+      process.stdout.write(
+        `● ${unit} - simulated unit\n     Loaded: loaded (${paths(dir, unit).definition})\n     Active: ${pid === null ? "inactive (dead)" : "active (running)"}\n${pid === null ? "" : `   Main PID: ${pid}\n`}`,
+      );
+      return pid === null ? 3 : 0;
     }
     default:
       process.stderr.write(`Unknown command verb ${String(verb)}.\n`);

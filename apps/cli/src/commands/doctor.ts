@@ -125,7 +125,7 @@ export async function doctorChecks(settings: Settings, io: Io): Promise<Check[]>
       `start production vLLM, or set KLR_VLLM_URL (now ${config.vllmUrl}) and KLR_VLLM_API_KEY`,
     ),
   );
-  checks.push(await managerCheck(config));
+  checks.push(await managerCheck(config, io));
   checks.push(
     await check(
       "vllm_command",
@@ -177,7 +177,7 @@ export async function doctorChecks(settings: Settings, io: Io): Promise<Check[]>
   return checks;
 }
 
-async function managerCheck(config: Config): Promise<Check> {
+async function managerCheck(config: Config, io: Io): Promise<Check> {
   return check(
     "production_manager",
     async () => {
@@ -191,8 +191,13 @@ async function managerCheck(config: Config): Promise<Check> {
           : { ok: false, detail: `the command manager needs ${missing.join(" and ")}` };
       }
       const shown = await new Promise<{ stdout: string; problem: string }>((resolve) => {
-        execFile("systemctl", ["show", "-p", "LoadState", "--value", config.vllmService], { timeout: 10_000 }, (error, stdout, stderr) =>
-          resolve({ stdout, problem: error ? stderr.trim() || error.message : "" }),
+        // The caller's environment (its PATH finds systemctl).
+        const env = { ...process.env, ...Object.fromEntries(Object.entries(io.env).filter(([, v]) => v !== undefined)) };
+        execFile(
+          "systemctl",
+          ["show", "-p", "LoadState", "--value", config.vllmService],
+          { timeout: 10_000, env },
+          (error, stdout, stderr) => resolve({ stdout, problem: error ? stderr.trim() || error.message : "" }),
         );
       });
       const state = shown.stdout.trim();

@@ -1,0 +1,92 @@
+import { readFileSync } from "node:fs";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { testdir } from "@gpu-canary/testing";
+import { execFileSync } from "node:child_process";
+import { mkdir } from "node:fs/promises";
+import { SIM_VLLM, SYSTEMD_STANDINS, createSimSite, defineUnit } from "@gpu-canary/vllm-sim";
+import { describe, expect, it, onTestFinished } from "vitest";
+import { cli } from "../test-fixtures/cli.ts";
+
+const GUIDE = join(import.meta.dirname, "..", "..", "..", "..", "docs", "operations.md");
+const CANDIDATE = '{"vllm_memory_util": 0.75, "whisper_model_size": "small"}';
+
+/** Every `gpu-canary …` command the guide shows, as written (up to a pipe), in its order. */
+function guideCommands(): string[] {
+  const text = readFileSync(GUIDE, "utf8");
+  const found = [...text.matchAll(/`(gpu-canary [^`]+)`/g), ...text.matchAll(/^(gpu-canary [^\n#]+)/gm)].map(
+    (m) => (m[1] ?? "").split(" | ")[0]?.trim() ?? "",
+  );
+  return [...new Set(found)];
+}
+
+/** Split like a shell: single quotes group; the guide's `…` placeholders get real values. */
+function argv(command: string, logFile: string): string[] {
+  const words: string[] = [];
+  for (const m of command.matchAll(/'([^']*)'|(\S+)/g)) words.push(m[1] ?? m[2] ?? "");
+  return words
+    .slice(1)
+    .map((w, i, all) => (w.includes("…") ? (all[i - 1] === "--candidate" ? CANDIDATE : "from the guide test") : w))
+    .map((w) => (w === "vllm.log" ? logFile : w));
+}
+
+describe("the operator's guide", () => {
+  it("every gpu-canary command it shows works as written against the simulated host", async () => {
+    const site = await createSimSite(await testdir(), { settings: { KLR_CANARY_MODE: "predictive" } });
+    onTestFinished(() => site.cleanup());
+    await site.startProduction();
+    const log = join(site.dir, "vllm.log");
+    await writeFile(log, "ERROR [core.py:396] ValueError: No available memory for the cache blocks.\n");
+    const commands = guideCommands().filter((c) => !c.includes("--follow"));
+    expect(commands.length).toBeGreaterThan(15);
+    const results: string[] = [];
+    for (const command of commands) {
+      const r = await cli(argv(command, log), site.env, new Date().toISOString());
+      // Usage errors (2) mean the guide is wrong; faults (4) mean it does not work. 1 and 3 are answers.
+      if (r.code === 2 || r.code === 4) results.push(`${command} → exit ${r.code}: ${(r.stderr || r.stdout).slice(0, 300)}`);
+    }
+    expect(results).toEqual([]);
+  }, 180_000);
+
+  it("its systemd and journal troubleshooting commands work through the simulated host's stand-ins, and doctor checks the unit", async () => {
+    const site = await createSimSite(await testdir(), { settings: { KLR_CANARY_MODE: "predictive" } });
+    onTestFinished(() => site.cleanup());
+    const systemd = join(site.dir, "systemd");
+    await mkdir(systemd, { recursive: true });
+    defineUnit(systemd, "vllm.service", {
+      exec: [SIM_VLLM, "--port", String(site.productionPort), "--model", site.modelPath, "--gpu-memory-utilization", "0.7"],
+      env: { GPU_CANARY_SIM_HOST: site.hostFile, CUDA_VISIBLE_DEVICES: "0" },
+    });
+    const env = { ...process.env, SIM_SYSTEMD_DIR: systemd, PATH: `${SYSTEMD_STANDINS}:${process.env.PATH ?? ""}` };
+    execFileSync("systemctl", ["start", "vllm.service"], { env });
+    for (
+      let i = 0;
+      i < 300 &&
+      !(await fetch(`${site.env.KLR_VLLM_URL}/health`).then(
+        (r) => r.ok,
+        () => false,
+      ));
+      i += 1
+    )
+      await new Promise((r) => setTimeout(r, 50));
+    const text = readFileSync(GUIDE, "utf8");
+    const lines = [...text.matchAll(/^(systemctl status [^\n]+|journalctl -u [^\n]+)$/gm)].map((m) => m[1] ?? "");
+    const spans = [...text.matchAll(/`((?:systemctl status|journalctl -u) [^`]+)`/g)].map((m) => m[1] ?? "");
+    // Following (-f) never ends; the rest answer and exit.
+    const commands = [...new Set([...lines, ...spans])].filter((c) => !/\s-f\b/.test(c));
+    expect(commands.length).toBeGreaterThanOrEqual(2);
+    for (const command of commands) {
+      const [file, ...args] = command.split(/\s+/) as [string, ...string[]];
+      const out = execFileSync(file, args, { env, encoding: "utf8", timeout: 10_000 });
+      expect(out.length).toBeGreaterThan(0);
+    }
+    const doctor = await cli(
+      ["doctor", "--json"],
+      { ...site.env, KLR_SERVICE_MANAGER: "systemd", KLR_VLLM_SERVICE: "vllm.service", PATH: env.PATH, SIM_SYSTEMD_DIR: systemd },
+      new Date().toISOString(),
+    );
+    const checks = (doctor.json() as { checks: { name: string; ok: boolean; detail: string }[] }).checks;
+    expect(checks.find((c) => c.name === "production_manager")).toMatchObject({ ok: true, detail: "systemd unit vllm.service is loaded" });
+    execFileSync("systemctl", ["stop", "vllm.service"], { env });
+  }, 120_000);
+});
