@@ -11,7 +11,7 @@ import { createAuditFeed } from "@gpu-canary/audit-feed";
 import { layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
 import { SpicaGPUAllocation, accountingFor, predictMemory, shapeOf } from "@gpu-canary/spica-evaluator";
 import { type BenchRow, recordBench } from "@gpu-canary/testing";
-import { createSimSite } from "@gpu-canary/vllm-sim";
+import { LLAMA_31_8B, createSimSite } from "@gpu-canary/vllm-sim";
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? Number.NaN;
 const range = (xs: number[], digits = 0) => `${Math.min(...xs).toFixed(digits)}–${Math.max(...xs).toFixed(digits)}`;
@@ -98,14 +98,7 @@ for (const command of ["window", "status"]) {
 await rm(home, { recursive: true, force: true });
 
 // Predictive evaluations: the memory model alone, and a whole `evaluate --mode predictive` in-process.
-const shape = shapeOf({
-  num_hidden_layers: 32,
-  num_attention_heads: 32,
-  num_key_value_heads: 8,
-  hidden_size: 4096,
-  intermediate_size: 14336,
-  vocab_size: 128256,
-});
+const shape = shapeOf(LLAMA_31_8B.config);
 const accounting = accountingFor("0.11.0");
 const modelRates: number[] = [];
 for (let round = 0; round < 5; round += 1) {

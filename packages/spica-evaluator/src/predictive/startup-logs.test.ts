@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import { LLAMA_31_8B } from "@gpu-canary/vllm-sim";
 import { describe, expect, it } from "vitest";
 import { VLLM_CONTEXT_BYTES, predictMemory } from "./memory-model.ts";
 import { shapeOf } from "./model-config.ts";
@@ -23,15 +24,7 @@ interface StartupLog {
 
 // config.json fields from the Hugging Face hub (copies named in predictive-memory.md §2.1).
 const MODELS = {
-  "llama-3.1-8b": shapeOf({
-    num_hidden_layers: 32,
-    num_attention_heads: 32,
-    num_key_value_heads: 8,
-    hidden_size: 4096,
-    intermediate_size: 14336,
-    vocab_size: 128256,
-    torch_dtype: "bfloat16",
-  }),
+  "llama-3.1-8b": shapeOf(LLAMA_31_8B.config),
   "qwen2.5-7b": shapeOf({
     num_hidden_layers: 28,
     num_attention_heads: 28,
