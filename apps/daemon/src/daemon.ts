@@ -43,7 +43,15 @@ export function createDaemon(deps: DaemonDeps) {
   const observer = createObserver({ store, audit: deps.audit, subsystem: config.subsystems[0] ?? "gpu_allocation", now });
 
   const onLine = async (line: string) => {
-    const event = await observer.line(line);
+    let event;
+    try {
+      event = await observer.line(line);
+    } catch (error) {
+      // An intent that cannot be written is reported, never a reason to stop following.
+      metrics.observerErrors.inc();
+      logger.error({ err: error instanceof Error ? error.message : String(error) }, "could not record an out-of-memory event");
+      return;
+    }
     if (!event) return;
     metrics.ooms.inc({ kind: event.kind });
     logger.warn({ kind: event.kind, intent: event.intentId, merged: event.merged }, "out-of-memory event in vLLM's log");

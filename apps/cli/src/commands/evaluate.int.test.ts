@@ -157,4 +157,23 @@ describe("gpu-canary evaluate", () => {
     expect(existsSync(files.lock)).toBe(false);
     expect((await run(["recover", "--json"])).json()).toMatchObject({ action: "nothing" });
   }, 120_000);
+
+  it("production that cannot be restored: exit 4, the lock keeps the journal, recover brings it back once it can start", async () => {
+    const { site, files, run, serves } = await simSite();
+    const proc = evaluateProcess({ ...site.env, KLR_PRODUCTION_START_COMMAND: "echo 'vllm.service: no such image' >&2; exit 1" });
+    const { code } = await proc.exited;
+    expect(code).toBe(4);
+    expect(proc.output().stdout).toContain('"code": "PRODUCTION_NOT_RESTORED"');
+    expect(await serves()).toBe(false);
+    // The run is over but its journal stays: a plain acquirer is refused, recovery is told.
+    const status = (await run(["lock", "status", "--json"])).json();
+    expect(status).toMatchObject({ awaits_recovery: true });
+    await until(() => existsSync(files.report), 30_000, "the watchdog's (failed) attempt");
+    const recovered = await run(["recover", "--json"]);
+    expect(recovered.code).toBe(0);
+    expect(recovered.json()).toMatchObject({ action: "recovered", restored_by: "recover", production_serving: true });
+    expect(await serves()).toBe(true);
+    expect(existsSync(files.lock)).toBe(false);
+    expect(JSON.parse(readFileSync(files.budget, "utf8")).seconds_used).toBeGreaterThan(0);
+  }, 120_000);
 });

@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { GpuCanaryError, InterruptedError } from "@gpu-canary/errors";
-import { CrashedRunError, GpuLockHeldError, type GpuLockHandle } from "@gpu-canary/gpu-lock";
+import { CrashedRunError, GpuLockHeldError, type GpuLockHandle, awaitsRecovery } from "@gpu-canary/gpu-lock";
 import { percentile } from "@gpu-canary/vllm-client";
 import {
   type CanaryProcess,
@@ -160,7 +160,13 @@ export async function runCanary(ctx: RunContext, candidate: Candidate, run: { ru
     return await quiesced(inner, candidate, run.runId, handle, under.night, worst.totalSeconds);
   } finally {
     stopRenewal();
-    await handle.release();
+    if (awaitsRecovery(handle.record())) {
+      // Production was quiesced and the run did not finish (not restored, or not charged): the
+      // journal stays in the lock for `gpu-canary recover`, which takes it once its lease lapses.
+      progress("the lock keeps this run's journal for `gpu-canary recover`");
+    } else {
+      await handle.release();
+    }
   }
 }
 
@@ -295,10 +301,16 @@ async function quiesced(
     reportPath: ctx.layout.watchdogReport,
     ...(ctx.useSystemdRun !== undefined ? { useSystemdRun: ctx.useSystemdRun } : {}),
   });
-  await handle.checkFence();
   const stoppedAt = new Date();
-  // Journaled before the quiesce is issued: a crash from here on is found by recovery.
-  await handle.journal({ phase: "quiescing", quiesce: config.quiesce, production_stopped_at: stoppedAt.toISOString() });
+  try {
+    await handle.checkFence();
+    // Journaled before the quiesce is issued: a crash from here on is found by recovery.
+    await handle.journal({ phase: "quiescing", quiesce: config.quiesce, production_stopped_at: stoppedAt.toISOString() });
+  } catch (error) {
+    // Nothing was stopped: a watchdog left armed would fire at its deadline for nothing.
+    await watchdog.disarm();
+    throw error;
+  }
   progress(`quiescing production (${config.quiesce}) — the downtime starts now`);
 
   let canary: CanaryProcess | null = null;
@@ -384,17 +396,22 @@ async function quiesced(
   const downtime = (restored.servingAt.getTime() - stoppedAt.getTime()) / 1000;
   await handle.journal({ phase: "restored", production_serving_at: restored.servingAt.toISOString() });
   await audit.append({ event: "production_restored", run_id: runId, seconds: restored.seconds, downtime_seconds: downtime });
-  const charge = await ctx.budget.charge(night, runId, downtime);
-  await handle.journal({ phase: "charged", charged_at: new Date().toISOString() });
-  await audit.append({
-    event: "budget_charged",
-    run_id: runId,
-    date: night,
-    seconds: downtime,
-    seconds_used: charge.status.secondsUsed,
-    max_seconds: charge.status.maxSeconds,
-  });
-  await watchdog.disarm();
+  try {
+    const charge = await ctx.budget.charge(night, runId, downtime);
+    await handle.journal({ phase: "charged", charged_at: new Date().toISOString() });
+    await audit.append({
+      event: "budget_charged",
+      run_id: runId,
+      date: night,
+      seconds: downtime,
+      seconds_used: charge.status.secondsUsed,
+      max_seconds: charge.status.maxSeconds,
+    });
+  } finally {
+    // Production serves: the watchdog has nothing left to do. An uncharged run stays in the lock's
+    // journal for `recover`.
+    await watchdog.disarm();
+  }
   const slaNote =
     restored.seconds > config.restoreSlaSeconds
       ? `; production took ${restored.seconds.toFixed(1)} s to serve again, over the ${config.restoreSlaSeconds} s restore SLA`
