@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
-import { appendFile, writeFile } from "node:fs/promises";
+import { appendFile, copyFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { testdir, tsNodeArgs } from "@gpu-canary/testing";
 import { createSimSite } from "@gpu-canary/vllm-sim";
@@ -30,6 +30,8 @@ async function daemonOn(settings: Record<string, string>) {
   const site = await createSimSite(await testdir(), { settings });
   onTestFinished(() => site.cleanup());
   await site.startProduction();
+  // The example env file of contrib/ as the operator would install it; the simulated host's settings override it.
+  await copyFile(join(import.meta.dirname, "..", "..", "..", "contrib", "kloros_env.example"), join(site.home, ".kloros_env"));
   const log = join(site.dir, "vllm.log");
   await writeFile(log, "INFO 11-28 03:00:00 [api_server.py] Starting vLLM API server 0\n");
   const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("KLR_")));
@@ -62,6 +64,8 @@ describe("gpu-canaryd on the simulated host", () => {
   it("an OOM line in the followed log → intent → screening → spare-GPU canary → promotion, visible in /audit and /metrics", async () => {
     const d = await daemonOn({ KLR_ALLOW_SPARE_GPU: "true" });
     expect(await d.get("/status")).toMatchObject({ production: { health: "healthy" }, mode: { canary_mode: "canary", spare_gpu: 1 } });
+    // The example env file parses without a warning.
+    expect(d.stderr()).not.toContain('"level":40');
     await appendFile(d.log, OOM);
     const finished = await until(async () => (await d.events()).find((e) => e.event === "tuning_decision"), "the tuning decision");
     expect(finished).toMatchObject({ outcome: "promoted" });
