@@ -1,5 +1,5 @@
 import type { AuditFeed } from "@gpu-canary/audit-feed";
-import type { Config, Layout } from "@gpu-canary/config";
+import { type Config, type Layout, portOfUrl } from "@gpu-canary/config";
 import type { GpuLock } from "@gpu-canary/gpu-lock";
 import type { GpuProbe } from "@gpu-canary/gpu-probe";
 import {
@@ -43,15 +43,10 @@ export function managerOf(config: Config): ServiceManager {
       };
 }
 
-export function productionPort(config: Config): number {
-  const url = new URL(config.vllmUrl);
-  return Number(url.port || (url.protocol === "https:" ? 443 : 80));
-}
-
 export function productionServiceOf(ctx: Pick<RunContext, "config" | "probe" | "env">) {
   return createProductionService({
     manager: managerOf(ctx.config),
-    port: productionPort(ctx.config),
+    port: portOfUrl(ctx.config.vllmUrl),
     vllmProcess: ctx.config.vllmProcess,
     gpuIndex: ctx.config.productionGpuId,
     probe: ctx.probe,
@@ -66,7 +61,7 @@ export function restorePlanOf(config: Config, env: Record<string, string>, quies
     manager: managerOf(config),
     vllmUrl: config.vllmUrl,
     ...(config.vllmApiKey ? { apiKey: config.vllmApiKey } : {}),
-    port: productionPort(config),
+    port: portOfUrl(config.vllmUrl),
     vllmProcess: config.vllmProcess,
     gpuIndex: config.productionGpuId,
     // Keep trying well past the SLA: a slow production is still brought back (and the overrun recorded).

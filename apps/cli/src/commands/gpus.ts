@@ -1,7 +1,7 @@
 import type { Gpu, GpuProcess } from "@gpu-canary/gpu-probe";
 import type { GlobalOptions, Io } from "../io.ts";
 import { answer } from "../output.ts";
-import { loadSettings } from "../settings.ts";
+import { hostEnv, loadSettings } from "../settings.ts";
 
 const processJson = (p: GpuProcess) => ({ pid: p.pid, name: p.name, used_memory_mib: p.usedMemoryMib, gpu_uuid: p.gpuUuid });
 const n = (value: number | null) => (value === null ? "?" : String(value));
@@ -9,9 +9,7 @@ const n = (value: number | null) => (value === null ? "?" : String(value));
 export async function runGpus(options: GlobalOptions, io: Io): Promise<number> {
   const settings = loadSettings(io);
   const { createGpuProbe, cudaTotalMib } = await import("@gpu-canary/gpu-probe");
-  // The simulated host's nvidia-smi finds its state through this variable (demo, tests).
-  const simHost = io.env.GPU_CANARY_SIM_HOST;
-  const probe = createGpuProbe({ executable: settings.config.nvidiaSmi, ...(simHost ? { env: { GPU_CANARY_SIM_HOST: simHost } } : {}) });
+  const probe = createGpuProbe({ executable: settings.config.nvidiaSmi, env: hostEnv(io) });
   const report = await probe.report();
   const gpuJson = (g: Gpu) => ({
     index: g.index,
