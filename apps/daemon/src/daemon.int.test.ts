@@ -2,7 +2,7 @@ import { spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { appendFile, copyFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { testdir, tsNodeArgs } from "@gpu-canary/testing";
+import { testdir, tsNodeArgs, until } from "@gpu-canary/testing";
 import { createSimSite } from "@gpu-canary/vllm-sim";
 import { describe, expect, it, onTestFinished } from "vitest";
 
@@ -12,19 +12,9 @@ const OOM =
 
 let debug: (() => string) | null = null;
 
-async function until<T>(
-  check: () => T | false | null | undefined | Promise<T | false | null | undefined>,
-  what: string,
-  timeoutMs = 40_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${debug ? `\n${debug()}` : ""}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+/** The shared poll, with this test's timing and the daemon's last log lines when it times out. */
+const waitFor = <T>(check: () => T | false | null | undefined | Promise<T | false | null | undefined>, what: string) =>
+  until(check, () => `${what}${debug ? `\n${debug()}` : ""}`, { timeoutMs: 40_000, pollMs: 100 });
 
 async function daemonOn(settings: Record<string, string>) {
   const site = await createSimSite(await testdir(), { settings });
@@ -45,7 +35,7 @@ async function daemonOn(settings: Record<string, string>) {
   onTestFinished(() => void child.kill("SIGKILL"));
   const base = `http://${site.env.KLR_DAEMON_LISTEN}`;
   debug = () => stderr.slice(-4000);
-  await until(() => stderr.includes("Server listening"), "the daemon to listen");
+  await waitFor(() => stderr.includes("Server listening"), "the daemon to listen");
   const get = async <T>(path: string) => (await (await fetch(`${base}${path}`)).json()) as T;
   const events = async () => (await get<{ events: { event: string; [k: string]: unknown }[] }>("/audit")).events;
   const serves = () =>
@@ -67,7 +57,7 @@ describe("gpu-canaryd on the simulated host", () => {
     // The example env file parses without a warning.
     expect(d.stderr()).not.toContain('"level":40');
     await appendFile(d.log, OOM);
-    const finished = await until(async () => (await d.events()).find((e) => e.event === "tuning_decision"), "the tuning decision");
+    const finished = await waitFor(async () => (await d.events()).find((e) => e.event === "tuning_decision"), "the tuning decision");
     expect(finished).toMatchObject({ outcome: "promoted" });
     const kinds = (await d.events()).map((e) => e.event);
     expect(kinds).toEqual(
@@ -75,7 +65,7 @@ describe("gpu-canaryd on the simulated host", () => {
     );
     expect((await d.get<{ promotions: unknown[] }>("/promotions")).promotions).toHaveLength(1);
     // The counters move once the worker has the result, a moment after the audit line.
-    const metrics = await until(async () => {
+    const metrics = await waitFor(async () => {
       const text = await (await fetch(`${d.base}/metrics`)).text();
       return text.includes('gpu_canary_runs_total{result="passed"} 1') && text;
     }, "the run in /metrics");
@@ -88,7 +78,7 @@ describe("gpu-canaryd on the simulated host", () => {
   it("SIGTERM during a quiesced canary: the run ends safely, production serves, the intent waits again, exit 0", async () => {
     const d = await daemonOn({});
     await appendFile(d.log, OOM);
-    await until(async () => (await d.events()).some((e) => e.event === "canary_started"), "the canary to start");
+    await waitFor(async () => (await d.events()).some((e) => e.event === "canary_started"), "the canary to start");
     d.child.kill("SIGTERM");
     expect(await d.exited).toBe(0);
     expect(await d.serves()).toBe(true);

@@ -1,18 +1,10 @@
 import { appendFile, mkdir, rename, truncate, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { testdir } from "@gpu-canary/testing";
+import { testdir, until } from "@gpu-canary/testing";
 import { SYSTEMD_STANDINS } from "@gpu-canary/vllm-sim";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { followLog } from "./log-follower.ts";
 import type { LogSource } from "@gpu-canary/config";
-
-async function until(check: () => boolean, what: string, timeoutMs = 15_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
 
 function follow(source: LogSource, stateDir: string, extra: { unit?: string; env?: Record<string, string>; journalctl?: string } = {}) {
   const lines: string[] = [];
@@ -45,22 +37,22 @@ describe("followLog", () => {
     const f = follow({ kind: "file", path: log }, dir);
     await new Promise((r) => setTimeout(r, 150));
     await appendFile(log, "one\ntw");
-    await until(() => f.lines.includes("one"), "an appended line");
+    await until(() => f.lines.includes("one"), "an appended line", { timeoutMs: 15_000, pollMs: 25 });
     await appendFile(log, "o\n");
-    await until(() => f.lines.includes("two"), "a line finished in a second write");
+    await until(() => f.lines.includes("two"), "a line finished in a second write", { timeoutMs: 15_000, pollMs: 25 });
     await truncate(log, 0);
     await appendFile(log, "after truncation\n");
-    await until(() => f.lines.includes("after truncation"), "a line after truncation");
+    await until(() => f.lines.includes("after truncation"), "a line after truncation", { timeoutMs: 15_000, pollMs: 25 });
     await appendFile(log, "last of the old file\n");
     await rename(log, `${log}.1`);
     await writeFile(log, "first of the new file\n");
-    await until(() => f.lines.includes("first of the new file"), "a line after rotation");
+    await until(() => f.lines.includes("first of the new file"), "a line after rotation", { timeoutMs: 15_000, pollMs: 25 });
     await f.stop();
     expect(f.lines).toEqual(["one", "two", "after truncation", "last of the old file", "first of the new file"]);
     // Written while nobody followed: read on the next start, from the saved offset.
     await appendFile(log, "while the daemon was down\n");
     const again = follow({ kind: "file", path: log }, dir);
-    await until(() => again.lines.length > 0, "the resumed line");
+    await until(() => again.lines.length > 0, "the resumed line", { timeoutMs: 15_000, pollMs: 25 });
     expect(again.lines).toEqual(["while the daemon was down"]);
   }, 30_000);
 
@@ -74,19 +66,19 @@ describe("followLog", () => {
     const f = follow({ kind: "journal" }, dir, { env, journalctl: join(SYSTEMD_STANDINS, "journalctl") });
     await new Promise((r) => setTimeout(r, 1500));
     await appendFile(unitLog, "ValueError: No available memory for the cache blocks.\n");
-    await until(() => f.lines.length > 0, "a journal line", 20_000);
+    await until(() => f.lines.length > 0, "a journal line", { timeoutMs: 20_000, pollMs: 25 });
     await f.stop();
     expect(f.lines).toEqual(["ValueError: No available memory for the cache blocks."]);
     await appendFile(unitLog, "while down\n");
     const again = follow({ kind: "journal" }, dir, { env, journalctl: join(SYSTEMD_STANDINS, "journalctl") });
-    await until(() => again.lines.length > 0, "the resumed journal line", 20_000);
+    await until(() => again.lines.length > 0, "the resumed journal line", { timeoutMs: 20_000, pollMs: 25 });
     expect(again.lines).toEqual(["while down"]);
   }, 60_000);
 
   it("follows a command's output and restarts it when it ends", async () => {
     const dir = await testdir();
     const f = follow({ kind: "command", command: "sh -c 'echo started; sleep 0.2'" }, dir);
-    await until(() => f.lines.filter((l) => l === "started").length >= 2, "a restarted command", 20_000);
+    await until(() => f.lines.filter((l) => l === "started").length >= 2, "a restarted command", { timeoutMs: 20_000, pollMs: 25 });
     expect(f.errors[0]).toMatch(/ended \(exit 0\); following again/);
   }, 30_000);
 });

@@ -2,7 +2,7 @@ import { spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { testdir, tsNodeArgs } from "@gpu-canary/testing";
+import { testdir, tsNodeArgs, until } from "@gpu-canary/testing";
 import { createVllmClient } from "@gpu-canary/vllm-client";
 import { SIM_VLLM, createHost, h200, liveProcesses, readHost } from "@gpu-canary/vllm-sim";
 import { describe, expect, it, onTestFinished } from "vitest";
@@ -71,16 +71,6 @@ function startArmer(setup: string, mode: string) {
   return { child, ready, exited, output: () => out };
 }
 
-async function until<T>(check: () => T | null | undefined | false, timeoutMs: number): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error("condition not met in time");
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
 describe("the restore watchdog", () => {
   it("brings production back by itself when the run is SIGKILLed mid-canary", async () => {
     const h = await host();
@@ -88,13 +78,17 @@ describe("the restore watchdog", () => {
     const run = startArmer(h.setup, "die");
     const canaryPgid = await run.ready();
     // Production is down and the canary took its place on the GPU.
-    await until(() => readHost(h.hostFile).processes.some((p) => p.used_memory_mib === Math.ceil(143148 * 0.4)), 30_000);
+    await until(() => readHost(h.hostFile).processes.some((p) => p.used_memory_mib === Math.ceil(143148 * 0.4)), "the canary on the GPU", {
+      timeoutMs: 30_000,
+      pollMs: 100,
+    });
     expect(readHost(h.hostFile).processes.map((p) => p.used_memory_mib)).toEqual([Math.ceil(143148 * 0.4)]);
     run.child.kill("SIGKILL");
     await run.exited;
     const report = await until(
       () => existsSync(h.reportPath) && (JSON.parse(readFileSync(h.reportPath, "utf8")) as WatchdogReport),
-      60_000,
+      "the watchdog's report",
+      { timeoutMs: 60_000, pollMs: 100 },
     );
     expect(report).toMatchObject({
       run_id: "test-run",
@@ -122,7 +116,8 @@ describe("the restore watchdog", () => {
     expect(exit.signal).toBe("SIGKILL");
     const report = await until(
       () => existsSync(h.reportPath) && (JSON.parse(readFileSync(h.reportPath, "utf8")) as WatchdogReport),
-      60_000,
+      "the watchdog's report",
+      { timeoutMs: 60_000, pollMs: 100 },
     );
     expect(report).toMatchObject({ armer_killed: true, canary_stopped: true, error: null, reason: expect.stringContaining("deadline") });
     expect(await h.client.servesCompletion({ timeoutMs: 5000 })).toBeTruthy();

@@ -104,3 +104,21 @@ export function deadPid(): number {
 }
 export { BENCH_RESULTS, recordBench } from "./bench-results.ts";
 export type { BenchRow } from "./bench-results.ts";
+
+/**
+ * Poll `check` until it answers something truthy and return that; past the timeout, fail naming
+ * what was awaited (`what` may be a function, to add what is known only then, such as a log).
+ */
+export async function until<T>(
+  check: () => T | null | undefined | false | Promise<T | null | undefined | false>,
+  what: string | (() => string),
+  options: { timeoutMs?: number; pollMs?: number } = {},
+): Promise<T> {
+  const deadline = Date.now() + (options.timeoutMs ?? 30_000);
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${typeof what === "function" ? what() : what}`);
+    await new Promise((resolve) => setTimeout(resolve, options.pollMs ?? 50));
+  }
+}

@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { testdir, tsNodeArgs } from "@gpu-canary/testing";
+import { testdir, tsNodeArgs, until } from "@gpu-canary/testing";
 import { createSimSite } from "@gpu-canary/vllm-sim";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { cli } from "../test-fixtures/cli.ts";
@@ -58,14 +58,6 @@ function evaluateProcess(env: Record<string, string>) {
   return { child, exited, output: () => ({ stdout, stderr }) };
 }
 
-async function until(check: () => boolean | Promise<boolean>, timeoutMs: number, what: string) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 describe("gpu-canary evaluate", () => {
   it("prints the checklist's lines; --json carries the result; exit codes 0, 1 and 2", async () => {
     const { run } = await simSite();
@@ -116,7 +108,7 @@ describe("gpu-canary evaluate", () => {
   it("SIGTERM mid-run: production restored, downtime charged, lock released, exit 143", async () => {
     const { site, files, events, serves } = await simSite();
     const proc = evaluateProcess(site.env);
-    await until(() => events().some((e) => e.event === "canary_started"), 60_000, "the canary to start");
+    await until(() => events().some((e) => e.event === "canary_started"), "the canary to start", { timeoutMs: 60_000 });
     proc.child.kill("SIGTERM");
     const { code } = await proc.exited;
     expect(code).toBe(143);
@@ -133,11 +125,11 @@ describe("gpu-canary evaluate", () => {
   it("SIGKILL mid-run: the watchdog restores production within the SLA; recover charges the journal's downtime and releases", async () => {
     const { site, files, events, serves, run } = await simSite();
     const proc = evaluateProcess(site.env);
-    await until(() => events().some((e) => e.event === "canary_started"), 60_000, "the canary to start");
+    await until(() => events().some((e) => e.event === "canary_started"), "the canary to start", { timeoutMs: 60_000 });
     const killedAt = Date.now();
     proc.child.kill("SIGKILL");
     await proc.exited;
-    await until(() => existsSync(files.report), 30_000, "the watchdog's report");
+    await until(() => existsSync(files.report), "the watchdog's report", { timeoutMs: 30_000 });
     expect(await serves()).toBe(true);
     expect((Date.now() - killedAt) / 1000).toBeLessThan(15);
     const report = JSON.parse(readFileSync(files.report, "utf8")) as Record<string, unknown>;
@@ -168,7 +160,7 @@ describe("gpu-canary evaluate", () => {
     // The run is over but its journal stays: a plain acquirer is refused, recovery is told.
     const status = (await run(["lock", "status", "--json"])).json();
     expect(status).toMatchObject({ awaits_recovery: true });
-    await until(() => existsSync(files.report), 30_000, "the watchdog's (failed) attempt");
+    await until(() => existsSync(files.report), "the watchdog's (failed) attempt", { timeoutMs: 30_000 });
     const recovered = await run(["recover", "--json"]);
     expect(recovered.code).toBe(0);
     expect(recovered.json()).toMatchObject({ action: "recovered", restored_by: "recover", production_serving: true });
