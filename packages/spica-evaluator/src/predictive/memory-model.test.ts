@@ -1,70 +1,12 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { predictMemory, type MemoryInputs } from "./memory-model.ts";
-import { estimateParams, kvBytesPerToken, shapeOf } from "./model-config.ts";
+import { estimateParams, kvBytesPerToken } from "./model-config.ts";
+import { llama31_8b, qwen25_7b, mistral7b, qwen25_05b, qwen25_15b, deepseekV2Lite } from "./test-fixtures/model-shapes.ts";
 import { accountingFor } from "./vllm-accounting.ts";
 import { WHISPER_FP16_GIB, whisperBytes } from "./whisper-footprint.ts";
 
 const GIB = 1024 ** 3;
-
-// config.json fields as published on the Hugging Face hub (copies named in predictive-memory.md §2.1).
-const llama31_8b = shapeOf({
-  num_hidden_layers: 32,
-  num_attention_heads: 32,
-  num_key_value_heads: 8,
-  hidden_size: 4096,
-  intermediate_size: 14336,
-  vocab_size: 128256,
-  torch_dtype: "bfloat16",
-});
-const qwen25_7b = shapeOf({
-  num_hidden_layers: 28,
-  num_attention_heads: 28,
-  num_key_value_heads: 4,
-  hidden_size: 3584,
-  intermediate_size: 18944,
-  vocab_size: 152064,
-  torch_dtype: "bfloat16",
-});
-const mistral7b = shapeOf({
-  num_hidden_layers: 32,
-  num_attention_heads: 32,
-  num_key_value_heads: 8,
-  hidden_size: 4096,
-  intermediate_size: 14336,
-  vocab_size: 32768,
-  torch_dtype: "bfloat16",
-});
-const qwen25_05b = shapeOf({
-  num_hidden_layers: 24,
-  num_attention_heads: 14,
-  num_key_value_heads: 2,
-  hidden_size: 896,
-  intermediate_size: 4864,
-  vocab_size: 151936,
-  torch_dtype: "bfloat16",
-  tie_word_embeddings: true,
-});
-const qwen25_15b = shapeOf({
-  num_hidden_layers: 28,
-  num_attention_heads: 12,
-  num_key_value_heads: 2,
-  hidden_size: 1536,
-  intermediate_size: 8960,
-  vocab_size: 151936,
-  torch_dtype: "bfloat16",
-  tie_word_embeddings: true,
-});
-const deepseekV2Lite = shapeOf({
-  num_hidden_layers: 27,
-  num_attention_heads: 16,
-  hidden_size: 2048,
-  intermediate_size: 10944,
-  vocab_size: 102400,
-  kv_lora_rank: 512,
-  qk_rope_head_dim: 64,
-  torch_dtype: "bfloat16",
-});
 
 describe("model shapes", () => {
   it.each([

@@ -1,9 +1,8 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { LLAMA_31_8B } from "@gpu-canary/vllm-sim";
 import { describe, expect, it } from "vitest";
 import { VLLM_CONTEXT_BYTES, predictMemory } from "./memory-model.ts";
-import { shapeOf } from "./model-config.ts";
+import { llama31_8b, qwen25_7b } from "./test-fixtures/model-shapes.ts";
 import { accountingFor } from "./vllm-accounting.ts";
 
 const GIB = 1024 ** 3;
@@ -22,19 +21,7 @@ interface StartupLog {
   outcome: "starts" | "fails" | "refuses_to_start";
 }
 
-// config.json fields from the Hugging Face hub (copies named in predictive-memory.md §2.1).
-const MODELS = {
-  "llama-3.1-8b": shapeOf(LLAMA_31_8B.config),
-  "qwen2.5-7b": shapeOf({
-    num_hidden_layers: 28,
-    num_attention_heads: 28,
-    num_key_value_heads: 4,
-    hidden_size: 3584,
-    intermediate_size: 18944,
-    vocab_size: 152064,
-    torch_dtype: "bfloat16",
-  }),
-};
+const MODELS = { "llama-3.1-8b": llama31_8b, "qwen2.5-7b": qwen25_7b };
 
 const { logs } = JSON.parse(readFileSync(join(import.meta.dirname, "test-fixtures", "startup-logs.json"), "utf8")) as {
   logs: StartupLog[];
