@@ -2,7 +2,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import type { AuditFeed } from "@gpu-canary/audit-feed";
 import type { Config, Layout } from "@gpu-canary/config";
 import { windowAt } from "@gpu-canary/policy";
-import { type SpicaGPUAllocation, recover } from "@gpu-canary/spica-evaluator";
+import { type SpicaGPUAllocation, recoverIfCrashed } from "@gpu-canary/spica-evaluator";
 import { type IntentStore, type TuningRunner, createObserver, followLog, workIntent } from "@gpu-canary/tuning";
 import type { Logger } from "pino";
 import type { Metrics } from "./metrics.ts";
@@ -117,12 +117,8 @@ export function createDaemon(deps: DaemonDeps) {
     wake: () => wake?.(),
     async start() {
       // What a crash left behind first: a crashed run's lock, intents a killed worker held.
-      const lock = await deps.evaluator.context.lock.status();
-      if (lock.awaitsRecovery && lock.stale) {
-        logger.warn({ reason: lock.reason }, "a crashed run awaits recovery: recovering it");
-        const outcome = await recover(deps.evaluator.context);
-        logger.info({ action: outcome.action, charged: outcome.chargedSeconds }, outcome.detail);
-      }
+      const outcome = await recoverIfCrashed(deps.evaluator.context);
+      if (outcome) logger.warn({ action: outcome.action, charged: outcome.chargedSeconds }, outcome.detail);
       const requeued = await store.requeueAbandoned();
       if (requeued > 0) logger.info({ requeued }, "intents a stopped worker held are pending again");
       loops = [

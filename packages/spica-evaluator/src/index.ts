@@ -6,7 +6,7 @@ export { CandidateError, candidateJson, candidateSchema, parseCandidate } from "
 export type { Candidate } from "./candidate.ts";
 export { exitCodeOfResult, resultJson } from "./result.ts";
 export type { EvaluationMode, EvaluationResult, EvaluationStatus, Measured } from "./result.ts";
-export { recover, armFilePath } from "./recover.ts";
+export { armFilePath, recover, recoverIfCrashed } from "./recover.ts";
 export type { RecoveryOutcome } from "./recover.ts";
 export { listPromotions, promotionFile, promotionSchema, writePromotion } from "./promotions.ts";
 export type { Promotion, PromotionListing } from "./promotions.ts";

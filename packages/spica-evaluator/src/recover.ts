@@ -97,6 +97,17 @@ export async function recover(ctx: RunContext): Promise<RecoveryOutcome> {
   }
 }
 
+/**
+ * Recover a crashed quiesced run if the lock holds one whose holder is gone (a new run and the
+ * daemon's start do this first); null when there is nothing to recover. A live run is left alone.
+ */
+export async function recoverIfCrashed(ctx: RunContext): Promise<RecoveryOutcome | null> {
+  const status = await ctx.lock.status();
+  if (!(status.awaitsRecovery && status.stale)) return null;
+  ctx.onProgress?.(`a crashed run awaits recovery (${status.reason}): recovering it first`);
+  return recover(ctx);
+}
+
 async function serves(ctx: RunContext): Promise<boolean> {
   try {
     await ctx.production.servesCompletion({ timeoutMs: 5000 });

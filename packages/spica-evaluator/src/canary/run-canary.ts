@@ -15,7 +15,7 @@ import {
 import type { Candidate } from "../candidate.ts";
 import { type RunContext, canaryClient, productionServiceOf, restorePlanOf } from "../context.ts";
 import { rememberVllmSeen } from "../predictive/vllm-seen.ts";
-import { armFilePath, recover } from "../recover.ts";
+import { armFilePath, recoverIfCrashed } from "../recover.ts";
 import type { Measured } from "../result.ts";
 import { type LatencySamples, judge, measureBaseline, timedCompletions } from "./canary-test.ts";
 import { type CanaryPath, type Refusal, checkGates } from "./gates.ts";
@@ -122,12 +122,8 @@ export async function runCanary(ctx: RunContext, candidate: Candidate, run: { ru
   };
 
   // A crashed run's lock is recovered first (as `recover` does), never stolen.
-  const before = await ctx.lock.status();
-  if (before.awaitsRecovery && before.stale) {
-    progress("a crashed run awaits recovery: recovering it first");
-    const outcome = await recover(ctx);
-    progress(outcome.detail);
-  }
+  const recovered = await recoverIfCrashed(ctx);
+  if (recovered) progress(recovered.detail);
 
   const chosen = await choosePath(ctx, candidate);
   if ("refusal" in chosen) return refused(chosen.refusal);
