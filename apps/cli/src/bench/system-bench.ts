@@ -95,6 +95,37 @@ for (const command of ["window", "status"]) {
     values: { ms: median(times), node_ms: median(bare), ratio },
   });
 }
+
+// Where a cold start goes: what any time-zone-aware command pays before its first line of
+// code (node plus ICU's first time-zone lookup), and each heavy dependency's import on its own.
+const floor = cold(["-e", "new Intl.DateTimeFormat('en-US', { timeZone: 'America/New_York' }).format()"]);
+rows.push({
+  benchmark: "cold start floor: node -e with one time-zone lookup (Intl)",
+  result: `${median(floor).toFixed(0)} ms vs node -e 0 ${median(bare).toFixed(0)} ms: ratio ${(median(floor) / median(bare)).toFixed(2)} (spread ${range(floor)} ms)`,
+  values: { ms: median(floor), node_ms: median(bare), ratio: median(floor) / median(bare) },
+});
+const packagesDir = join(import.meta.dirname, "..", "..", "..", "..", "packages");
+const imports: [name: string, owner: string, code: string][] = [
+  ["zod", "config", "await import('zod')"],
+  ["commander", "../apps/cli", "await import('commander')"],
+  ["luxon + a time-zone lookup", "policy", "const { DateTime } = await import('luxon'); DateTime.now().setZone('America/New_York').toISO()"],
+  ["undici", "vllm-client", "await import('undici')"],
+  ["execa", "gpu-probe", "await import('execa')"],
+];
+const importCosts = imports.map(([name, owner, code]) => {
+  const times = Array.from({ length: 7 }, () => {
+    const start = performance.now();
+    const r = spawnSync(process.execPath, ["--input-type=module", "-e", code], { cwd: join(packagesDir, owner), stdio: "ignore" });
+    if (r.status !== 0) throw new Error(`importing ${name} from ${owner} exited ${r.status}`);
+    return performance.now() - start;
+  });
+  return { name, ms: median(times) - median(bare) };
+});
+rows.push({
+  benchmark: "cold start: import cost over node -e 0, one module per process",
+  result: importCosts.map((c) => `${c.name} ${c.ms.toFixed(0)} ms`).join(", "),
+  values: Object.fromEntries(importCosts.map((c) => [c.name, c.ms])),
+});
 await rm(home, { recursive: true, force: true });
 
 // Predictive evaluations: the memory model alone, and a whole `evaluate --mode predictive` in-process.
