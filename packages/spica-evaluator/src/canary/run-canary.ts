@@ -45,12 +45,8 @@ function deathLine(canary: CanaryProcess): string {
   return (telling.at(-1) ?? lines.at(-1) ?? "no output").slice(0, 500);
 }
 
-function measuredOf(
-  path: CanaryPath,
-  samples: LatencySamples,
-  baseline: Measured["productionBaseline"],
-  downtime: number | null,
-): Measured {
+/** The test's numbers; a quiesced run adds its downtime once production serves again. */
+function measuredOf(path: CanaryPath, samples: LatencySamples, baseline: Measured["productionBaseline"]): Measured {
   return {
     path,
     ttftP50Ms: percentile(samples.ttftMs, 50),
@@ -61,7 +57,7 @@ function measuredOf(
     samples: samples.e2eMs.length,
     errors: samples.errors,
     productionBaseline: baseline,
-    downtimeSeconds: downtime,
+    downtimeSeconds: null,
   };
 }
 
@@ -185,13 +181,16 @@ async function testCanary(ctx: RunContext, canary: CanaryProcess | null, deadlin
   return samples;
 }
 
-function verdictOf(
+/** Test the canary within the timeout, audit what came back, and judge it against production's baseline. */
+async function testAndJudge(
   ctx: RunContext,
+  canary: CanaryProcess | null,
   path: CanaryPath,
-  samples: LatencySamples,
   baseline: Measured["productionBaseline"],
-  downtime: number | null,
+  runId: string,
 ) {
+  const samples = await testCanary(ctx, canary, Date.now() + ctx.config.canaryTimeoutSeconds * 1000);
+  await ctx.audit.append({ event: "canary_tested", run_id: runId, path, samples: samples.e2eMs.length, errors: samples.errors });
   const verdict = judge(samples, baseline, {
     samplesWanted: ctx.config.canarySamples,
     ttftP95Ms: ctx.config.canaryTtftP95Ms,
@@ -200,7 +199,7 @@ function verdictOf(
   // A canary that died (vLLM's own out-of-memory exit) failed; one that never answered is inconclusive.
   const died = samples.errors.find((e) => e.startsWith("the canary exited"));
   const status = died && verdict.status === "inconclusive" ? ("failed" as const) : verdict.status;
-  return { status, reason: died && status === "failed" ? died : verdict.reason, measured: measuredOf(path, samples, baseline, downtime) };
+  return { status, reason: died && status === "failed" ? died : verdict.reason, measured: measuredOf(path, samples, baseline) };
 }
 
 function launch(ctx: RunContext, candidate: Candidate, gpuIndex: number): CanaryProcess {
@@ -229,15 +228,7 @@ async function stopCanary(ctx: RunContext, canary: CanaryProcess, runId: string)
 async function attached(ctx: RunContext, runId: string): Promise<CanaryOutcome> {
   ctx.onProgress?.(`testing the vLLM already serving on port ${ctx.config.canaryPort}`);
   const baseline = await measureBaseline(ctx.production, BASELINE_SAMPLES, ctx.config.modelPath);
-  const samples = await testCanary(ctx, null, Date.now() + ctx.config.canaryTimeoutSeconds * 1000);
-  await ctx.audit.append({
-    event: "canary_tested",
-    run_id: runId,
-    path: "attached",
-    samples: samples.e2eMs.length,
-    errors: samples.errors,
-  });
-  const verdict = verdictOf(ctx, "attached", samples, baseline, null);
+  const verdict = await testAndJudge(ctx, null, "attached", baseline, runId);
   return { ...verdict, gate: null, whisperVerified: false };
 }
 
@@ -253,9 +244,7 @@ async function spare(ctx: RunContext, candidate: Candidate, runId: string): Prom
     path: "spare",
   });
   try {
-    const samples = await testCanary(ctx, canary, Date.now() + ctx.config.canaryTimeoutSeconds * 1000);
-    await ctx.audit.append({ event: "canary_tested", run_id: runId, path: "spare", samples: samples.e2eMs.length, errors: samples.errors });
-    const verdict = verdictOf(ctx, "spare", samples, baseline, null);
+    const verdict = await testAndJudge(ctx, canary, "spare", baseline, runId);
     return { ...verdict, gate: null, whisperVerified: false };
   } finally {
     await stopCanary(ctx, canary, runId);
@@ -346,9 +335,7 @@ async function quiesced(
       gpu_index: config.productionGpuId,
       path: "quiesced",
     });
-    const samples = await testCanary(ctx, canary, Date.now() + config.canaryTimeoutSeconds * 1000);
-    await audit.append({ event: "canary_tested", run_id: runId, path: "quiesced", samples: samples.e2eMs.length, errors: samples.errors });
-    const verdict = verdictOf(ctx, "quiesced", samples, baseline, null);
+    const verdict = await testAndJudge(ctx, canary, "quiesced", baseline, runId);
     outcome = { ...verdict, gate: null, whisperVerified: switchesWhisper || candidate.whisperModelSize === config.whisperSize };
   } catch (error) {
     failure = error;
