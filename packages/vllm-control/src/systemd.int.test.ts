@@ -119,34 +119,19 @@ describe("the canary as a transient unit", () => {
       systemctl: h.systemctl,
       journalctl: join(SYSTEMD_STANDINS, "journalctl"),
     };
-    const canary = await launchCanaryUnit(
-      {
-        vllmCommand: SIM_VLLM,
-        modelPath: "/m",
-        port: h.port + 1,
-        gpuMemoryUtilization: 0.3,
-        gpuIndex: 0,
-        env: { GPU_CANARY_SIM_HOST: h.hostFile },
-      },
-      { unit: "gpu-canary-canary-t1", runtimeMaxSec: 60, ...tools },
-    );
+    const launch = (port: number, unit: string, runtimeMaxSec: number) =>
+      launchCanaryUnit(
+        { vllmCommand: SIM_VLLM, modelPath: "/m", port, gpuMemoryUtilization: 0.3, gpuIndex: 0, env: { GPU_CANARY_SIM_HOST: h.hostFile } },
+        { unit, runtimeMaxSec, ...tools },
+      );
+    const canary = await launch(h.port + 1, "gpu-canary-canary-t1", 60);
     const client = createVllmClient({ baseUrl: `http://127.0.0.1:${h.port + 1}` });
     await client.waitUntilHealthy({ deadlineMs: 30_000 });
     expect(canary.pid).toBeGreaterThan(0);
     await canary.stop();
     expect(canary.hasExited()).toBe(true);
     expect(canary.tail()).toContain("Starting vLLM API server");
-    const capped = await launchCanaryUnit(
-      {
-        vllmCommand: SIM_VLLM,
-        modelPath: "/m",
-        port: h.port + 2,
-        gpuMemoryUtilization: 0.3,
-        gpuIndex: 0,
-        env: { GPU_CANARY_SIM_HOST: h.hostFile },
-      },
-      { unit: "gpu-canary-canary-t2", runtimeMaxSec: 2, ...tools },
-    );
+    const capped = await launch(h.port + 2, "gpu-canary-canary-t2", 2);
     await capped.exited;
     expect(capped.hasExited()).toBe(true);
   }, 90_000);
