@@ -108,7 +108,11 @@ const packagesDir = join(import.meta.dirname, "..", "..", "..", "..", "packages"
 const imports: [name: string, owner: string, code: string][] = [
   ["zod", "config", "await import('zod')"],
   ["commander", "../apps/cli", "await import('commander')"],
-  ["luxon + a time-zone lookup", "policy", "const { DateTime } = await import('luxon'); DateTime.now().setZone('America/New_York').toISO()"],
+  [
+    "luxon + a time-zone lookup",
+    "policy",
+    "const { DateTime } = await import('luxon'); DateTime.now().setZone('America/New_York').toISO()",
+  ],
   ["undici", "vllm-client", "await import('undici')"],
   ["execa", "gpu-probe", "await import('execa')"],
 ];
