@@ -1,4 +1,4 @@
-import { EXIT, GpuCanaryError } from "@gpu-canary/errors";
+import { EXIT, GpuCanaryError, messageOf } from "@gpu-canary/errors";
 import type { GlobalOptions, Io } from "./io.ts";
 
 /** Print a command's answer: one JSON document with --json, short text without. */
@@ -15,7 +15,7 @@ export function reportError(io: Io, options: GlobalOptions, error: unknown): num
     if (options.debug && error.stack) io.stderr(`${error.stack}\n`);
     return error.exitCode;
   }
-  const message = error instanceof Error ? error.message : String(error);
+  const message = messageOf(error);
   const body = {
     code: "INTERNAL",
     message: `unexpected error: ${message}`,

@@ -7,6 +7,7 @@ import { type IntentStore, type TuningRunner, createObserver, followLog, workInt
 import type { Logger } from "pino";
 import type { Metrics } from "./metrics.ts";
 import type { Notifier } from "./notify.ts";
+import { messageOf } from "@gpu-canary/errors";
 
 export interface DaemonDeps {
   config: Config;
@@ -49,7 +50,7 @@ export function createDaemon(deps: DaemonDeps) {
     } catch (error) {
       // An intent that cannot be written is reported, never a reason to stop following.
       metrics.observerErrors.inc();
-      logger.error({ err: error instanceof Error ? error.message : String(error) }, "could not record an out-of-memory event");
+      logger.error({ err: messageOf(error) }, "could not record an out-of-memory event");
       return;
     }
     if (!event) return;
@@ -94,7 +95,7 @@ export function createDaemon(deps: DaemonDeps) {
         }
       } catch (error) {
         working = null;
-        const message = error instanceof Error ? error.message : String(error);
+        const message = messageOf(error);
         logger.error({ err: message }, "the work loop hit an error");
         deps.notifier.send("fault", { reason: message });
         if (deps.runAbort.signal.aborted) return;

@@ -1,5 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { Logger } from "pino";
+import { messageOf } from "@gpu-canary/errors";
 
 export type NotificationKind = "run_finished" | "refused" | "fault" | "promotion";
 
@@ -25,7 +26,7 @@ export function createNotifier(deps: { url: string | undefined; logger: Logger; 
         if (response.ok) return;
         deps.logger.warn({ status: response.status, attempt }, "notification refused by KLR_NOTIFY_URL");
       } catch (error) {
-        deps.logger.warn({ err: error instanceof Error ? error.message : String(error), attempt }, "notification failed");
+        deps.logger.warn({ err: messageOf(error), attempt }, "notification failed");
       }
       if (attempt < attempts) await sleep(base * 2 ** (attempt - 1));
     }

@@ -1,6 +1,6 @@
 import type { AuditFeed } from "@gpu-canary/audit-feed";
 import type { Config } from "@gpu-canary/config";
-import { GpuCanaryError } from "@gpu-canary/errors";
+import { GpuCanaryError, messageOf } from "@gpu-canary/errors";
 import { type RunContext, listPromotions, statusDocument } from "@gpu-canary/spica-evaluator";
 import { type IntentStore, parseIntentInput } from "@gpu-canary/tuning";
 import Fastify from "fastify";
@@ -93,8 +93,7 @@ export function buildServer(deps: ServerDeps) {
         reply.raw.write(`event: ${event.event}\ndata: ${JSON.stringify(event)}\n\n`);
       }
     } catch (error) {
-      if (!controller.signal.aborted)
-        deps.logger.warn({ err: error instanceof Error ? error.message : String(error) }, "audit stream ended");
+      if (!controller.signal.aborted) deps.logger.warn({ err: messageOf(error) }, "audit stream ended");
     }
     reply.raw.end();
   });

@@ -1,7 +1,7 @@
 import { open, mkdir, readFile, stat, unlink } from "node:fs/promises";
 import { hostname as osHostname } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
-import { GpuCanaryError, errnoCode } from "@gpu-canary/errors";
+import { GpuCanaryError, errnoCode, messageOf } from "@gpu-canary/errors";
 import { DateTime } from "luxon";
 import { type AuditEvent, type AuditEventInput, type AuditLine, parseAuditEvent } from "./events.ts";
 import { dayFile, dayOf, listDays } from "./files.ts";
@@ -109,7 +109,7 @@ export function createAuditFeed(deps: AuditFeedDeps): AuditFeed {
         await handle.close();
       }
     } catch (error) {
-      throw new AuditWriteError(path, error instanceof Error ? error.message : String(error), error);
+      throw new AuditWriteError(path, messageOf(error), error);
     }
     return event;
   };

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { EXIT, GpuCanaryError, errnoCode, exitCodeOf, isGpuCanaryError } from "./index.ts";
+import { EXIT, GpuCanaryError, errnoCode, exitCodeOf, isGpuCanaryError, messageOf } from "./index.ts";
 
 describe("GpuCanaryError", () => {
   it("carries a stable code, a hint and a kind that maps to the contract's exit code", () => {
@@ -24,5 +24,11 @@ describe("GpuCanaryError", () => {
     expect(errnoCode(new Error("x"))).toBeUndefined();
     expect(errnoCode("ENOENT")).toBeUndefined();
     expect(errnoCode({ code: 5 })).toBeUndefined();
+  });
+
+  it("gives anything thrown as text: an Error's message, else the value as a string", () => {
+    expect(messageOf(new GpuCanaryError("X", "the lock file is not JSON"))).toBe("the lock file is not JSON");
+    expect(messageOf("plain text")).toBe("plain text");
+    expect(messageOf(42)).toBe("42");
   });
 });

@@ -67,6 +67,11 @@ export function exitCodeOf(kind: ErrorKind): number {
   }
 }
 
+/** What went wrong, as text: an Error's message, anything else thrown as a string. */
+export function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
 /** The errno code of a Node system error, if it has one. */
 export function errnoCode(error: unknown): string | undefined {
   if (typeof error === "object" && error !== null && "code" in error) {

@@ -10,6 +10,7 @@ import {
   parseComputeApps,
   parseGpus,
 } from "./gpus.ts";
+import { messageOf } from "@gpu-canary/errors";
 
 export interface RunResult {
   stdout: string;
@@ -91,10 +92,7 @@ export function createGpuProbe(deps: GpuProbeDeps) {
     try {
       return await exec(deps.executable, args, { timeoutMs, env: deps.env ?? {} });
     } catch (error) {
-      throw new GpuProbeError(
-        "NVIDIA_SMI_FAILED",
-        `could not run ${deps.executable}: ${error instanceof Error ? error.message : String(error)}`,
-      );
+      throw new GpuProbeError("NVIDIA_SMI_FAILED", `could not run ${deps.executable}: ${messageOf(error)}`);
     }
   };
 

@@ -1,5 +1,5 @@
 import { WHISPER_SIZES, type WhisperSize } from "@gpu-canary/config";
-import { GpuCanaryError } from "@gpu-canary/errors";
+import { GpuCanaryError, messageOf } from "@gpu-canary/errors";
 import { z } from "zod";
 
 /** `{"vllm_memory_util": 0.75, "whisper_model_size": "small"}` (DESIGN.md, "A candidate"). */
@@ -32,7 +32,7 @@ export function parseCandidate(input: unknown): Candidate {
     try {
       value = JSON.parse(input) as unknown;
     } catch (error) {
-      throw new CandidateError(`the candidate is not valid JSON: ${error instanceof Error ? error.message : String(error)}`);
+      throw new CandidateError(`the candidate is not valid JSON: ${messageOf(error)}`);
     }
   }
   if (typeof value !== "object" || value === null || Array.isArray(value)) {

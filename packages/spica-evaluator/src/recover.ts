@@ -2,7 +2,7 @@ import { existsSync } from "node:fs";
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { GpuCanaryError } from "@gpu-canary/errors";
+import { GpuCanaryError, messageOf } from "@gpu-canary/errors";
 import { type GpuLockRecord, timeOf } from "@gpu-canary/gpu-lock";
 import { nightOf } from "@gpu-canary/policy";
 import { readJsonState } from "@gpu-canary/state-file";
@@ -144,16 +144,12 @@ async function finishCrashedRun(ctx: RunContext, evicted: GpuLockRecord, armFile
         event: "recovery",
         run_id: runId,
         action: "restore_failed",
-        error: error instanceof Error ? error.message : String(error),
+        error: messageOf(error),
       });
-      throw new GpuCanaryError(
-        "PRODUCTION_NOT_RESTORED",
-        `production could not be restored: ${error instanceof Error ? error.message : String(error)}`,
-        {
-          kind: "fault",
-          hint: "start production by hand (systemctl start, or KLR_PRODUCTION_START_COMMAND), then run `gpu-canary recover` again to charge the downtime and release the lock",
-        },
-      );
+      throw new GpuCanaryError("PRODUCTION_NOT_RESTORED", `production could not be restored: ${messageOf(error)}`, {
+        kind: "fault",
+        hint: "start production by hand (systemctl start, or KLR_PRODUCTION_START_COMMAND), then run `gpu-canary recover` again to charge the downtime and release the lock",
+      });
     }
   }
   // Never under-counted: from the quiesce to the first completion seen afterwards.

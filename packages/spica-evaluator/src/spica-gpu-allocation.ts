@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { type AuditFeed, createAuditFeed } from "@gpu-canary/audit-feed";
 import { type Config, type Layout, layoutFor } from "@gpu-canary/config";
-import { GpuCanaryError, InterruptedError } from "@gpu-canary/errors";
+import { GpuCanaryError, InterruptedError, messageOf } from "@gpu-canary/errors";
 import { createGpuLock } from "@gpu-canary/gpu-lock";
 import { type GpuProbe, createGpuProbe } from "@gpu-canary/gpu-probe";
 import { type Candidate, parseCandidate } from "./candidate.ts";
@@ -40,8 +40,6 @@ export interface RunTestOptions {
 export function newRunId(now: Date): string {
   return `r-${now.toISOString().replace(/[-:]/g, "").replace(/\..*$/, "")}-${randomBytes(3).toString("hex")}`;
 }
-
-const message = (error: unknown) => (error instanceof Error ? error.message : String(error));
 
 /**
  * SpicaGPUAllocation: is a candidate `{"vllm_memory_util", "whisper_model_size"}` safe? First by
@@ -138,7 +136,7 @@ export class SpicaGPUAllocation {
     try {
       outcome = await runCanary(ctx, candidate, { runId, subsystem });
     } catch (error) {
-      await finish({ status: "error", validationReason: message(error) });
+      await finish({ status: "error", validationReason: messageOf(error) });
       if (error instanceof InterruptedError || !(error instanceof GpuCanaryError) || error.kind === "fault") throw error;
       return result;
     }

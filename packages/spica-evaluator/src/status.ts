@@ -1,6 +1,7 @@
 import { cudaTotalMib } from "@gpu-canary/gpu-probe";
 import { windowAt } from "@gpu-canary/policy";
 import type { RunContext } from "./context.ts";
+import { messageOf } from "@gpu-canary/errors";
 
 export type StatusPart<T> = T | { error: { code: string; message: string } };
 
@@ -13,7 +14,7 @@ async function part<T>(work: () => Promise<T>): Promise<StatusPart<T>> {
   } catch (error) {
     const code =
       typeof error === "object" && error !== null && "code" in error && typeof error.code === "string" ? error.code : "UNAVAILABLE";
-    return { error: { code, message: error instanceof Error ? error.message : String(error) } };
+    return { error: { code, message: messageOf(error) } };
   }
 }
 

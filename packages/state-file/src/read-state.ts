@@ -1,5 +1,5 @@
 import type { BigIntStats } from "node:fs";
-import { errnoCode } from "@gpu-canary/errors";
+import { errnoCode, messageOf } from "@gpu-canary/errors";
 import type { z } from "zod";
 import { StateUnreadableError } from "./errors.ts";
 import { type FsOps, READ_NOFOLLOW, nodeFs } from "./fs-ops.ts";
@@ -93,7 +93,7 @@ export function parseState<T>(text: string, schema: z.ZodType<T>): { ok: true; v
   try {
     json = JSON.parse(text);
   } catch (error) {
-    return { ok: false, reason: `is not valid JSON (${error instanceof Error ? error.message : String(error)})` };
+    return { ok: false, reason: `is not valid JSON (${messageOf(error)})` };
   }
   const parsed = schema.safeParse(json);
   if (!parsed.success) {

@@ -11,6 +11,7 @@ import {
 } from "@gpu-canary/spica-evaluator";
 import type { Intent } from "./intents.ts";
 import { DIRECTION } from "./oom-classifier.ts";
+import { messageOf } from "@gpu-canary/errors";
 
 export interface CurrentConfig {
   candidate: Candidate;
@@ -122,7 +123,7 @@ export function createTuningRunner(deps: TuningRunnerDeps) {
         headroomBytes: p.predicted.freeAtStartBytes - p.predicted.requestedBytes,
       };
     } catch (error) {
-      return { candidate, fits: false, reason: error instanceof Error ? error.message : String(error), kvTokens: 0, headroomBytes: 0 };
+      return { candidate, fits: false, reason: messageOf(error), kvTokens: 0, headroomBytes: 0 };
     }
   };
 

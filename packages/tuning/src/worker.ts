@@ -1,4 +1,4 @@
-import { GpuCanaryError } from "@gpu-canary/errors";
+import { GpuCanaryError, messageOf } from "@gpu-canary/errors";
 import type { AuditFeed } from "@gpu-canary/audit-feed";
 import type { ClaimedIntent, IntentInput, IntentStore } from "./intents.ts";
 import { type OomEvent, createOomDetector } from "./oom-classifier.ts";
@@ -17,7 +17,7 @@ export async function workIntent(
   try {
     outcome = await deps.runner.run(claimed.intent, options);
   } catch (error) {
-    const message = error instanceof Error ? error.message : String(error);
+    const message = messageOf(error);
     // Stopped by a signal (production restored first): the intent is not done; it waits again.
     if (error instanceof GpuCanaryError && error.code === "INTERRUPTED") {
       await deps.store.release(claimed);

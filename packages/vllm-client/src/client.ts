@@ -6,6 +6,7 @@ import { z } from "zod";
 import { VllmError, isConnectionProblem, isTimeout } from "./errors.ts";
 import { type Sample, firstOf, parsePrometheusText } from "./prometheus.ts";
 import { type StreamTiming, createStreamTimer } from "./stream-timing.ts";
+import { messageOf } from "@gpu-canary/errors";
 
 export interface VllmClientOptions {
   /** KLR_VLLM_URL, e.g. http://127.0.0.1:8000 */
@@ -312,5 +313,5 @@ export type VllmClient = ReturnType<typeof createVllmClient>;
 function describe(error: unknown): string {
   const code = (error as { code?: string }).code;
   const cause = (error as { cause?: { code?: string; message?: string } }).cause;
-  return [code, cause?.code, error instanceof Error ? error.message : String(error)].filter(Boolean).join(" ");
+  return [code, cause?.code, messageOf(error)].filter(Boolean).join(" ");
 }

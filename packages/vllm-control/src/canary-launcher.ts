@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { parse } from "shell-quote";
 import { ControlError } from "./errors.ts";
 import { stopProcessGroup } from "./procfs.ts";
+import { messageOf } from "@gpu-canary/errors";
 
 export interface CanarySettings {
   /** KLR_VLLM_COMMAND, split with shell quoting rules */
@@ -91,11 +92,7 @@ export function launchCanary(settings: CanarySettings): CanaryProcess {
       env: { ...process.env, ...settings.env, CUDA_VISIBLE_DEVICES: String(settings.gpuIndex), CUDA_DEVICE_ORDER: "PCI_BUS_ID" },
     });
   } catch (error) {
-    throw new ControlError(
-      "CANARY_LAUNCH_FAILED",
-      `could not start ${file}: ${error instanceof Error ? error.message : String(error)}`,
-      "check KLR_VLLM_COMMAND",
-    );
+    throw new ControlError("CANARY_LAUNCH_FAILED", `could not start ${file}: ${messageOf(error)}`, "check KLR_VLLM_COMMAND");
   }
   let output = "";
   const keep = (chunk: Buffer) => {

@@ -5,6 +5,7 @@ import { createProcessInspector, writeJsonAtomic } from "@gpu-canary/state-file"
 import { stopProcessGroup } from "./procfs.ts";
 import { restoreProduction } from "./restore.ts";
 import { type ArmFile, type WatchdogReport, readArmFile } from "./watchdog.ts";
+import { messageOf } from "@gpu-canary/errors";
 
 const armFile = process.argv[2];
 if (!armFile) process.exit(2);
@@ -41,7 +42,7 @@ async function fire(arm: ArmFile, reason: string): Promise<void> {
     servingAt = restored.servingAt;
     seconds = restored.seconds;
   } catch (e) {
-    error = e instanceof Error ? e.message : String(e);
+    error = messageOf(e);
   }
   const report: WatchdogReport = {
     run_id: arm.run_id,

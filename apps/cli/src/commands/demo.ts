@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
-import { GpuCanaryError } from "@gpu-canary/errors";
+import { GpuCanaryError, messageOf } from "@gpu-canary/errors";
 import type { GlobalOptions, Io } from "../io.ts";
 import { runCli } from "../program.ts";
 
@@ -262,7 +262,7 @@ export async function runDemo(options: GlobalOptions & { keep?: boolean }, io: I
         report.push({ title: step.title, ok: true, summary: result.summary, seconds });
         out(`   ✓ ${result.summary} (${seconds.toFixed(1)} s)\n${result.detail ? `${indent(result.detail)}\n` : ""}`);
       } catch (error) {
-        const message = error instanceof Error ? error.message : String(error);
+        const message = messageOf(error);
         report.push({ title: step.title, ok: false, summary: message, seconds: (Date.now() - started) / 1000 });
         failed = `step ${i + 1} (${step.title}): ${message}`;
         out(`   ✗ ${message}\n`);

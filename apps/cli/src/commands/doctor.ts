@@ -6,6 +6,7 @@ import { windowAt } from "@gpu-canary/policy";
 import type { GlobalOptions, Io } from "../io.ts";
 import { answer } from "../output.ts";
 import { type Settings, gpuLockFor, hostEnv } from "../settings.ts";
+import { messageOf } from "@gpu-canary/errors";
 
 export interface Check {
   name: string;
@@ -14,7 +15,6 @@ export interface Check {
   fix: string | null;
 }
 
-const message = (error: unknown) => (error instanceof Error ? error.message : String(error));
 const hintOf = (error: unknown) =>
   typeof error === "object" && error !== null && "hint" in error && typeof error.hint === "string" ? error.hint : null;
 
@@ -27,7 +27,7 @@ async function check(
     const r = await work();
     return { name, ok: r.ok, detail: r.detail, fix: r.ok ? null : (r.fix ?? fallbackFix) };
   } catch (error) {
-    return { name, ok: false, detail: message(error), fix: hintOf(error) ?? fallbackFix };
+    return { name, ok: false, detail: messageOf(error), fix: hintOf(error) ?? fallbackFix };
   }
 }
 

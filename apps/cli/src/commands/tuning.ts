@@ -1,6 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { resolve } from "node:path";
-import { errnoCode } from "@gpu-canary/errors";
+import { errnoCode, messageOf } from "@gpu-canary/errors";
 import type { GlobalOptions, Io } from "../io.ts";
 import { answer, usageError } from "../output.ts";
 import { type Settings, auditFeedFor, evaluatorFor, loadSettings } from "../settings.ts";
@@ -83,7 +83,7 @@ export async function runTune(options: GlobalOptions & { intent?: string; dryRun
           body = JSON.parse(await readFile(path, "utf8"));
         } catch (error) {
           throw usageError(
-            `cannot read the intent ${path}: ${error instanceof Error ? error.message : String(error)}`,
+            `cannot read the intent ${path}: ${messageOf(error)}`,
             'an intent is a JSON file: {"kind", "subsystem", "evidence", "candidate"?}',
           );
         }

@@ -1,4 +1,5 @@
 import { type VllmClient, percentile } from "@gpu-canary/vllm-client";
+import { messageOf } from "@gpu-canary/errors";
 
 export interface LatencySamples {
   ttftMs: number[];
@@ -21,8 +22,6 @@ export interface CanaryTestOptions {
 
 const PROMPT = "Write one sentence about the sea.";
 const MAX_TOKENS = 16;
-
-const message = (error: unknown) => (error instanceof Error ? error.message : String(error));
 
 /**
  * The evidence (invariant 2): health, one warm-up completion, then timed streamed completions.
@@ -66,7 +65,7 @@ export async function timedCompletions(client: VllmClient, options: CanaryTestOp
     await client.completion(request("Hello"));
   } catch (error) {
     options.signal?.throwIfAborted();
-    out.errors.push(`warm-up: ${message(error)}`);
+    out.errors.push(`warm-up: ${messageOf(error)}`);
     return out;
   }
   for (let i = 0; i < options.samples; i += 1) {
@@ -89,7 +88,7 @@ export async function timedCompletions(client: VllmClient, options: CanaryTestOp
       );
     } catch (error) {
       options.signal?.throwIfAborted();
-      out.errors.push(`completion ${i + 1}: ${message(error)}`);
+      out.errors.push(`completion ${i + 1}: ${messageOf(error)}`);
       const died = options.died?.();
       if (died) {
         out.errors.push(died);

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import { GpuCanaryError, InterruptedError } from "@gpu-canary/errors";
+import { GpuCanaryError, InterruptedError, messageOf } from "@gpu-canary/errors";
 import { CrashedRunError, GpuLockHeldError, type GpuLockHandle, awaitsRecovery } from "@gpu-canary/gpu-lock";
 import { percentile } from "@gpu-canary/vllm-client";
 import {
@@ -31,8 +31,6 @@ export interface CanaryOutcome {
 }
 
 const BASELINE_SAMPLES = 3;
-
-const message = (error: unknown) => (error instanceof Error ? error.message : String(error));
 
 /** The last line of the canary's output that says why it died (vLLM's out-of-memory texts). */
 function deathLine(canary: CanaryProcess): string {
@@ -347,7 +345,7 @@ async function quiesced(
     try {
       await stopCanary(ctx, canary, runId);
     } catch (error) {
-      steps.push(message(error));
+      steps.push(messageOf(error));
     }
   }
   await watchdog.setCanary(null).catch(() => undefined);
@@ -355,7 +353,7 @@ async function quiesced(
     try {
       await switchWhisper(whisperDeps, whisperAt, config.whisperSize, 30_000);
     } catch (error) {
-      steps.push(`Whisper could not be switched back to ${config.whisperSize}: ${message(error)}`);
+      steps.push(`Whisper could not be switched back to ${config.whisperSize}: ${messageOf(error)}`);
     }
   }
   progress("restoring production");
@@ -369,9 +367,9 @@ async function quiesced(
       run_id: runId,
       status: "error",
       mode: "canary",
-      reason: `production not restored: ${message(error)}`,
+      reason: `production not restored: ${messageOf(error)}`,
     });
-    throw new GpuCanaryError("PRODUCTION_NOT_RESTORED", `production could not be restored after the canary: ${message(error)}`, {
+    throw new GpuCanaryError("PRODUCTION_NOT_RESTORED", `production could not be restored after the canary: ${messageOf(error)}`, {
       kind: "fault",
       hint: "bring production back by hand, then run `gpu-canary recover` to charge the downtime and release the lock; the restore watchdog retries at its deadline",
     });
@@ -407,7 +405,7 @@ async function quiesced(
       if (typeof reason === "string" && reason.startsWith("SIG")) throw new InterruptedError(reason as NodeJS.Signals, "the canary run");
       if (reason instanceof Error) throw reason;
     }
-    throw failure instanceof Error ? failure : new Error(message(failure));
+    throw failure instanceof Error ? failure : new Error(messageOf(failure));
   }
   const result = outcome ?? { status: "error" as const, reason: "no verdict", gate: null, measured: null, whisperVerified: false };
   if (result.measured) result.measured.downtimeSeconds = downtime;
