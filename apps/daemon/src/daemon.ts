@@ -1,13 +1,13 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { AuditFeed } from "@gpu-canary/audit-feed";
 import type { Config, Layout } from "@gpu-canary/config";
+import { messageOf } from "@gpu-canary/errors";
 import { windowAt } from "@gpu-canary/policy";
 import { type SpicaGPUAllocation, recoverIfCrashed } from "@gpu-canary/spica-evaluator";
 import { type IntentStore, type TuningRunner, createObserver, followLog, workIntent } from "@gpu-canary/tuning";
 import type { Logger } from "pino";
 import type { Metrics } from "./metrics.ts";
 import type { Notifier } from "./notify.ts";
-import { messageOf } from "@gpu-canary/errors";
 
 export interface DaemonDeps {
   config: Config;
@@ -102,11 +102,11 @@ export function createDaemon(deps: DaemonDeps) {
       }
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, deps.pollMs ?? 2000);
+        // stop() aborts `stopping` and then calls wake(): no listener per wait is needed.
         wake = () => {
           clearTimeout(timer);
           resolve();
         };
-        stopping.signal.addEventListener("abort", () => wake?.(), { once: true });
       });
       wake = null;
     }
