@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import type { Logger } from "pino";
 import { messageOf } from "@gpu-canary/errors";
+import type { Logger } from "pino";
 
 export type NotificationKind = "run_finished" | "refused" | "fault" | "promotion";
 

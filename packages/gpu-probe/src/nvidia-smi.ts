@@ -1,3 +1,4 @@
+import { messageOf } from "@gpu-canary/errors";
 import { execa } from "execa";
 import { GpuProbeError } from "./errors.ts";
 import {
@@ -10,7 +11,6 @@ import {
   parseComputeApps,
   parseGpus,
 } from "./gpus.ts";
-import { messageOf } from "@gpu-canary/errors";
 
 export interface RunResult {
   stdout: string;

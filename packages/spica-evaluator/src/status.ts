@@ -1,7 +1,7 @@
+import { messageOf } from "@gpu-canary/errors";
 import { cudaTotalMib } from "@gpu-canary/gpu-probe";
 import { windowAt } from "@gpu-canary/policy";
 import type { RunContext } from "./context.ts";
-import { messageOf } from "@gpu-canary/errors";
 
 export type StatusPart<T> = T | { error: { code: string; message: string } };
 

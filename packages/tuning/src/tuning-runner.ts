@@ -1,5 +1,6 @@
 import type { AuditFeed } from "@gpu-canary/audit-feed";
 import type { Config, WhisperSize } from "@gpu-canary/config";
+import { messageOf } from "@gpu-canary/errors";
 import {
   type Candidate,
   type EvaluationResult,
@@ -11,7 +12,6 @@ import {
 } from "@gpu-canary/spica-evaluator";
 import type { Intent } from "./intents.ts";
 import { DIRECTION } from "./oom-classifier.ts";
-import { messageOf } from "@gpu-canary/errors";
 
 export interface CurrentConfig {
   candidate: Candidate;

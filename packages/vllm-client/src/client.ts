@@ -1,12 +1,12 @@
 import { performance } from "node:perf_hooks";
 import { setTimeout as sleep } from "node:timers/promises";
+import { messageOf } from "@gpu-canary/errors";
 import { createParser } from "eventsource-parser";
 import { type Dispatcher, request } from "undici";
 import { z } from "zod";
 import { VllmError, isConnectionProblem, isTimeout } from "./errors.ts";
 import { type Sample, firstOf, parsePrometheusText } from "./prometheus.ts";
 import { type StreamTiming, createStreamTimer } from "./stream-timing.ts";
-import { messageOf } from "@gpu-canary/errors";
 
 export interface VllmClientOptions {
   /** KLR_VLLM_URL, e.g. http://127.0.0.1:8000 */

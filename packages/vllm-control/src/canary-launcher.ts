@@ -1,8 +1,8 @@
 import { type ChildProcess, spawn } from "node:child_process";
+import { messageOf } from "@gpu-canary/errors";
 import { parse } from "shell-quote";
 import { ControlError } from "./errors.ts";
 import { stopProcessGroup } from "./procfs.ts";
-import { messageOf } from "@gpu-canary/errors";
 
 export interface CanarySettings {
   /** KLR_VLLM_COMMAND, split with shell quoting rules */

@@ -1,11 +1,11 @@
 // The restore watchdog process: `watchdog-main <arm file>`. See watchdog.ts.
 import { rm } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
+import { messageOf } from "@gpu-canary/errors";
 import { createProcessInspector, writeJsonAtomic } from "@gpu-canary/state-file";
 import { stopProcessGroup } from "./procfs.ts";
 import { restoreProduction } from "./restore.ts";
 import { type ArmFile, type WatchdogReport, readArmFile } from "./watchdog.ts";
-import { messageOf } from "@gpu-canary/errors";
 
 const armFile = process.argv[2];
 if (!armFile) process.exit(2);

@@ -2,11 +2,11 @@ import { execFile } from "node:child_process";
 import { accessSync, constants, statSync } from "node:fs";
 import { delimiter, isAbsolute, join } from "node:path";
 import { type Config, layoutFor, loadConfig } from "@gpu-canary/config";
+import { messageOf } from "@gpu-canary/errors";
 import { windowAt } from "@gpu-canary/policy";
 import type { GlobalOptions, Io } from "../io.ts";
 import { answer } from "../output.ts";
 import { type Settings, gpuLockFor, hostEnv } from "../settings.ts";
-import { messageOf } from "@gpu-canary/errors";
 
 export interface Check {
   name: string;

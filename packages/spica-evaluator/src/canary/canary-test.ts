@@ -1,5 +1,5 @@
-import { type VllmClient, percentile } from "@gpu-canary/vllm-client";
 import { messageOf } from "@gpu-canary/errors";
+import { type VllmClient, percentile } from "@gpu-canary/vllm-client";
 
 export interface LatencySamples {
   ttftMs: number[];
