@@ -2,6 +2,7 @@ import { spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { appendFile, copyFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { createAuditFeed } from "@gpu-canary/audit-feed";
 import { testdir, tsNodeArgs, until } from "@gpu-canary/testing";
 import { createSimSite } from "@gpu-canary/vllm-sim";
 import { describe, expect, it, onTestFinished } from "vitest";
@@ -83,12 +84,11 @@ describe("gpu-canaryd on the simulated host", () => {
     expect(await d.exited).toBe(0);
     expect(await d.serves()).toBe(true);
     expect(existsSync(join(d.site.home, ".kloros", "locks", "gpu_maintenance.lock"))).toBe(false);
-    const audit = readFileSync(
-      join(d.site.home, "out", "orchestration", "epochs", `gpu_canary_${new Date().toISOString().slice(0, 10).replace(/-/g, "")}.jsonl`),
-      "utf8",
-    );
-    expect(audit).toContain('"event":"production_restored"');
-    expect(audit).toContain('"event":"budget_charged"');
+    const feed = createAuditFeed({
+      dir: join(d.site.home, "out", "orchestration", "epochs"),
+      timeZone: d.site.timeZone,
+    });
+    expect((await feed.query()).map((e) => e.event)).toEqual(expect.arrayContaining(["production_restored", "budget_charged"]));
     expect(d.stderr()).toContain("ending the run in progress safely");
     const pending = join(d.site.home, "out", "orchestration", "intents");
     expect(

@@ -119,7 +119,7 @@ describe("canary mode on the simulated host", () => {
     expect(result.status).toBe("passed");
     expect(result.measured).toMatchObject({ path: "quiesced", samples: 5, errors: [] });
     expect(result.llmLatencyMs).toBeGreaterThan(0);
-    const budget = JSON.parse(readFileSync(s.layout.budgetFile(new Date().toISOString().slice(0, 10).replace(/-/g, "")), "utf8"));
+    const budget = JSON.parse(readFileSync(s.layout.budgetFile(s.night()), "utf8"));
     expect(Math.abs(budget.seconds_used - outage)).toBeLessThan(0.5);
     expect(budget.seconds_used).toBeCloseTo(result.measured?.downtimeSeconds ?? 0, 3);
     const promotion = JSON.parse(readFileSync(result.promotionPath ?? "", "utf8"));
@@ -198,7 +198,7 @@ describe("canary mode on the simulated host", () => {
   it("refuses at each safety gate, naming it, with production untouched", async () => {
     const s = await site();
     const pid = await s.productionPid();
-    const night = new Date().toISOString().slice(0, 10).replace(/-/g, "");
+    const night = s.night();
     const refusedBy = async (gate: string, text: RegExp) => {
       const result = await s.evaluator().runTest(good);
       expect(result).toMatchObject({ status: "refused", gate });

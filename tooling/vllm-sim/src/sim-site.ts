@@ -41,6 +41,11 @@ export interface SimSiteOptions {
   gpus?: 1 | 2;
   /** the maintenance window: open now (default), or closed now */
   window?: "open" | "closed";
+  /**
+   * the maintenance zone the window is written in (KLR_GPU_MAINTENANCE_TZ): default
+   * GPU_CANARY_SIM_TZ, else UTC. The clock check runs the suites in a zone whose date differs from UTC's.
+   */
+  timeZone?: string;
   /** more KLR_* settings */
   settings?: Record<string, string>;
 }
@@ -52,6 +57,8 @@ export interface SimSite {
   modelPath: string;
   productionPort: number;
   canaryPort: number;
+  /** the maintenance zone its window is written in (KLR_GPU_MAINTENANCE_TZ) */
+  timeZone: string;
   /** the KLR_* environment of this site plus GPU_CANARY_SIM_HOST */
   env: Record<string, string>;
   /** production's current PID (from its pid file) */
@@ -63,7 +70,9 @@ export interface SimSite {
 
 const freePort = () => 20000 + Math.floor(Math.random() * 25000);
 
-const hhmm = (date: Date) => `${String(date.getUTCHours()).padStart(2, "0")}:${String(date.getUTCMinutes()).padStart(2, "0")}`;
+/** HH:MM of an instant on the wall clock of `timeZone`. */
+const hhmm = (date: Date, timeZone: string) =>
+  new Intl.DateTimeFormat("en-GB", { timeZone, hour: "2-digit", minute: "2-digit", hourCycle: "h23" }).format(date);
 
 function sh(command: string, env: Record<string, string>): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -95,10 +104,10 @@ export async function createSimSite(dir: string, options: SimSiteOptions = {}): 
     `>> ${join(dir, "production.log")} 2>&1 < /dev/null & echo $! > ${pidFile}`;
   const stop = `kill -TERM "$(cat ${pidFile})"`;
   const now = new Date();
-  const window =
-    options.window === "closed"
-      ? `${hhmm(new Date(now.getTime() + 2 * 3600_000))}-${hhmm(new Date(now.getTime() + 3 * 3600_000))}`
-      : `${hhmm(new Date(now.getTime() - 3600_000))}-${hhmm(new Date(now.getTime() + 3600_000))}`;
+  const zone = options.timeZone ?? (process.env.GPU_CANARY_SIM_TZ || "UTC");
+  const around = (fromHours: number, toHours: number) =>
+    `${hhmm(new Date(now.getTime() + fromHours * 3600_000), zone)}-${hhmm(new Date(now.getTime() + toHours * 3600_000), zone)}`;
+  const window = options.window === "closed" ? around(2, 3) : around(-1, 1);
   const env: Record<string, string> = {
     KLR_HOME: home,
     KLR_SERVICE_MANAGER: "command",
@@ -110,7 +119,7 @@ export async function createSimSite(dir: string, options: SimSiteOptions = {}): 
     KLR_VLLM_COMMAND: join(SIM_BIN, "vllm"),
     KLR_NVIDIA_SMI: join(SIM_BIN, "nvidia-smi"),
     KLR_MODEL_PATH: modelPath,
-    KLR_GPU_MAINTENANCE_TZ: "UTC",
+    KLR_GPU_MAINTENANCE_TZ: zone,
     KLR_GPU_MAINTENANCE_WINDOW: window,
     KLR_CANARY_MODE: "canary",
     KLR_ALLOW_SPARE_GPU: "false",
@@ -132,6 +141,7 @@ export async function createSimSite(dir: string, options: SimSiteOptions = {}): 
     modelPath,
     productionPort,
     canaryPort,
+    timeZone: zone,
     env,
     productionPid,
     async startProduction() {

@@ -1,5 +1,8 @@
 import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
+import { createAuditFeed } from "@gpu-canary/audit-feed";
+import { loadConfig, requireConfig } from "@gpu-canary/config";
+import { nightOf } from "@gpu-canary/policy";
 import { describe, expect, it } from "vitest";
 import { cli } from "../test-fixtures/cli.ts";
 
@@ -30,8 +33,18 @@ describe("gpu-canary demo", () => {
     expect(result.code).toBe(0);
     expect(doc.steps).toHaveLength(9);
     const home = doc.home;
-    const night = new Date().toISOString().slice(0, 10).replace(/-/g, "");
-    // Quiesced canary and the killed run both charged their downtime.
+    // The kept folder carries the demo's settings: its window and zone name the night, as they do for the product.
+    const { config } = requireConfig(loadConfig({ env: { KLR_HOME: home }, homeDir: home }));
+    const audit = await createAuditFeed({
+      dir: join(home, "out", "orchestration", "epochs"),
+      timeZone: config.maintenanceTimeZone,
+    }).query();
+    const charges = audit.filter((e) => e.event === "budget_charged");
+    const nights = charges.map((e) => nightOf(config.maintenanceWindow, config.maintenanceTimeZone, new Date(e.ts)));
+    expect(charges.map((e) => e.date)).toEqual(nights);
+    const night = nights[0] ?? "no charge";
+    // Quiesced canary and the killed run both charged their downtime, to the same night.
+    expect(new Set(nights).size).toBe(1);
     const budget = JSON.parse(readFileSync(join(home, ".kloros", "maintenance", `gpu_budget_${night}.json`), "utf8")) as {
       seconds_used: number;
       charges: unknown[];
@@ -44,9 +57,9 @@ describe("gpu-canary demo", () => {
       error: null,
     });
     expect(existsSync(join(home, ".kloros", "locks", "gpu_maintenance.lock"))).toBe(false);
-    const audit = readFileSync(join(home, "out", "orchestration", "epochs", `gpu_canary_${night}.jsonl`), "utf8");
-    for (const event of ["recovery", "oom_detected", "intent_created", "tuning_decision", "promotion_written"])
-      expect(audit).toContain(`"event":"${event}"`);
+    expect(audit.map((e) => e.event)).toEqual(
+      expect.arrayContaining(["recovery", "oom_detected", "intent_created", "tuning_decision", "promotion_written"]),
+    );
     expect(readdirSync(join(home, "out", "promotions"))).toHaveLength(3);
     expect(readdirSync(join(home, "out", "orchestration", "intents", "processed"))).toHaveLength(1);
     // The summaries tell what the files show.

@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
+import { createAuditFeed } from "@gpu-canary/audit-feed";
 import { GpuCanaryError, messageOf } from "@gpu-canary/errors";
 import type { GlobalOptions, Io } from "../io.ts";
 import { runCli } from "../program.ts";
@@ -30,6 +31,18 @@ function selfArgv(): string[] {
   const here = fileURLToPath(import.meta.url);
   if (here.endsWith(".ts")) return ["--conditions=@gpu-canary/source", "--import", "tsx", join(dirname(here), "..", "bin.ts")];
   return [join(dirname(here), "..", "bin.js")];
+}
+
+/**
+ * A kept demo folder answers gpu-canary's read commands (`KLR_HOME=… gpu-canary budget`, `audit
+ * tail`) with the settings the demo ran under — its window and zone name the night's files.
+ */
+async function keepSettings(home: string, env: Record<string, string>): Promise<void> {
+  const lines = Object.entries(env)
+    .filter(([key]) => key.startsWith("KLR_") && key !== "KLR_HOME")
+    // Single quotes keep the commands' `$` literal; a value with a quote of its own is escaped instead.
+    .map(([key, value]) => `${key}=${value.includes("'") ? JSON.stringify(value) : `'${value}'`}`);
+  await writeFile(join(home, ".kloros_env"), `# the settings \`gpu-canary demo\` ran under\n${lines.join("\n")}\n`);
 }
 
 /**
@@ -76,16 +89,12 @@ export async function runDemo(options: GlobalOptions & { keep?: boolean }, io: I
       throw new DemoStepError(`gpu-canary ${argv.join(" ")} exited ${r.code}: ${r.stdout.trim() || r.stderr.trim()}`);
     return JSON.parse(r.stdout) as T;
   };
-  const auditEvents = () => {
-    const day = new Date().toISOString().slice(0, 10).replace(/-/g, "");
-    const file = join(site.home, "out", "orchestration", "epochs", `gpu_canary_${day}.jsonl`);
-    return existsSync(file)
-      ? readFileSync(file, "utf8")
-          .trim()
-          .split("\n")
-          .map((l) => JSON.parse(l) as { event: string; [k: string]: unknown })
-      : [];
-  };
+  // The demo's events may fall on two day files (a run across midnight in the maintenance zone): read them all.
+  const audit = createAuditFeed({
+    dir: join(site.home, "out", "orchestration", "epochs"),
+    timeZone: site.timeZone,
+  });
+  const auditEvents = () => audit.query();
   type Result = {
     status: string;
     validation_reason: string;
@@ -180,12 +189,8 @@ export async function runDemo(options: GlobalOptions & { keep?: boolean }, io: I
           stdio: "ignore",
         });
         const deadline = Date.now() + 40_000;
-        const started = auditEvents().length;
-        while (
-          !auditEvents()
-            .slice(started)
-            .some((e) => e.event === "canary_started")
-        ) {
+        const started = (await auditEvents()).length;
+        while (!(await auditEvents()).slice(started).some((e) => e.event === "canary_started")) {
           if (Date.now() > deadline || child.exitCode !== null) throw new DemoStepError("the run to kill never started its canary");
           await sleep(100);
         }
@@ -230,7 +235,7 @@ export async function runDemo(options: GlobalOptions & { keep?: boolean }, io: I
     {
       title: "the audit trail and the promotions: every step left a line",
       run: async () => {
-        const events = auditEvents();
+        const events = await auditEvents();
         const counts = new Map<string, number>();
         for (const e of events) counts.set(e.event, (counts.get(e.event) ?? 0) + 1);
         const promotions = await json<{ promotions: { run_id: string; candidate: { vllm_memory_util: number }; path: string }[] }>([
@@ -271,14 +276,15 @@ export async function runDemo(options: GlobalOptions & { keep?: boolean }, io: I
     }
   } finally {
     await site.cleanup();
-    if (!options.keep) await rm(dir, { recursive: true, force: true });
+    if (options.keep) await keepSettings(site.home, site.env);
+    else await rm(dir, { recursive: true, force: true });
   }
   const seconds = (Date.now() - began) / 1000;
   if (options.json)
     io.stdout(`${JSON.stringify({ ok: failed === null, seconds, home: options.keep ? site.home : null, steps: report }, null, 2)}\n`);
   else if (failed === null)
     out(
-      `\nThe demo finished in ${seconds.toFixed(1)} s; every simulated process is stopped.${options.keep ? `\nKept for inspection: ${site.home}` : ""}\n`,
+      `\nThe demo finished in ${seconds.toFixed(1)} s; every simulated process is stopped.${options.keep ? `\nKept for inspection: ${site.home} (its settings are in .kloros_env there: KLR_HOME=${site.home} gpu-canary audit tail)` : ""}\n`,
     );
   if (failed !== null) {
     throw new GpuCanaryError("DEMO_FAILED", `the demo failed at ${failed}`, {

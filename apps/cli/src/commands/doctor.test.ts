@@ -1,5 +1,7 @@
 import { mkdir, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { dayOf } from "@gpu-canary/audit-feed";
+import { layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
+import { nightOf } from "@gpu-canary/policy";
 import { testdir } from "@gpu-canary/testing";
 import { createSimSite } from "@gpu-canary/vllm-sim";
 import { describe, expect, it, onTestFinished } from "vitest";
@@ -8,7 +10,8 @@ import { cli } from "../test-fixtures/cli.ts";
 async function downSite() {
   const site = await createSimSite(await testdir());
   onTestFinished(() => site.cleanup());
-  return site;
+  const { config } = requireConfig(loadConfig({ env: site.env, homeDir: site.home }));
+  return { ...site, layout: layoutFor(config), config };
 }
 
 type Checks = { ok: boolean; checks: { name: string; ok: boolean; detail: string; fix: string | null }[] };
@@ -28,13 +31,11 @@ describe("gpu-canary doctor and status", () => {
     const site = await downSite();
     const env = { ...site.env, KLR_RESTORE_SLA: "5" };
     // An earlier run measured restores of 9 s.
-    const auditDir = join(site.home, "out", "orchestration", "epochs");
-    await mkdir(auditDir, { recursive: true });
+    await mkdir(site.layout.auditDir, { recursive: true });
     const now = new Date();
-    const night = now.toISOString().slice(0, 10).replace(/-/g, "");
     const line = (seconds: number) =>
       JSON.stringify({ ts: now.toISOString(), event: "production_restored", run_id: "r-old", host: "h", pid: 1, seconds });
-    await writeFile(join(auditDir, `gpu_canary_${night}.jsonl`), `${line(9)}\n${line(8.5)}\n`);
+    await writeFile(site.layout.auditFile(dayOf(now, site.config.maintenanceTimeZone)), `${line(9)}\n${line(8.5)}\n`);
     const result = await cli(["doctor", "--json"], env, now.toISOString());
     expect(result.code).toBe(1);
     const checks = (result.json() as Checks).checks;
@@ -50,9 +51,9 @@ describe("gpu-canary doctor and status", () => {
   it("status answers (exit 0) with an unreadable part named, the rest still shown", async () => {
     const site = await downSite();
     const now = new Date();
-    const night = now.toISOString().slice(0, 10).replace(/-/g, "");
-    await mkdir(join(site.home, ".kloros", "maintenance"), { recursive: true });
-    await writeFile(join(site.home, ".kloros", "maintenance", `gpu_budget_${night}.json`), "{broken");
+    const night = nightOf(site.config.maintenanceWindow, site.config.maintenanceTimeZone, now);
+    await mkdir(site.layout.maintenanceDir, { recursive: true });
+    await writeFile(site.layout.budgetFile(night), "{broken");
     const result = await cli(["status", "--json"], site.env, now.toISOString());
     expect(result.code).toBe(0);
     const doc = result.json() as Record<string, Record<string, unknown>>;

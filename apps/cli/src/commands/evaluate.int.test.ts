@@ -1,6 +1,9 @@
 import { spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { createAuditFeed } from "@gpu-canary/audit-feed";
+import { layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
+import { nightOf } from "@gpu-canary/policy";
 import { testdir, tsNodeArgs, until } from "@gpu-canary/testing";
 import { createSimSite } from "@gpu-canary/vllm-sim";
 import { describe, expect, it, onTestFinished } from "vitest";
@@ -13,20 +16,17 @@ async function simSite(production = true) {
   const site = await createSimSite(await testdir());
   onTestFinished(() => site.cleanup());
   if (production) await site.startProduction();
-  const night = new Date().toISOString().slice(0, 10).replace(/-/g, "");
+  const { config } = requireConfig(loadConfig({ env: site.env, homeDir: site.home }));
+  const layout = layoutFor(config);
+  // The window is open around the test, so tonight is the night the run charges.
+  const night = nightOf(config.maintenanceWindow, config.maintenanceTimeZone, new Date());
   const files = {
-    lock: join(site.home, ".kloros", "locks", "gpu_maintenance.lock"),
-    budget: join(site.home, ".kloros", "maintenance", `gpu_budget_${night}.json`),
-    audit: join(site.home, "out", "orchestration", "epochs", `gpu_canary_${night}.jsonl`),
-    report: join(site.home, ".kloros", "locks", "gpu_maintenance.watchdog.json"),
+    lock: layout.gpuLock,
+    budget: layout.budgetFile(night),
+    report: layout.watchdogReport,
   };
-  const events = () =>
-    existsSync(files.audit)
-      ? readFileSync(files.audit, "utf8")
-          .trim()
-          .split("\n")
-          .map((l) => JSON.parse(l) as { event: string; [k: string]: unknown })
-      : [];
+  const audit = createAuditFeed({ dir: layout.auditDir, timeZone: config.maintenanceTimeZone });
+  const events = () => audit.query();
   const run = (argv: string[]) => cli(argv, site.env, new Date().toISOString());
   const serves = () =>
     fetch(`${site.env.KLR_VLLM_URL}/v1/completions`, {
@@ -82,7 +82,7 @@ describe("gpu-canary evaluate", () => {
   }, 60_000);
 
   it("runs a quiesced canary; status, promotions and doctor see its traces", async () => {
-    const { run, files } = await simSite();
+    const { site, run, files } = await simSite();
     const result = await run(["evaluate", "--candidate", candidate]);
     expect(result.code).toBe(0);
     expect(result.stdout).toMatch(
@@ -94,7 +94,7 @@ describe("gpu-canary evaluate", () => {
     expect(status.budget).toMatchObject({ seconds_used: budget.seconds_used, max_seconds: 60 });
     expect(status.lock).toMatchObject({ held: false, state: "free" });
     expect(status.production).toMatchObject({ health: "healthy", version: "0.11.0" });
-    expect(status.window).toMatchObject({ open: true, timezone: "UTC" });
+    expect(status.window).toMatchObject({ open: true, timezone: site.timeZone });
     const promotions = (await run(["promotions", "list", "--json"])).json() as { promotions: { candidate: unknown; path: string }[] };
     expect(promotions.promotions).toHaveLength(1);
     expect(promotions.promotions[0]).toMatchObject({ candidate: JSON.parse(candidate), path: "quiesced" });
@@ -108,24 +108,24 @@ describe("gpu-canary evaluate", () => {
   it("SIGTERM mid-run: production restored, downtime charged, lock released, exit 143", async () => {
     const { site, files, events, serves } = await simSite();
     const proc = evaluateProcess(site.env);
-    await until(() => events().some((e) => e.event === "canary_started"), "the canary to start", { timeoutMs: 60_000 });
+    await until(async () => (await events()).some((e) => e.event === "canary_started"), "the canary to start", { timeoutMs: 60_000 });
     proc.child.kill("SIGTERM");
     const { code } = await proc.exited;
     expect(code).toBe(143);
     expect(await serves()).toBe(true);
     expect(existsSync(files.lock)).toBe(false);
     expect(JSON.parse(readFileSync(files.budget, "utf8")).seconds_used).toBeGreaterThan(0);
-    expect(events().map((e) => e.event)).toEqual(
+    expect((await events()).map((e) => e.event)).toEqual(
       expect.arrayContaining(["canary_stopped", "production_restored", "budget_charged", "lock_released"]),
     );
-    expect(events().at(-1)).toMatchObject({ event: "run_finished", status: "error" });
+    expect((await events()).at(-1)).toMatchObject({ event: "run_finished", status: "error" });
     expect(proc.output().stdout).toContain('"code": "INTERRUPTED"');
   }, 120_000);
 
   it("SIGKILL mid-run: the watchdog restores production within the SLA; recover charges the journal's downtime and releases", async () => {
     const { site, files, events, serves, run } = await simSite();
     const proc = evaluateProcess(site.env);
-    await until(() => events().some((e) => e.event === "canary_started"), "the canary to start", { timeoutMs: 60_000 });
+    await until(async () => (await events()).some((e) => e.event === "canary_started"), "the canary to start", { timeoutMs: 60_000 });
     const killedAt = Date.now();
     proc.child.kill("SIGKILL");
     await proc.exited;
@@ -141,7 +141,7 @@ describe("gpu-canary evaluate", () => {
     expect(recovered.code).toBe(0);
     const outcome = recovered.json() as { action: string; restored_by: string; charged_seconds: number };
     expect(outcome).toMatchObject({ action: "recovered", restored_by: "watchdog" });
-    const stoppedAt = Date.parse(String(events().find((e) => e.event === "production_stopped")?.ts));
+    const stoppedAt = Date.parse(String((await events()).find((e) => e.event === "production_stopped")?.ts));
     const servingAt = Date.parse(String(report.production_serving_at));
     // Charged from the journal's quiesce to the watchdog's first completion (the stop event is written after the stop completed).
     expect(outcome.charged_seconds).toBeGreaterThanOrEqual((servingAt - stoppedAt) / 1000);

@@ -1,4 +1,5 @@
 import { type Config, layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
+import { nightOf } from "@gpu-canary/policy";
 import { testdir } from "@gpu-canary/testing";
 import { type SimSite, type SimSiteOptions, createSimSite } from "@gpu-canary/vllm-sim";
 import { onTestFinished } from "vitest";
@@ -17,5 +18,7 @@ export async function site(options: SimSiteOptions & { production?: boolean } = 
       useSystemdRun: false,
       ...over,
     });
-  return { ...s, config, layout: layoutFor(config), evaluator };
+  /** The night a run at `at` charges: the product's own rule, never a UTC date. */
+  const night = (at = new Date()) => nightOf(config.maintenanceWindow, config.maintenanceTimeZone, at);
+  return { ...s, config, layout: layoutFor(config), evaluator, night };
 }
