@@ -2,8 +2,30 @@
 import js from "@eslint/js";
 import tseslint from "typescript-eslint";
 
-/** @param {string} tsconfigRootDir the package folder (import.meta.dirname of its eslint.config.js) */
-export function gpuCanaryEslint(tsconfigRootDir) {
+/**
+ * Dates a person reads as "tonight" or "today" belong to the maintenance zone, not UTC: a night is
+ * named by policy's nightOf(), an audit day by audit-feed's dayOf(). A date cut from toISOString()
+ * or built from getDate() and friends is the UTC (or the machine's) date — wrong for an hour or more
+ * every day — so it is refused everywhere but the modules that own dates.
+ */
+const DATE_HINT = "name a night with @gpu-canary/policy's nightOf() and an audit day with @gpu-canary/audit-feed's dayOf()";
+export const dateRules = [
+  {
+    selector:
+      "CallExpression[callee.property.name=/^(slice|substring|substr|split)$/][callee.object.type='CallExpression'][callee.object.callee.property.name=/^(toISOString|toJSON)$/]",
+    message: `toISOString() or toJSON() cut to a date is the UTC date, not the maintenance zone's: ${DATE_HINT}`,
+  },
+  {
+    selector: "CallExpression[callee.property.name=/^(get(UTC)?(Date|Day|FullYear|Month|Year)|toLocaleDateString)$/]",
+    message: `a calendar date built from a Date's fields depends on the machine's zone or UTC: ${DATE_HINT}`,
+  },
+];
+
+/**
+ * @param {string} tsconfigRootDir the package folder (import.meta.dirname of its eslint.config.js)
+ * @param {{ ownsDates?: string[] }} [options] files (globs from the package folder) that own calendar dates
+ */
+export function gpuCanaryEslint(tsconfigRootDir, options = {}) {
   return tseslint.config(
     { ignores: ["dist/**", "bin/**", "test/**", "coverage/**", "*.config.js", "eslint.config.js"] },
     js.configs.recommended,
@@ -19,6 +41,7 @@ export function gpuCanaryEslint(tsconfigRootDir) {
         "@typescript-eslint/no-confusing-void-expression": "off",
         "@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_" }],
         "no-console": "error",
+        "no-restricted-syntax": ["error", ...dateRules],
       },
     },
     {
@@ -32,5 +55,6 @@ export function gpuCanaryEslint(tsconfigRootDir) {
         "no-console": "off",
       },
     },
+    ...(options.ownsDates?.length ? [{ files: options.ownsDates, rules: { "no-restricted-syntax": "off" } }] : []),
   );
 }
