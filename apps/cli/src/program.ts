@@ -113,8 +113,8 @@ Exit codes: 0 ok, 1 checked and not passed, 2 usage or settings error, 3 refused
     );
   lock
     .command("release")
-    .description("release a stale GPU lock; --force releases any (a live holder's, a crashed run's)")
-    .option("--force", "release whatever holds it, loudly; the evicted holder is fenced out")
+    .description("release a stale GPU lock; --force releases any (a live holder's, a crashed run's) and moves an unreadable one aside")
+    .option("--force", "release whatever holds it, loudly; the evicted holder is fenced out; an unreadable lock file is kept beside it")
     .option("--reason <TEXT>", "why, recorded in the audit trail")
     .addHelpText("after", examples(["gpu-canary lock release", "gpu-canary lock release --force --reason 'holder hung'"]))
     .action(

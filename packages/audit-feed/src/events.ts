@@ -18,7 +18,13 @@ const lockRecord = z.record(z.string(), z.unknown());
 const EVENT_FIELDS = {
   lock_acquired: { generation: z.number().int(), owner: z.string(), purpose: z.string().optional() },
   lock_released: { generation: z.number().int() },
-  lock_force_released: { evicted: lockRecord.nullable(), generation: z.number().int(), reason: z.string() },
+  lock_force_released: {
+    evicted: lockRecord.nullable(),
+    generation: z.number().int(),
+    reason: z.string(),
+    /** an unreadable record: why, and the name it was moved to (its content kept) */
+    unreadable: z.object({ reason: z.string(), moved_to: z.string() }).optional(),
+  },
   lock_stale_released: { evicted: lockRecord, reason: z.string() },
   budget_charged: { date: z.string(), seconds: z.number(), seconds_used: z.number(), max_seconds: z.number() },
   budget_reset: { date: z.string(), previous_seconds_used: z.number().nullable(), reason: z.string() },

@@ -1,3 +1,4 @@
+import { basename } from "node:path";
 import { GpuCanaryError } from "@gpu-canary/errors";
 
 export class GpuLockHeldError extends GpuCanaryError {
@@ -21,12 +22,24 @@ export class CrashedRunError extends GpuCanaryError {
   }
 }
 
+/**
+ * What to do about an unreadable lock. A regular file is moved aside by a forced release, its
+ * content kept for whoever looks into the damage; a folder, FIFO, link or oversized file at the
+ * lock path is never touched for you.
+ */
+export function unreadableLockHint(path: string, movable: boolean): string {
+  return movable
+    ? `\`gpu-canary lock release --force\` moves it aside, kept beside it as ${basename(path)}.unreadable-<time>; lock records are written whole, so this is damage from outside, not a lock being taken`
+    : `gpu-canary never removes what is there; move ${path} aside by hand once no maintenance runs`;
+}
+
+/** The lock path holds something that is not a lock record: fail closed until an operator looks. */
 export class GpuLockUnreadableError extends GpuCanaryError {
-  constructor(path: string, reason: string, removable: boolean) {
-    super("GPU_LOCK_UNREADABLE", `the GPU maintenance lock ${path} is unreadable: ${reason}`, {
-      kind: removable ? "refused" : "fault",
-      hint: removable ? "it may be mid-write; try again in a few seconds, or `gpu-canary lock release --force`" : `remove ${path} by hand`,
-      details: { path },
+  constructor(path: string, reason: string, movable: boolean) {
+    super("GPU_LOCK_UNREADABLE", `the GPU maintenance lock ${path} is unreadable: it ${reason}`, {
+      kind: "fault",
+      hint: unreadableLockHint(path, movable),
+      details: { path, reason },
     });
   }
 }

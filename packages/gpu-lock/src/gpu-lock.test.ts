@@ -1,5 +1,5 @@
 import { spawnSync } from "node:child_process";
-import { mkdir, readFile, readdir, rm, symlink, utimes, writeFile } from "node:fs/promises";
+import { lstat, mkdir, readFile, readdir, rm, symlink, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { ProcessInspector } from "@gpu-canary/state-file";
 import { deadPid, testdir } from "@gpu-canary/testing";
@@ -34,6 +34,14 @@ const legacy = (pid: number, extra: object = {}) =>
     expires_at: "2099-01-01T00:00:00Z",
     ...extra,
   });
+
+/** Each kind of damage a lock file can suffer, with the words its reason must contain. */
+const unreadableRecords: [content: string, why: string][] = [
+  ["", "is empty"],
+  ['{"pid": 1, "host": "gpu-h', "not valid JSON"],
+  [legacy(12, { owner: 7 }), "invalid owner"],
+  [`[${legacy(12)}]`, "expected object, received array"],
+];
 
 describe("the GPU maintenance lock", () => {
   it("writes a full record and a generation that grows across releases", async () => {
@@ -174,20 +182,71 @@ describe("the GPU maintenance lock", () => {
     });
   });
 
-  it("reports malformed records without crashing, and breaks them only after a grace period", async () => {
-    const { path, lock } = await setup();
-    for (const content of ["", '{"pid": 1', `{"pid": ${"9".repeat(30)}, "host": "h"}`, "x".repeat(2 * 1024 * 1024)]) {
+  it("fails closed on an unreadable record, however old: every taker refuses, naming the file, and leaves it as it is", async () => {
+    const { path, lock, dir, events } = await setup();
+    for (const [content, why] of unreadableRecords) {
       await writeFile(path, content);
-      expect(await lock.status()).toMatchObject({ state: "unreadable", held: true, stale: false });
-      await expect(lock.acquire({ waitSeconds: 0 })).rejects.toMatchObject({ code: "GPU_LOCK_UNREADABLE" });
-      const old = new Date(Date.now() - 10_000);
+      const old = new Date(Date.now() - 60_000);
       await utimes(path, old, old);
-      if (content.length < 1024 * 1024) {
-        expect((await lock.status()).stale).toBe(true);
-        await (await lock.acquire({ waitSeconds: 0 })).release();
-      }
-      await rm(path, { force: true });
+      const before = await lstat(path, { bigint: true });
+      expect(await lock.status()).toMatchObject({ state: "unreadable", held: true, stale: false, holder: null });
+      expect((await lock.status()).hint).toContain("gpu-canary lock release --force");
+      const refused = {
+        code: "GPU_LOCK_UNREADABLE",
+        kind: "fault",
+        message: expect.stringContaining(`${path} is unreadable: it `),
+        hint: expect.stringContaining("`gpu-canary lock release --force` moves it aside"),
+      };
+      const started = Date.now();
+      await expect(lock.acquire({ waitSeconds: 5 })).rejects.toMatchObject(refused);
+      await expect(lock.acquire({ waitSeconds: 0 })).rejects.toThrow(why);
+      expect(Date.now() - started).toBeLessThan(1000);
+      await expect(lock.releaseStale()).rejects.toMatchObject(refused);
+      await expect(lock.takeOverForRecovery({ purpose: "recover" })).rejects.toMatchObject(refused);
+      const after = await lstat(path, { bigint: true });
+      expect([after.ino, after.mtimeNs, after.size]).toEqual([before.ino, before.mtimeNs, before.size]);
+      expect(await readFile(path, "utf8")).toBe(content);
+      expect(await readdir(join(dir, "locks"))).toEqual(["gpu_maintenance.lock"]);
     }
+    expect(events).toEqual([]);
+  });
+
+  it("force-release moves an unreadable record aside, content kept and audited; then the lock is free", async () => {
+    const { path, dir, make, events } = await setup();
+    let minute = 0;
+    for (const [content, why] of unreadableRecords) {
+      minute += 1;
+      const lock = make({ now: () => new Date(Date.UTC(2026, 10, 28, 13, minute)) });
+      await writeFile(path, content);
+      const result = await lock.forceRelease("operator looked");
+      const aside = `${path}.unreadable-2026-11-28T13${String(minute).padStart(2, "0")}00.000Z`;
+      expect(result).toMatchObject({ evicted: null, wasLive: false, movedAside: { path: aside, reason: expect.stringContaining(why) } });
+      expect(await readFile(aside, "utf8")).toBe(content);
+      expect(events.at(-1)).toEqual({
+        event: "lock_force_released",
+        run_id: null,
+        evicted: null,
+        generation: result.generation,
+        reason: "operator looked",
+        unreadable: { reason: result.movedAside?.reason, moved_to: aside },
+      });
+      expect(await lock.status()).toMatchObject({ state: "free" });
+      const handle = await lock.acquire({ waitSeconds: 0 });
+      expect(handle.generation).toBe(result.generation + 1);
+      expect(await handle.release()).toBe("released");
+    }
+    const left = (await readdir(join(dir, "locks"))).filter((name) => name !== "gpu_maintenance.generation");
+    expect(left).toHaveLength(unreadableRecords.length);
+    expect(left.every((name) => name.startsWith("gpu_maintenance.lock.unreadable-"))).toBe(true);
+  });
+
+  it("leaves an oversized file for the operator to move by hand", async () => {
+    const { path, lock } = await setup();
+    await writeFile(path, "x".repeat(2 * 1024 * 1024));
+    expect(await lock.status()).toMatchObject({ state: "unreadable", hint: expect.stringContaining("by hand") });
+    await expect(lock.acquire({ waitSeconds: 0 })).rejects.toMatchObject({ code: "GPU_LOCK_UNREADABLE", kind: "fault" });
+    await expect(lock.forceRelease("x")).rejects.toMatchObject({ code: "GPU_LOCK_UNREADABLE", kind: "fault" });
+    expect((await lstat(path)).size).toBe(2 * 1024 * 1024);
   });
 
   it("never follows or removes a folder, FIFO or symlink at the lock path", async () => {

@@ -13,14 +13,22 @@ import {
   writeCounterSync,
 } from "@gpu-canary/state-file";
 import { z } from "zod";
-import { CrashedRunError, GpuLockHeldError, GpuLockUnreadableError } from "./errors.ts";
+import { CrashedRunError, GpuLockHeldError, GpuLockUnreadableError, unreadableLockHint } from "./errors.ts";
 import { type GpuLockRecord, awaitsRecovery, describeHolder, generationOf, gpuLockRecordSchema, timeOf } from "./record.ts";
 
 /** The lock events, as the audit feed takes them (structurally: any sink with `append`). */
 export type LockAuditEvent =
   | { event: "lock_acquired"; run_id?: string | null; generation: number; owner: string; purpose?: string }
   | { event: "lock_released"; run_id?: string | null; generation: number }
-  | { event: "lock_force_released"; run_id?: string | null; evicted: Record<string, unknown> | null; generation: number; reason: string }
+  | {
+      event: "lock_force_released";
+      run_id?: string | null;
+      evicted: Record<string, unknown> | null;
+      generation: number;
+      reason: string;
+      /** set when the record was unreadable: why, and where it was moved (its content kept) */
+      unreadable?: { reason: string; moved_to: string };
+    }
   | { event: "lock_stale_released"; run_id?: string | null; evicted: Record<string, unknown>; reason: string };
 
 export interface AuditSink {
@@ -39,8 +47,6 @@ export interface GpuLockDeps {
   pid?: number;
   fs?: FsOps;
   audit?: AuditSink;
-  /** a malformed record is left alone this long (its writer may be mid-way) */
-  unreadableGraceMs?: number;
 }
 
 export interface GpuLockStatus {
@@ -54,6 +60,8 @@ export interface GpuLockStatus {
   reason: string;
   ageSeconds: number | null;
   expiresInSeconds: number | null;
+  /** what an operator does about an unreadable lock; null otherwise */
+  hint: string | null;
 }
 
 export interface AcquireGpuLockOptions {
@@ -87,8 +95,20 @@ export interface GpuLock {
   takeOverForRecovery(options?: AcquireGpuLockOptions): Promise<{ handle: GpuLockHandle; evicted: GpuLockRecord | null }>;
   /** `lock release`: a stale lock only; "free" when there was nothing */
   releaseStale(): Promise<{ released: "free" | "stale"; evicted: GpuLockRecord | null; reason: string }>;
-  /** `lock release --force`: whatever is there; bumps the generation so an evicted holder fails its next check */
-  forceRelease(reason: string): Promise<{ evicted: GpuLockRecord | null; wasLive: boolean; awaitedRecovery: boolean; generation: number }>;
+  /**
+   * `lock release --force`: whatever is there (an unreadable record is moved aside, not
+   * deleted); bumps the generation so an evicted holder fails its next check
+   */
+  forceRelease(reason: string): Promise<ForceReleaseResult>;
+}
+
+export interface ForceReleaseResult {
+  evicted: GpuLockRecord | null;
+  wasLive: boolean;
+  awaitedRecovery: boolean;
+  generation: number;
+  /** an unreadable record: why, and where it now lies */
+  movedAside: { reason: string; path: string } | null;
 }
 
 const counterSchema = z.looseObject({ generation: z.number().int().nonnegative() });
@@ -105,10 +125,9 @@ export function createGpuLock(deps: GpuLockDeps): GpuLock {
     host,
     pid: deps.pid,
     now,
-    unreadableGraceMs: deps.unreadableGraceMs,
     // A lock need not survive power loss (a reboot ends its holder); the journal is made durable.
     durable: false,
-    hint: "see `gpu-canary lock status`; `gpu-canary lock release --force` removes it",
+    hint: unreadableLockHint(deps.path, true),
     expiry: (record, at) => {
       const expires = timeOf(record.expires_at);
       return expires !== null && expires <= at.getTime() ? `its lease expired at ${new Date(expires).toISOString()} without renewal` : null;
@@ -137,19 +156,21 @@ export function createGpuLock(deps: GpuLockDeps): GpuLock {
         reason: "free",
         ageSeconds: null,
         expiresInSeconds: null,
+        hint: null,
       };
     }
     if (state.state === "unreadable") {
       return {
         state: "unreadable",
         held: true,
-        stale: state.stale,
+        stale: false,
         alive: null,
         awaitsRecovery: false,
         holder: null,
         reason: state.reason,
         ageSeconds: null,
         expiresInSeconds: null,
+        hint: unreadableLockHint(deps.path, state.file !== null),
       };
     }
     const record = state.record;
@@ -166,6 +187,7 @@ export function createGpuLock(deps: GpuLockDeps): GpuLock {
       reason: state.state === "stale" && state.protectedBy ? `${state.protectedBy} (${state.reason})` : state.reason,
       ageSeconds: acquired === null ? null : (t - acquired) / 1000,
       expiresInSeconds: expires === null ? null : (expires - t) / 1000,
+      hint: null,
     };
   };
 
@@ -242,9 +264,9 @@ export function createGpuLock(deps: GpuLockDeps): GpuLock {
     for (;;) {
       options.signal?.throwIfAborted();
       const seen = await lock.inspect();
-      if (seen.state === "stale" && seen.protectedBy) throw refusal(seen, null);
+      if (seen.state === "unreadable" || (seen.state === "stale" && seen.protectedBy)) throw refusal(seen, null);
       // Only spend a generation number when the lock looks takeable.
-      if (seen.state === "free" || seen.state === "stale" || (seen.state === "unreadable" && seen.stale && seen.file)) {
+      if (seen.state === "free" || seen.state === "stale") {
         const proposed = proposeGeneration(Math.max(floor, seen.state === "stale" ? generationOf(seen.record) : 0));
         const attempt = await lock.tryAcquire(fieldsFor(proposed, options));
         if (attempt.acquired) {
@@ -271,7 +293,8 @@ export function createGpuLock(deps: GpuLockDeps): GpuLock {
           });
           return handleFor(attempt.lock);
         }
-        if (attempt.state.state === "stale" && attempt.state.protectedBy) throw refusal(attempt.state, null);
+        const lost = attempt.state;
+        if (lost.state === "unreadable" || (lost.state === "stale" && lost.protectedBy)) throw refusal(lost, null);
       }
       const waited = (Date.now() - started) / 1000;
       if (options.waitSeconds !== undefined && waited >= options.waitSeconds) {
@@ -292,8 +315,7 @@ export function createGpuLock(deps: GpuLockDeps): GpuLock {
     async takeOverForRecovery(options = {}) {
       for (let round = 0; round < 20; round += 1) {
         const seen = await lock.inspect();
-        if (seen.state === "held") throw refusal(seen, null);
-        if (seen.state === "unreadable" && (!seen.stale || !seen.file)) throw refusal(seen, null);
+        if (seen.state === "held" || seen.state === "unreadable") throw refusal(seen, null);
         let evicted: GpuLockRecord | null = null;
         if (seen.state === "stale") {
           if (!(await lock.breakRecord(seen.file))) continue;
@@ -304,8 +326,6 @@ export function createGpuLock(deps: GpuLockDeps): GpuLock {
             evicted: seen.record,
             reason: seen.protectedBy ?? seen.reason,
           });
-        } else if (seen.state === "unreadable" && seen.file) {
-          if (!(await lock.breakRecord(seen.file))) continue;
         }
         const handle = await acquire({ ...options, waitSeconds: 0 }, evicted ? generationOf(evicted) : 0).catch(() => null);
         if (handle) return { handle, evicted };
@@ -317,12 +337,7 @@ export function createGpuLock(deps: GpuLockDeps): GpuLock {
       for (let round = 0; round < 5; round += 1) {
         const seen = await lock.inspect();
         if (seen.state === "free") return { released: "free" as const, evicted: null, reason: "the lock is free" };
-        if (seen.state === "held" || (seen.state === "stale" && seen.protectedBy)) throw refusal(seen, null);
-        if (seen.state === "unreadable") {
-          if (!seen.stale || !seen.file) throw refusal(seen, null);
-          if (await lock.breakRecord(seen.file)) return { released: "stale" as const, evicted: null, reason: seen.reason };
-          continue;
-        }
+        if (seen.state !== "stale" || seen.protectedBy) throw refusal(seen, null);
         if (await lock.breakRecord(seen.file)) {
           await deps.audit?.append({
             event: "lock_stale_released",
@@ -339,13 +354,31 @@ export function createGpuLock(deps: GpuLockDeps): GpuLock {
     async forceRelease(reason) {
       for (let round = 0; round < 5; round += 1) {
         const seen = await lock.inspect();
-        if (seen.state === "unreadable" && !seen.file) throw refusal(seen, null);
         const evicted = seen.state === "held" || seen.state === "stale" ? seen.record : null;
-        if (seen.state !== "free" && seen.file && !(await lock.breakRecord(seen.file))) continue;
+        let movedAside: ForceReleaseResult["movedAside"] = null;
+        if (seen.state === "unreadable") {
+          if (!seen.file) throw refusal(seen, null);
+          const movedTo = await lock.moveAside(seen.file);
+          if (movedTo === null) continue;
+          movedAside = { reason: seen.reason, path: movedTo };
+        } else if (seen.state !== "free" && !(await lock.breakRecord(seen.file))) continue;
         const generation = proposeGeneration(evicted ? generationOf(evicted) : 0);
         writeCounter(generation);
-        await deps.audit?.append({ event: "lock_force_released", run_id: evicted?.run_id ?? null, evicted, generation, reason });
-        return { evicted, wasLive: seen.state === "held", awaitedRecovery: evicted !== null && awaitsRecovery(evicted), generation };
+        await deps.audit?.append({
+          event: "lock_force_released",
+          run_id: evicted?.run_id ?? null,
+          evicted,
+          generation,
+          reason,
+          ...(movedAside ? { unreadable: { reason: movedAside.reason, moved_to: movedAside.path } } : {}),
+        });
+        return {
+          evicted,
+          wasLive: seen.state === "held",
+          awaitedRecovery: evicted !== null && awaitsRecovery(evicted),
+          generation,
+          movedAside,
+        };
       }
       throw new GpuLockHeldError(deps.path, "it changed repeatedly while we tried to force-release it", null);
     },

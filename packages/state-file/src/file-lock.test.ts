@@ -3,7 +3,7 @@ import { lstat, mkdir, readFile, readdir, rm, symlink, utimes, writeFile } from 
 import { join } from "node:path";
 import { deadPid, testdir } from "@gpu-canary/testing";
 import { describe, expect, it } from "vitest";
-import { createFileLock } from "./file-lock.ts";
+import { createFileLock, withFileLock } from "./file-lock.ts";
 import type { ProcessInspector } from "./process-identity.ts";
 
 async function writeRecord(path: string, record: object, ageMs = 0): Promise<void> {
@@ -15,6 +15,14 @@ async function writeRecord(path: string, record: object, ageMs = 0): Promise<voi
 }
 
 const record = (pid: number, extra: object = {}) => ({ pid, host: "here", acquired_at: "2026-11-28T08:00:00.000Z", ...extra });
+
+/** Each kind of damage a lock file can suffer, with the words its reason must contain. */
+const unreadableRecords: [content: string, why: string][] = [
+  ["", "is empty"],
+  ['{"pid": 12', "not valid JSON"],
+  ['{"pid": 0, "host": "h", "acquired_at": "x"}', "invalid pid"],
+  ['[{"pid": 12, "host": "here", "acquired_at": "x"}]', "is not the expected document"],
+];
 
 const fakeInspector = (probe: ReturnType<ProcessInspector["probe"]>): ProcessInspector => ({
   probe: () => probe,
@@ -104,21 +112,75 @@ describe("createFileLock", () => {
     expect((await lock.tryAcquire()).acquired).toBe(true);
   });
 
-  it("keeps a fresh malformed record (its writer may be mid-way) and breaks it once old", async () => {
+  it("never takes over an unreadable record, however old: it fails closed and leaves the file as it is", async () => {
     const dir = await testdir();
     const path = join(dir, "x.lock");
-    for (const content of ["", '{"pid": 12', '{"pid": 0, "host": "h", "acquired_at": "x"}', "x".repeat(100)]) {
-      await writeRecord(path, {});
+    for (const [content, why] of unreadableRecords) {
       await writeFile(path, content);
-      const fresh = await createFileLock({ path }).tryAcquire();
-      expect(fresh.acquired).toBe(false);
-      expect(!fresh.acquired && fresh.state.state).toBe("unreadable");
-      const then = new Date(Date.now() - 5000);
+      const then = new Date(Date.now() - 60_000);
       await utimes(path, then, then);
-      const old = await createFileLock({ path }).tryAcquire();
-      expect(old.acquired).toBe(true);
-      if (old.acquired) await old.lock.release();
+      const before = await lstat(path, { bigint: true });
+      const attempt = await createFileLock({ path, host: "here" }).tryAcquire();
+      expect(!attempt.acquired && attempt.state.state === "unreadable" && attempt.state.reason).toContain(why);
+      const started = Date.now();
+      await expect(createFileLock({ path, host: "here" }).acquire({}, { waitMs: 5000 })).rejects.toMatchObject({
+        code: "STATE_UNREADABLE",
+        kind: "fault",
+        message: expect.stringContaining(path),
+        hint: expect.stringContaining("aside"),
+      });
+      expect(Date.now() - started).toBeLessThan(1000);
+      await expect(withFileLock(path, () => Promise.resolve("ran"), { host: "here", waitMs: 5000 })).rejects.toMatchObject({
+        code: "STATE_UNREADABLE",
+      });
+      const after = await lstat(path, { bigint: true });
+      expect([after.ino, after.mtimeNs, after.size]).toEqual([before.ino, before.mtimeNs, before.size]);
+      expect(await readFile(path, "utf8")).toBe(content);
+      expect(await readdir(dir)).toEqual(["x.lock"]);
     }
+  });
+
+  it("moves an unreadable record aside with its content, after which the lock can be taken", async () => {
+    const dir = await testdir();
+    const path = join(dir, "x.lock");
+    let minute = 0;
+    const lock = createFileLock({ path, host: "here", now: () => new Date(Date.UTC(2026, 10, 28, 13, minute)) });
+    for (const [content] of unreadableRecords) {
+      minute += 1;
+      await writeFile(path, content);
+      const state = await lock.inspect();
+      if (state.state !== "unreadable" || !state.file) throw new Error("expected an unreadable file");
+      const aside = await lock.moveAside(state.file);
+      expect(aside).toBe(`${path}.unreadable-2026-11-28T13${String(minute).padStart(2, "0")}00.000Z`);
+      expect(await readFile(aside ?? "", "utf8")).toBe(content);
+      expect(await lock.inspect()).toEqual({ state: "free" });
+      const attempt = await lock.tryAcquire();
+      expect(attempt.acquired).toBe(true);
+      if (attempt.acquired) await attempt.lock.release();
+    }
+    expect((await readdir(dir)).filter((name) => !name.includes(".unreadable-"))).toEqual([]);
+  });
+
+  it("never moves a record aside over another, nor one that changed since it was judged", async () => {
+    const dir = await testdir();
+    const path = join(dir, "x.lock");
+    const lock = createFileLock({ path, host: "here", now: () => new Date("2026-11-28T13:00:00.000Z") });
+    const writeAndMoveAside = async (content: string) => {
+      await writeFile(path, content);
+      const state = await lock.inspect();
+      return state.state === "unreadable" && state.file ? lock.moveAside(state.file) : null;
+    };
+    expect(await writeAndMoveAside("first")).toBe(`${path}.unreadable-2026-11-28T130000.000Z`);
+    expect(await writeAndMoveAside("second")).toBe(`${path}.unreadable-2026-11-28T130000.000Z-1`);
+    expect(await readFile(`${path}.unreadable-2026-11-28T130000.000Z`, "utf8")).toBe("first");
+    await writeFile(path, "judged");
+    const judged = await lock.inspect();
+    if (judged.state !== "unreadable" || !judged.file) throw new Error("expected an unreadable file");
+    await rm(path);
+    await writeRecord(path, record(process.pid));
+    expect(await lock.moveAside(judged.file)).toBeNull();
+    expect(JSON.parse(await readFile(path, "utf8")).pid).toBe(process.pid);
+    expect((await readdir(dir)).filter((name) => name.includes("break"))).toEqual([]);
   });
 
   it("never removes or follows a folder, a FIFO or a symlink at the lock path", async () => {

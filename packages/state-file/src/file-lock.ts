@@ -36,11 +36,15 @@ export type LockState<R> =
       protectedBy?: string;
     }
   | {
+      /**
+       * Records are only ever published whole (link() of a finished file, rename() on update),
+       * so an unreadable one is damage from outside, not a write in progress: it is never taken
+       * over, only moved aside on an operator's word (`moveAside`).
+       */
       state: "unreadable";
       error: StateUnreadableError;
-      /** present when a regular file is there; folders, FIFOs and links are never removed for you */
+      /** present when a regular file is there; folders, FIFOs and links are never moved for you */
       file: RawFile | null;
-      stale: boolean;
       reason: string;
     };
 
@@ -51,8 +55,6 @@ export interface FileLockOptions<R extends BaseLockRecord> {
   host?: string;
   pid?: number;
   now?: () => Date;
-  /** a malformed record is only broken once it is this old: its writer may be mid-way */
-  unreadableGraceMs?: number;
   /** a break claim left by a breaker that died is cleared after this long */
   breakClaimGraceMs?: number;
   /** staleness beyond proof of death, e.g. an expired lease; a reason, or null while valid */
@@ -106,6 +108,11 @@ export interface FileLock<R extends BaseLockRecord> {
   acquire(fields?: Partial<R>, options?: AcquireOptions): Promise<HeldLock<R>>;
   /** remove a record that was judged stale (or any record, for a forced release), race-free */
   breakRecord(file: RawFile): Promise<boolean>;
+  /**
+   * Take an unreadable record off the lock path, race-free like breakRecord, keeping it beside
+   * as `<path>.unreadable-<time>`: its new path, or null when the record changed meanwhile.
+   */
+  moveAside(file: RawFile): Promise<string | null>;
 }
 
 export function createFileLock<R extends BaseLockRecord = BaseLockRecord>(options: FileLockOptions<R>): FileLock<R> {
@@ -114,9 +121,8 @@ export function createFileLock<R extends BaseLockRecord = BaseLockRecord>(option
   const pid = options.pid ?? process.pid;
   const now = options.now ?? (() => new Date());
   const schema = options.schema ?? (baseLockRecordSchema as unknown as z.ZodType<R>);
-  const unreadableGraceMs = options.unreadableGraceMs ?? 2000;
   const breakClaimGraceMs = options.breakClaimGraceMs ?? 10_000;
-  const hint = options.hint ?? `if its holder is gone, remove ${options.path} by hand`;
+  const hint = options.hint ?? `if no process holds it, move ${options.path} aside by hand (keep it: it may tell what damaged it)`;
   const path = options.path;
   const dir = dirname(path);
   const durable = options.durable ?? true;
@@ -145,22 +151,10 @@ export function createFileLock<R extends BaseLockRecord = BaseLockRecord>(option
   const inspectSync = (): LockState<R> => {
     const raw = readRawSync(path, hint);
     if (raw.status === "missing") return { state: "free" };
-    if (raw.status === "unreadable") {
-      return { state: "unreadable", error: raw.error, file: null, stale: false, reason: `${raw.error.reason}; remove it by hand` };
-    }
+    if (raw.status === "unreadable") return { state: "unreadable", error: raw.error, file: null, reason: raw.error.reason };
     const parsed = parseState(raw.file.text, schema);
     if (!parsed.ok) {
-      const ageMs = Date.now() - Number(raw.file.mtimeNs / 1_000_000n);
-      const stale = ageMs >= unreadableGraceMs;
-      return {
-        state: "unreadable",
-        error: new StateUnreadableError(path, parsed.reason, hint),
-        file: raw.file,
-        stale,
-        reason: stale
-          ? `unreadable for ${(ageMs / 1000).toFixed(1)} s: ${parsed.reason}`
-          : `unreadable, may be mid-write: ${parsed.reason}`,
-      };
+      return { state: "unreadable", error: new StateUnreadableError(path, parsed.reason, hint), file: raw.file, reason: parsed.reason };
     }
     const verdict = judge(parsed.value);
     if (!verdict.stale) return { state: "held", record: parsed.value, file: raw.file, reason: verdict.reason };
@@ -172,28 +166,32 @@ export function createFileLock<R extends BaseLockRecord = BaseLockRecord>(option
    * Break exactly the record that was judged: hard-link it to a claim name derived from its
    * identity (only one breaker can create that name), check the claim is the judged inode and
    * content, then remove the lock path. A slow breaker that links a newer record under an old
-   * claim name sees the mismatch and backs off without touching it.
+   * claim name sees the mismatch and backs off without touching it. With `keepAs`, the claim is
+   * linked there before the lock path goes, so the record's content is never without a name.
    */
-  const breakSync = (file: RawFile): boolean => {
+  const breakSync = (file: RawFile, keepAs?: () => string): string | null => {
     const claim = `${path}.break-${file.ino}-${file.mtimeNs}`;
     try {
       linkSync(path, claim);
     } catch (error) {
       const code = errnoCode(error);
-      if (code === "ENOENT") return false;
+      if (code === "ENOENT") return null;
       if (code === "EEXIST") {
         clearAbandonedClaim(claim);
-        return false;
+        return null;
       }
       throw error;
     }
     try {
       const claimed = readRawSync(claim, hint);
-      if (claimed.status !== "ok" || !sameFile(claimed.file, file) || claimed.file.text !== file.text) return false;
-      if (!sameFile(identityOf(path), file)) return false;
+      if (claimed.status !== "ok" || !sameFile(claimed.file, file) || claimed.file.text !== file.text) return null;
+      if (!sameFile(identityOf(path), file)) return null;
+      const kept = keepAs ? linkUnique(claim, keepAs()) : path;
       unlinkSync(path);
-      syncIfDurable();
-      return true;
+      // A record set aside is an operator's evidence: make its new name survive power loss too.
+      if (keepAs) syncDirSync(dir);
+      else syncIfDurable();
+      return kept;
     } finally {
       unlinkQuietly(claim);
     }
@@ -262,9 +260,8 @@ export function createFileLock<R extends BaseLockRecord = BaseLockRecord>(option
         }
         const state = inspectSync();
         if (state.state === "free") continue;
-        if (state.state === "held" || (state.state === "stale" && state.protectedBy)) return { acquired: false, state };
-        if (state.state === "unreadable" && (!state.stale || state.file === null)) return { acquired: false, state };
-        if (state.file) breakSync(state.file);
+        if (state.state !== "stale" || state.protectedBy) return { acquired: false, state };
+        breakSync(state.file);
       }
       const state = inspectSync();
       return state.state === "free" ? tryAcquireSync(fields) : { acquired: false, state };
@@ -280,6 +277,8 @@ export function createFileLock<R extends BaseLockRecord = BaseLockRecord>(option
       acquireOptions.signal?.throwIfAborted();
       const attempt = tryAcquireSync(fields);
       if (attempt.acquired) return attempt.lock;
+      // Waiting cannot repair a damaged record: fail closed at once, naming the file.
+      if (attempt.state.state === "unreadable") throw attempt.state.error;
       const waited = Date.now() - started;
       if (acquireOptions.waitMs !== undefined && waited >= acquireOptions.waitMs) {
         throw new LockTimeoutError(path, waited, describeLockState(attempt.state));
@@ -295,7 +294,9 @@ export function createFileLock<R extends BaseLockRecord = BaseLockRecord>(option
     inspect: () => Promise.resolve(inspectSync()),
     tryAcquire: (fields = {}) => Promise.resolve(tryAcquireSync(fields)),
     acquire,
-    breakRecord: (file) => Promise.resolve(breakSync(file)),
+    breakRecord: (file) => Promise.resolve(breakSync(file) !== null),
+    // Colons make awkward file names for scp and some shells; the instant stays readable without them.
+    moveAside: (file) => Promise.resolve(breakSync(file, () => `${path}.unreadable-${now().toISOString().replaceAll(":", "")}`)),
   };
 }
 
@@ -312,6 +313,19 @@ function identityOf(path: string): (Identity & { ctimeNs: bigint }) | null {
 
 function sameFile(a: Identity | null, b: Identity): boolean {
   return a !== null && a.ino === b.ino && a.mtimeNs === b.mtimeNs && a.size === b.size;
+}
+
+/** Hard-link `from` as `to`, or as `to-1`, `to-2`… when taken: never over an existing file. */
+function linkUnique(from: string, to: string): string {
+  for (let n = 0; ; n += 1) {
+    const name = n === 0 ? to : `${to}-${n}`;
+    try {
+      linkSync(from, name);
+      return name;
+    } catch (error) {
+      if (errnoCode(error) !== "EEXIST" || n >= 100) throw error;
+    }
+  }
 }
 
 function unlinkQuietly(path: string): void {

@@ -35,7 +35,7 @@ describe("readJsonState", () => {
     ["{not json", "is not valid JSON"],
     ['{"seconds_used": -1}', "invalid seconds_used"],
     ['{"seconds_used": "12"}', "invalid seconds_used"],
-    ["[]", "invalid the document"],
+    ["[]", "is not the expected document"],
   ])("names the file and the problem for content %j", async (content, reason) => {
     const dir = await testdir();
     const path = join(dir, "b.json");

@@ -98,8 +98,9 @@ export function parseState<T>(text: string, schema: z.ZodType<T>): { ok: true; v
   const parsed = schema.safeParse(json);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
-    const where = issue && issue.path.length > 0 ? issue.path.join(".") : "the document";
-    return { ok: false, reason: `has an invalid ${where}: ${issue?.message ?? "does not match the expected format"}` };
+    const what = issue?.message ?? "does not match the expected format";
+    if (issue && issue.path.length > 0) return { ok: false, reason: `has an invalid ${issue.path.join(".")}: ${what}` };
+    return { ok: false, reason: `is not the expected document: ${what}` };
   }
   return { ok: true, value: parsed.data };
 }

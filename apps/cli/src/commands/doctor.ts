@@ -220,7 +220,11 @@ async function stateChecks(settings: Settings, io: Io): Promise<Check[]> {
       async () => {
         const s = await (await gpuLockFor(settings, io, "gpu-canary doctor")).status();
         if (s.state === "unreadable")
-          return { ok: false, detail: `${layout.gpuLock}: ${s.reason}`, fix: "`gpu-canary lock release` (or --force)" };
+          return {
+            ok: false,
+            detail: `${layout.gpuLock}: ${s.reason}`,
+            fix: "`gpu-canary lock release --force` moves it aside (its content kept beside it)",
+          };
         if (s.awaitsRecovery) return { ok: false, detail: `a crashed run awaits recovery: ${s.reason}`, fix: "`gpu-canary recover`" };
         return { ok: true, detail: `the GPU lock is ${s.state}` };
       },

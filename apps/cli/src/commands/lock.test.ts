@@ -1,4 +1,4 @@
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile, stat, utimes, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { deadPid, testdir } from "@gpu-canary/testing";
@@ -73,12 +73,54 @@ describe("gpu-canary lock", () => {
     expect(JSON.parse(events[0] ?? "")).toMatchObject({ evicted: { run_id: "crashed" }, reason: "operator", generation: 5 });
   });
 
-  it("reports an unreadable record with exit 0 from status", async () => {
+  it("reports an unreadable record with exit 0 from status, naming the file and the fix", async () => {
     const { dir, lockFile } = await home();
     await writeFile(lockFile, "{garbage");
     const status = await cli(["lock", "status", "--json"], { KLR_HOME: dir });
     expect(status.code).toBe(0);
-    expect(status.json()).toMatchObject({ state: "unreadable", held: true, holder: null });
+    expect(status.json()).toMatchObject({ state: "unreadable", held: true, holder: null, path: lockFile });
+    const text = await cli(["lock", "status"], { KLR_HOME: dir });
+    expect(text.stdout).toContain(`GPU lock: UNREADABLE (${lockFile}): it is not valid JSON`);
+    expect(text.stdout).toContain("`gpu-canary lock release --force` moves it aside");
+  });
+
+  it.each([
+    ["empty", ""],
+    ["partial", '{"pid": 4242, "host": "gpu'],
+    ["of the wrong schema", JSON.stringify({ pid: "4242", host: "h", owner: "kloros", acquired_at: "x", expires_at: "y" })],
+    ["an array", `[${record(4242)}]`],
+  ])("fails closed on an unreadable lock file (%s), exit 4, until --force moves it aside, audited", async (_kind, content) => {
+    const { dir, lockFile } = await home();
+    const env = { KLR_HOME: dir };
+    await writeFile(lockFile, content);
+    const old = new Date(Date.now() - 60_000);
+    await utimes(lockFile, old, old);
+    const before = await stat(lockFile, { bigint: true });
+    for (const argv of [
+      ["lock", "run", "--wait", "5", "--", "true"],
+      ["lock", "release"],
+    ]) {
+      const refused = await cli(argv, env);
+      expect(refused.code).toBe(4);
+      expect(refused.stderr).toContain(`error: the GPU maintenance lock ${lockFile} is unreadable: it `);
+      expect(refused.stderr).toContain("hint: `gpu-canary lock release --force` moves it aside");
+      expect(refused.stderr).not.toMatch(/^\s+at /m);
+    }
+    expect(await readFile(lockFile, "utf8")).toBe(content);
+    const after = await stat(lockFile, { bigint: true });
+    expect([after.ino, after.mtimeNs]).toEqual([before.ino, before.mtimeNs]);
+
+    const forced = await cli(["lock", "release", "--force", "--reason", "damaged", "--json"], env);
+    expect(forced.code).toBe(0);
+    const aside = `${lockFile}.unreadable-2026-11-28T134000.000Z`;
+    expect(forced.json()).toMatchObject({ released: true, forced: true, evicted: null, moved_aside: { path: aside } });
+    expect(await readFile(aside, "utf8")).toBe(content);
+    const events = (await cli(["audit", "query", "--event", "lock_force_released", "--json"], env)).stdout.trim().split("\n");
+    expect(events).toHaveLength(1);
+    expect(JSON.parse(events[0] ?? "")).toMatchObject({ evicted: null, reason: "damaged", unreadable: { moved_to: aside } });
+
+    expect((await cli(["lock", "status", "--json"], env)).json()).toMatchObject({ state: "free" });
+    expect((await cli(["lock", "run", "--wait", "0", "--", "true"], env)).code).toBe(0);
   });
 
   it("runs a command under the lock and passes its exit code through", async () => {

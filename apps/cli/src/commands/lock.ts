@@ -16,6 +16,7 @@ function statusJson(status: GpuLockStatus, path: string) {
     reason: status.reason,
     age_seconds: status.ageSeconds,
     expires_in_seconds: status.expiresInSeconds,
+    hint: status.hint,
     path,
   };
 }
@@ -37,7 +38,7 @@ export async function runLockStatus(options: GlobalOptions, io: Io): Promise<num
       case "free":
         return "GPU lock: free";
       case "unreadable":
-        return `GPU lock: UNREADABLE (${settings.layout.gpuLock}): ${status.reason}\n${status.stale ? "Release it with `gpu-canary lock release`." : "It may be mid-write; look again in a few seconds."}`;
+        return `GPU lock: UNREADABLE (${settings.layout.gpuLock}): it ${status.reason}\nNobody can take the lock until it is dealt with.\nFix: ${status.hint ?? ""}`;
       case "held":
       case "stale": {
         const holder = status.holder as GpuLockRecord;
@@ -71,11 +72,20 @@ export async function runLockRelease(options: GlobalOptions & { force?: boolean;
     } else if (result.wasLive) {
       io.stderr(`WARNING: the evicted holder (PID ${result.evicted?.pid ?? "?"}) was alive; it loses the lock at its next check.\n`);
     }
-    answer(io, options, { released: result.evicted !== null, forced: true, evicted: result.evicted, generation: result.generation }, () =>
-      result.evicted
+    const moved = result.movedAside;
+    const json = {
+      released: result.evicted !== null || moved !== null,
+      forced: true,
+      evicted: result.evicted,
+      moved_aside: moved,
+      generation: result.generation,
+    };
+    answer(io, options, json, () => {
+      if (moved) return `Moved the unreadable GPU lock (it ${moved.reason}) aside to ${moved.path}; next generation ${result.generation}`;
+      return result.evicted
         ? `Force-released the GPU lock of ${holderLine(result.evicted)}; next generation ${result.generation}`
-        : "The GPU lock was free; nothing to release",
-    );
+        : "The GPU lock was free; nothing to release";
+    });
     return 0;
   }
   const result = await lock.releaseStale();
