@@ -95,9 +95,21 @@ async function run(env: Readonly<Record<string, string | undefined>>, logger: pi
     daemonState: daemon.state,
     onIntent: daemon.wake,
   });
+  // Persistent listeners, never `once` nor removed: execa's signal-exit, while a child runs, re-raises a
+  // signal with its default action (death, exit 143) when it finds no listener but its own — which a
+  // `once` listener would leave it, having removed itself. A second signal cannot hurry the safe stop.
+  let stopping: NodeJS.Signals | null = null;
   const stopped = new Promise<NodeJS.Signals>((resolve) => {
-    process.once("SIGTERM", () => resolve("SIGTERM"));
-    process.once("SIGINT", () => resolve("SIGINT"));
+    const onSignal = (signal: NodeJS.Signals) => {
+      if (stopping) {
+        logger.warn({ signal, stopping }, "already stopping: the run in progress ends safely first");
+        return;
+      }
+      stopping = signal;
+      resolve(signal);
+    };
+    process.on("SIGTERM", onSignal);
+    process.on("SIGINT", onSignal);
   });
   // Recovery first: a crashed run's production comes back before anything new starts.
   await daemon.start();
@@ -107,7 +119,10 @@ async function run(env: Readonly<Record<string, string | undefined>>, logger: pi
   const signal = await stopped;
   logger.info({ signal }, "stopping");
   await daemon.stop(signal);
-  await app.close();
+  // close() reaps only the connections idle when it starts: one answering a request then would hold
+  // the stop for its keep-alive time (72 s) after its answer.
+  const reaper = setInterval(() => app.server.closeIdleConnections(), 250);
+  await app.close().finally(() => clearInterval(reaper));
   await notifier.flush();
   logger.info("stopped");
   logger.flush();
