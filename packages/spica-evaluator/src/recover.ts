@@ -54,7 +54,7 @@ export async function recover(ctx: RunContext): Promise<RecoveryOutcome> {
   if (status.state === "unreadable") {
     throw new GpuCanaryError("GPU_LOCK_UNREADABLE", `the GPU lock ${ctx.lock.path} cannot be read: ${status.reason}`, {
       kind: "fault",
-      hint: "see `gpu-canary lock status`; `gpu-canary lock release --force` removes it",
+      hint: "see `gpu-canary lock status`; `gpu-canary lock release --force` moves it aside (its content kept beside it)",
     });
   }
   if (status.state === "free") {
@@ -76,25 +76,52 @@ export async function recover(ctx: RunContext): Promise<RecoveryOutcome> {
   }
   const armFile = armFilePath(ctx.layout.locksDir);
   await waitForWatchdog(armFile, status.holder?.run_id, (ctx.config.restoreSlaSeconds * 4 + 10) * 1000);
-  const { handle, evicted } = await ctx.lock.takeOverForRecovery({ purpose: "recover", waitSeconds: 0 });
+  const { handle, evicted } = await ctx.lock.takeOverForRecovery({
+    purpose: "recover",
+    waitSeconds: 0,
+    ...(status.holder?.run_id ? { runId: status.holder.run_id } : {}),
+  });
   const runId = evicted?.run_id ?? null;
-  try {
-    if (!evicted || evicted.production_stopped_at === undefined || evicted.charged_at !== undefined) {
+  if (!evicted || evicted.production_stopped_at === undefined || evicted.charged_at !== undefined) {
+    try {
       await ctx.audit.append({ event: "recovery", run_id: runId, action: "released_stale" });
-      return {
-        action: "released_stale",
-        runId,
-        productionServing: await serves(ctx),
-        restoredBy: null,
-        chargedSeconds: null,
-        night: null,
-        detail: `released a stale lock (${status.reason}); the run had not stopped production or had already charged its downtime`,
-      };
+    } finally {
+      await handle.release();
     }
-    return await finishCrashedRun(ctx, evicted, armFile);
-  } finally {
-    await handle.release();
+    return {
+      action: "released_stale",
+      runId,
+      productionServing: await serves(ctx),
+      restoredBy: null,
+      chargedSeconds: null,
+      night: null,
+      detail: `released a stale lock (${status.reason}); the run had not stopped production or had already charged its downtime`,
+    };
   }
+  // The crashed run's journal moves into this recovery's record and stays there until production
+  // serves and the charge is written: a recovery that fails part-way leaves it for the next one.
+  await handle.journal(journalOf(evicted));
+  let outcome: RecoveryOutcome;
+  try {
+    outcome = await finishCrashedRun(ctx, evicted, armFile, (patch) => handle.journal(patch));
+  } catch (error) {
+    // Our lease lapses now, so the next `recover` (after the operator's fix) takes the journal over
+    // at once — even while this process (the daemon) lives on.
+    await handle.journal({ phase: "recovery_failed", expires_at: new Date().toISOString() }).catch(() => undefined);
+    throw error;
+  }
+  await handle.release();
+  return outcome;
+}
+
+/** The fields of a crashed run's record that recovery needs: when production stopped, how, and whether it serves. */
+function journalOf(record: GpuLockRecord): Partial<GpuLockRecord> {
+  return {
+    phase: "recovering",
+    ...(record.quiesce ? { quiesce: record.quiesce } : {}),
+    ...(record.production_stopped_at ? { production_stopped_at: record.production_stopped_at } : {}),
+    ...(record.production_serving_at ? { production_serving_at: record.production_serving_at } : {}),
+  };
 }
 
 /**
@@ -117,7 +144,12 @@ async function serves(ctx: RunContext): Promise<boolean> {
   }
 }
 
-async function finishCrashedRun(ctx: RunContext, evicted: GpuLockRecord, armFile: string): Promise<RecoveryOutcome> {
+async function finishCrashedRun(
+  ctx: RunContext,
+  evicted: GpuLockRecord,
+  armFile: string,
+  journal: (patch: Partial<GpuLockRecord>) => Promise<void>,
+): Promise<RecoveryOutcome> {
   const runId = evicted.run_id ?? null;
   const stoppedAt = timeOf(evicted.production_stopped_at) ?? Date.now();
   // A canary the crashed run left behind still holds the GPU.
@@ -132,12 +164,19 @@ async function finishCrashedRun(ctx: RunContext, evicted: GpuLockRecord, armFile
     servingAt = Date.parse(report.value.production_serving_at);
     restoredBy = "watchdog";
   }
-  if (servingAt === null || !(await serves(ctx))) {
+  const servingNow = await serves(ctx);
+  if (servingAt === null && servingNow) {
+    // Brought back by hand or by a watchdog that left no report: the first completion seen is now.
+    servingAt = Date.now();
+    restoredBy = "already_serving";
+  }
+  if (servingAt === null || !servingNow) {
     ctx.onProgress?.("production is not serving: restoring it");
     try {
       const restored = await restoreProduction(restorePlanOf(ctx.config, ctx.env, evicted.quiesce ?? ctx.config.quiesce));
       servingAt = restored.servingAt.getTime();
       restoredBy = "recover";
+      await journal({ production_serving_at: restored.servingAt.toISOString() });
       await ctx.audit.append({ event: "production_restored", run_id: runId, seconds: restored.seconds, by: "recover" });
     } catch (error) {
       await ctx.audit.append({

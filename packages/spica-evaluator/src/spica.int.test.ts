@@ -1,9 +1,10 @@
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { mkdir, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { createGpuLock } from "@gpu-canary/gpu-lock";
 import { createAuditFeed } from "@gpu-canary/audit-feed";
+import { InterruptedError } from "@gpu-canary/errors";
 import { SIM_VLLM, registerProcess } from "@gpu-canary/vllm-sim";
 import { spawn } from "node:child_process";
 import { describe, expect, it, onTestFinished } from "vitest";
@@ -283,5 +284,61 @@ describe("canary mode on the simulated host", () => {
     const big = await s.evaluator().runTest({ vllm_memory_util: 0.9, whisper_model_size: "small" });
     expect(big.status).toBe("failed");
     expect(big.validationReason).toMatch(/not beside the sleeping production's 19\.53 GiB \(measured; KLR_QUIESCE=sleep\)/);
+  }, 120_000);
+});
+
+describe("signals at either end of a quiesced run", () => {
+  /** An evaluator whose run gets SIGTERM the moment it prints a progress line starting with `at`. */
+  const interruptedAt = (s: Awaited<ReturnType<typeof site>>, at: string) => {
+    const controller = new AbortController();
+    const evaluator = s.evaluator({
+      signal: controller.signal,
+      onProgress: (line) => {
+        if (line.startsWith(at)) controller.abort("SIGTERM");
+      },
+    });
+    return evaluator;
+  };
+  const runFinished = async (s: Awaited<ReturnType<typeof site>>) => (await events(s.home)).filter((e) => e === "run_finished");
+
+  it("a signal after the lock and the gates, before the quiesce: nothing stopped, nothing charged, the lock free, exit 143", async () => {
+    const s = await site();
+    const pid = await s.productionPid();
+    const error: unknown = await interruptedAt(s, "gates passed")
+      .runTest(good)
+      .then(
+        () => null,
+        (e: unknown) => e,
+      );
+    expect(error).toBeInstanceOf(InterruptedError);
+    expect((error as InterruptedError).exitCode).toBe(143);
+    expect(await s.productionPid()).toBe(pid);
+    const kinds = await events(s.home);
+    expect(kinds).toContain("lock_acquired");
+    expect(kinds.filter((e) => e.startsWith("production_") || e === "canary_started" || e === "budget_charged")).toEqual([]);
+    expect(await runFinished(s)).toHaveLength(1);
+    expect(existsSync(s.layout.gpuLock)).toBe(false);
+    expect(existsSync(s.layout.budgetFile(s.night()))).toBe(false);
+    // The watchdog armed for the run was disarmed: nothing fires later.
+    await new Promise((r) => setTimeout(r, 500));
+    expect(existsSync(s.layout.watchdogReport)).toBe(false);
+  }, 120_000);
+
+  it("a signal during the restore: production serves, the downtime is charged, the run is interrupted — never passed, no promotion", async () => {
+    const s = await site();
+    const error: unknown = await interruptedAt(s, "restoring production")
+      .runTest(good)
+      .then(
+        () => null,
+        (e: unknown) => e,
+      );
+    expect(error).toBeInstanceOf(InterruptedError);
+    expect(await fetch(`${s.env.KLR_VLLM_URL}/health`).then((r) => r.ok)).toBe(true);
+    const kinds = await events(s.home);
+    expect(kinds).toEqual(expect.arrayContaining(["production_restored", "budget_charged"]));
+    expect(kinds).not.toContain("promotion_written");
+    expect(await runFinished(s)).toHaveLength(1);
+    expect(existsSync(s.layout.promotionsDir) ? readdirSync(s.layout.promotionsDir) : []).toEqual([]);
+    expect(existsSync(s.layout.gpuLock)).toBe(false);
   }, 120_000);
 });

@@ -74,21 +74,40 @@ export interface CanaryProcess {
   /** settles when the canary's main process exits */
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   hasExited(): boolean;
+  /**
+   * Let a held canary run (see LaunchOptions.held); a no-op for one that was not held. Call it
+   * once the canary's process group is recorded where a watchdog will find it.
+   */
+  release(): void;
   /** SIGTERM to the group, SIGKILL after the grace period, until no member is left */
   stop(graceMs?: number): Promise<{ killed: boolean }>;
 }
 
 const TAIL_BYTES = 64 * 1024;
 
+export interface LaunchOptions {
+  /**
+   * Start the canary's process group but hold vLLM back until `release()`: the caller records the
+   * group first (the restore watchdog's arm file), so a caller killed at any instant leaves no
+   * canary nobody knows of. The holder is a shell waiting for one line on a pipe from the caller;
+   * if the caller dies first, the pipe closes and the shell exits without starting vLLM.
+   */
+  held?: boolean;
+}
+
+/** The shell that waits for the go line, then becomes vLLM (same PID, same group). */
+const HOLD_SCRIPT = 'read -r go && exec "$@" < /dev/null';
+
 /** Start the canary in a process group of its own, its output kept. */
-export function launchCanary(settings: CanarySettings): CanaryProcess {
+export function launchCanary(settings: CanarySettings, options: LaunchOptions = {}): CanaryProcess {
   const argv = canaryArgv(settings);
   const [file, ...args] = argv as [string, ...string[]];
+  const held = options.held === true;
   let child: ChildProcess;
   try {
-    child = spawn(file, args, {
+    child = spawn(held ? "/bin/sh" : file, held ? ["-c", HOLD_SCRIPT, "gpu-canary-held-canary", file, ...args] : args, {
       detached: true,
-      stdio: ["ignore", "pipe", "pipe"],
+      stdio: [held ? "pipe" : "ignore", "pipe", "pipe"],
       env: { ...process.env, ...settings.env, CUDA_VISIBLE_DEVICES: String(settings.gpuIndex), CUDA_DEVICE_ORDER: "PCI_BUS_ID" },
     });
   } catch (error) {
@@ -113,6 +132,8 @@ export function launchCanary(settings: CanarySettings): CanaryProcess {
     });
   });
   const pid = child.pid ?? -1;
+  // A held canary's pipe breaks if it exits before the go line: that exit is what the caller sees.
+  child.stdin?.on("error", () => undefined);
   return {
     pid,
     pgid: pid,
@@ -120,6 +141,9 @@ export function launchCanary(settings: CanarySettings): CanaryProcess {
     tail: () => output,
     exited,
     hasExited: () => done,
+    release() {
+      if (held && child.stdin?.writable) child.stdin.end("go\n");
+    },
     async stop(graceMs = 5000) {
       if (pid <= 0) return { killed: false };
       const { killed, gone } = await stopProcessGroup(pid, graceMs);

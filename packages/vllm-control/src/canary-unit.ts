@@ -69,6 +69,8 @@ export async function launchCanaryUnit(settings: CanarySettings, options: Canary
     tail: () => tail,
     exited,
     hasExited: () => done,
+    // systemd owns the unit (a name the watchdog can stop): there is nothing to hold back.
+    release: () => undefined,
     async stop() {
       const result = await runArgv(systemctl, ["stop", options.unit], 120_000);
       if (result.exitCode !== 0)

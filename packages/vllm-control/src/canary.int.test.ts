@@ -1,6 +1,7 @@
+import { spawn } from "node:child_process";
 import { createServer } from "node:net";
 import { join } from "node:path";
-import { testdir } from "@gpu-canary/testing";
+import { testdir, tsNodeArgs, until } from "@gpu-canary/testing";
 import { createVllmClient } from "@gpu-canary/vllm-client";
 import { SIM_VLLM, createHost, h200 } from "@gpu-canary/vllm-sim";
 import { describe, expect, it, onTestFinished } from "vitest";
@@ -53,6 +54,59 @@ describe("the canary process", () => {
     });
     expect(await canary.exited).toEqual({ code: 1, signal: null });
     expect(canary.tail()).toContain("is less than desired GPU memory utilization (0.9");
+  }, 60_000);
+
+  it("held: vLLM starts only when released, as the same process in the same group", async () => {
+    const dir = await testdir();
+    const hostFile = join(dir, "host.json");
+    await createHost(hostFile, { gpus: [h200(0)] });
+    const canaryPort = port();
+    const canary = launchCanary(
+      {
+        vllmCommand: SIM_VLLM,
+        modelPath: "/m",
+        port: canaryPort,
+        gpuMemoryUtilization: 0.5,
+        gpuIndex: 0,
+        env: { GPU_CANARY_SIM_HOST: hostFile },
+      },
+      { held: true },
+    );
+    onTestFinished(() => void canary.stop(100).catch(() => undefined));
+    await new Promise((r) => setTimeout(r, 1500));
+    // Held: only the waiting shell, nothing on the port.
+    expect(groupMembers(canary.pgid).map((p) => p.pid)).toEqual([canary.pid]);
+    expect((await portState(canaryPort)).free).toBe(true);
+    canary.release();
+    const client = createVllmClient({ baseUrl: `http://127.0.0.1:${canaryPort}` });
+    await client.waitUntilHealthy({ deadlineMs: 30_000 });
+    const state = await portState(canaryPort);
+    expect(!state.free && state.holders.map((h) => h.pid)).toContain(canary.pid);
+    expect(await canary.stop(5000)).toEqual({ killed: false });
+    expect(groupMembers(canary.pgid)).toEqual([]);
+  }, 60_000);
+
+  it("held: when the caller is killed before the release, vLLM never starts and the group is gone", async () => {
+    const dir = await testdir();
+    const hostFile = join(dir, "host.json");
+    await createHost(hostFile, { gpus: [h200(0)] });
+    const canaryPort = port();
+    const caller = spawn(
+      process.execPath,
+      tsNodeArgs(join(import.meta.dirname, "test-fixtures", "held-launcher.ts"), [String(canaryPort), hostFile]),
+      {
+        stdio: ["ignore", "pipe", "inherit"],
+      },
+    );
+    onTestFinished(() => void caller.kill("SIGKILL"));
+    let out = "";
+    caller.stdout.on("data", (c: Buffer) => (out += c.toString()));
+    const pgid = Number((await until(() => /held (\d+)/.exec(out), "the held canary"))[1]);
+    expect(groupMembers(pgid)).toHaveLength(1);
+    caller.kill("SIGKILL");
+    await until(() => groupMembers(pgid).length === 0, "the held canary to exit with its caller", { timeoutMs: 10_000 });
+    await new Promise((r) => setTimeout(r, 500));
+    expect((await portState(canaryPort)).free).toBe(true);
   }, 60_000);
 
   it("SIGKILLs a canary that ignores SIGTERM after the grace period", async () => {

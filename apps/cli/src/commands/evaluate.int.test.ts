@@ -1,19 +1,21 @@
 import { spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { mkdir, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import { createAuditFeed } from "@gpu-canary/audit-feed";
 import { layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
 import { nightOf } from "@gpu-canary/policy";
+import { portState } from "@gpu-canary/vllm-control";
 import { testdir, tsNodeArgs, until } from "@gpu-canary/testing";
-import { createSimSite } from "@gpu-canary/vllm-sim";
+import { type SimSiteOptions, createSimSite } from "@gpu-canary/vllm-sim";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { cli } from "../test-fixtures/cli.ts";
 
 const bin = join(import.meta.dirname, "..", "bin.ts");
 const candidate = JSON.stringify({ vllm_memory_util: 0.75, whisper_model_size: "small" });
 
-async function simSite(production = true) {
-  const site = await createSimSite(await testdir());
+async function simSite(production = true, options: SimSiteOptions = {}) {
+  const site = await createSimSite(await testdir(), options);
   onTestFinished(() => site.cleanup());
   if (production) await site.startProduction();
   const { config } = requireConfig(loadConfig({ env: site.env, homeDir: site.home }));
@@ -150,6 +152,38 @@ describe("gpu-canary evaluate", () => {
     expect((await run(["recover", "--json"])).json()).toMatchObject({ action: "nothing" });
   }, 120_000);
 
+  it("the run killed the instant its canary starts (its wrapper SIGKILLs it): the watchdog knows the canary and stops it", async () => {
+    // Production small enough that an orphaned canary would keep running beside it, unseen.
+    const { site, files, events, serves, run } = await simSite(true, { productionUtil: 0.2 });
+    // A canary command that kills the run as it starts: the widest gap between launching the canary
+    // and the watchdog learning its process group, made deterministic.
+    const wrapper = join(site.dir, "vllm-killing-its-caller");
+    const pidFile = join(site.dir, "canary.pid");
+    await writeFile(wrapper, `#!/bin/sh\necho $$ > ${pidFile}\nkill -9 "$PPID"\nexec ${site.env.KLR_VLLM_COMMAND ?? ""} "$@"\n`, {
+      mode: 0o755,
+    });
+    const proc = evaluateProcess({ ...site.env, KLR_VLLM_COMMAND: wrapper });
+    expect((await proc.exited).signal).toBe("SIGKILL");
+    await until(() => existsSync(files.report), "the watchdog's report", { timeoutMs: 30_000 });
+    const report = JSON.parse(readFileSync(files.report, "utf8")) as Record<string, unknown>;
+    expect(report).toMatchObject({ reason: expect.stringContaining("died"), canary_stopped: true, error: null });
+    expect(await serves()).toBe(true);
+    // The canary is gone: nothing of it on its port, its process dead.
+    const canaryPid = Number(readFileSync(pidFile, "utf8"));
+    await until(
+      () => !existsSync(`/proc/${canaryPid}`) || readFileSync(`/proc/${canaryPid}/stat`, "utf8").includes(") Z "),
+      "the canary to be stopped",
+      {
+        timeoutMs: 5_000,
+      },
+    );
+    expect((await portState(site.canaryPort)).free).toBe(true);
+    const recovered = await run(["recover", "--json"]);
+    expect(recovered.json()).toMatchObject({ action: "recovered", restored_by: "watchdog", production_serving: true });
+    expect((await events()).map((e) => e.event)).toContain("budget_charged");
+    expect(existsSync(files.lock)).toBe(false);
+  }, 120_000);
+
   it("production that cannot be restored: exit 4, the lock keeps the journal, recover brings it back once it can start", async () => {
     const { site, files, run, serves } = await simSite();
     const proc = evaluateProcess({ ...site.env, KLR_PRODUCTION_START_COMMAND: "echo 'vllm.service: no such image' >&2; exit 1" });
@@ -161,11 +195,46 @@ describe("gpu-canary evaluate", () => {
     const status = (await run(["lock", "status", "--json"])).json();
     expect(status).toMatchObject({ awaits_recovery: true });
     await until(() => existsSync(files.report), "the watchdog's (failed) attempt", { timeoutMs: 30_000 });
+    // A recover that cannot restore either keeps the crashed run's journal for the next one.
+    const failing = await cli(
+      ["recover", "--json"],
+      { ...site.env, KLR_PRODUCTION_START_COMMAND: "echo 'still broken' >&2; exit 1" },
+      new Date().toISOString(),
+    );
+    expect(failing.code).toBe(4);
+    expect(failing.json().error).toMatchObject({ code: "PRODUCTION_NOT_RESTORED" });
+    expect((await run(["lock", "status", "--json"])).json()).toMatchObject({ awaits_recovery: true, stale: true });
+    expect(existsSync(files.budget) ? JSON.parse(readFileSync(files.budget, "utf8")).seconds_used : 0).toBe(0);
     const recovered = await run(["recover", "--json"]);
     expect(recovered.code).toBe(0);
     expect(recovered.json()).toMatchObject({ action: "recovered", restored_by: "recover", production_serving: true });
     expect(await serves()).toBe(true);
     expect(existsSync(files.lock)).toBe(false);
     expect(JSON.parse(readFileSync(files.budget, "utf8")).seconds_used).toBeGreaterThan(0);
+  }, 120_000);
+
+  it("a recover that cannot charge (damaged budget file) keeps the journal; after the repair the next one charges without restarting production", async () => {
+    const { site, files, run, serves, events } = await simSite();
+    const proc = evaluateProcess(site.env);
+    await until(async () => (await events()).some((e) => e.event === "canary_started"), "the canary to start", { timeoutMs: 60_000 });
+    proc.child.kill("SIGKILL");
+    await proc.exited;
+    await until(() => existsSync(files.report), "the watchdog's report", { timeoutMs: 30_000 });
+    await until(serves, "production to serve again", { timeoutMs: 30_000 });
+    const pid = await site.productionPid();
+    await mkdir(dirname(files.budget), { recursive: true });
+    await writeFile(files.budget, "{damaged");
+    const failing = await run(["recover", "--json"]);
+    expect(failing.code).toBe(4);
+    expect(failing.json().error).toMatchObject({ code: "BUDGET_UNREADABLE" });
+    expect((await run(["lock", "status", "--json"])).json()).toMatchObject({ awaits_recovery: true, stale: true });
+    // The operator's repair, then the hint's command.
+    await writeFile(files.budget, '{"seconds_used": 0}');
+    const recovered = await run(["recover", "--json"]);
+    expect(recovered.code).toBe(0);
+    expect(recovered.json()).toMatchObject({ action: "recovered", restored_by: "watchdog", production_serving: true });
+    expect(await site.productionPid()).toBe(pid);
+    expect(JSON.parse(readFileSync(files.budget, "utf8")).seconds_used).toBeGreaterThan(0);
+    expect(existsSync(files.lock)).toBe(false);
   }, 120_000);
 });

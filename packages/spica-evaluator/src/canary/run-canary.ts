@@ -32,6 +32,14 @@ export interface CanaryOutcome {
 
 const BASELINE_SAMPLES = 3;
 
+/** Why the run was aborted, typed: a signal's InterruptedError (exit 128 + n), or the lock's loss. */
+function abortError(signal: AbortSignal): Error {
+  const reason: unknown = signal.reason;
+  if (reason instanceof Error) return reason;
+  if (typeof reason === "string" && reason.startsWith("SIG")) return new InterruptedError(reason as NodeJS.Signals, "the canary run");
+  return new Error(`the canary run was aborted: ${messageOf(reason)}`);
+}
+
 /** The last line of the canary's output that says why it died (vLLM's out-of-memory texts). */
 function deathLine(canary: CanaryProcess): string {
   const lines = canary
@@ -145,9 +153,15 @@ export async function runCanary(ctx: RunContext, candidate: Candidate, run: { ru
     await handle.journal({ phase: "admitted" });
     progress(`gates passed (${path}); ${admitted.reason}`);
     const inner = { ...ctx, signal };
-    if (path === "attached") return await attached(inner, run.runId);
-    if (path === "spare") return await spare(inner, candidate, run.runId);
-    return await quiesced(inner, candidate, run.runId, handle, under.night, worst.totalSeconds);
+    const outcome =
+      path === "attached"
+        ? await attached(inner, run.runId)
+        : path === "spare"
+          ? await spare(inner, candidate, run.runId)
+          : await quiesced(inner, candidate, run.runId, handle, under.night, worst.totalSeconds);
+    // A test cut short by a signal or by the lock's loss is no verdict on the candidate.
+    if (signal.aborted) throw abortError(signal);
+    return outcome;
   } finally {
     stopRenewal();
     if (awaitsRecovery(handle.record())) {
@@ -200,21 +214,24 @@ async function testAndJudge(
   return { status, reason: died && status === "failed" ? died : verdict.reason, measured: measuredOf(path, samples, baseline) };
 }
 
-function launch(ctx: RunContext, candidate: Candidate, gpuIndex: number): CanaryProcess {
+function launch(ctx: RunContext, candidate: Candidate, gpuIndex: number, options: { held?: boolean } = {}): CanaryProcess {
   const c = ctx.config;
-  return launchCanary({
-    vllmCommand: c.vllmCommand,
-    modelPath: c.modelPath,
-    port: c.canaryPort,
-    gpuMemoryUtilization: candidate.vllmMemoryUtil,
-    gpuIndex,
-    ...(c.maxModelLen !== undefined ? { maxModelLen: c.maxModelLen } : {}),
-    ...(c.maxNumSeqs !== undefined ? { maxNumSeqs: c.maxNumSeqs } : {}),
-    ...(c.maxNumBatchedTokens !== undefined ? { maxNumBatchedTokens: c.maxNumBatchedTokens } : {}),
-    kvCacheDtype: c.kvCacheDtype,
-    ...(c.vllmExtraArgs ? { extraArgs: c.vllmExtraArgs } : {}),
-    env: ctx.env,
-  });
+  return launchCanary(
+    {
+      vllmCommand: c.vllmCommand,
+      modelPath: c.modelPath,
+      port: c.canaryPort,
+      gpuMemoryUtilization: candidate.vllmMemoryUtil,
+      gpuIndex,
+      ...(c.maxModelLen !== undefined ? { maxModelLen: c.maxModelLen } : {}),
+      ...(c.maxNumSeqs !== undefined ? { maxNumSeqs: c.maxNumSeqs } : {}),
+      ...(c.maxNumBatchedTokens !== undefined ? { maxNumBatchedTokens: c.maxNumBatchedTokens } : {}),
+      kvCacheDtype: c.kvCacheDtype,
+      ...(c.vllmExtraArgs ? { extraArgs: c.vllmExtraArgs } : {}),
+      env: ctx.env,
+    },
+    options,
+  );
 }
 
 async function stopCanary(ctx: RunContext, canary: CanaryProcess, runId: string): Promise<void> {
@@ -286,6 +303,9 @@ async function quiesced(
   });
   const stoppedAt = new Date();
   try {
+    // A signal that came while the run took the lock and armed the watchdog stops it here, with
+    // nothing stopped: Ctrl-C must never turn into a production restart.
+    if (ctx.signal?.aborted) throw abortError(ctx.signal);
     await handle.checkFence();
     // Journaled before the quiesce is issued: a crash from here on is found by recovery.
     await handle.journal({ phase: "quiescing", quiesce: config.quiesce, production_stopped_at: stoppedAt.toISOString() });
@@ -324,8 +344,11 @@ async function quiesced(
     }
     await handle.checkFence();
     progress(`starting the canary on GPU ${config.productionGpuId} port ${config.canaryPort}`);
-    canary = launch(ctx, candidate, config.productionGpuId);
+    // Held until the watchdog knows its group: a run killed at any instant leaves no canary the
+    // watchdog cannot stop (one left behind would keep the GPU and production's restart would fail).
+    canary = launch(ctx, candidate, config.productionGpuId, { held: true });
     await watchdog.setCanary(canary.pgid);
+    canary.release();
     await audit.append({
       event: "canary_started",
       run_id: runId,
@@ -362,13 +385,7 @@ async function quiesced(
     restored = await restoreProduction(plan);
   } catch (error) {
     // The watchdog stays armed and retries at its deadline; the lock keeps the journal for `recover`.
-    await audit.append({
-      event: "run_finished",
-      run_id: runId,
-      status: "error",
-      mode: "canary",
-      reason: `production not restored: ${messageOf(error)}`,
-    });
+    // The caller's run_finished records this error: one per run.
     throw new GpuCanaryError("PRODUCTION_NOT_RESTORED", `production could not be restored after the canary: ${messageOf(error)}`, {
       kind: "fault",
       hint: "bring production back by hand, then run `gpu-canary recover` to charge the downtime and release the lock; the restore watchdog retries at its deadline",
@@ -399,14 +416,10 @@ async function quiesced(
       : "";
   progress(`production serves again: ${downtime.toFixed(1)} s of downtime charged to the night of ${night}`);
 
-  if (failure !== null) {
-    if (ctx.signal?.aborted) {
-      const reason: unknown = ctx.signal.reason;
-      if (typeof reason === "string" && reason.startsWith("SIG")) throw new InterruptedError(reason as NodeJS.Signals, "the canary run");
-      if (reason instanceof Error) throw reason;
-    }
-    throw failure instanceof Error ? failure : new Error(messageOf(failure));
-  }
+  // Interrupted at any point after the quiesce — the restore included — the run unwound and is
+  // reported interrupted: never passed, never a promotion.
+  if (ctx.signal?.aborted) throw abortError(ctx.signal);
+  if (failure !== null) throw failure instanceof Error ? failure : new Error(messageOf(failure));
   const result = outcome ?? { status: "error" as const, reason: "no verdict", gate: null, measured: null, whisperVerified: false };
   if (result.measured) result.measured.downtimeSeconds = downtime;
   const extra = steps.length > 0 ? `; ${steps.join("; ")}` : "";
