@@ -1,6 +1,7 @@
 import { GpuCanaryError } from "@gpu-canary/errors";
 import type { ConfigErrors, LoadedConfig } from "./load-config.ts";
 
+export { splitArguments } from "./arguments.ts";
 export { parseEnvFile } from "./env-file.ts";
 export type { EnvFileEntry, ParsedEnvFile } from "./env-file.ts";
 export { layoutFor } from "./layout.ts";

@@ -140,6 +140,14 @@ describe("loadConfig", () => {
     ["KLR_SERVICE_MANAGER", "docker", "one of systemd, command"],
     ["KLR_VLLM_LOG", "vllm.log", "journal, an absolute file path"],
     ["KLR_VLLM_LOG", "command:", "a command after command:"],
+    ["KLR_VLLM_LOG", "command:docker logs -f vllm | grep ERROR", "found `|`"],
+    ["KLR_VLLM_EXTRA_ARGS", "--x; rm -rf /", "found `;`"],
+    ["KLR_VLLM_EXTRA_ARGS", "--served-model-name 'my model", "a single quote is never closed"],
+    ["KLR_VLLM_EXTRA_ARGS", '--chat-template "x', "a double quote is never closed"],
+    ["KLR_VLLM_EXTRA_ARGS", "--download-dir $HF_HOME", "found `$HF_HOME`"],
+    ["KLR_VLLM_EXTRA_ARGS", "--x > /tmp/log", "found `>`"],
+    ["KLR_VLLM_COMMAND", "vllm serve && echo", "found `&&`"],
+    ["KLR_VLLM_COMMAND", "/opt/vllm/bin/* serve", "found the glob"],
     ["KLR_DAEMON_LISTEN", "9012", "HOST:PORT"],
     ["KLR_DAEMON_LISTEN", "127.0.0.1:99999", "HOST:PORT"],
     ["KLR_DAEMON_TOKEN_FILE", "token", "absolute path"],
@@ -151,6 +159,14 @@ describe("loadConfig", () => {
     expect(errors[0]).toContain(expected);
     expect(errors[0]).toContain(JSON.stringify(value));
     expect(errors[0]).toContain("(from the environment)");
+  });
+
+  it("keeps command lines that split cleanly, quotes and backslashes included", () => {
+    const result = load({
+      KLR_VLLM_COMMAND: "/opt/vllm/.venv/bin/python3 -m vllm.entrypoints.openai.api_server",
+      KLR_VLLM_EXTRA_ARGS: `--served-model-name "my model" --x 'a b' --y a\\ b --z "it's"`,
+    });
+    expect(result.ok && result.config.vllmExtraArgs).toBe(`--served-model-name "my model" --x 'a b' --y a\\ b --z "it's"`);
   });
 
   it("names the env file line of a bad value", () => {

@@ -2,6 +2,7 @@ import type { z } from "zod";
 import {
   WHISPER_SIZES,
   absolutePath,
+  argumentText,
   boolean,
   httpUrl,
   listenAddress,
@@ -151,7 +152,7 @@ export const SETTINGS = {
   }),
   KLR_VLLM_EXTRA_ARGS: def({
     key: "vllmExtraArgs",
-    schema: text(),
+    schema: argumentText("further vLLM flags"),
     optional: true,
     meaning: "further vLLM flags production uses, given to the canary too",
   }),
@@ -251,7 +252,7 @@ export const SETTINGS = {
   }),
   KLR_VLLM_COMMAND: def({
     key: "vllmCommand",
-    schema: text(),
+    schema: argumentText("how vLLM is started, e.g. python3 -m vllm.entrypoints.openai.api_server"),
     defaultValue: "python3 -m vllm.entrypoints.openai.api_server",
     meaning: "how to start a canary vLLM",
   }),

@@ -1,5 +1,6 @@
 import { IANAZone } from "luxon";
 import { z } from "zod";
+import { splitArguments } from "./arguments.ts";
 
 /**
  * Parsers for one setting's text. Each rejects with "expected …" so the final message reads
@@ -54,6 +55,14 @@ export const oneOf = <const T extends readonly string[]>(choices: T) =>
 
 export const text = (expected = "a non-empty value") =>
   fromParse((value) => (value === "" ? { ok: false, expected } : { ok: true, value }));
+
+/** A command line gpu-canary splits and runs itself (no shell): kept as text, refused at load unless it splits cleanly. */
+export const argumentText = (expected = "a non-empty command line") =>
+  fromParse((value) => {
+    if (value === "") return { ok: false, expected };
+    const split = splitArguments(value);
+    return split.ok ? { ok: true, value } : split;
+  });
 
 export const timeZone = () =>
   fromParse((value) =>
@@ -146,9 +155,9 @@ export const logSource = () =>
     if (value === "journal") return { ok: true, value: { kind: "journal" } };
     if (value.startsWith("command:")) {
       const command = value.slice("command:".length).trim();
-      return command === ""
-        ? { ok: false, expected: "a command after command:, such as command:docker logs -f vllm" }
-        : { ok: true, value: { kind: "command", command } };
+      if (command === "") return { ok: false, expected: "a command after command:, such as command:docker logs -f vllm" };
+      const split = splitArguments(command);
+      return split.ok ? { ok: true, value: { kind: "command", command } } : split;
     }
     if (value.startsWith("/")) return { ok: true, value: { kind: "file", path: value } };
     return { ok: false, expected: "journal, an absolute file path, or command:… (e.g. command:docker logs -f vllm)" };

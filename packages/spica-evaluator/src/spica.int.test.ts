@@ -238,6 +238,18 @@ describe("canary mode on the simulated host", () => {
     expect((await events(s.home)).filter((e) => e === "gate_refused")).toHaveLength(5);
   }, 120_000);
 
+  it("refuses a canary whose vLLM command is not there before anything stops: no downtime, no rate-limit slot, no blame", async () => {
+    const s = await site({ settings: { KLR_VLLM_COMMAND: "/nonexistent/vllm" } });
+    const pid = await s.productionPid();
+    const result = await s.evaluator().runTest(good);
+    expect(result).toMatchObject({ status: "refused", gate: "canary_command" });
+    expect(result.validationReason).toContain("/nonexistent/vllm, the first word of KLR_VLLM_COMMAND, is not an executable");
+    expect(exitCodeOfResult(result)).toBe(3);
+    expect(await s.productionPid()).toBe(pid);
+    expect(existsSync(s.layout.rateLimits) ? readFileSync(s.layout.rateLimits, "utf8") : "").not.toContain(result.runId);
+    expect(await events(s.home)).not.toContain("production_stopped");
+  }, 60_000);
+
   it("refuses outside the window", async () => {
     const s = await site({ window: "closed" });
     const result = await s.evaluator().runTest(good);

@@ -56,7 +56,14 @@ describe("canaryArgv", () => {
       "--x",
       "a b",
     ]);
-    for (const bad of ["vllm serve | tee log", "vllm serve > log", "vllm serve; rm -rf /", "vllm serve && x"]) {
+    for (const bad of [
+      "vllm serve | tee log",
+      "vllm serve > log",
+      "vllm serve; rm -rf /",
+      "vllm serve && x",
+      "vllm serve --x 'a",
+      "vllm $X",
+    ]) {
       expect(() => splitCommand(bad, "KLR_VLLM_COMMAND")).toThrow(expect.objectContaining({ code: "VLLM_COMMAND_INVALID", kind: "usage" }));
     }
     expect(() => canaryArgv({ ...base, vllmCommand: "" })).toThrow(expect.objectContaining({ code: "VLLM_COMMAND_INVALID" }));

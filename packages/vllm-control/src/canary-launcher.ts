@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { messageOf } from "@gpu-canary/errors";
-import { parse } from "shell-quote";
+import { splitArguments } from "@gpu-canary/config";
 import { ControlError } from "./errors.ts";
 import { stopProcessGroup } from "./procfs.ts";
 
@@ -21,21 +21,15 @@ export interface CanarySettings {
   env?: Record<string, string>;
 }
 
-/** Split a command line like a shell would, refusing anything a shell would do more with. */
+/** Split a command line like a shell would, refusing anything a shell would do more with (config's rule). */
 export function splitCommand(text: string, variable: string): string[] {
-  const parts = parse(text);
-  const words: string[] = [];
-  for (const part of parts) {
-    if (typeof part !== "string") {
-      throw new ControlError(
-        "VLLM_COMMAND_INVALID",
-        `${variable} holds shell syntax gpu-canary does not run (${JSON.stringify(part)}): ${text}`,
-        `${variable} is split into arguments, not run by a shell: use a wrapper script for pipes, redirections or variables`,
-      );
-    }
-    words.push(part);
-  }
-  return words;
+  const split = splitArguments(text);
+  if (split.ok) return split.value;
+  throw new ControlError(
+    "VLLM_COMMAND_INVALID",
+    `${variable} is not a plain command line: expected ${split.expected}: ${text}`,
+    `${variable} is split into arguments, not run by a shell: use a wrapper script for pipes, redirections or variables`,
+  );
 }
 
 /** The canary's argv: KLR_VLLM_COMMAND plus the flags that shape its memory, as production's. */

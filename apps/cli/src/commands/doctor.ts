@@ -1,6 +1,6 @@
 import { execFile } from "node:child_process";
-import { accessSync, constants, statSync } from "node:fs";
-import { delimiter, isAbsolute, join } from "node:path";
+import { accessSync, constants } from "node:fs";
+import { isAbsolute } from "node:path";
 import { type Config, layoutFor, loadConfig } from "@gpu-canary/config";
 import { messageOf } from "@gpu-canary/errors";
 import { windowAt } from "@gpu-canary/policy";
@@ -29,20 +29,6 @@ async function check(
   } catch (error) {
     return { name, ok: false, detail: messageOf(error), fix: hintOf(error) ?? fallbackFix };
   }
-}
-
-function onPath(file: string, env: Readonly<Record<string, string | undefined>>): string | null {
-  const executable = (p: string) => {
-    try {
-      accessSync(p, constants.X_OK);
-      return statSync(p).isFile();
-    } catch {
-      return false;
-    }
-  };
-  if (file.includes("/")) return executable(file) ? file : null;
-  for (const dir of (env.PATH ?? "").split(delimiter)) if (dir && executable(join(dir, file))) return join(dir, file);
-  return null;
 }
 
 /** The checklist's prerequisites and configuration, and whether the limits can work together. */
@@ -129,9 +115,10 @@ export async function doctorChecks(settings: Settings, io: Io): Promise<Check[]>
   checks.push(
     await check(
       "vllm_command",
-      () => {
-        const first = config.vllmCommand.trim().split(/\s+/)[0] ?? "";
-        const found = onPath(first, io.env);
+      async () => {
+        const { findExecutable, splitCommand } = await import("@gpu-canary/vllm-control");
+        const first = splitCommand(config.vllmCommand, "KLR_VLLM_COMMAND")[0] ?? "";
+        const found = findExecutable(first, io.env);
         return found
           ? { ok: true, detail: `KLR_VLLM_COMMAND starts ${found}` }
           : {

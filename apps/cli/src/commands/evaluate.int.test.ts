@@ -62,7 +62,7 @@ function evaluateProcess(env: Record<string, string>) {
 
 describe("gpu-canary evaluate", () => {
   it("prints the checklist's lines; --json carries the result; exit codes 0, 1 and 2", async () => {
-    const { run } = await simSite();
+    const { site, run } = await simSite();
     const text = await run(["evaluate", "--candidate", candidate, "--mode", "predictive"]);
     expect(text.code).toBe(0);
     expect(text.stdout).toMatch(/^Mode: predictive\nStatus: passed\nValidation: true\nReason: fits GPU 0: .*\nLLM latency: n\/a/);
@@ -81,6 +81,10 @@ describe("gpu-canary evaluate", () => {
     expect(malformed.code).toBe(2);
     expect(malformed.json().error).toMatchObject({ code: "CANDIDATE_INVALID" });
     expect((await run(["evaluate", "--candidate", candidate, "--mode", "fast"])).code).toBe(2);
+    // Extra vLLM flags a shell would treat as two commands are a settings error at load: nothing runs.
+    const shellish = await cli(["evaluate", "--candidate", candidate, "--json"], { ...site.env, KLR_VLLM_EXTRA_ARGS: "--x; rm -rf /" });
+    expect(shellish.code).toBe(2);
+    expect(shellish.json().error).toMatchObject({ code: "SETTINGS_INVALID", message: expect.stringContaining("KLR_VLLM_EXTRA_ARGS") });
   }, 60_000);
 
   it("runs a quiesced canary; status, promotions and doctor see its traces", async () => {

@@ -1,10 +1,10 @@
 import { describeHolder } from "@gpu-canary/gpu-lock";
 import { windowAt } from "@gpu-canary/policy";
-import { portState } from "@gpu-canary/vllm-control";
+import { findExecutable, portState, splitCommand } from "@gpu-canary/vllm-control";
 import type { RunContext } from "../context.ts";
 import type { WorstCase } from "./worst-case.ts";
 
-export type GateName = "subsystem" | "rate_limit" | "canary_port" | "window" | "budget" | "crashed_run" | "lock";
+export type GateName = "subsystem" | "rate_limit" | "canary_command" | "canary_port" | "window" | "budget" | "crashed_run" | "lock";
 
 export interface Refusal {
   gate: GateName;
@@ -33,6 +33,8 @@ export async function checkGates(
   const rate = await ctx.rate.check(run.subsystem);
   if (!rate.allowed) return refuse("rate_limit", rate.reason);
   if (run.path !== "attached") {
+    const missing = canaryCommandProblem(ctx);
+    if (missing) return refuse("canary_command", missing);
     const port = await portState(config.canaryPort);
     if (!port.free) return refuse("canary_port", `${port.description}; the canary could not bind it (KLR_CANARY_PORT)`);
   }
@@ -59,4 +61,16 @@ export async function checkGates(
   if (lock.awaitsRecovery)
     return refuse("crashed_run", `a crashed quiesced run awaits recovery: ${lock.reason}; run \`gpu-canary recover\``);
   return { refusal: null, night };
+}
+
+/**
+ * Whether the canary could be started at all: a missing vLLM found only at launch would cost
+ * production a stop and a restart, a slot of the rate limit and the candidate a false failure.
+ */
+function canaryCommandProblem(ctx: RunContext): string | null {
+  const first = splitCommand(ctx.config.vllmCommand, "KLR_VLLM_COMMAND")[0] ?? "";
+  // The canary runs with this environment (launchCanary): its PATH is the one that counts.
+  const env = { ...process.env, ...ctx.env };
+  if (findExecutable(first, env)) return null;
+  return `${first}, the first word of KLR_VLLM_COMMAND, is not an executable${first.includes("/") ? "" : " on PATH"}: the canary could not start`;
 }
