@@ -9,6 +9,9 @@ import type { Logger } from "pino";
 import type { Metrics } from "./metrics.ts";
 import type { Notifier } from "./notify.ts";
 
+/** An intent refused because another run holds the GPU lock is tried again after this long. */
+const LOCK_RETRY_MS = 30_000;
+
 export interface DaemonDeps {
   config: Config;
   layout: Layout;
@@ -81,9 +84,12 @@ export function createDaemon(deps: DaemonDeps) {
           const status = outcome?.status ?? "error";
           logger.info({ intent: claimed.intent.id, status, state, reason: outcome?.reason ?? error }, "intent worked");
           if (status === "deferred") {
-            // Refused by the window: wait for its next opening before claiming again.
-            deferredUntil = windowAt(config.maintenanceWindow, config.maintenanceTimeZone, now()).opensAt.getTime();
-            deps.notifier.send("refused", { intent_id: claimed.intent.id, gate: "window", reason: outcome?.reason });
+            // Refused by the window: wait for its next opening; by the lock: try again shortly.
+            deferredUntil =
+              result?.gate === "window"
+                ? windowAt(config.maintenanceWindow, config.maintenanceTimeZone, now()).opensAt.getTime()
+                : now().getTime() + LOCK_RETRY_MS;
+            deps.notifier.send("refused", { intent_id: claimed.intent.id, gate: result?.gate ?? "window", reason: outcome?.reason });
           } else if (status === "refused") {
             deps.notifier.send("refused", { intent_id: claimed.intent.id, gate: result?.gate, reason: outcome?.reason });
           } else if (status === "error") {

@@ -70,6 +70,8 @@ export interface AcquireGpuLockOptions {
   /** undefined waits as long as it takes; 0 tries once */
   waitSeconds?: number;
   signal?: AbortSignal;
+  /** journal fields published with the record itself (recovery carries a crashed run's over: no instant without them) */
+  journal?: Partial<GpuLockRecord>;
 }
 
 export interface GpuLockHandle {
@@ -250,6 +252,7 @@ export function createGpuLock(deps: GpuLockDeps): GpuLock {
     generation,
     ...(options.purpose ? { purpose: options.purpose } : {}),
     ...(options.runId ? { run_id: options.runId } : {}),
+    ...options.journal,
   });
 
   const refusal = (state: Exclude<LockState<GpuLockRecord>, { state: "free" }>, waitedSeconds: number | null): Error => {

@@ -52,9 +52,9 @@ async function waitForWatchdog(armFile: string, runId: string | undefined, timeo
 export async function recover(ctx: RunContext): Promise<RecoveryOutcome> {
   const status = await ctx.lock.status();
   if (status.state === "unreadable") {
-    throw new GpuCanaryError("GPU_LOCK_UNREADABLE", `the GPU lock ${ctx.lock.path} cannot be read: ${status.reason}`, {
+    throw new GpuCanaryError("GPU_LOCK_UNREADABLE", `the GPU lock ${ctx.lock.path} is unreadable: ${status.reason}`, {
       kind: "fault",
-      hint: "see `gpu-canary lock status`; `gpu-canary lock release --force` moves it aside (its content kept beside it)",
+      hint: status.hint ?? "see `gpu-canary lock status`",
     });
   }
   if (status.state === "free") {
@@ -76,10 +76,13 @@ export async function recover(ctx: RunContext): Promise<RecoveryOutcome> {
   }
   const armFile = armFilePath(ctx.layout.locksDir);
   await waitForWatchdog(armFile, status.holder?.run_id, (ctx.config.restoreSlaSeconds * 4 + 10) * 1000);
+  // The crashed run's journal is published with the recovery's own record: at no instant does the
+  // lock lack it, so a recovery killed or failing part-way leaves it for the next one.
   const { handle, evicted } = await ctx.lock.takeOverForRecovery({
     purpose: "recover",
     waitSeconds: 0,
     ...(status.holder?.run_id ? { runId: status.holder.run_id } : {}),
+    ...(status.holder ? { journal: journalOf(status.holder) } : {}),
   });
   const runId = evicted?.run_id ?? null;
   if (!evicted || evicted.production_stopped_at === undefined || evicted.charged_at !== undefined) {
@@ -98,18 +101,22 @@ export async function recover(ctx: RunContext): Promise<RecoveryOutcome> {
       detail: `released a stale lock (${status.reason}); the run had not stopped production or had already charged its downtime`,
     };
   }
-  // The crashed run's journal moves into this recovery's record and stays there until production
-  // serves and the charge is written: a recovery that fails part-way leaves it for the next one.
-  await handle.journal(journalOf(evicted));
+  // A restore can outlast the lease: renewed, no other recovery takes this one over mid-way.
+  const stopRenewal = handle.startRenewal(() => undefined);
   let outcome: RecoveryOutcome;
   try {
+    // The record changed between the look and the takeover: carry over the one actually evicted.
+    const carried = journalOf(evicted);
+    if (JSON.stringify(carried) !== JSON.stringify(status.holder ? journalOf(status.holder) : null)) await handle.journal(carried);
     outcome = await finishCrashedRun(ctx, evicted, armFile, (patch) => handle.journal(patch));
   } catch (error) {
+    stopRenewal();
     // Our lease lapses now, so the next `recover` (after the operator's fix) takes the journal over
     // at once — even while this process (the daemon) lives on.
     await handle.journal({ phase: "recovery_failed", expires_at: new Date().toISOString() }).catch(() => undefined);
     throw error;
   }
+  stopRenewal();
   await handle.release();
   return outcome;
 }

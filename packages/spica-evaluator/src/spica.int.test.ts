@@ -331,8 +331,8 @@ describe("signals at either end of a quiesced run", () => {
     expect(await runFinished(s)).toHaveLength(1);
     expect(existsSync(s.layout.gpuLock)).toBe(false);
     expect(existsSync(s.layout.budgetFile(s.night()))).toBe(false);
-    // The watchdog armed for the run was disarmed: nothing fires later.
-    await new Promise((r) => setTimeout(r, 500));
+    // The watchdog armed for the run was disarmed (its arm file gone): nothing fires later.
+    expect(existsSync(join(s.layout.locksDir, "gpu_maintenance.watchdog.arm.json"))).toBe(false);
     expect(existsSync(s.layout.watchdogReport)).toBe(false);
   }, 120_000);
 

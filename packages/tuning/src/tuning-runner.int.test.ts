@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { createAuditFeed } from "@gpu-canary/audit-feed";
 import { layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
+import { createGpuLock } from "@gpu-canary/gpu-lock";
 import { SpicaGPUAllocation } from "@gpu-canary/spica-evaluator";
 import { testdir } from "@gpu-canary/testing";
 import { createSimSite } from "@gpu-canary/vllm-sim";
@@ -85,5 +86,19 @@ describe("the tuning loop on the simulated host", () => {
     const processed = await t.store.list("processed");
     expect(processed[0]?.intent.outcome).toMatchObject({ status: "promoted", promotion: outcome?.result?.promotionPath });
     expect(join(t.layout.promotionsDir)).toBeTruthy();
+  }, 120_000);
+
+  it("an intent refused because another run holds the GPU lock waits and is tried again, not closed", async () => {
+    const t = await site({});
+    const other = await createGpuLock({ path: t.layout.gpuLock, ttlSeconds: 60, owner: "another run" }).acquire({ waitSeconds: 0 });
+    await t.observer.line("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB.");
+    const first = await workIntent({ store: t.store, runner: t.runner }, (await t.store.claim())!);
+    expect(first.outcome).toMatchObject({ status: "deferred", result: { status: "refused", gate: "lock" } });
+    expect(first.state).toBe("pending");
+    expect(await t.store.list("processed")).toEqual([]);
+    await other.release();
+    const second = await workIntent({ store: t.store, runner: t.runner }, (await t.store.claim())!);
+    expect(second.outcome?.status).toBe("promoted");
+    expect(second.state).toBe("processed");
   }, 120_000);
 });

@@ -28,6 +28,12 @@ export interface Screened {
   headroomBytes: number;
 }
 
+/**
+ * Refusals that pass by themselves: the window opens, the run holding the GPU lock ends (or is
+ * recovered). The intent waits and is tried again rather than being closed as refused.
+ */
+const WAITS_FOR = new Set(["window", "lock", "crashed_run"]);
+
 export type TuningStatus = "promoted" | "ranked" | "no_fit" | "deferred" | "refused" | "failed" | "error";
 
 export interface TuningOutcome {
@@ -175,7 +181,7 @@ export function createTuningRunner(deps: TuningRunnerDeps) {
         result.status === "passed"
           ? "promoted"
           : result.status === "refused"
-            ? result.gate === "window"
+            ? result.gate !== null && WAITS_FOR.has(result.gate)
               ? "deferred"
               : "refused"
             : result.status === "error"

@@ -1,4 +1,5 @@
 import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { testdir, tsNodeArgs, until } from "@gpu-canary/testing";
@@ -75,6 +76,7 @@ describe("the canary process", () => {
     onTestFinished(() => void canary.stop(100).catch(() => undefined));
     await new Promise((r) => setTimeout(r, 1500));
     // Held: only the waiting shell, nothing on the port.
+    expect(readFileSync(`/proc/${canary.pid}/cmdline`, "utf8").split("\0")[0]).toBe("/bin/sh");
     expect(groupMembers(canary.pgid).map((p) => p.pid)).toEqual([canary.pid]);
     expect((await portState(canaryPort)).free).toBe(true);
     canary.release();

@@ -17,6 +17,17 @@ export interface RestorePlan {
   env?: Record<string, string>;
 }
 
+/** Whether production answers a real completion now (a quick look, not a wait). */
+export async function productionServes(plan: RestorePlan, timeoutMs: number): Promise<boolean> {
+  const client = createVllmClient({ baseUrl: plan.vllmUrl, ...(plan.apiKey ? { apiKey: plan.apiKey } : {}) });
+  try {
+    await client.servesCompletion({ timeoutMs });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Bring production back after a quiesce: wake it (sleep mode) or start it, then wait until it
  * serves a real completion — health alone proves nothing. Returns when it serves.

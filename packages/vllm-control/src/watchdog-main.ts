@@ -4,7 +4,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { messageOf } from "@gpu-canary/errors";
 import { createProcessInspector, writeJsonAtomic } from "@gpu-canary/state-file";
 import { stopProcessGroup } from "./procfs.ts";
-import { restoreProduction } from "./restore.ts";
+import { productionServes, restoreProduction } from "./restore.ts";
 import { type ArmFile, type WatchdogReport, readArmFile } from "./watchdog.ts";
 
 const armFile = process.argv[2];
@@ -37,12 +37,20 @@ async function fire(arm: ArmFile, reason: string): Promise<void> {
   let servingAt: Date | null = null;
   let seconds: number | null = null;
   let error: string | null = null;
-  try {
-    const restored = await restoreProduction(arm.restore);
-    servingAt = restored.servingAt;
-    seconds = restored.seconds;
-  } catch (e) {
-    error = messageOf(e);
+  // A production that serves was restored by the run before it died: starting it again would at
+  // best do nothing and at worst (a start command) launch a second instance beside it.
+  const wasServing = await productionServes(arm.restore, 3000);
+  if (wasServing) {
+    servingAt = new Date();
+    seconds = 0;
+  } else {
+    try {
+      const restored = await restoreProduction(arm.restore);
+      servingAt = restored.servingAt;
+      seconds = restored.seconds;
+    } catch (e) {
+      error = messageOf(e);
+    }
   }
   const report: WatchdogReport = {
     run_id: arm.run_id,
@@ -51,6 +59,7 @@ async function fire(arm: ArmFile, reason: string): Promise<void> {
     armer_killed: armerKilled,
     canary_stopped: canaryStopped,
     production_serving_at: servingAt?.toISOString() ?? null,
+    production_was_serving: wasServing,
     restore_seconds: seconds,
     error,
   };

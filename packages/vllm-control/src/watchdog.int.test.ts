@@ -137,4 +137,25 @@ describe("the restore watchdog", () => {
     expect(existsSync(h.armFile)).toBe(false);
     expect(await h.client.servesCompletion({ timeoutMs: 5000 })).toBeTruthy();
   }, 120_000);
+
+  it("leaves a production that already serves alone when it fires: no second start", async () => {
+    const h = await host();
+    await h.write(120_000);
+    const run = startArmer(h.setup, "restore-then-hang");
+    await run.ready();
+    await until(() => run.output().includes("restored"), "the run to restore production", { timeoutMs: 60_000 });
+    const pid = readFileSync(join(h.dir, "prod.pid"), "utf8");
+    run.child.kill("SIGKILL");
+    const report = await until(
+      () => existsSync(h.reportPath) && (JSON.parse(readFileSync(h.reportPath, "utf8")) as WatchdogReport),
+      "the watchdog's report",
+      { timeoutMs: 60_000, pollMs: 100 },
+    );
+    expect(report).toMatchObject({ production_was_serving: true, error: null, restore_seconds: 0 });
+    expect(report.production_serving_at).not.toBeNull();
+    // The production that served is the one that still serves: the start command never ran again.
+    expect(readFileSync(join(h.dir, "prod.pid"), "utf8")).toBe(pid);
+    expect(liveProcesses(readHost(h.hostFile)).map((p) => p.used_memory_mib)).toEqual([Math.ceil(143148 * 0.5)]);
+    expect(await h.client.servesCompletion({ timeoutMs: 5000 })).toBeTruthy();
+  }, 120_000);
 });

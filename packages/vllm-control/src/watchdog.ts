@@ -31,6 +31,8 @@ export interface WatchdogReport {
   armer_killed: boolean;
   canary_stopped: boolean;
   production_serving_at: string | null;
+  /** production already served when it fired (the run had restored it): it was left alone */
+  production_was_serving: boolean;
   restore_seconds: number | null;
   error: string | null;
 }

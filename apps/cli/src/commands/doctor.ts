@@ -210,7 +210,7 @@ async function stateChecks(settings: Settings, io: Io): Promise<Check[]> {
           return {
             ok: false,
             detail: `${layout.gpuLock}: ${s.reason}`,
-            fix: "`gpu-canary lock release --force` moves it aside (its content kept beside it)",
+            fix: s.hint ?? "see `gpu-canary lock status`",
           };
         if (s.awaitsRecovery) return { ok: false, detail: `a crashed run awaits recovery: ${s.reason}`, fix: "`gpu-canary recover`" };
         return { ok: true, detail: `the GPU lock is ${s.state}` };

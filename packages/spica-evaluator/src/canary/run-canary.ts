@@ -309,6 +309,12 @@ async function quiesced(
     await handle.checkFence();
     // Journaled before the quiesce is issued: a crash from here on is found by recovery.
     await handle.journal({ phase: "quiescing", quiesce: config.quiesce, production_stopped_at: stoppedAt.toISOString() });
+    // A signal during that write: still nothing stopped, so the journal is taken back. From here to
+    // the stop below nothing awaits, so no signal can come between.
+    if (ctx.signal?.aborted) {
+      await handle.journal({ phase: "admitted", quiesce: undefined, production_stopped_at: undefined });
+      throw abortError(ctx.signal);
+    }
   } catch (error) {
     // Nothing was stopped: a watchdog left armed would fire at its deadline for nothing.
     await watchdog.disarm();

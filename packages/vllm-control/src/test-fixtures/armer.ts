@@ -1,4 +1,4 @@
-// A run in miniature, for the watchdog tests: `armer <setup.json> die|deadline|disarm`.
+// A run in miniature, for the watchdog tests: `armer <setup.json> die|deadline|disarm|restore-then-hang`.
 // Arms the watchdog, stops production, starts a canary, says "ready", then dies, hangs or restores.
 import { readFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -54,6 +54,13 @@ if (mode === "disarm") {
   await restoreProduction(setup.plan);
   await watchdog.disarm();
   process.stdout.write("restored\n");
+} else if (mode === "restore-then-hang") {
+  // Production back, the watchdog still armed: the run dies before it could disarm.
+  await canary.stop();
+  await watchdog.setCanary(null);
+  await restoreProduction(setup.plan);
+  process.stdout.write("restored\n");
+  for (;;) await sleep(1000);
 } else {
   for (;;) await sleep(1000);
 }
