@@ -182,6 +182,12 @@ describe("the GPU maintenance lock", () => {
     });
   });
 
+  it("force-releases a lock that was never taken here, its folder not there yet: a free lock, answered, not a crash", async () => {
+    const { make } = await setup();
+    expect(await make().forceRelease("before anything ran")).toMatchObject({ evicted: null, wasLive: false, generation: 1 });
+    expect((await make().acquire()).generation).toBe(2);
+  });
+
   it("fails closed on an unreadable record, however old: every taker refuses, naming the file, and leaves it as it is", async () => {
     const { path, lock, dir, events } = await setup();
     for (const [content, why] of unreadableRecords) {

@@ -1,3 +1,4 @@
+import { mkdirSync } from "node:fs";
 import { hostname as osHostname } from "node:os";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -143,7 +144,11 @@ export function createGpuLock(deps: GpuLockDeps): GpuLock {
    * and above any record seen, and only the process whose record gets published keeps its number.
    */
   const proposeGeneration = (seen: number): number => Math.max(readCounter(), seen) + 1;
-  const writeCounter = (generation: number): void => writeCounterSync(counterPath, JSON.stringify({ generation }));
+  const writeCounter = (generation: number): void => {
+    // A forced release may come before any lock was ever taken here: the folder may not exist yet.
+    mkdirSync(dirname(counterPath), { recursive: true });
+    writeCounterSync(counterPath, JSON.stringify({ generation }));
+  };
 
   const toStatus = (state: LockState<GpuLockRecord>): GpuLockStatus => {
     const t = now().getTime();

@@ -353,4 +353,24 @@ describe("signals at either end of a quiesced run", () => {
     expect(existsSync(s.layout.promotionsDir) ? readdirSync(s.layout.promotionsDir) : []).toEqual([]);
     expect(existsSync(s.layout.gpuLock)).toBe(false);
   }, 120_000);
+
+  it("a forced release of the lock during the restore: the evicted run still charges its outage", async () => {
+    const s = await site();
+    const evaluator = s.evaluator({
+      onProgress: (line) => {
+        if (line.startsWith("restoring production"))
+          void createGpuLock({ path: s.layout.gpuLock, ttlSeconds: 60, owner: "operator" }).forceRelease("test: the operator forces it");
+      },
+    });
+    const error: unknown = await evaluator.runTest(good).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(error).toMatchObject({ code: "LOCK_LOST" });
+    expect(await fetch(`${s.env.KLR_VLLM_URL}/health`).then((r) => r.ok)).toBe(true);
+    const budget = JSON.parse(readFileSync(s.layout.budgetFile(s.night()), "utf8")) as { seconds_used: number; charges: unknown[] };
+    expect(budget.charges).toHaveLength(1);
+    expect(budget.seconds_used).toBeGreaterThan(0);
+    expect(await runFinished(s)).toHaveLength(1);
+  }, 120_000);
 });

@@ -5,7 +5,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { GpuCanaryError, errnoCode } from "@gpu-canary/errors";
 import { z } from "zod";
 import { siblingTempPath } from "./atomic-write.ts";
-import { LockTimeoutError, StateUnreadableError } from "./errors.ts";
+import { LockTimeoutError, StateUnreadableError, StateWriteError } from "./errors.ts";
 import { createExclusiveSync, readRawSync, replaceFileSync, syncDirSync } from "./lock-fs.ts";
 import { type ProcessInspector, createProcessInspector } from "./process-identity.ts";
 import { type RawFile, parseState } from "./read-state.ts";
@@ -216,7 +216,12 @@ export function createFileLock<R extends BaseLockRecord = BaseLockRecord>(option
       update: (patch) => {
         if (!stillHeldSync()) return Promise.reject(new LockLostError(path));
         const next = schema.parse({ ...record, ...patch });
-        replaceFileSync(path, siblingTempPath(path), `${JSON.stringify(next, null, 2)}\n`, true);
+        try {
+          replaceFileSync(path, siblingTempPath(path), `${JSON.stringify(next, null, 2)}\n`, true);
+        } catch (error) {
+          // A full disk or a read-only file system: a fault naming the file, never "a bug".
+          return Promise.reject(new StateWriteError(path, error));
+        }
         const current = identityOf(path);
         if (current === null) return Promise.reject(new LockLostError(path));
         identity = current;

@@ -398,11 +398,18 @@ async function quiesced(
     });
   }
   const downtime = (restored.servingAt.getTime() - stoppedAt.getTime()) / 1000;
-  await handle.journal({ phase: "restored", production_serving_at: restored.servingAt.toISOString() });
+  // The lock may have been taken from this run meanwhile (`lock release --force`): its journal can
+  // no longer be written, but the outage it caused is still charged — charges are keyed by run id.
+  let journalLost: unknown = null;
+  const journal = (patch: Parameters<GpuLockHandle["journal"]>[0]) =>
+    handle.journal(patch).catch((error: unknown) => {
+      journalLost ??= error;
+    });
+  await journal({ phase: "restored", production_serving_at: restored.servingAt.toISOString() });
   await audit.append({ event: "production_restored", run_id: runId, seconds: restored.seconds, downtime_seconds: downtime });
   try {
     const charge = await ctx.budget.charge(night, runId, downtime);
-    await handle.journal({ phase: "charged", charged_at: new Date().toISOString() });
+    await journal({ phase: "charged", charged_at: new Date().toISOString() });
     await audit.append({
       event: "budget_charged",
       run_id: runId,
@@ -416,6 +423,7 @@ async function quiesced(
     // journal for `recover`.
     await watchdog.disarm();
   }
+  if (journalLost !== null && !ctx.signal?.aborted) throw journalLost instanceof Error ? journalLost : new Error(messageOf(journalLost));
   const slaNote =
     restored.seconds > config.restoreSlaSeconds
       ? `; production took ${restored.seconds.toFixed(1)} s to serve again, over the ${config.restoreSlaSeconds} s restore SLA`
