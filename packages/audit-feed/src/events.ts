@@ -38,6 +38,13 @@ const EVENT_FIELDS = {
   canary_stopped: { seconds: z.number().optional() },
   run_finished: { status: z.string(), mode: z.string(), reason: z.string().optional() },
   recovery: { action: z.string() },
+  /** the restore watchdog acted for a run (recorded when recovery reads its report: the watchdog itself writes no audit) */
+  watchdog_fired: {
+    fired_at: z.string(),
+    reason: z.string(),
+    production_serving_at: z.string().nullable(),
+    error: z.string().nullable(),
+  },
   intent_created: { intent_id: z.string(), kind: z.string() },
   oom_detected: { kind: z.string(), line: z.string() },
   promotion_written: { path: z.string() },

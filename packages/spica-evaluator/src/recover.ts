@@ -26,7 +26,9 @@ export interface RecoveryOutcome {
 const reportSchema = z.looseObject({
   run_id: z.string(),
   fired_at: z.string(),
+  reason: z.string(),
   production_serving_at: z.string().nullable(),
+  production_was_serving: z.boolean().optional(),
   error: z.string().nullable().optional(),
 });
 
@@ -167,8 +169,21 @@ async function finishCrashedRun(
   let servingAt: number | null = timeOf(evicted.production_serving_at);
   let restoredBy: RecoveryOutcome["restoredBy"] = servingAt === null ? null : "already_serving";
   const report = await readJsonState(ctx.layout.watchdogReport, reportSchema);
-  if (servingAt === null && report.status === "ok" && report.value.run_id === runId && report.value.production_serving_at) {
-    servingAt = Date.parse(report.value.production_serving_at);
+  const fired = report.status === "ok" && report.value.run_id === runId ? report.value : null;
+  if (fired) {
+    // The watchdog cannot rely on the audit trail (it may be what failed): its report becomes an event here.
+    await ctx.audit.append({
+      event: "watchdog_fired",
+      run_id: runId,
+      fired_at: fired.fired_at,
+      reason: fired.reason,
+      production_serving_at: fired.production_serving_at,
+      error: fired.error ?? null,
+      ...(fired.production_was_serving !== undefined ? { production_was_serving: fired.production_was_serving } : {}),
+    });
+  }
+  if (servingAt === null && fired?.production_serving_at) {
+    servingAt = Date.parse(fired.production_serving_at);
     restoredBy = "watchdog";
   }
   const servingNow = await serves(ctx);

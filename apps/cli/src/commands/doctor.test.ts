@@ -48,6 +48,17 @@ describe("gpu-canary doctor and status", () => {
     expect(text.stdout).toMatch(/^FAIL {2}production_serving/m);
   }, 30_000);
 
+  it("says the restore is not measured yet before any run, instead of passing on the assumed SLA silently", async () => {
+    const site = await downSite();
+    const checks = ((await cli(["doctor", "--json"], site.env, new Date().toISOString())).json() as Checks).checks;
+    expect(checks.find((c) => c.name === "restore_within_sla")).toMatchObject({
+      ok: true,
+      detail: expect.stringContaining(
+        "not measured yet: until a quiesced run (or `gpu-canary recover`) restores production, the SLA of 15 s stands in for it",
+      ),
+    });
+  }, 30_000);
+
   it("status answers (exit 0) with an unreadable part named, the rest still shown", async () => {
     const site = await downSite();
     const now = new Date();

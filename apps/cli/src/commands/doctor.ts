@@ -274,7 +274,9 @@ async function limitChecks(settings: Settings, io: Io): Promise<Check[]> {
     {
       name: "restore_within_sla",
       ok: spare || worst.restoreSeconds <= config.restoreSlaSeconds,
-      detail: `restores take ${worst.restoreSeconds} s (${worst.basis.split(" + ").find((p) => p.startsWith("restore")) ?? "default"}) against the SLA of ${config.restoreSlaSeconds} s${quiescedNote}`,
+      detail: worst.restoreMeasured
+        ? `restores take ${worst.restoreSeconds} s (${worst.basis.split(" + ").find((p) => p.startsWith("restore")) ?? "default"}) against the SLA of ${config.restoreSlaSeconds} s${quiescedNote}`
+        : `not measured yet: until a quiesced run (or \`gpu-canary recover\`) restores production, the SLA of ${config.restoreSlaSeconds} s stands in for it — a real vLLM takes 30–120 s to load; time \`systemctl restart\` of production once to know${quiescedNote}`,
       fix:
         spare || worst.restoreSeconds <= config.restoreSlaSeconds
           ? null

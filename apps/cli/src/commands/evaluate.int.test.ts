@@ -147,6 +147,12 @@ describe("gpu-canary evaluate", () => {
     expect(recovered.code).toBe(0);
     const outcome = recovered.json() as { action: string; restored_by: string; charged_seconds: number };
     expect(outcome).toMatchObject({ action: "recovered", restored_by: "watchdog" });
+    // The watchdog's firing reaches the audit trail once recovery reads its report.
+    expect((await events()).find((e) => e.event === "watchdog_fired")).toMatchObject({
+      reason: expect.stringContaining("died"),
+      production_serving_at: report.production_serving_at,
+      error: null,
+    });
     const stoppedAt = Date.parse(String((await events()).find((e) => e.event === "production_stopped")?.ts));
     const servingAt = Date.parse(String(report.production_serving_at));
     // Charged from the journal's quiesce to the watchdog's first completion (the stop event is written after the stop completed).

@@ -19,7 +19,7 @@ import { armFilePath, recoverIfCrashed } from "../recover.ts";
 import type { Measured } from "../result.ts";
 import { type LatencySamples, judge, measureBaseline, timedCompletions } from "./canary-test.ts";
 import { type CanaryPath, type Refusal, checkGates } from "./gates.ts";
-import { worstCase } from "./worst-case.ts";
+import { type WorstCase, watchdogDeadlineSeconds, worstCase } from "./worst-case.ts";
 
 export interface CanaryOutcome {
   status: "passed" | "failed" | "inconclusive" | "refused" | "error";
@@ -158,7 +158,7 @@ export async function runCanary(ctx: RunContext, candidate: Candidate, run: { ru
         ? await attached(inner, run.runId)
         : path === "spare"
           ? await spare(inner, candidate, run.runId)
-          : await quiesced(inner, candidate, run.runId, handle, under.night, worst.totalSeconds);
+          : await quiesced(inner, candidate, run.runId, handle, under.night, worst);
     // A test cut short by a signal or by the lock's loss is no verdict on the candidate.
     if (signal.aborted) throw abortError(signal);
     return outcome;
@@ -276,7 +276,7 @@ async function quiesced(
   runId: string,
   handle: GpuLockHandle,
   night: string,
-  worstSeconds: number,
+  worst: WorstCase,
 ): Promise<CanaryOutcome> {
   const { config, audit } = ctx;
   const progress = (line: string) => ctx.onProgress?.(line);
@@ -293,9 +293,10 @@ async function quiesced(
   const switchesWhisper = whisperConfigured(whisperDeps) && candidate.whisperModelSize !== config.whisperSize;
 
   const baseline = await measureBaseline(ctx.production, BASELINE_SAMPLES, config.modelPath);
+  const budgetLeft = (await ctx.budget.status(night)).secondsLeft;
   const watchdog: Watchdog = await armWatchdog({
     runId,
-    deadline: new Date(Date.now() + (worstSeconds + 10) * 1000),
+    deadline: new Date(Date.now() + watchdogDeadlineSeconds(worst, budgetLeft) * 1000),
     restore: plan,
     armFile: armFilePath(ctx.layout.locksDir),
     reportPath: ctx.layout.watchdogReport,

@@ -6,18 +6,24 @@ export interface WorstCase {
   canaryTimeoutSeconds: number;
   canaryStopSeconds: number;
   restoreSeconds: number;
+  /** false while no restore was ever measured (the restore SLA stands in for it) */
+  restoreMeasured: boolean;
   totalSeconds: number;
   /** where each number came from: measured p95 over n runs, or the default */
   basis: string;
 }
 
 const LOOKBACK_DAYS = 30;
+/** A slow restore this recent is never averaged away by faster ones before it. */
+const SLOWEST_OF_DAYS = 7;
 const DEFAULT_STOP_SECONDS = 5;
 
 /**
  * A quiesced run's worst case: quiesce + canary timeout + canary stop + restore, each the p95
  * of what the audit trail measured on earlier runs (production_stopped, canary_stopped,
- * production_restored carry `seconds`); before any, 5 s for each stop and the restore SLA.
+ * production_restored carry `seconds`); before any, 5 s for each stop and the restore SLA. The
+ * restore is never below the slowest of the last seven nights: a real vLLM loads its weights in
+ * 30–120 s, and fast restores before a slow one must not let the next run overrun its budget.
  */
 export async function worstCase(
   audit: AuditFeed,
@@ -43,14 +49,34 @@ export async function worstCase(
   const quiesceSeconds = p95("production_stopped", "quiesce", DEFAULT_STOP_SECONDS);
   parts.push(`canary timeout ${settings.canaryTimeoutSeconds} s`);
   const canaryStopSeconds = p95("canary_stopped", "canary stop", DEFAULT_STOP_SECONDS);
-  const restoreSeconds = p95("production_restored", "restore", settings.restoreSlaSeconds);
+  const recentCutoff = now.getTime() - SLOWEST_OF_DAYS * 86_400_000;
+  const recentRestores = events
+    .filter((e) => e.event === "production_restored" && typeof e.seconds === "number" && Date.parse(e.ts) >= recentCutoff)
+    .map((e) => e.seconds as number);
+  const restoreMeasured = seconds("production_restored").length > 0;
+  let restoreSeconds = p95("production_restored", "restore", settings.restoreSlaSeconds);
+  const slowest = Math.round(Math.max(0, ...recentRestores) * 10) / 10;
+  if (slowest > restoreSeconds) {
+    parts[parts.length - 1] = `restore ${slowest} s (the slowest of the last ${SLOWEST_OF_DAYS} days)`;
+    restoreSeconds = slowest;
+  }
   const totalSeconds = Math.round((quiesceSeconds + settings.canaryTimeoutSeconds + canaryStopSeconds + restoreSeconds) * 10) / 10;
   return {
     quiesceSeconds,
     canaryTimeoutSeconds: settings.canaryTimeoutSeconds,
     canaryStopSeconds,
     restoreSeconds,
+    restoreMeasured,
     totalSeconds,
     basis: parts.join(" + "),
   };
+}
+
+/**
+ * When the restore watchdog fires: at the worst case plus a margin, or earlier when the budget
+ * left would otherwise not cover the restore that follows — so even a run that hangs ends with
+ * production back inside the night's budget.
+ */
+export function watchdogDeadlineSeconds(worst: WorstCase, budgetLeftSeconds: number): number {
+  return Math.max(0, Math.min(worst.totalSeconds + 10, budgetLeftSeconds - worst.restoreSeconds));
 }
