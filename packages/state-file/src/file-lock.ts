@@ -60,12 +60,10 @@ export interface FileLockOptions<R extends BaseLockRecord> {
   /** staleness beyond proof of death, e.g. an expired lease; a reason, or null while valid */
   expiry?: (record: R, now: Date) => string | null;
   /**
-   * fsync the folder on acquire, break and release (default true). A lock need not survive
-   * power loss — a reboot kills its holder — so locks held for microseconds (state-file's own
-   * read-modify-write) or taken often may skip it. A record's own bytes are always on disk
-   * before it is linked into place, so power loss can lose a record but never leave an empty
-   * or partial one (which would fail closed until an operator moved it aside); `update` (a
-   * holder's journal) is always made durable.
+   * fsync lock records and the folder on acquire, break and release (default true). A lock
+   * need not survive power loss — a reboot kills its holder — so locks held for microseconds
+   * (state-file's own read-modify-write) or taken often may skip it. `update` (a holder's
+   * journal) is always made durable.
    */
   durable?: boolean;
   /** a stale record that a plain acquire must leave alone; a reason, or null */
@@ -247,11 +245,11 @@ export function createFileLock<R extends BaseLockRecord = BaseLockRecord>(option
     const temp = siblingTempPath(path);
     let identity: Identity;
     try {
-      identity = createExclusiveSync(temp, text, true);
+      identity = createExclusiveSync(temp, text, durable);
     } catch (error) {
       if (errnoCode(error) !== "ENOENT") throw error;
       mkdirSync(dir, { recursive: true });
-      identity = createExclusiveSync(temp, text, true);
+      identity = createExclusiveSync(temp, text, durable);
     }
     try {
       // A few rounds: each either takes the lock, reports a holder, or removes a stale record.
