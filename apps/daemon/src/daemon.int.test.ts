@@ -1,13 +1,12 @@
-import { spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
-import { appendFile, copyFile, writeFile } from "node:fs/promises";
+import { appendFile } from "node:fs/promises";
 import { join } from "node:path";
 import { createAuditFeed } from "@gpu-canary/audit-feed";
-import { testdir, tsNodeArgs, until } from "@gpu-canary/testing";
+import { testdir, until } from "@gpu-canary/testing";
 import { createSimSite } from "@gpu-canary/vllm-sim";
 import { describe, expect, it, onTestFinished } from "vitest";
+import { startDaemon } from "./test-fixtures/daemon-process.ts";
 
-const bin = join(import.meta.dirname, "bin.ts");
 const OOM =
   "(EngineCore_DP0 pid=7) ERROR 11-28 03:10:00 [core.py:396] ValueError: No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when initializing the engine.\n";
 
@@ -22,21 +21,13 @@ async function daemonOn(settings: Record<string, string>) {
   onTestFinished(() => site.cleanup());
   await site.startProduction();
   // The example env file of contrib/ as the operator would install it; the simulated host's settings override it.
-  await copyFile(join(import.meta.dirname, "..", "..", "..", "contrib", "kloros_env.example"), join(site.home, ".kloros_env"));
-  const log = join(site.dir, "vllm.log");
-  await writeFile(log, "INFO 11-28 03:00:00 [api_server.py] Starting vLLM API server 0\n");
-  const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("KLR_")));
-  const child = spawn(process.execPath, tsNodeArgs(bin), {
-    env: { ...clean, ...site.env, KLR_VLLM_LOG: log },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let stderr = "";
-  child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
-  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
-  onTestFinished(() => void child.kill("SIGKILL"));
+  const daemon = await startDaemon(site, "INFO 11-28 03:00:00 [api_server.py] Starting vLLM API server 0\n");
+  const { child, log } = daemon;
+  const exited = daemon.exited.then((e) => e.code);
+  const stderr = daemon.stderr;
   const base = `http://${site.env.KLR_DAEMON_LISTEN}`;
-  debug = () => stderr.slice(-4000);
-  await waitFor(() => stderr.includes("Server listening"), "the daemon to listen");
+  debug = () => stderr().slice(-4000);
+  await waitFor(() => stderr().includes("Server listening"), "the daemon to listen");
   const get = async <T>(path: string) => (await (await fetch(`${base}${path}`)).json()) as T;
   const events = async () => (await get<{ events: { event: string; [k: string]: unknown }[] }>("/audit")).events;
   const serves = () =>
@@ -48,7 +39,7 @@ async function daemonOn(settings: Record<string, string>) {
       (r) => r.ok,
       () => false,
     );
-  return { site, log, child, exited, base, get, events, serves, stderr: () => stderr };
+  return { site, log, child, exited, base, get, events, serves, stderr };
 }
 
 describe("gpu-canaryd on the simulated host", () => {

@@ -1,12 +1,8 @@
-import { spawn } from "node:child_process";
 import { readFileSync, readdirSync } from "node:fs";
-import { copyFile, writeFile } from "node:fs/promises";
-import { join } from "node:path";
-import { testdir, tsNodeArgs, until } from "@gpu-canary/testing";
+import { testdir, until } from "@gpu-canary/testing";
 import { createSimSite, updateHost } from "@gpu-canary/vllm-sim";
 import { describe, expect, it, onTestFinished } from "vitest";
-
-const bin = join(import.meta.dirname, "bin.ts");
+import { startDaemon } from "./test-fixtures/daemon-process.ts";
 
 /** The command lines of `pid`'s child processes, from /proc. */
 function childrenOf(pid: number): string[] {
@@ -31,26 +27,12 @@ describe.skipIf(process.platform !== "linux")("gpu-canaryd signalled while a chi
   it("SIGTERM while nvidia-smi hangs under a GET /status: logs stopping, ignores a second SIGTERM, exits 0", async () => {
     const site = await createSimSite(await testdir());
     onTestFinished(() => site.cleanup());
-    await copyFile(join(import.meta.dirname, "..", "..", "..", "contrib", "kloros_env.example"), join(site.home, ".kloros_env"));
-    const log = join(site.dir, "vllm.log");
-    await writeFile(log, "");
-    const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("KLR_")));
-    const child = spawn(process.execPath, tsNodeArgs(bin), {
-      env: { ...clean, ...site.env, KLR_VLLM_LOG: log },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stderr = "";
-    child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
-    let ended: { code: number | null; signal: NodeJS.Signals | null } | null = null;
-    const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-      child.on("exit", (code, signal) => resolve((ended = { code, signal }))),
-    );
-    onTestFinished(() => void child.kill("SIGKILL"));
+    const { child, exited, ended, stderr } = await startDaemon(site);
     const pid = child.pid ?? 0;
     const waitFor = <T>(check: () => T | false | Promise<T | false>, what: string) =>
-      until(check, () => `${what}\n${stderr.slice(-4000)}`, { timeoutMs: 40_000, pollMs: 50 });
+      until(check, () => `${what}\n${stderr().slice(-4000)}`, { timeoutMs: 40_000, pollMs: 50 });
 
-    await waitFor(() => stderr.includes("Server listening"), "the daemon to listen");
+    await waitFor(() => stderr().includes("Server listening"), "the daemon to listen");
     await updateHost(site.hostFile, (state) => ({ ...state, fail: "hang" }));
     const status = fetch(`http://${site.env.KLR_DAEMON_LISTEN}/status`).then(
       (r) => r.status,
@@ -60,16 +42,17 @@ describe.skipIf(process.platform !== "linux")("gpu-canaryd signalled while a chi
 
     child.kill("SIGTERM");
     await waitFor(() => {
-      if (ended) throw new Error(`gpu-canaryd ended without a safe stop: ${JSON.stringify(ended)}\n${stderr.slice(-4000)}`);
-      return stderr.includes('"msg":"stopping"');
+      const end = ended();
+      if (end) throw new Error(`gpu-canaryd ended without a safe stop: ${JSON.stringify(end)}\n${stderr().slice(-4000)}`);
+      return stderr().includes('"msg":"stopping"');
     }, "the stopping log line");
     // The stop waits for /status, which waits for the hung nvidia-smi: a second signal lands meanwhile.
     expect(childrenOf(pid).some((c) => c.includes("nvidia-smi"))).toBe(true);
     child.kill("SIGTERM");
 
     expect(await exited).toEqual({ code: 0, signal: null });
-    expect(stderr).toContain('"msg":"stopped"');
-    expect(stderr).toMatch(/"signal":"SIGTERM".*"msg":"already stopping/);
+    expect(stderr()).toContain('"msg":"stopped"');
+    expect(stderr()).toMatch(/"signal":"SIGTERM".*"msg":"already stopping/);
     await status;
   }, 120_000);
 });
