@@ -35,10 +35,11 @@ export function unreadableLockHint(path: string, movable: boolean): string {
 
 /** The lock path holds something that is not a lock record: fail closed until an operator looks. */
 export class GpuLockUnreadableError extends GpuCanaryError {
-  constructor(path: string, reason: string, movable: boolean) {
+  /** `hint`: unreadableLockHint's answer for what is at the path (also `GpuLockStatus.hint`) */
+  constructor(path: string, reason: string, hint: string) {
     super("GPU_LOCK_UNREADABLE", `the GPU maintenance lock ${path} is unreadable: it ${reason}`, {
       kind: "fault",
-      hint: unreadableLockHint(path, movable),
+      hint,
       details: { path, reason },
     });
   }

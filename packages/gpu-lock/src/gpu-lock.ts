@@ -261,7 +261,8 @@ export function createGpuLock(deps: GpuLockDeps): GpuLock {
   });
 
   const refusal = (state: Exclude<LockState<GpuLockRecord>, { state: "free" }>, waitedSeconds: number | null): Error => {
-    if (state.state === "unreadable") return new GpuLockUnreadableError(deps.path, state.reason, state.file !== null);
+    if (state.state === "unreadable")
+      return new GpuLockUnreadableError(deps.path, state.reason, unreadableLockHint(deps.path, state.file !== null));
     if (state.state === "stale" && state.protectedBy) return new CrashedRunError(deps.path, describeHolder(state.record));
     return new GpuLockHeldError(deps.path, `${describeHolder(state.record)}; ${state.reason}`, waitedSeconds);
   };

@@ -3,7 +3,7 @@ import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { GpuCanaryError, messageOf } from "@gpu-canary/errors";
-import { type GpuLockRecord, timeOf } from "@gpu-canary/gpu-lock";
+import { GpuLockUnreadableError, type GpuLockRecord, timeOf } from "@gpu-canary/gpu-lock";
 import { nightOf } from "@gpu-canary/policy";
 import { readJsonState } from "@gpu-canary/state-file";
 import { readArmFile, restoreProduction, stopProcessGroup } from "@gpu-canary/vllm-control";
@@ -53,12 +53,8 @@ async function waitForWatchdog(armFile: string, runId: string | undefined, timeo
  */
 export async function recover(ctx: RunContext): Promise<RecoveryOutcome> {
   const status = await ctx.lock.status();
-  if (status.state === "unreadable") {
-    throw new GpuCanaryError("GPU_LOCK_UNREADABLE", `the GPU lock ${ctx.lock.path} is unreadable: ${status.reason}`, {
-      kind: "fault",
-      hint: status.hint ?? "see `gpu-canary lock status`",
-    });
-  }
+  if (status.state === "unreadable")
+    throw new GpuLockUnreadableError(ctx.lock.path, status.reason, status.hint ?? "see `gpu-canary lock status`");
   if (status.state === "free") {
     return {
       action: "nothing",
@@ -107,9 +103,8 @@ export async function recover(ctx: RunContext): Promise<RecoveryOutcome> {
   const stopRenewal = handle.startRenewal(() => undefined);
   let outcome: RecoveryOutcome;
   try {
-    // The record changed between the look and the takeover: carry over the one actually evicted.
-    const carried = journalOf(evicted);
-    if (JSON.stringify(carried) !== JSON.stringify(status.holder ? journalOf(status.holder) : null)) await handle.journal(carried);
+    // The record may have changed between the look and the takeover: carry over the one actually evicted.
+    await handle.journal(journalOf(evicted));
     outcome = await finishCrashedRun(ctx, evicted, armFile, (patch) => handle.journal(patch));
   } catch (error) {
     stopRenewal();

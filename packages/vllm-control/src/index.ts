@@ -1,5 +1,5 @@
 export { canaryArgv, launchCanary, splitCommand } from "./canary-launcher.ts";
-export { findExecutable } from "./executable.ts";
+export { findExecutable, vllmExecutable } from "./executable.ts";
 export type { CanaryProcess, CanarySettings } from "./canary-launcher.ts";
 export { launchCanaryUnit } from "./canary-unit.ts";
 export type { CanaryUnitOptions } from "./canary-unit.ts";

@@ -1,6 +1,5 @@
 import { execFile } from "node:child_process";
 import { accessSync, constants } from "node:fs";
-import { isAbsolute } from "node:path";
 import { type Config, layoutFor, loadConfig } from "@gpu-canary/config";
 import { messageOf } from "@gpu-canary/errors";
 import { windowAt } from "@gpu-canary/policy";
@@ -116,15 +115,11 @@ export async function doctorChecks(settings: Settings, io: Io): Promise<Check[]>
     await check(
       "vllm_command",
       async () => {
-        const { findExecutable, splitCommand } = await import("@gpu-canary/vllm-control");
-        const first = splitCommand(config.vllmCommand, "KLR_VLLM_COMMAND")[0] ?? "";
-        const found = findExecutable(first, io.env);
-        return found
-          ? { ok: true, detail: `KLR_VLLM_COMMAND starts ${found}` }
-          : {
-              ok: false,
-              detail: `${first} (the first word of KLR_VLLM_COMMAND) is not an executable${isAbsolute(first) ? "" : " on PATH"}`,
-            };
+        const { vllmExecutable } = await import("@gpu-canary/vllm-control");
+        const executable = vllmExecutable(config.vllmCommand, io.env);
+        return executable.found !== null
+          ? { ok: true, detail: `KLR_VLLM_COMMAND starts ${executable.found}` }
+          : { ok: false, detail: executable.problem };
       },
       "set KLR_VLLM_COMMAND to how vLLM is started, e.g. /opt/vllm/.venv/bin/python3 -m vllm.entrypoints.openai.api_server",
     ),

@@ -1,6 +1,6 @@
 import { describeHolder } from "@gpu-canary/gpu-lock";
 import { windowAt } from "@gpu-canary/policy";
-import { findExecutable, portState, splitCommand } from "@gpu-canary/vllm-control";
+import { portState, vllmExecutable } from "@gpu-canary/vllm-control";
 import type { RunContext } from "../context.ts";
 import type { WorstCase } from "./worst-case.ts";
 
@@ -68,9 +68,7 @@ export async function checkGates(
  * production a stop and a restart, a slot of the rate limit and the candidate a false failure.
  */
 function canaryCommandProblem(ctx: RunContext): string | null {
-  const first = splitCommand(ctx.config.vllmCommand, "KLR_VLLM_COMMAND")[0] ?? "";
   // The canary runs with this environment (launchCanary): its PATH is the one that counts.
-  const env = { ...process.env, ...ctx.env };
-  if (findExecutable(first, env)) return null;
-  return `${first}, the first word of KLR_VLLM_COMMAND, is not an executable${first.includes("/") ? "" : " on PATH"}: the canary could not start`;
+  const { problem } = vllmExecutable(ctx.config.vllmCommand, { ...process.env, ...ctx.env });
+  return problem === null ? null : `${problem}: the canary could not start`;
 }
