@@ -311,17 +311,18 @@ describe("signals at either end of a quiesced run", () => {
     });
     return evaluator;
   };
+  /** What a run threw (null when it returned): these runs are expected to end by an error. */
+  const thrownBy = (run: Promise<unknown>): Promise<unknown> =>
+    run.then(
+      () => null,
+      (e: unknown) => e,
+    );
   const runFinished = async (s: Awaited<ReturnType<typeof site>>) => (await events(s.home)).filter((e) => e === "run_finished");
 
   it("a signal after the lock and the gates, before the quiesce: nothing stopped, nothing charged, the lock free, exit 143", async () => {
     const s = await site();
     const pid = await s.productionPid();
-    const error: unknown = await interruptedAt(s, "gates passed")
-      .runTest(good)
-      .then(
-        () => null,
-        (e: unknown) => e,
-      );
+    const error: unknown = await thrownBy(interruptedAt(s, "gates passed").runTest(good));
     expect(error).toBeInstanceOf(InterruptedError);
     expect((error as InterruptedError).exitCode).toBe(143);
     expect(await s.productionPid()).toBe(pid);
@@ -338,12 +339,7 @@ describe("signals at either end of a quiesced run", () => {
 
   it("a signal during the restore: production serves, the downtime is charged, the run is interrupted — never passed, no promotion", async () => {
     const s = await site();
-    const error: unknown = await interruptedAt(s, "restoring production")
-      .runTest(good)
-      .then(
-        () => null,
-        (e: unknown) => e,
-      );
+    const error: unknown = await thrownBy(interruptedAt(s, "restoring production").runTest(good));
     expect(error).toBeInstanceOf(InterruptedError);
     expect(await fetch(`${s.env.KLR_VLLM_URL}/health`).then((r) => r.ok)).toBe(true);
     const kinds = await events(s.home);
@@ -362,10 +358,7 @@ describe("signals at either end of a quiesced run", () => {
           void createGpuLock({ path: s.layout.gpuLock, ttlSeconds: 60, owner: "operator" }).forceRelease("test: the operator forces it");
       },
     });
-    const error: unknown = await evaluator.runTest(good).then(
-      () => null,
-      (e: unknown) => e,
-    );
+    const error: unknown = await thrownBy(evaluator.runTest(good));
     expect(error).toMatchObject({ code: "LOCK_LOST" });
     expect(await fetch(`${s.env.KLR_VLLM_URL}/health`).then((r) => r.ok)).toBe(true);
     const budget = JSON.parse(readFileSync(s.layout.budgetFile(s.night()), "utf8")) as { seconds_used: number; charges: unknown[] };
