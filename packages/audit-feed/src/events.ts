@@ -36,6 +36,8 @@ const EVENT_FIELDS = {
   canary_healthy: {},
   canary_tested: { samples: z.number().int().optional() },
   canary_stopped: { seconds: z.number().optional() },
+  /** Whisper changed size for a canary, and what nvidia-smi showed afterwards */
+  whisper_switched: { from: z.string(), to: z.string(), seen: z.string().optional() },
   run_finished: { status: z.string(), mode: z.string(), reason: z.string().optional() },
   recovery: { action: z.string() },
   /** the restore watchdog acted for a run (recorded when recovery reads its report: the watchdog itself writes no audit) */

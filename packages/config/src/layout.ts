@@ -6,6 +6,8 @@ export interface Layout {
   locksDir: string;
   gpuLock: string;
   watchdogReport: string;
+  /** each fired watchdog's report, by run id: none is lost to a later firing */
+  watchdogReports: string;
   maintenanceDir: string;
   vllmSeen: string;
   rateLimits: string;
@@ -39,6 +41,7 @@ export function layoutFor(settings: { home: string; modelPath: string; daemonTok
     locksDir,
     gpuLock: join(locksDir, "gpu_maintenance.lock"),
     watchdogReport: join(locksDir, "gpu_maintenance.watchdog.json"),
+    watchdogReports: join(locksDir, "watchdog-reports"),
     maintenanceDir,
     vllmSeen: join(maintenanceDir, "vllm_seen.json"),
     rateLimits: join(maintenanceDir, "rate_limits.json"),

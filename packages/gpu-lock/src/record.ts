@@ -19,6 +19,10 @@ export const gpuLockRecordSchema = baseLockRecordSchema.extend({
   production_stopped_at: z.string().optional(),
   production_serving_at: z.string().optional(),
   charged_at: z.string().optional(),
+  /** the canary's process group, recorded before the canary may run */
+  canary_pgid: z.number().int().positive().optional(),
+  /** the size Whisper may have been switched to (recovery switches it back) */
+  whisper_at: z.string().optional(),
 });
 export type GpuLockRecord = z.infer<typeof gpuLockRecordSchema>;
 

@@ -1,13 +1,14 @@
 import { existsSync } from "node:fs";
-import { rm } from "node:fs/promises";
+import { readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { GpuCanaryError, messageOf } from "@gpu-canary/errors";
 import { GpuLockUnreadableError, type GpuLockRecord, timeOf } from "@gpu-canary/gpu-lock";
 import { nightOf } from "@gpu-canary/policy";
-import { readJsonState } from "@gpu-canary/state-file";
-import { readArmFile, restoreProduction, stopProcessGroup } from "@gpu-canary/vllm-control";
+import { readJsonState, writeJsonAtomic } from "@gpu-canary/state-file";
+import { readArmFile, stopProcessGroup, watchdogRunning } from "@gpu-canary/vllm-control";
 import { z } from "zod";
+import { chargeOutage, notRestored, restoreUnlessServing, switchWhisperSeen } from "./canary/undoing.ts";
 import { type RunContext, restorePlanOf } from "./context.ts";
 
 export interface RecoveryOutcome {
@@ -30,20 +31,62 @@ const reportSchema = z.looseObject({
   production_serving_at: z.string().nullable(),
   production_was_serving: z.boolean().optional(),
   error: z.string().nullable().optional(),
+  /** when its watchdog_fired event was written */
+  audited_at: z.string().optional(),
 });
 
 export function armFilePath(locksDir: string): string {
   return join(locksDir, "gpu_maintenance.watchdog.arm.json");
 }
 
-/** A watchdog still armed for this run fires within moments of its armer's death: let it finish rather than race it. */
+/**
+ * A watchdog still armed for this run fires within moments of its armer's death: let it finish
+ * rather than race it — but only while it runs (a watchdog that died leaves its arm file behind).
+ */
 async function waitForWatchdog(armFile: string, runId: string | undefined, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline && existsSync(armFile)) {
+  while (Date.now() < deadline && existsSync(armFile) && (await watchdogRunning(armFile))) {
     const arm = await readArmFile(armFile).catch(() => null);
     if (arm === null || arm.disarmed || (runId !== undefined && arm.run_id !== runId)) return;
     await sleep(100);
   }
+}
+
+type Report = z.infer<typeof reportSchema>;
+
+/** The watchdog writes no audit (the trail may be what failed): its report becomes a `watchdog_fired` event here, once. */
+async function auditReport(ctx: RunContext, path: string, report: Report): Promise<void> {
+  if (report.audited_at) return;
+  await ctx.audit.append({
+    event: "watchdog_fired",
+    run_id: report.run_id,
+    fired_at: report.fired_at,
+    reason: report.reason,
+    production_serving_at: report.production_serving_at,
+    error: report.error ?? null,
+    ...(report.production_was_serving !== undefined ? { production_was_serving: report.production_was_serving } : {}),
+  });
+  await writeJsonAtomic(path, { ...report, audited_at: new Date().toISOString() });
+}
+
+/** Every fired watchdog's report not yet in the audit trail goes there (a run, recovery and the daemon's start call this). */
+export async function auditWatchdogReports(ctx: RunContext): Promise<void> {
+  const names = await readdir(ctx.layout.watchdogReports).catch(() => [] as string[]);
+  for (const name of names.filter((n) => n.endsWith(".json"))) {
+    const path = join(ctx.layout.watchdogReports, name);
+    const report = await readJsonState(path, reportSchema);
+    if (report.status === "ok") await auditReport(ctx, path, report.value);
+  }
+}
+
+/** The watchdog's report for this run: its own file, else the latest report when it is this run's. */
+async function reportFor(ctx: RunContext, runId: string | null): Promise<{ path: string; report: Report } | null> {
+  if (runId === null) return null;
+  for (const path of [join(ctx.layout.watchdogReports, `${runId.replace(/[^A-Za-z0-9._-]/g, "_")}.json`), ctx.layout.watchdogReport]) {
+    const read = await readJsonState(path, reportSchema);
+    if (read.status === "ok" && read.value.run_id === runId) return { path, report: read.value };
+  }
+  return null;
 }
 
 /**
@@ -52,6 +95,7 @@ async function waitForWatchdog(armFile: string, runId: string | undefined, timeo
  * A live holder is never touched (refused, exit 3).
  */
 export async function recover(ctx: RunContext): Promise<RecoveryOutcome> {
+  await auditWatchdogReports(ctx);
   const status = await ctx.lock.status();
   if (status.state === "unreadable")
     throw new GpuLockUnreadableError(ctx.lock.path, status.reason, status.hint ?? "see `gpu-canary lock status`");
@@ -156,27 +200,24 @@ async function finishCrashedRun(
 ): Promise<RecoveryOutcome> {
   const runId = evicted.run_id ?? null;
   const stoppedAt = timeOf(evicted.production_stopped_at) ?? Date.now();
-  // A canary the crashed run left behind still holds the GPU.
+  // The undo of the steps the journal shows, as the run itself does them: the canary it left behind
+  // (it still holds the GPU), Whisper back to production's size, production restored, the charge.
   const arm = await readArmFile(armFile).catch(() => null);
-  if (arm?.canary_pgid) await stopProcessGroup(arm.canary_pgid, 3000);
+  for (const pgid of new Set([evicted.canary_pgid, arm?.canary_pgid])) if (pgid) await stopProcessGroup(pgid, 3000);
   await rm(armFile, { force: true });
+  const notes: string[] = [];
+  if (evicted.whisper_at !== undefined && evicted.whisper_at !== ctx.config.whisperSize) {
+    const back = await switchWhisperSeen(ctx, evicted.whisper_at, ctx.config.whisperSize).catch((error: unknown) => messageOf(error));
+    if (typeof back === "string") notes.push(`Whisper could not be switched back to ${ctx.config.whisperSize}: ${back}`);
+    else
+      await ctx.audit.append({ event: "whisper_switched", run_id: runId, ...back, from: evicted.whisper_at, to: ctx.config.whisperSize });
+  }
 
   let servingAt: number | null = timeOf(evicted.production_serving_at);
   let restoredBy: RecoveryOutcome["restoredBy"] = servingAt === null ? null : "already_serving";
-  const report = await readJsonState(ctx.layout.watchdogReport, reportSchema);
-  const fired = report.status === "ok" && report.value.run_id === runId ? report.value : null;
-  if (fired) {
-    // The watchdog cannot rely on the audit trail (it may be what failed): its report becomes an event here.
-    await ctx.audit.append({
-      event: "watchdog_fired",
-      run_id: runId,
-      fired_at: fired.fired_at,
-      reason: fired.reason,
-      production_serving_at: fired.production_serving_at,
-      error: fired.error ?? null,
-      ...(fired.production_was_serving !== undefined ? { production_was_serving: fired.production_was_serving } : {}),
-    });
-  }
+  const found = await reportFor(ctx, runId);
+  if (found) await auditReport(ctx, found.path, found.report);
+  const fired = found?.report ?? null;
   if (servingAt === null && fired?.production_serving_at) {
     servingAt = Date.parse(fired.production_serving_at);
     restoredBy = "watchdog";
@@ -190,38 +231,20 @@ async function finishCrashedRun(
   if (servingAt === null || !servingNow) {
     ctx.onProgress?.("production is not serving: restoring it");
     try {
-      const restored = await restoreProduction(restorePlanOf(ctx.config, ctx.env, evicted.quiesce ?? ctx.config.quiesce));
+      const restored = await restoreUnlessServing(restorePlanOf(ctx.config, ctx.env, evicted.quiesce ?? ctx.config.quiesce));
       servingAt = restored.servingAt.getTime();
       restoredBy = "recover";
       await journal({ production_serving_at: restored.servingAt.toISOString() });
       await ctx.audit.append({ event: "production_restored", run_id: runId, seconds: restored.seconds, by: "recover" });
     } catch (error) {
-      await ctx.audit.append({
-        event: "recovery",
-        run_id: runId,
-        action: "restore_failed",
-        error: messageOf(error),
-      });
-      throw new GpuCanaryError("PRODUCTION_NOT_RESTORED", `production could not be restored: ${messageOf(error)}`, {
-        kind: "fault",
-        hint: "start production by hand (systemctl start, or KLR_PRODUCTION_START_COMMAND), then run `gpu-canary recover` again to charge the downtime and release the lock",
-      });
+      await ctx.audit.append({ event: "recovery", run_id: runId, action: "restore_failed", error: messageOf(error) });
+      throw notRestored(error, "recovery");
     }
   }
   // Never under-counted: from the quiesce to the first completion seen afterwards.
   const seconds = Math.max(0, (servingAt - stoppedAt) / 1000);
   const night = nightOf(ctx.config.maintenanceWindow, ctx.config.maintenanceTimeZone, new Date(stoppedAt));
-  const charged = await ctx.budget.charge(night, runId ?? `recovered-${stoppedAt}`, seconds);
-  if (charged.charged) {
-    await ctx.audit.append({
-      event: "budget_charged",
-      run_id: runId,
-      date: night,
-      seconds,
-      seconds_used: charged.status.secondsUsed,
-      max_seconds: charged.status.maxSeconds,
-    });
-  }
+  await chargeOutage(ctx, { night, runId: runId ?? `recovered-${stoppedAt}`, seconds });
   await ctx.audit.append({ event: "recovery", run_id: runId, action: "recovered", restored_by: restoredBy, seconds });
   await ctx.audit.append({
     event: "run_finished",
@@ -237,6 +260,6 @@ async function finishCrashedRun(
     restoredBy,
     chargedSeconds: seconds,
     night,
-    detail: `run ${runId ?? "?"} crashed after stopping production; ${restoredBy === "watchdog" ? "the watchdog" : restoredBy === "recover" ? "recovery" : "it"} brought production back; ${seconds.toFixed(1)} s of downtime charged to the night of ${night}`,
+    detail: `run ${runId ?? "?"} crashed after stopping production; ${restoredBy === "watchdog" ? "the watchdog" : restoredBy === "recover" ? "recovery" : "it"} brought production back; ${seconds.toFixed(1)} s of downtime charged to the night of ${night}${notes.map((n) => `; ${n}`).join("")}`,
   };
 }

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { createGpuLock } from "@gpu-canary/gpu-lock";
 import { createAuditFeed } from "@gpu-canary/audit-feed";
 import { InterruptedError } from "@gpu-canary/errors";
-import { SIM_VLLM, registerProcess } from "@gpu-canary/vllm-sim";
+import { SIM_VLLM, liveProcesses, readHost, registerProcess } from "@gpu-canary/vllm-sim";
 import { spawn } from "node:child_process";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { CandidateError } from "./candidate.ts";
@@ -124,7 +124,8 @@ describe("canary mode on the simulated host", () => {
     expect(Math.abs(budget.seconds_used - outage)).toBeLessThan(0.5);
     expect(budget.seconds_used).toBeCloseTo(result.measured?.downtimeSeconds ?? 0, 3);
     const promotion = JSON.parse(readFileSync(result.promotionPath ?? "", "utf8"));
-    expect(promotion).toMatchObject({ run_id: result.runId, candidate: good, path: "quiesced", whisper_verified: true });
+    // No Whisper runs on this host: nothing was seen, so nothing is claimed.
+    expect(promotion).toMatchObject({ run_id: result.runId, candidate: good, path: "quiesced", whisper_verified: false });
     expect(await events(s.home)).toEqual([
       "lock_acquired",
       "production_stopped",
@@ -296,6 +297,47 @@ describe("canary mode on the simulated host", () => {
     const big = await s.evaluator().runTest({ vllm_memory_util: 0.9, whisper_model_size: "small" });
     expect(big.status).toBe("failed");
     expect(big.validationReason).toMatch(/not beside the sleeping production's 19\.53 GiB \(measured; KLR_QUIESCE=sleep\)/);
+  }, 120_000);
+
+  const whispers = (hostFile: string) =>
+    liveProcesses(readHost(hostFile))
+      .filter((p) => p.name.startsWith("whisper"))
+      .map((p) => p.name);
+
+  it("Whisper at the candidate's size: nvidia-smi shows it and no other before the canary starts, each switch is audited", async () => {
+    const s = await site({ whisper: "small" });
+    await s.startWhisper();
+    const result = await s.evaluator().runTest({ vllm_memory_util: 0.75, whisper_model_size: "base" });
+    expect(result.status).toBe("passed");
+    const audit = await createAuditFeed({ dir: s.layout.auditDir, timeZone: s.timeZone }).query();
+    expect(audit.filter((e) => e.event === "whisper_switched")).toEqual([
+      expect.objectContaining({
+        from: "small",
+        to: "base",
+        seen: expect.stringMatching(/^whisper-server \(base\) \(PID \d+, 1024 MiB\)$/),
+      }),
+      expect.objectContaining({
+        from: "base",
+        to: "small",
+        seen: expect.stringMatching(/^whisper-server \(small\) \(PID \d+, 2048 MiB\)$/),
+      }),
+    ]);
+    const order = audit.map((e) => e.event);
+    expect(order.indexOf("whisper_switched")).toBeLessThan(order.indexOf("canary_started"));
+    expect(JSON.parse(readFileSync(result.promotionPath ?? "", "utf8"))).toMatchObject({ whisper_verified: true });
+    expect(whispers(s.hostFile)).toEqual(["whisper-server (small)"]);
+  }, 120_000);
+
+  it("a Whisper stop command that misses the running Whisper: restored and failed, naming what nvidia-smi showed", async () => {
+    const s = await site({ whisper: "small", settings: { KLR_WHISPER_STOP_COMMAND: "true" } });
+    await s.startWhisper();
+    const run = s.evaluator().runTest({ vllm_memory_util: 0.75, whisper_model_size: "base" });
+    await expect(run).rejects.toThrow(/nvidia-smi shows the old Whisper still running: whisper-server \(small\) \(PID \d+, 2048 MiB\)/);
+    const audit = await createAuditFeed({ dir: s.layout.auditDir, timeZone: s.timeZone }).query();
+    expect(audit.map((e) => e.event)).not.toContain("canary_started");
+    expect(audit.map((e) => e.event)).toEqual(expect.arrayContaining(["production_restored", "budget_charged", "run_finished"]));
+    expect(await fetch(`${s.env.KLR_VLLM_URL}/health`).then((r) => r.ok)).toBe(true);
+    expect(existsSync(s.layout.gpuLock)).toBe(false);
   }, 120_000);
 });
 

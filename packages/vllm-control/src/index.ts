@@ -11,10 +11,10 @@ export { descendants, groupMembers, isAlive, listenersOf, readProc, stopProcessG
 export type { ProcInfo } from "./procfs.ts";
 export { createProductionService } from "./production-service.ts";
 export type { ProductionService, ProductionServiceDeps, ServiceManager } from "./production-service.ts";
-export { restoreProduction } from "./restore.ts";
+export { productionServes, restoreProduction } from "./restore.ts";
 export type { RestorePlan } from "./restore.ts";
 export { runOperatorCommand } from "./shell.ts";
-export { armWatchdog, armFileSchema, readArmFile } from "./watchdog.ts";
+export { armWatchdog, armFileSchema, readArmFile, watchdogPidPath, watchdogRunning } from "./watchdog.ts";
 export type { ArmFile, ArmOptions, Watchdog, WatchdogReport } from "./watchdog.ts";
 export { switchWhisper, whisperConfigured, whisperFootprint } from "./whisper.ts";
 export type { WhisperControlDeps } from "./whisper.ts";

@@ -1,17 +1,40 @@
 // The restore watchdog process: `watchdog-main <arm file>`. See watchdog.ts.
-import { rm } from "node:fs/promises";
+import { mkdir, rm } from "node:fs/promises";
+import { dirname } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { messageOf } from "@gpu-canary/errors";
 import { createProcessInspector, writeJsonAtomic } from "@gpu-canary/state-file";
 import { stopProcessGroup } from "./procfs.ts";
 import { productionServes, restoreProduction } from "./restore.ts";
-import { type ArmFile, type WatchdogReport, readArmFile } from "./watchdog.ts";
+import { type ArmFile, type WatchdogReport, readArmFile, watchdogPidPath } from "./watchdog.ts";
 
 const armFile = process.argv[2];
 if (!armFile) process.exit(2);
 const inspector = createProcessInspector();
 // The armer may be killed along with its terminal or session: this process ignores those signals.
 process.on("SIGHUP", () => undefined);
+/** A start the run issued is waited for this much longer than its estimate before the watchdog issues its own. */
+const START_MARGIN_MS = 10_000;
+const pidFile = watchdogPidPath(armFile);
+// Who this watchdog is, so `recover` waits for a live one and never for a dead one. Best effort: on
+// a full disk recovery simply does not wait.
+await writeJsonAtomic(pidFile, { pid: process.pid, start_token: inspector.selfToken() }).catch(() => undefined);
+
+/** Until when a start the run already issued is left to finish (null: none in progress). */
+function startInProgressUntil(arm: ArmFile): number | null {
+  const since = arm.restore_started_at ? Date.parse(arm.restore_started_at) : NaN;
+  if (!Number.isFinite(since)) return null;
+  return since + (arm.restore_estimate_seconds ?? arm.restore.serveTimeoutMs / 1000) * 1000 + START_MARGIN_MS;
+}
+
+/** Wait for production to serve until `until`; true once it does. */
+async function servesBy(arm: ArmFile, until: number): Promise<boolean> {
+  while (Date.now() < until) {
+    if (await productionServes(arm.restore, 3000)) return true;
+    await sleep(250);
+  }
+  return false;
+}
 
 function armerDead(arm: ArmFile): boolean {
   const probe = inspector.probe(arm.armer_pid);
@@ -38,8 +61,10 @@ async function fire(arm: ArmFile, reason: string): Promise<void> {
   let seconds: number | null = null;
   let error: string | null = null;
   // A production that serves was restored by the run before it died: starting it again would at
-  // best do nothing and at worst (a start command) launch a second instance beside it.
-  const wasServing = await productionServes(arm.restore, 3000);
+  // best do nothing and at worst (a start command) launch a second instance beside it. One the run
+  // was starting is given the time its start takes before a second start is issued.
+  const inProgress = startInProgressUntil(arm);
+  const wasServing = inProgress !== null ? await servesBy(arm, inProgress) : await productionServes(arm.restore, 3000);
   if (wasServing) {
     servingAt = new Date();
     seconds = 0;
@@ -63,6 +88,12 @@ async function fire(arm: ArmFile, reason: string): Promise<void> {
     restore_seconds: seconds,
     error,
   };
+  // Kept per run, so a later firing never overwrites one that recovery has not read yet.
+  const runReport = arm.run_report_path;
+  if (runReport)
+    await mkdir(dirname(runReport), { recursive: true })
+      .then(() => writeJsonAtomic(runReport, report))
+      .catch(() => undefined);
   await writeJsonAtomic(arm.report_path, report);
 }
 
@@ -75,14 +106,18 @@ for (;;) {
   }
   if (arm === null || arm.disarmed) break;
   if (armerDead(arm)) {
-    await fire(arm, `the arming process ${arm.armer_pid} died`);
+    // A report it could not write (a full disk) must not leave the arm file behind for recovery to wait on.
+    await fire(arm, `the arming process ${arm.armer_pid} died`).catch(() => undefined);
     break;
   }
-  if (Date.now() >= Date.parse(arm.deadline_at)) {
-    await fire(arm, `the run passed its deadline ${arm.deadline_at}`);
+  // A slow start the run issued is not a reason to kill the run: wait for it, up to its estimate.
+  const startUntil = startInProgressUntil(arm);
+  if (Date.now() >= Date.parse(arm.deadline_at) && (startUntil === null || Date.now() >= startUntil)) {
+    await fire(arm, `the run passed its deadline ${arm.deadline_at}`).catch(() => undefined);
     break;
   }
   await sleep(50);
 }
 await rm(armFile, { force: true });
+await rm(pidFile, { force: true });
 process.exit(0);

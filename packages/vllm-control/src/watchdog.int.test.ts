@@ -14,13 +14,16 @@ const armer = join(import.meta.dirname, "test-fixtures", "armer.ts");
 const port = () => 20000 + Math.floor(Math.random() * 20000);
 
 /** A simulated host with production running as a detached sim vLLM, managed by commands. */
-async function host() {
+async function host(options: { startDelayMs?: number } = {}) {
   const dir = await testdir();
   const hostFile = join(dir, "host.json");
   await createHost(hostFile, { gpus: [h200(0)] });
   const prodPort = port();
   const canaryPort = prodPort + 1;
-  const env = { GPU_CANARY_SIM_HOST: hostFile };
+  const env: Record<string, string> = {
+    GPU_CANARY_SIM_HOST: hostFile,
+    ...(options.startDelayMs ? { SIM_STARTUP_DELAY_MS: String(options.startDelayMs) } : {}),
+  };
   const startCommand = `setsid ${SIM_VLLM} --port ${prodPort} --model /models/llm/current --gpu-memory-utilization 0.5 > ${dir}/prod.log 2>&1 < /dev/null & echo $! > ${dir}/prod.pid`;
   const stopCommand = `kill -TERM "$(cat ${dir}/prod.pid)"`;
   const plan = {
@@ -42,10 +45,17 @@ async function host() {
   const setup = join(dir, "setup.json");
   const armFile = join(dir, "gpu_maintenance.watchdog.arm.json");
   const reportPath = join(dir, "gpu_maintenance.watchdog.json");
-  const write = (deadlineMs: number) =>
+  const write = (deadlineMs: number, restoreEstimateSeconds?: number) =>
     writeFile(
       setup,
-      JSON.stringify({ plan, armFile, reportPath, deadlineMs, canary: { vllmCommand: SIM_VLLM, port: canaryPort, utilization: 0.4, env } }),
+      JSON.stringify({
+        plan,
+        armFile,
+        reportPath,
+        deadlineMs,
+        restoreEstimateSeconds,
+        canary: { vllmCommand: SIM_VLLM, port: canaryPort, utilization: 0.4, env },
+      }),
     );
   return { dir, hostFile, client, setup, armFile, reportPath, canaryPort, write };
 }
@@ -157,5 +167,38 @@ describe("the restore watchdog", () => {
     expect(readFileSync(join(h.dir, "prod.pid"), "utf8")).toBe(pid);
     expect(liveProcesses(readHost(h.hostFile)).map((p) => p.used_memory_mib)).toEqual([Math.ceil(143148 * 0.5)]);
     expect(await h.client.servesCompletion({ timeoutMs: 5000 })).toBeTruthy();
+  }, 120_000);
+
+  it("passing its deadline while the run's production start is under way, it waits for that start instead of killing the run", async () => {
+    const h = await host({ startDelayMs: 4000 });
+    // The deadline passes 1.5 s in, mid-start; the start takes ~4 s, within its estimate of 5 s.
+    await h.write(1500, 5);
+    const run = startArmer(h.setup, "slow-restore");
+    await run.ready();
+    const exit = await run.exited;
+    expect(exit).toEqual({ code: 0, signal: null });
+    expect(run.output()).toContain("restored");
+    await new Promise((r) => setTimeout(r, 500));
+    expect(existsSync(h.reportPath)).toBe(false);
+    expect(existsSync(h.armFile)).toBe(false);
+    expect(await h.client.servesCompletion({ timeoutMs: 5000 })).toBeTruthy();
+  }, 120_000);
+
+  it("when the run dies mid-start, it waits for that start to serve and issues no second one", async () => {
+    const h = await host({ startDelayMs: 3000 });
+    await h.write(120_000, 10);
+    const run = startArmer(h.setup, "die-while-restoring");
+    await run.ready();
+    await until(() => run.output().includes("starting"), "the run to issue production's start", { timeoutMs: 30_000 });
+    const pid = await until(() => readFileSync(join(h.dir, "prod.pid"), "utf8").trim(), "the new production's PID", { timeoutMs: 5000 });
+    expect((await run.exited).signal).toBe("SIGKILL");
+    const report = await until(
+      () => existsSync(h.reportPath) && (JSON.parse(readFileSync(h.reportPath, "utf8")) as WatchdogReport),
+      "the watchdog's report",
+      { timeoutMs: 60_000, pollMs: 100 },
+    );
+    expect(report).toMatchObject({ production_was_serving: true, restore_seconds: 0, error: null });
+    expect(readFileSync(join(h.dir, "prod.pid"), "utf8").trim()).toBe(pid);
+    expect(liveProcesses(readHost(h.hostFile)).map((p) => p.used_memory_mib)).toEqual([Math.ceil(143148 * 0.5)]);
   }, 120_000);
 });

@@ -19,6 +19,12 @@ export const armFileSchema = z.object({
   canary_pgid: z.number().int().nullable(),
   disarmed: z.boolean(),
   report_path: z.string(),
+  /** this run's own report, kept after later runs' (the report path holds the latest) */
+  run_report_path: z.string().nullable().optional(),
+  /** how long production's start takes (the run's estimate): a start in progress is waited for this long, plus a margin */
+  restore_estimate_seconds: z.number().nonnegative().nullable().optional(),
+  /** the run issued production's start then: a watchdog firing meanwhile waits for it instead of issuing a second */
+  restore_started_at: z.string().nullable().optional(),
   restore: z.custom<RestorePlan>((value) => typeof value === "object" && value !== null),
 });
 export type ArmFile = z.infer<typeof armFileSchema>;
@@ -46,6 +52,10 @@ export interface ArmOptions {
   armFile: string;
   /** $KLR_HOME/.kloros/locks/gpu_maintenance.watchdog.json */
   reportPath: string;
+  /** where this run's own report is kept (default: only reportPath) */
+  runReportPath?: string;
+  /** production's expected start time: how long a start in progress is waited for before the watchdog acts */
+  restoreEstimateSeconds?: number;
   /** use a transient systemd unit when systemd runs (default: when /run/systemd/system exists) */
   useSystemdRun?: boolean;
   systemdRun?: string;
@@ -56,6 +66,8 @@ export interface Watchdog {
   readonly unit: string | null;
   /** tell the watchdog which process group to stop if it fires */
   setCanary(pgid: number | null): Promise<void>;
+  /** the run is issuing production's start: should the watchdog fire meanwhile, it waits for that start */
+  restoring(): Promise<void>;
   /** the run restored production itself: the watchdog exits without acting */
   disarm(): Promise<void>;
 }
@@ -86,6 +98,9 @@ export async function armWatchdog(options: ArmOptions): Promise<Watchdog> {
     canary_pgid: null,
     disarmed: false,
     report_path: options.reportPath,
+    run_report_path: options.runReportPath ?? null,
+    restore_estimate_seconds: options.restoreEstimateSeconds ?? null,
+    restore_started_at: null,
     restore: options.restore,
   };
   // It may hold an API key: only the owner reads it.
@@ -123,6 +138,10 @@ export async function armWatchdog(options: ArmOptions): Promise<Watchdog> {
       arm = { ...arm, canary_pgid: pgid };
       await writeJsonAtomic(options.armFile, arm, { mode: 0o600 });
     },
+    async restoring() {
+      arm = { ...arm, restore_started_at: new Date().toISOString() };
+      await writeJsonAtomic(options.armFile, arm, { mode: 0o600 });
+    },
     async disarm() {
       arm = { ...arm, disarmed: true };
       await writeJsonAtomic(options.armFile, arm, { mode: 0o600 });
@@ -131,6 +150,22 @@ export async function armWatchdog(options: ArmOptions): Promise<Watchdog> {
       await rm(options.armFile, { force: true });
     },
   };
+}
+
+/** Where a running watchdog says who it is (its PID and start token), beside the arm file. */
+export function watchdogPidPath(armFile: string): string {
+  return `${armFile.replace(/\.arm\.json$/, "")}.pid.json`;
+}
+
+const pidFileSchema = z.object({ pid: z.number().int().positive(), start_token: z.string().nullable() });
+
+/** Whether the watchdog of this arm file still runs: a dead one (or one that never said) is not waited for. */
+export async function watchdogRunning(armFile: string): Promise<boolean> {
+  const result = await readJsonState(watchdogPidPath(armFile), pidFileSchema);
+  if (result.status !== "ok") return false;
+  const probe = createProcessInspector().probe(result.value.pid);
+  if (probe.state !== "alive") return false;
+  return result.value.start_token === null || probe.startToken === null || probe.startToken === result.value.start_token;
 }
 
 /** Read the arm file; null when it is gone. */

@@ -2,7 +2,7 @@ import { execFile } from "node:child_process";
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { createHost, h200 } from "./host-state.ts";
+import { createHost, h200, readHost } from "./host-state.ts";
 
 const SIM_BIN = join(import.meta.dirname, "..", "bin");
 
@@ -46,6 +46,11 @@ export interface SimSiteOptions {
    * GPU_CANARY_SIM_TZ, else UTC. The clock check runs the suites in a zone whose date differs from UTC's.
    */
   timeZone?: string;
+  /**
+   * a Whisper at this size beside production, switched by the `command` manager's Whisper commands
+   * (KLR_WHISPER_STOP_COMMAND / KLR_WHISPER_START_COMMAND); started by startWhisper()
+   */
+  whisper?: string;
   /** more KLR_* settings */
   settings?: Record<string, string>;
 }
@@ -64,6 +69,8 @@ export interface SimSite {
   /** production's current PID (from its pid file) */
   productionPid(): Promise<number | null>;
   startProduction(): Promise<void>;
+  /** start the site's Whisper at its configured size (options.whisper) */
+  startWhisper(): Promise<void>;
   /** stop whatever this site started: production, canaries, Whisper */
   cleanup(): Promise<void>;
 }
@@ -103,6 +110,19 @@ export async function createSimSite(dir: string, options: SimSiteOptions = {}): 
     `${join(SIM_BIN, "vllm")} --port ${productionPort} --model ${modelPath} --gpu-memory-utilization ${util} ` +
     `>> ${join(dir, "production.log")} 2>&1 < /dev/null & echo $! > ${pidFile}`;
   const stop = `kill -TERM "$(cat ${pidFile})"`;
+  // Whisper's command line names a file of this folder, so cleanup() finds it too.
+  const whisperPid = join(dir, "whisper.pid");
+  const whisperStart =
+    `setsid env CUDA_VISIBLE_DEVICES=0 ${join(SIM_BIN, "whisper")} "$GPU_CANARY_WHISPER_SIZE" ${join(dir, "whisper")} ` +
+    `>> ${join(dir, "whisper.log")} 2>&1 < /dev/null & echo $! > ${whisperPid}`;
+  const whisperSettings: Record<string, string> = options.whisper
+    ? {
+        KLR_WHISPER_SIZE: options.whisper,
+        KLR_WHISPER_PROCESS: "whisper",
+        KLR_WHISPER_STOP_COMMAND: `kill -TERM "$(cat ${whisperPid})"`,
+        KLR_WHISPER_START_COMMAND: whisperStart,
+      }
+    : {};
   const now = new Date();
   const zone = options.timeZone ?? (process.env.GPU_CANARY_SIM_TZ || "UTC");
   const around = (fromHours: number, toHours: number) =>
@@ -124,6 +144,7 @@ export async function createSimSite(dir: string, options: SimSiteOptions = {}): 
     KLR_CANARY_MODE: "canary",
     KLR_ALLOW_SPARE_GPU: "false",
     GPU_CANARY_SIM_HOST: hostFile,
+    ...whisperSettings,
     ...options.settings,
   };
   const productionPid = async () => {
@@ -156,6 +177,16 @@ export async function createSimSite(dir: string, options: SimSiteOptions = {}): 
         await sleep(50);
       }
       throw new Error(`the simulated production vLLM did not start on port ${productionPort}`);
+    },
+    async startWhisper() {
+      if (!options.whisper) throw new Error("this site has no Whisper (SimSiteOptions.whisper)");
+      await sh(whisperStart, { GPU_CANARY_SIM_HOST: hostFile, GPU_CANARY_WHISPER_SIZE: options.whisper });
+      const deadline = Date.now() + 30_000;
+      while (Date.now() < deadline) {
+        if (readHost(hostFile).processes.some((p) => p.name.startsWith("whisper"))) return;
+        await sleep(50);
+      }
+      throw new Error("the simulated Whisper did not start");
     },
     async cleanup() {
       // Every process this site started names a file in its folder on its command line. The pattern's

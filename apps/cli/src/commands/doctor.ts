@@ -277,7 +277,36 @@ async function limitChecks(settings: Settings, io: Io): Promise<Check[]> {
           ? null
           : `production needs longer than KLR_RESTORE_SLA to come back from a stop: use KLR_QUIESCE=sleep (vLLM's sleep mode wakes in seconds), a spare GPU, or raise KLR_RESTORE_SLA`,
     },
+    canaryTimeoutCheck(config, worst),
   ];
+}
+
+/** Time the canary needs beyond loading the model: health, a warm-up and the timed completions. */
+const TEST_SECONDS = 15;
+
+/**
+ * A canary loads the same model production does: a timeout no longer than production's own
+ * measured start (a stop's restore) leaves it no time to answer, and every run ends inconclusive.
+ */
+function canaryTimeoutCheck(config: Settings["config"], worst: { restoreSeconds: number; restoreMeasured: boolean }): Check {
+  const start = worst.restoreSeconds;
+  const name = "canary_timeout_covers_start";
+  if (!worst.restoreMeasured || config.quiesce !== "stop")
+    return {
+      name,
+      ok: true,
+      detail: `not measured yet: a canary needs production's own start time (measured by a quiesced run with KLR_QUIESCE=stop) plus its test within KLR_CANARY_TIMEOUT (${config.canaryTimeoutSeconds} s)`,
+      fix: null,
+    };
+  const ok = config.canaryTimeoutSeconds >= start + TEST_SECONDS;
+  return {
+    name,
+    ok,
+    detail: `production starts in ${start} s (measured); KLR_CANARY_TIMEOUT is ${config.canaryTimeoutSeconds} s, ${ok ? "enough" : "too little"} to load the same model and test it (about ${TEST_SECONDS} s more)`,
+    fix: ok
+      ? null
+      : `set KLR_CANARY_TIMEOUT to at least ${Math.ceil(start + TEST_SECONDS)} and KLR_GPU_MAINTENANCE_MAX_DOWNTIME to the worst case it gives, or test on a spare GPU (KLR_ALLOW_SPARE_GPU=true)`,
+  };
 }
 
 export async function runDoctor(options: GlobalOptions, io: Io): Promise<number> {

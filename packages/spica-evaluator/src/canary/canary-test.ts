@@ -6,6 +6,10 @@ export interface LatencySamples {
   itlMs: number[];
   e2eMs: number[];
   errors: string[];
+  /** why the canary died (its own last words), when it did: a failure, not a missing answer */
+  death: string | null;
+  /** the canary's timeout ran out before the test was done */
+  timedOut: boolean;
 }
 
 export interface CanaryTestOptions {
@@ -16,7 +20,7 @@ export interface CanaryTestOptions {
   model?: string;
   signal?: AbortSignal;
   onProgress?: (line: string) => void;
-  /** what is known of the canary's death, to stop waiting early (its exit) */
+  /** why the canary died, once it did (its exit), to stop waiting early */
   died?: () => string | null;
 }
 
@@ -28,7 +32,7 @@ const MAX_TOKENS = 16;
  * Health alone proves nothing; errors are kept, and the caller judges too few samples inconclusive.
  */
 export async function timedCompletions(client: VllmClient, options: CanaryTestOptions): Promise<LatencySamples> {
-  const out: LatencySamples = { ttftMs: [], itlMs: [], e2eMs: [], errors: [] };
+  const out: LatencySamples = { ttftMs: [], itlMs: [], e2eMs: [], errors: [], death: null, timedOut: false };
   const left = () => options.deadline - Date.now();
   const request = (prompt: string) => ({
     prompt,
@@ -40,13 +44,11 @@ export async function timedCompletions(client: VllmClient, options: CanaryTestOp
   // Health, polled until the deadline or until the canary dies.
   for (;;) {
     options.signal?.throwIfAborted();
-    const died = options.died?.();
-    if (died) {
-      out.errors.push(died);
-      return out;
-    }
+    out.death = options.died?.() ?? null;
+    if (out.death) return out;
     if (left() <= 0) {
       out.errors.push("the canary was not healthy before its timeout");
+      out.timedOut = true;
       return out;
     }
     try {
@@ -72,6 +74,7 @@ export async function timedCompletions(client: VllmClient, options: CanaryTestOp
     options.signal?.throwIfAborted();
     if (left() <= 0) {
       out.errors.push(`timed out after ${i} of ${options.samples} completions`);
+      out.timedOut = true;
       break;
     }
     try {
@@ -89,11 +92,8 @@ export async function timedCompletions(client: VllmClient, options: CanaryTestOp
     } catch (error) {
       options.signal?.throwIfAborted();
       out.errors.push(`completion ${i + 1}: ${messageOf(error)}`);
-      const died = options.died?.();
-      if (died) {
-        out.errors.push(died);
-        break;
-      }
+      out.death = options.died?.() ?? null;
+      if (out.death) break;
     }
   }
   return out;

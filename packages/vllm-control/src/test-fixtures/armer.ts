@@ -1,4 +1,4 @@
-// A run in miniature, for the watchdog tests: `armer <setup.json> die|deadline|disarm|restore-then-hang`.
+// A run in miniature, for the watchdog tests: `armer <setup.json> die|deadline|disarm|restore-then-hang|slow-restore|die-while-restoring`.
 // Arms the watchdog, stops production, starts a canary, says "ready", then dies, hangs or restores.
 import { readFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -11,6 +11,7 @@ interface Setup {
   armFile: string;
   reportPath: string;
   deadlineMs: number;
+  restoreEstimateSeconds?: number;
   systemdRun?: string;
   canary: { vllmCommand: string; port: number; utilization: number; env: Record<string, string> };
 }
@@ -30,6 +31,7 @@ const watchdog = await armWatchdog({
   restore: setup.plan,
   armFile: setup.armFile,
   reportPath: setup.reportPath,
+  ...(setup.restoreEstimateSeconds !== undefined ? { restoreEstimateSeconds: setup.restoreEstimateSeconds } : {}),
   useSystemdRun: setup.systemdRun !== undefined,
   ...(setup.systemdRun ? { systemdRun: setup.systemdRun } : {}),
 });
@@ -61,6 +63,21 @@ if (mode === "disarm") {
   await restoreProduction(setup.plan);
   process.stdout.write("restored\n");
   for (;;) await sleep(1000);
+} else if (mode === "slow-restore" || mode === "die-while-restoring") {
+  // Production's start is issued and takes longer than the deadline leaves.
+  await canary.stop();
+  await watchdog.setCanary(null);
+  await watchdog.restoring();
+  if (mode === "die-while-restoring") {
+    const started = service.start(60_000);
+    await sleep(500);
+    process.stdout.write("starting\n");
+    process.kill(process.pid, "SIGKILL");
+    await started;
+  }
+  await restoreProduction(setup.plan);
+  await watchdog.disarm();
+  process.stdout.write("restored\n");
 } else {
   for (;;) await sleep(1000);
 }

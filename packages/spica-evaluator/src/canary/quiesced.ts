@@ -1,0 +1,245 @@
+import { join } from "node:path";
+import { messageOf } from "@gpu-canary/errors";
+import type { GpuLockHandle } from "@gpu-canary/gpu-lock";
+import { type CanaryProcess, type RestorePlan, type Watchdog, armWatchdog, whisperConfigured } from "@gpu-canary/vllm-control";
+import type { Candidate } from "../candidate.ts";
+import { type RunContext, productionServiceOf, restorePlanOf } from "../context.ts";
+import { rememberVllmSeen } from "../predictive/vllm-seen.ts";
+import { armFilePath } from "../recover.ts";
+import type { Measured } from "../result.ts";
+import { type JournalPatch, type Step, HaltUnwind, runSteps } from "./steps.ts";
+import { type TestVerdict, launch, productionBaseline, testAndJudge } from "./test-canary.ts";
+import {
+  type Restored,
+  chargeOutage,
+  notRestored,
+  restoreUnlessServing,
+  stopCanary,
+  switchWhisperSeen,
+  whisperDepsOf,
+  whisperProcesses,
+} from "./undoing.ts";
+import { type WorstCase, watchdogDeadlineSeconds } from "./worst-case.ts";
+
+/** One quiesced run as it goes: what the steps did so far, for their undos. */
+export interface QuiescedRun {
+  ctx: RunContext;
+  candidate: Candidate;
+  runId: string;
+  handle: GpuLockHandle;
+  night: string;
+  worst: WorstCase;
+  plan: RestorePlan;
+  baseline: Measured["productionBaseline"];
+  watchdog: Watchdog | null;
+  stoppedAt: Date | null;
+  whisperAt: string;
+  whisperSeen: boolean;
+  canary: CanaryProcess | null;
+  verdict: TestVerdict | null;
+  restored: Restored | null;
+  /** a journal write that failed while undoing (the lock was taken away): reported once production is back */
+  journalLost: Error | null;
+}
+
+/** While undoing, a journal write that fails (the lock was force-released) must not stop the repair. */
+const journalQuietly = (s: QuiescedRun, patch: JournalPatch) =>
+  s.handle.journal(patch).catch((error: unknown) => {
+    s.journalLost ??= error instanceof Error ? error : new Error(messageOf(error));
+  });
+
+const switchesWhisper = (s: QuiescedRun) =>
+  whisperConfigured(whisperDepsOf(s.ctx)) && s.candidate.whisperModelSize !== s.ctx.config.whisperSize;
+
+/** DESIGN.md's quiesced run, as steps; the undos (read bottom-up) are the way back on every way out. */
+export const quiescedSteps: Step<QuiescedRun>[] = [
+  {
+    phase: "baseline",
+    do: async (s) => {
+      s.baseline = await productionBaseline(s.ctx);
+      return undefined;
+    },
+  },
+  {
+    phase: "watchdog_armed",
+    do: async (s) => {
+      const budgetLeft = (await s.ctx.budget.status(s.night)).secondsLeft;
+      s.watchdog = await armWatchdog({
+        runId: s.runId,
+        deadline: new Date(Date.now() + watchdogDeadlineSeconds(s.worst, budgetLeft) * 1000),
+        restore: s.plan,
+        restoreEstimateSeconds: s.worst.restoreSeconds,
+        armFile: armFilePath(s.ctx.layout.locksDir),
+        reportPath: s.ctx.layout.watchdogReport,
+        runReportPath: join(s.ctx.layout.watchdogReports, `${s.runId.replace(/[^A-Za-z0-9._-]/g, "_")}.json`),
+        ...(s.ctx.useSystemdRun !== undefined ? { useSystemdRun: s.ctx.useSystemdRun } : {}),
+      });
+      return undefined;
+    },
+    // Last of the way back: the charge (once production serves), then the watchdog has nothing left to do.
+    undo: {
+      phase: "disarming",
+      do: async (s) => {
+        try {
+          if (s.restored && s.stoppedAt) {
+            const seconds = (s.restored.servingAt.getTime() - s.stoppedAt.getTime()) / 1000;
+            await chargeOutage(s.ctx, { night: s.night, runId: s.runId, seconds });
+            await journalQuietly(s, { phase: "charged", charged_at: new Date().toISOString() });
+          }
+        } finally {
+          await s.watchdog?.disarm();
+        }
+        return undefined;
+      },
+    },
+  },
+  {
+    phase: "quiescing",
+    says: (s) => `quiescing production (${s.ctx.config.quiesce}) — the downtime starts now`,
+    // Journaled before the quiesce is issued: a crash from here on is found by recovery.
+    journal: (s) => {
+      s.stoppedAt = new Date();
+      return { quiesce: s.ctx.config.quiesce, production_stopped_at: s.stoppedAt.toISOString() };
+    },
+    do: async (s) => {
+      await s.handle.checkFence();
+      const service = productionServiceOf(s.ctx);
+      if (s.ctx.config.quiesce === "sleep") {
+        await s.ctx.production.sleep(1, 30_000);
+        // What sleep keeps on the card, for the next run's predictive check.
+        const residue = (await service.gpuHolders().catch(() => [])).reduce((sum, h) => sum + (h.usedMemoryMib ?? 0), 0);
+        if (residue > 0)
+          await rememberVllmSeen(s.ctx.layout.vllmSeen, { seen_at: new Date().toISOString(), sleep_residue_mib: residue }).catch(
+            () => undefined,
+          );
+      } else await service.stop(30_000);
+      return { method: s.ctx.config.quiesce, seconds: (Date.now() - (s.stoppedAt?.getTime() ?? Date.now())) / 1000 };
+    },
+    event: "production_stopped",
+    undo: {
+      phase: "restoring",
+      says: () => "restoring production",
+      do: async (s) => {
+        try {
+          s.restored = await restoreUnlessServing(s.plan, () => s.watchdog?.restoring() ?? Promise.resolve());
+        } catch (error) {
+          // Production is not back: the watchdog stays armed and retries at its deadline; the lock keeps the journal for `recover`.
+          throw new HaltUnwind(notRestored(error, "the canary run"));
+        }
+        await journalQuietly(s, { phase: "restored", production_serving_at: s.restored.servingAt.toISOString() });
+        const downtime = (s.restored.servingAt.getTime() - (s.stoppedAt?.getTime() ?? Date.now())) / 1000;
+        s.ctx.onProgress?.(`production serves again: ${downtime.toFixed(1)} s of downtime charged to the night of ${s.night}`);
+        return { seconds: s.restored.seconds, downtime_seconds: downtime, already_serving: s.restored.alreadyServing };
+      },
+      event: "production_restored",
+    },
+  },
+  {
+    phase: "whisper_switching",
+    when: switchesWhisper,
+    says: (s) => `Whisper ${s.ctx.config.whisperSize} → ${s.candidate.whisperModelSize}`,
+    journal: (s) => ({ whisper_at: s.candidate.whisperModelSize }),
+    do: async (s) => {
+      s.whisperAt = s.candidate.whisperModelSize;
+      const seen = await switchWhisperSeen(s.ctx, s.ctx.config.whisperSize, s.candidate.whisperModelSize);
+      s.whisperSeen = true;
+      return seen;
+    },
+    event: "whisper_switched",
+    undo: {
+      phase: "whisper_restoring",
+      do: async (s) => {
+        try {
+          const seen = await switchWhisperSeen(s.ctx, s.whisperAt, s.ctx.config.whisperSize);
+          await journalQuietly(s, { whisper_at: undefined });
+          return seen;
+        } catch (error) {
+          return `Whisper could not be switched back to ${s.ctx.config.whisperSize}: ${messageOf(error)}`;
+        }
+      },
+      event: "whisper_switched",
+    },
+  },
+  {
+    phase: "canary_starting",
+    says: (s) => `starting the canary on GPU ${s.ctx.config.productionGpuId} port ${s.ctx.config.canaryPort}`,
+    do: async (s) => {
+      await s.handle.checkFence();
+      // Held until the journal and the watchdog know its group: a run killed at any instant leaves no
+      // canary they cannot stop (one left behind would keep the GPU and production's restart would fail).
+      s.canary = launch(s.ctx, s.candidate, s.ctx.config.productionGpuId, { held: true });
+      await s.handle.journal({ canary_pgid: s.canary.pgid });
+      await s.watchdog?.setCanary(s.canary.pgid);
+      s.canary.release();
+      if (!switchesWhisper(s)) s.whisperSeen = (await whisperProcesses(s.ctx).catch(() => [])).length > 0;
+      return { port: s.ctx.config.canaryPort, gpu_index: s.ctx.config.productionGpuId, path: "quiesced", pgid: s.canary.pgid };
+    },
+    event: "canary_started",
+    undo: {
+      phase: "canary_stopping",
+      do: async (s) => {
+        const stopped = await stopCanary(s.canary);
+        if (typeof stopped === "string") return stopped;
+        await s.watchdog?.setCanary(null).catch(() => undefined);
+        await journalQuietly(s, { canary_pgid: undefined });
+        return stopped;
+      },
+      event: "canary_stopped",
+    },
+  },
+  {
+    phase: "testing",
+    do: async (s) => {
+      s.verdict = await testAndJudge(
+        s.ctx,
+        { canary: s.canary, path: "quiesced", baseline: s.baseline, runId: s.runId },
+        s.worst.restoreMeasured ? s.worst.restoreSeconds : null,
+      );
+      return undefined;
+    },
+  },
+];
+
+export interface QuiescedOutcome {
+  verdict: TestVerdict;
+  downtimeSeconds: number;
+  whisperVerified: boolean;
+  notes: string[];
+}
+
+/** Run the quiesced steps; any way out other than a verdict with production back and charged throws. */
+export async function quiesced(
+  ctx: RunContext,
+  run: { candidate: Candidate; runId: string; handle: GpuLockHandle; night: string; worst: WorstCase },
+): Promise<QuiescedOutcome> {
+  const state: QuiescedRun = {
+    ...run,
+    ctx,
+    plan: restorePlanOf(ctx.config, ctx.env),
+    baseline: null,
+    watchdog: null,
+    stoppedAt: null,
+    whisperAt: ctx.config.whisperSize,
+    whisperSeen: false,
+    canary: null,
+    verdict: null,
+    restored: null,
+    journalLost: null,
+  };
+  const { failure, notes } = await runSteps(quiescedSteps, state, {
+    runId: run.runId,
+    journal: (patch) => run.handle.journal(patch),
+    audit: (event) => ctx.audit.append(event),
+    progress: (line) => ctx.onProgress?.(line),
+    ...(ctx.signal ? { signal: ctx.signal } : {}),
+  });
+  if (failure) throw failure;
+  if (state.journalLost) throw state.journalLost;
+  if (!state.verdict || !state.restored || !state.stoppedAt) throw new Error("the quiesced run ended without a verdict");
+  const downtimeSeconds = (state.restored.servingAt.getTime() - state.stoppedAt.getTime()) / 1000;
+  if (state.restored.seconds > ctx.config.restoreSlaSeconds)
+    notes.unshift(
+      `production took ${state.restored.seconds.toFixed(1)} s to serve again, over the ${ctx.config.restoreSlaSeconds} s restore SLA`,
+    );
+  return { verdict: state.verdict, downtimeSeconds, whisperVerified: state.whisperSeen, notes };
+}

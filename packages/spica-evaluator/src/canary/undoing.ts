@@ -1,0 +1,116 @@
+import { GpuCanaryError, messageOf } from "@gpu-canary/errors";
+import type { GpuProcess } from "@gpu-canary/gpu-probe";
+import {
+  type CanaryProcess,
+  type RestorePlan,
+  type WhisperControlDeps,
+  productionServes,
+  restoreProduction,
+  switchWhisper,
+} from "@gpu-canary/vllm-control";
+import type { RunContext } from "../context.ts";
+import type { AuditFields } from "./steps.ts";
+
+// The undoing of a run's steps, shared by the run itself and by `recover`: both visibly do the same thing.
+
+export function whisperDepsOf(ctx: Pick<RunContext, "config" | "probe" | "env">): WhisperControlDeps {
+  const { config } = ctx;
+  return {
+    ...(config.whisperStopCommand ? { stopCommand: config.whisperStopCommand } : {}),
+    ...(config.whisperStartCommand ? { startCommand: config.whisperStartCommand } : {}),
+    processMatch: config.whisperProcess,
+    gpuIndex: config.productionGpuId,
+    probe: ctx.probe,
+    env: ctx.env,
+  };
+}
+
+/** The Whisper processes nvidia-smi shows on the production GPU. */
+export async function whisperProcesses(ctx: Pick<RunContext, "config" | "probe">): Promise<GpuProcess[]> {
+  const uuid = (await ctx.probe.queryGpus()).gpus.find((g) => g.index === ctx.config.productionGpuId)?.uuid;
+  const match = ctx.config.whisperProcess.toLowerCase();
+  return (await ctx.probe.queryProcesses()).filter((p) => p.gpuUuid === uuid && p.name.toLowerCase().includes(match));
+}
+
+const described = (processes: GpuProcess[]) =>
+  processes.map((p) => `${p.name} (PID ${p.pid}, ${p.usedMemoryMib ?? "?"} MiB)`).join(", ") || "none";
+
+/**
+ * Switch Whisper and see it switched: afterwards nvidia-smi must show a Whisper, and none of the
+ * processes that ran before — two Whispers on the card (a stop command that missed the old unit)
+ * would make the canary's numbers meaningless. Throws naming what it saw.
+ */
+export async function switchWhisperSeen(ctx: Pick<RunContext, "config" | "probe" | "env">, from: string, to: string): Promise<AuditFields> {
+  const before = await whisperProcesses(ctx);
+  const { footprintMib } = await switchWhisper(whisperDepsOf(ctx), from, to, 30_000);
+  const after = await whisperProcesses(ctx);
+  const stale = after.filter((p) => before.some((b) => b.pid === p.pid));
+  if (to !== "none" && (after.length === 0 || stale.length > 0)) {
+    throw new GpuCanaryError(
+      "WHISPER_NOT_SWITCHED",
+      `after switching Whisper ${from} → ${to}, nvidia-smi shows ${stale.length > 0 ? `the old Whisper still running: ${described(stale)}; all Whispers: ${described(after)}` : "no Whisper"}`,
+      {
+        kind: "fault",
+        hint: "check that KLR_WHISPER_STOP_COMMAND stops whichever Whisper runs and KLR_WHISPER_PROCESS names it in nvidia-smi",
+      },
+    );
+  }
+  return { from, to, footprint_mib: footprintMib, seen: described(after) };
+}
+
+export interface Restored {
+  servingAt: Date;
+  seconds: number;
+  /** production already served: nothing was started (a second start could launch a second instance) */
+  alreadyServing: boolean;
+}
+
+/**
+ * Bring production back unless it already serves. `starting` is called as the start is issued,
+ * so the watchdog waits for that start instead of issuing a second one.
+ */
+export async function restoreUnlessServing(plan: RestorePlan, starting?: () => Promise<void>): Promise<Restored> {
+  if (await productionServes(plan, 3000)) return { servingAt: new Date(), seconds: 0, alreadyServing: true };
+  await starting?.();
+  const restored = await restoreProduction(plan);
+  return { ...restored, alreadyServing: false };
+}
+
+export function notRestored(error: unknown, by: "the canary run" | "recovery"): GpuCanaryError {
+  return new GpuCanaryError("PRODUCTION_NOT_RESTORED", `production could not be restored after ${by}: ${messageOf(error)}`, {
+    kind: "fault",
+    hint:
+      by === "recovery"
+        ? "start production by hand (systemctl start, or KLR_PRODUCTION_START_COMMAND), then run `gpu-canary recover` again to charge the downtime and release the lock"
+        : "bring production back by hand, then run `gpu-canary recover` to charge the downtime and release the lock; the restore watchdog retries at its deadline",
+  });
+}
+
+/** Charge an outage to its night and say so in the audit trail (once per run id). */
+export async function chargeOutage(
+  ctx: Pick<RunContext, "budget" | "audit">,
+  charge: { night: string; runId: string; seconds: number },
+): Promise<void> {
+  const result = await ctx.budget.charge(charge.night, charge.runId, charge.seconds);
+  if (!result.charged) return;
+  await ctx.audit.append({
+    event: "budget_charged",
+    run_id: charge.runId,
+    date: charge.night,
+    seconds: charge.seconds,
+    seconds_used: result.status.secondsUsed,
+    max_seconds: result.status.maxSeconds,
+  });
+}
+
+/** Stop the canary's whole process group: the audit fields, or a note when it would not stop. */
+export async function stopCanary(canary: CanaryProcess | null): Promise<AuditFields | string | undefined> {
+  if (!canary) return undefined;
+  const started = Date.now();
+  try {
+    await canary.stop(5000);
+  } catch (error) {
+    return `the canary could not be stopped: ${messageOf(error)}`;
+  }
+  return { seconds: (Date.now() - started) / 1000 };
+}
