@@ -12,7 +12,8 @@ export { listPromotions, promotionFile, promotionSchema, writePromotion } from "
 export type { Promotion, PromotionListing } from "./promotions.ts";
 export { canaryClient, managerOf, policyOf, productionClient, productionServiceOf, restorePlanOf } from "./context.ts";
 export type { RunContext } from "./context.ts";
-export { worstCase } from "./canary/worst-case.ts";
+export { loggedProductionStart, worstCase } from "./canary/worst-case.ts";
+export { lastStartSeconds } from "./canary/production-start.ts";
 export type { WorstCase } from "./canary/worst-case.ts";
 export { checkGates } from "./canary/gates.ts";
 export type { CanaryPath, GateName, Refusal } from "./canary/gates.ts";

@@ -18,3 +18,5 @@ export { armWatchdog, armFileSchema, readArmFile, watchdogPidPath, watchdogRunni
 export type { ArmFile, ArmOptions, Watchdog, WatchdogReport } from "./watchdog.ts";
 export { switchWhisper, whisperConfigured, whisperFootprint } from "./whisper.ts";
 export type { WhisperControlDeps } from "./whisper.ts";
+export { productionLogTail } from "./production-log.ts";
+export type { ProductionLogSource } from "./production-log.ts";

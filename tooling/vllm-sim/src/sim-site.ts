@@ -68,7 +68,8 @@ export interface SimSite {
   env: Record<string, string>;
   /** production's current PID (from its pid file) */
   productionPid(): Promise<number | null>;
-  startProduction(): Promise<void>;
+  /** start production; `env` reaches its start command (PRODUCTION_STARTUP_DELAY_MS for a slow load) */
+  startProduction(env?: Record<string, string>): Promise<void>;
   /** start the site's Whisper at its configured size (options.whisper) */
   startWhisper(): Promise<void>;
   /** stop whatever this site started: production, canaries, Whisper */
@@ -138,6 +139,8 @@ export async function createSimSite(dir: string, options: SimSiteOptions = {}): 
     KLR_DAEMON_LISTEN: `127.0.0.1:${canaryPort + 1}`,
     KLR_VLLM_COMMAND: join(SIM_BIN, "vllm"),
     KLR_NVIDIA_SMI: join(SIM_BIN, "nvidia-smi"),
+    // Production's own log, as vLLM writes it: its starts set the floor of the restore estimate.
+    KLR_VLLM_LOG: join(dir, "production.log"),
     KLR_MODEL_PATH: modelPath,
     KLR_GPU_MAINTENANCE_TZ: zone,
     KLR_GPU_MAINTENANCE_WINDOW: window,
@@ -165,9 +168,9 @@ export async function createSimSite(dir: string, options: SimSiteOptions = {}): 
     timeZone: zone,
     env,
     productionPid,
-    async startProduction() {
-      await sh(start, { GPU_CANARY_SIM_HOST: hostFile });
-      const deadline = Date.now() + 30_000;
+    async startProduction(extra = {}) {
+      await sh(start, { GPU_CANARY_SIM_HOST: hostFile, ...extra });
+      const deadline = Date.now() + 30_000 + Number(extra.PRODUCTION_STARTUP_DELAY_MS ?? 0);
       while (Date.now() < deadline) {
         const ok = await fetch(`http://127.0.0.1:${productionPort}/health`).then(
           (r) => r.ok,

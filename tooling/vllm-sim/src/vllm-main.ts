@@ -29,7 +29,20 @@ const env = process.env;
 // A parent that died closes our pipes: a log line must not crash the shutdown.
 process.stdout.on("error", () => undefined);
 process.stderr.on("error", () => undefined);
-const log = (line: string) => process.stdout.write(`INFO ${new Date().toISOString()} [api_server.py] ${line}\n`);
+// vLLM's own line format: `INFO 09-03 16:28:10 [api_server.py:1882] …`, local time, no year (vllm-project/vllm#24162).
+const stamp = new Intl.DateTimeFormat("en-GB", {
+  month: "2-digit",
+  day: "2-digit",
+  hour: "2-digit",
+  minute: "2-digit",
+  second: "2-digit",
+  hourCycle: "h23",
+});
+const vllmTime = (date: Date) => {
+  const part = (type: Intl.DateTimeFormatPartTypes) => stamp.formatToParts(date).find((p) => p.type === type)?.value ?? "00";
+  return `${part("month")}-${part("day")} ${part("hour")}:${part("minute")}:${part("second")}`;
+};
+const log = (line: string) => process.stdout.write(`INFO ${vllmTime(new Date())} [api_server.py:1882] ${line}\n`);
 const model = typeof values.model === "string" ? values.model : "facebook/opt-125m";
 const util = Number(values["gpu-memory-utilization"]);
 const hostFile = env.GPU_CANARY_SIM_HOST;
@@ -107,3 +120,5 @@ log(`vLLM API server version ${env.SIM_VERSION ?? "0.11.0"}; model ${model}; gpu
 await new Promise((resolve) => setTimeout(resolve, Number(env.SIM_STARTUP_DELAY_MS ?? 0)));
 await app.listen({ port: Number(values.port), host: String(values.host) });
 log(`Starting vLLM API server 0 on http://${String(values.host)}:${String(values.port)}`);
+// uvicorn's own line, without a timestamp.
+process.stdout.write("INFO:     Application startup complete.\n");

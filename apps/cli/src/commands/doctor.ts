@@ -243,9 +243,11 @@ async function stateChecks(settings: Settings, io: Io): Promise<Check[]> {
 async function limitChecks(settings: Settings, io: Io): Promise<Check[]> {
   const { config, layout } = settings;
   const { createAuditFeed } = await import("@gpu-canary/audit-feed");
-  const { worstCase } = await import("@gpu-canary/spica-evaluator");
+  const { loggedProductionStart, worstCase } = await import("@gpu-canary/spica-evaluator");
   const audit = createAuditFeed({ dir: layout.auditDir, timeZone: config.maintenanceTimeZone, now: io.now });
-  const worst = await worstCase(audit, config, io.now());
+  const logged = await loggedProductionStart(config);
+  // A stopped production restarts as it last started; a sleeping one only wakes.
+  const worst = await worstCase(audit, config, io.now(), config.quiesce === "stop" ? logged : null);
   const window = windowAt(config.maintenanceWindow, config.maintenanceTimeZone, io.now());
   const windowSeconds = (window.closesAt.getTime() - window.opensAt.getTime()) / 1000;
   const spare = config.allowSpareGpu;
@@ -277,7 +279,7 @@ async function limitChecks(settings: Settings, io: Io): Promise<Check[]> {
           ? null
           : `production needs longer than KLR_RESTORE_SLA to come back from a stop: use KLR_QUIESCE=sleep (vLLM's sleep mode wakes in seconds), a spare GPU, or raise KLR_RESTORE_SLA`,
     },
-    canaryTimeoutCheck(config, worst),
+    canaryTimeoutCheck(config, worst, logged),
   ];
 }
 
@@ -288,16 +290,21 @@ const TEST_SECONDS = 15;
  * A canary loads the same model production does: a timeout no longer than production's own
  * measured start (a stop's restore) leaves it no time to answer, and every run ends inconclusive.
  */
-function canaryTimeoutCheck(config: Settings["config"], worst: { restoreSeconds: number; restoreMeasured: boolean }): Check {
-  const start = worst.restoreSeconds;
+function canaryTimeoutCheck(
+  config: Settings["config"],
+  worst: { restoreSeconds: number; restoreMeasured: boolean },
+  logged: number | null,
+): Check {
+  const restarts = config.quiesce === "stop" && worst.restoreMeasured ? worst.restoreSeconds : null;
   const name = "canary_timeout_covers_start";
-  if (!worst.restoreMeasured || config.quiesce !== "stop")
+  if (restarts === null && logged === null)
     return {
       name,
       ok: true,
-      detail: `not measured yet: a canary needs production's own start time (measured by a quiesced run with KLR_QUIESCE=stop) plus its test within KLR_CANARY_TIMEOUT (${config.canaryTimeoutSeconds} s)`,
+      detail: `not measured yet: a canary needs production's own start time (its log, KLR_VLLM_LOG, or a quiesced run with KLR_QUIESCE=stop) plus its test within KLR_CANARY_TIMEOUT (${config.canaryTimeoutSeconds} s)`,
       fix: null,
     };
+  const start = Math.max(restarts ?? 0, logged ?? 0);
   const ok = config.canaryTimeoutSeconds >= start + TEST_SECONDS;
   return {
     name,

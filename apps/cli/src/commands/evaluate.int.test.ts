@@ -247,4 +247,38 @@ describe("gpu-canary evaluate", () => {
     expect(JSON.parse(readFileSync(files.budget, "utf8")).seconds_used).toBeGreaterThan(0);
     expect(existsSync(files.lock)).toBe(false);
   }, 120_000);
+
+  it("production loading in 20 s, a canary in 35 s: refused up front when the budget cannot hold the logged start, else done inside it — never killed mid-restore", async () => {
+    const { site, files, events, run } = await simSite(false, { settings: { KLR_GPU_MAINTENANCE_MAX_DOWNTIME: "55" } });
+    // Production's log shows a 20 s start before any run measured a restore.
+    await site.startProduction({ PRODUCTION_STARTUP_DELAY_MS: "20000" });
+    const slow = { PRODUCTION_STARTUP_DELAY_MS: "20000", SIM_STARTUP_DELAY_MS: "35000" };
+
+    const refused = evaluateProcess({ ...site.env, ...slow });
+    expect((await refused.exited).code).toBe(3);
+    expect(JSON.parse(refused.output().stdout)).toMatchObject({
+      status: "refused",
+      validation_reason: expect.stringMatching(/budget gate: .*restore 2\d(\.\d)? s \(production's last start in its log\)/),
+    });
+    const checks = ((await run(["doctor", "--json"])).json() as { checks: { name: string; ok: boolean; fix: string | null }[] }).checks;
+    expect(checks.find((c) => c.name === "canary_timeout_covers_start")).toMatchObject({
+      ok: false,
+      fix: expect.stringMatching(/set KLR_CANARY_TIMEOUT to at least 3\d/),
+    });
+    expect(checks.find((c) => c.name === "worst_case_fits_budget")).toMatchObject({ ok: false });
+
+    const proc = evaluateProcess({ ...site.env, ...slow, KLR_GPU_MAINTENANCE_MAX_DOWNTIME: "60" });
+    expect((await proc.exited).code).toBe(1);
+    expect(JSON.parse(proc.output().stdout)).toMatchObject({ status: "inconclusive" });
+    const trail = await events();
+    // The watchdog's deadline (budget left less the estimate) passed mid-restore: it waited for that start.
+    expect(existsSync(files.report)).toBe(false);
+    expect(trail.map((e) => e.event)).not.toContain("watchdog_fired");
+    const restored = trail.find((e) => e.event === "production_restored");
+    const charged = trail.find((e) => e.event === "budget_charged");
+    const estimateError = Math.max(0, Number(restored?.seconds) - 20);
+    expect(Number(charged?.seconds)).toBeLessThanOrEqual(60 + estimateError + 0.5);
+    expect(trail.filter((e) => e.event === "run_finished")).toHaveLength(2);
+    expect(existsSync(files.lock)).toBe(false);
+  }, 300_000);
 });

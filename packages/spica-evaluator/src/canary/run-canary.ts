@@ -8,7 +8,7 @@ import { type Refusal, checkGates } from "./gates.ts";
 import { quiesced } from "./quiesced.ts";
 import { abortReason } from "./steps.ts";
 import { untouched } from "./untouched.ts";
-import { worstCase } from "./worst-case.ts";
+import { loggedProductionStart, worstCase } from "./worst-case.ts";
 
 export interface CanaryOutcome {
   status: "passed" | "failed" | "inconclusive" | "refused" | "error";
@@ -46,7 +46,9 @@ export async function runCanary(ctx: RunContext, candidate: Candidate, run: { ru
   const chosen = await choosePath(ctx, candidate);
   if ("refusal" in chosen) return refused(chosen.refusal);
   const path = chosen.path;
-  const worst = await worstCase(audit, config, ctx.now());
+  // A stopped production restarts as it last started; a sleeping one only wakes.
+  const logged = config.quiesce === "stop" ? await loggedProductionStart(config) : null;
+  const worst = await worstCase(audit, config, ctx.now(), logged);
   const quick = await checkGates(ctx, { subsystem: run.subsystem, path, worst });
   if (quick.refusal) return refused(quick.refusal);
 

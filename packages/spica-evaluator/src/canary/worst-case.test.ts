@@ -1,6 +1,7 @@
 import { createAuditFeed } from "@gpu-canary/audit-feed";
 import { testdir } from "@gpu-canary/testing";
 import { describe, expect, it } from "vitest";
+import { lastStartSeconds } from "./production-start.ts";
 import { watchdogDeadlineSeconds, worstCase } from "./worst-case.ts";
 
 const settings = { canaryTimeoutSeconds: 30, restoreSlaSeconds: 15 };
@@ -38,6 +39,51 @@ describe("worstCase", () => {
     const worst = await worstCase(await trail([[48, daysAgo(10)], ...fast]), settings, NOW);
     expect(worst.restoreSeconds).toBe(2);
     expect(worst.basis).toContain("restore 2 s (p95 of 41)");
+  });
+});
+
+describe("worstCase with production's start from its log", () => {
+  it("never estimates the restore below production's last start as its log shows it, even before any restore was measured", async () => {
+    const none = await worstCase(await trail([]), settings, NOW, 42);
+    expect(none).toMatchObject({ restoreSeconds: 42, restoreMeasured: true, totalSeconds: 5 + 30 + 5 + 42 });
+    expect(none.basis).toContain("restore 42 s (production's last start in its log)");
+    const fast = await worstCase(await trail([[3, daysAgo(1)]]), settings, NOW, 42);
+    expect(fast.restoreSeconds).toBe(42);
+    // A slower restore measured by a run still wins.
+    expect((await worstCase(await trail([[60, daysAgo(1)]]), settings, NOW, 42)).restoreSeconds).toBe(60);
+  });
+});
+
+describe("lastStartSeconds", () => {
+  // Line shapes from published vLLM logs: vllm-project/vllm#24162 (0.10), #3161 (0.3), #44106 (a `(APIServer pid=N)` prefix).
+  it("reads the last start: from the version line to the listening line, in each version's format", () => {
+    expect(
+      lastStartSeconds([
+        "INFO 03-02 23:59:21 api_server.py:240] vLLM API server version 0.3.3",
+        "INFO 03-03 00:00:02 api_server.py:255] Starting vLLM API server on http://0.0.0.0:8000",
+        "INFO:     Application startup complete.",
+        "INFO 09-03 16:28:10 [api_server.py:1882] vLLM API server version 0.10.2.dev378+g4d7fe40fc.d20250829",
+        "INFO 09-03 16:28:17 [__init__.py:744] Resolved architecture: Qwen2ForCausalLM",
+        "INFO 09-03 16:29:05 [api_server.py:1971] Starting vLLM API server 0 on http://0.0.0.0:8000",
+      ]),
+    ).toBe(55);
+    expect(
+      lastStartSeconds([
+        "(APIServer pid=1264644) INFO 06-02 00:51:00 [api_server.py:1882] vLLM API server version 0.20.1",
+        "(APIServer pid=1264644) INFO 06-02 00:52:40 [api_server.py:584] Starting vLLM server on http://0.0.0.0:8000",
+      ]),
+    ).toBe(100);
+  });
+
+  it("says nothing for a start that never finished, lines without vLLM's stamp, or two logs run together", () => {
+    expect(lastStartSeconds(["INFO 09-03 16:28:10 [api_server.py:1882] vLLM API server version 0.10.2"])).toBeNull();
+    expect(lastStartSeconds(["vLLM API server version 0.10.2", "Starting vLLM API server 0 on http://0.0.0.0:8000"])).toBeNull();
+    expect(
+      lastStartSeconds([
+        "INFO 09-03 16:28:10 [api_server.py:1882] vLLM API server version 0.10.2",
+        "INFO 09-05 16:29:05 [api_server.py:1971] Starting vLLM API server 0 on http://0.0.0.0:8000",
+      ]),
+    ).toBeNull();
   });
 });
 

@@ -1,5 +1,7 @@
 import type { AuditFeed } from "@gpu-canary/audit-feed";
 import { percentile } from "@gpu-canary/vllm-client";
+import { type ProductionLogSource, productionLogTail } from "@gpu-canary/vllm-control";
+import { lastStartSeconds } from "./production-start.ts";
 
 export interface WorstCase {
   quiesceSeconds: number;
@@ -22,13 +24,16 @@ const DEFAULT_STOP_SECONDS = 5;
  * A quiesced run's worst case: quiesce + canary timeout + canary stop + restore, each the p95
  * of what the audit trail measured on earlier runs (production_stopped, canary_stopped,
  * production_restored carry `seconds`); before any, 5 s for each stop and the restore SLA. The
- * restore is never below the slowest of the last seven nights: a real vLLM loads its weights in
- * 30–120 s, and fast restores before a slow one must not let the next run overrun its budget.
+ * restore is never below the slowest of the last seven nights nor production's last start as its
+ * log shows it: a real vLLM loads its weights in 30–120 s, and fast restores before a slow one
+ * must not let the next run overrun its budget.
  */
 export async function worstCase(
   audit: AuditFeed,
   settings: { canaryTimeoutSeconds: number; restoreSlaSeconds: number },
   now: Date,
+  /** production's last start as its log shows it (production-start.ts), when known */
+  productionStartSeconds: number | null = null,
 ): Promise<WorstCase> {
   const since = new Date(now.getTime() - LOOKBACK_DAYS * 86_400_000);
   const events = await audit.query({ since });
@@ -53,12 +58,17 @@ export async function worstCase(
   const recentRestores = events
     .filter((e) => e.event === "production_restored" && typeof e.seconds === "number" && Date.parse(e.ts) >= recentCutoff)
     .map((e) => e.seconds as number);
-  const restoreMeasured = seconds("production_restored").length > 0;
+  const restoreMeasured = seconds("production_restored").length > 0 || productionStartSeconds !== null;
   let restoreSeconds = p95("production_restored", "restore", settings.restoreSlaSeconds);
   const slowest = Math.round(Math.max(0, ...recentRestores) * 10) / 10;
   if (slowest > restoreSeconds) {
     parts[parts.length - 1] = `restore ${slowest} s (the slowest of the last ${SLOWEST_OF_DAYS} days)`;
     restoreSeconds = slowest;
+  }
+  const logged = productionStartSeconds === null ? 0 : Math.round(productionStartSeconds * 10) / 10;
+  if (logged > restoreSeconds || (productionStartSeconds !== null && seconds("production_restored").length === 0)) {
+    parts[parts.length - 1] = `restore ${logged} s (production's last start in its log)`;
+    restoreSeconds = logged;
   }
   const totalSeconds = Math.round((quiesceSeconds + settings.canaryTimeoutSeconds + canaryStopSeconds + restoreSeconds) * 10) / 10;
   return {
@@ -79,4 +89,10 @@ export async function worstCase(
  */
 export function watchdogDeadlineSeconds(worst: WorstCase, budgetLeftSeconds: number): number {
   return Math.max(0, Math.min(worst.totalSeconds + 10, budgetLeftSeconds - worst.restoreSeconds));
+}
+
+/** Production's last start from its log (KLR_VLLM_LOG), in seconds; null when the log does not say. */
+export async function loggedProductionStart(config: { vllmLog: ProductionLogSource; vllmService: string }): Promise<number | null> {
+  const lines = await productionLogTail(config.vllmLog, config.vllmService);
+  return lines === null ? null : lastStartSeconds(lines);
 }
