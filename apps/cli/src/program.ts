@@ -132,7 +132,11 @@ Exit codes: 0 ok, 1 checked and not passed, 2 usage or settings error, 3 refused
     .passThroughOptions()
     .addHelpText(
       "after",
-      examples(["gpu-canary lock run -- nvidia-smi", "gpu-canary lock run --wait 60 --conflict-exit-code 75 -- ./benchmark.sh --fast"]),
+      `\nThe command holds the lock as long as it runs. Unlike flock(1), it dies with the wrapper: if
+\`gpu-canary lock run\` is killed outright (SIGKILL), the command is killed too (PR_SET_PDEATHSIG
+through util-linux's setpriv), so a lock that \`lock release\` frees as stale guards nothing still
+running. SIGTERM and SIGINT are passed to the command.
+` + examples(["gpu-canary lock run -- nvidia-smi", "gpu-canary lock run --wait 60 --conflict-exit-code 75 -- ./benchmark.sh --fast"]),
     )
     .action(
       run(async (command) => {

@@ -122,7 +122,10 @@ function parseExitCode(text: string | undefined): number {
   return value;
 }
 
-/** Like flock(1): run a command holding the GPU lock; its exit code passes through. */
+/**
+ * Like flock(1): run a command holding the GPU lock; its exit code passes through. Unlike flock(1),
+ * the command does not outlive the wrapper: SIGKILLed, it takes the command along (where setpriv is).
+ */
 export async function runLockRun(command: string[], options: LockRunOptions, io: Io): Promise<number> {
   const waitSeconds = parseWait(options.wait);
   const conflictCode = parseExitCode(options.conflictExitCode);
@@ -161,7 +164,17 @@ export async function runLockRun(command: string[], options: LockRunOptions, io:
     try {
       if (early) return signalExitCode(early);
       let lost: Error | null = null;
-      const running = spawn(file, args, { stdio: "inherit" });
+      // The command dies with this process (PR_SET_PDEATHSIG, set by util-linux's setpriv): a wrapper
+      // killed outright must not leave its command running on a lock that `lock release` then frees as stale.
+      const { findExecutable } = await import("@gpu-canary/vllm-control");
+      if (findExecutable(file, process.env) === null) {
+        io.stderr(`gpu-canary lock run: ${file}: command not found\n`);
+        return 127;
+      }
+      const setpriv = findExecutable("setpriv", process.env);
+      const running = setpriv
+        ? spawn(setpriv, ["--pdeathsig", "KILL", "--", file, ...args], { stdio: "inherit" })
+        : spawn(file, args, { stdio: "inherit" });
       child = running;
       const stopRenewal = handle.startRenewal((error) => {
         lost = error;
