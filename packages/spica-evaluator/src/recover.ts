@@ -130,6 +130,15 @@ export async function recover(ctx: RunContext): Promise<RecoveryOutcome> {
   if (!evicted || evicted.production_stopped_at === undefined || evicted.charged_at !== undefined) {
     try {
       await ctx.audit.append({ event: "recovery", run_id: runId, action: "released_stale" });
+      // A canary run that died before it stopped production (or after its charge) never said how it ended.
+      if (runId !== null)
+        await ctx.audit.append({
+          event: "run_finished",
+          run_id: runId,
+          status: "error",
+          mode: "canary",
+          reason: `crashed ${evicted?.phase ? `at ${evicted.phase}` : "just after taking the lock"}; released by recovery`,
+        });
     } finally {
       await handle.release();
     }
@@ -178,7 +187,9 @@ function journalOf(record: GpuLockRecord): Partial<GpuLockRecord> {
  */
 export async function recoverIfCrashed(ctx: RunContext): Promise<RecoveryOutcome | null> {
   const status = await ctx.lock.status();
-  if (!(status.awaitsRecovery && status.stale)) return null;
+  // A run that died holding the lock — quiesced or not — is finished by recovery, so that it too
+  // ends with one run_finished; a stale `lock run` holder (no run) is left to the plain acquire.
+  if (!(status.stale && (status.awaitsRecovery || status.holder?.run_id !== undefined))) return null;
   ctx.onProgress?.(`a crashed run awaits recovery (${status.reason}): recovering it first`);
   return recover(ctx);
 }

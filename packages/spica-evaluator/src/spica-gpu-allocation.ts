@@ -136,7 +136,8 @@ export class SpicaGPUAllocation {
     try {
       outcome = await runCanary(ctx, candidate, { runId, subsystem });
     } catch (error) {
-      await finish({ status: "error", validationReason: messageOf(error) });
+      // The run's own error says more than a failure to record it (both name their file on a full disk).
+      await finish({ status: "error", validationReason: messageOf(error) }).catch(() => undefined);
       if (error instanceof InterruptedError || !(error instanceof GpuCanaryError) || error.kind === "fault") throw error;
       return result;
     }

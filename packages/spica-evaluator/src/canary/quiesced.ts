@@ -121,7 +121,8 @@ export const quiescedSteps: Step<QuiescedRun>[] = [
       says: () => "restoring production",
       do: async (s) => {
         try {
-          s.restored = await restoreUnlessServing(s.plan, () => s.watchdog?.restoring() ?? Promise.resolve());
+          // Telling the watchdog is worth a try, never the restore itself (a full disk fails that write).
+          s.restored = await restoreUnlessServing(s.plan, () => s.watchdog?.restoring().catch(() => undefined) ?? Promise.resolve());
         } catch (error) {
           // Production is not back: the watchdog stays armed and retries at its deadline; the lock keeps the journal for `recover`.
           throw new HaltUnwind(notRestored(error, "the canary run"));
