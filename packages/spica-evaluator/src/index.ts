@@ -6,7 +6,8 @@ export { CandidateError, candidateJson, candidateSchema, parseCandidate } from "
 export type { Candidate } from "./candidate.ts";
 export { exitCodeOfResult, resultJson } from "./result.ts";
 export type { EvaluationMode, EvaluationResult, EvaluationStatus, Measured } from "./result.ts";
-export { armFilePath, recover, recoverIfCrashed } from "./recover.ts";
+export { recover, recoverIfCrashed } from "./recover.ts";
+export { armFilePath, auditWatchdogReports } from "./canary/watchdog-reports.ts";
 export type { RecoveryOutcome } from "./recover.ts";
 export { listPromotions, promotionFile, promotionSchema, writePromotion } from "./promotions.ts";
 export type { Promotion, PromotionListing } from "./promotions.ts";

@@ -1,13 +1,9 @@
-import { existsSync } from "node:fs";
-import { readdir, rm } from "node:fs/promises";
-import { join } from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
+import { rm } from "node:fs/promises";
 import { GpuCanaryError, messageOf } from "@gpu-canary/errors";
 import { GpuLockUnreadableError, type GpuLockRecord, timeOf } from "@gpu-canary/gpu-lock";
 import { nightOf } from "@gpu-canary/policy";
-import { readJsonState, writeJsonAtomic } from "@gpu-canary/state-file";
-import { readArmFile, stopProcessGroup, watchdogRunning } from "@gpu-canary/vllm-control";
-import { z } from "zod";
+import { readArmFile, stopProcessGroup } from "@gpu-canary/vllm-control";
+import { armFilePath, auditReport, auditWatchdogReports, reportFor, waitForWatchdog } from "./canary/watchdog-reports.ts";
 import { chargeOutage, notRestored, restoreUnlessServing, switchWhisperSeen } from "./canary/undoing.ts";
 import { type RunContext, restorePlanOf } from "./context.ts";
 
@@ -22,71 +18,6 @@ export interface RecoveryOutcome {
   chargedSeconds: number | null;
   night: string | null;
   detail: string;
-}
-
-const reportSchema = z.looseObject({
-  run_id: z.string(),
-  fired_at: z.string(),
-  reason: z.string(),
-  production_serving_at: z.string().nullable(),
-  production_was_serving: z.boolean().optional(),
-  error: z.string().nullable().optional(),
-  /** when its watchdog_fired event was written */
-  audited_at: z.string().optional(),
-});
-
-export function armFilePath(locksDir: string): string {
-  return join(locksDir, "gpu_maintenance.watchdog.arm.json");
-}
-
-/**
- * A watchdog still armed for this run fires within moments of its armer's death: let it finish
- * rather than race it — but only while it runs (a watchdog that died leaves its arm file behind).
- */
-async function waitForWatchdog(armFile: string, runId: string | undefined, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline && existsSync(armFile) && (await watchdogRunning(armFile))) {
-    const arm = await readArmFile(armFile).catch(() => null);
-    if (arm === null || arm.disarmed || (runId !== undefined && arm.run_id !== runId)) return;
-    await sleep(100);
-  }
-}
-
-type Report = z.infer<typeof reportSchema>;
-
-/** The watchdog writes no audit (the trail may be what failed): its report becomes a `watchdog_fired` event here, once. */
-async function auditReport(ctx: RunContext, path: string, report: Report): Promise<void> {
-  if (report.audited_at) return;
-  await ctx.audit.append({
-    event: "watchdog_fired",
-    run_id: report.run_id,
-    fired_at: report.fired_at,
-    reason: report.reason,
-    production_serving_at: report.production_serving_at,
-    error: report.error ?? null,
-    ...(report.production_was_serving !== undefined ? { production_was_serving: report.production_was_serving } : {}),
-  });
-  await writeJsonAtomic(path, { ...report, audited_at: new Date().toISOString() });
-}
-
-/** Every fired watchdog's report not yet in the audit trail goes there (a run, recovery and the daemon's start call this). */
-export async function auditWatchdogReports(ctx: RunContext): Promise<void> {
-  const names = await readdir(ctx.layout.watchdogReports).catch(() => [] as string[]);
-  for (const name of names.filter((n) => n.endsWith(".json"))) {
-    const path = join(ctx.layout.watchdogReports, name);
-    const report = await readJsonState(path, reportSchema);
-    if (report.status === "ok") await auditReport(ctx, path, report.value);
-  }
-}
-
-/** The watchdog's report for this run: its own file, else the latest report when it is this run's. */
-async function reportFor(ctx: RunContext, runId: string | null): Promise<{ path: string; report: Report } | null> {
-  if (runId === null) return null;
-  for (const path of [join(ctx.layout.watchdogReports, `${runId.replace(/[^A-Za-z0-9._-]/g, "_")}.json`), ctx.layout.watchdogReport]) {
-    const read = await readJsonState(path, reportSchema);
-    if (read.status === "ok" && read.value.run_id === runId) return { path, report: read.value };
-  }
-  return null;
 }
 
 /**
@@ -216,8 +147,12 @@ async function finishCrashedRun(
   const arm = await readArmFile(armFile).catch(() => null);
   for (const pgid of new Set([evicted.canary_pgid, arm?.canary_pgid])) if (pgid) await stopProcessGroup(pgid, 3000);
   await rm(armFile, { force: true });
+  const found = await reportFor(ctx, runId);
+  if (found) await auditReport(ctx, found.path, found.report);
+  const fired = found?.report ?? null;
   const notes: string[] = [];
-  if (evicted.whisper_at !== undefined && evicted.whisper_at !== ctx.config.whisperSize) {
+  // A watchdog that fired switched Whisper back already (its report says so).
+  if (evicted.whisper_at !== undefined && evicted.whisper_at !== ctx.config.whisperSize && fired?.whisper_restored !== true) {
     const back = await switchWhisperSeen(ctx, evicted.whisper_at, ctx.config.whisperSize).catch((error: unknown) => messageOf(error));
     if (typeof back === "string") notes.push(`Whisper could not be switched back to ${ctx.config.whisperSize}: ${back}`);
     else
@@ -226,9 +161,6 @@ async function finishCrashedRun(
 
   let servingAt: number | null = timeOf(evicted.production_serving_at);
   let restoredBy: RecoveryOutcome["restoredBy"] = servingAt === null ? null : "already_serving";
-  const found = await reportFor(ctx, runId);
-  if (found) await auditReport(ctx, found.path, found.report);
-  const fired = found?.report ?? null;
   if (servingAt === null && fired?.production_serving_at) {
     servingAt = Date.parse(fired.production_serving_at);
     restoredBy = "watchdog";

@@ -7,6 +7,7 @@ import { createAuditFeed } from "@gpu-canary/audit-feed";
 import { InterruptedError } from "@gpu-canary/errors";
 import { SIM_VLLM, liveProcesses, readHost, registerProcess } from "@gpu-canary/vllm-sim";
 import { spawn } from "node:child_process";
+import { Prober, outageOf } from "@gpu-canary/testing";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { CandidateError } from "./candidate.ts";
 import { exitCodeOfResult, resultJson } from "./result.ts";
@@ -14,36 +15,10 @@ import { site } from "./test-fixtures/site.ts";
 
 const good = { vllm_memory_util: 0.75, whisper_model_size: "small" };
 
-/** Poll production with real completions every 50 ms: when it stopped answering and when it answered again. */
+/** Production as a client sees it: the outage from the first failed completion to the first served after it. */
 function watchProduction(url: string) {
-  const ok: number[] = [];
-  let running = true;
-  const loop = (async () => {
-    while (running) {
-      const sent = Date.now();
-      const served = await fetch(`${url}/v1/completions`, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ prompt: "ping", max_tokens: 1 }),
-        signal: AbortSignal.timeout(1000),
-      }).then(
-        (r) => r.ok,
-        () => false,
-      );
-      if (served) ok.push(Date.now());
-      await new Promise((r) => setTimeout(r, Math.max(0, 50 - (Date.now() - sent))));
-    }
-  })();
-  return {
-    async stop() {
-      running = false;
-      await loop;
-      // The longest gap between two served completions: the outage as a client saw it.
-      let gap = 0;
-      for (let i = 1; i < ok.length; i += 1) gap = Math.max(gap, (ok[i] ?? 0) - (ok[i - 1] ?? 0));
-      return gap / 1000;
-    },
-  };
+  const prober = new Prober(url);
+  return { stop: async () => outageOf(await prober.stop(), Date.now()).seconds };
 }
 
 const events = async (home: string, tz = "UTC") =>
@@ -232,11 +207,17 @@ describe("canary mode on the simulated host", () => {
     const handle = await createGpuLock({ path: s.layout.gpuLock, ttlSeconds: 60, owner: "test" }).acquire({ waitSeconds: 0 });
     await refusedBy("lock", /held by PID \d+/);
     await handle.release();
+    // A production that could not be started again is never stopped.
+    const unstartable = await s.evaluator({ config: { ...s.config, productionStartCommand: undefined } }).runTest(good);
+    expect(unstartable).toMatchObject({ status: "refused", gate: "production_manager" });
+    expect(unstartable.validationReason).toMatch(
+      /the command manager needs KLR_PRODUCTION_START_COMMAND: production could not be restarted/,
+    );
     // Unknown subsystem.
     const result = await s.evaluator().runTest(good, { subsystem: "tts" });
     expect(result).toMatchObject({ status: "refused", gate: "subsystem" });
     expect(await events(s.home)).not.toContain("production_stopped");
-    expect((await events(s.home)).filter((e) => e === "gate_refused")).toHaveLength(5);
+    expect((await events(s.home)).filter((e) => e === "gate_refused")).toHaveLength(6);
   }, 120_000);
 
   it("refuses a canary whose vLLM command is not there before anything stops: no downtime, no rate-limit slot, no blame", async () => {

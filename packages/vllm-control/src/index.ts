@@ -15,7 +15,7 @@ export { productionServes, restoreProduction } from "./restore.ts";
 export type { RestorePlan } from "./restore.ts";
 export { runOperatorCommand } from "./shell.ts";
 export { armWatchdog, armFileSchema, readArmFile, watchdogPidPath, watchdogRunning } from "./watchdog.ts";
-export type { ArmFile, ArmOptions, Watchdog, WatchdogReport } from "./watchdog.ts";
+export type { ArmFile, ArmOptions, Watchdog, WatchdogReport, WhisperBack } from "./watchdog.ts";
 export { switchWhisper, whisperConfigured, whisperFootprint } from "./whisper.ts";
 export type { WhisperControlDeps } from "./whisper.ts";
 export { productionLogTail } from "./production-log.ts";

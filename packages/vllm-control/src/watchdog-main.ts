@@ -6,6 +6,7 @@ import { messageOf } from "@gpu-canary/errors";
 import { createProcessInspector, writeJsonAtomic } from "@gpu-canary/state-file";
 import { stopProcessGroup } from "./procfs.ts";
 import { productionServes, restoreProduction } from "./restore.ts";
+import { switchWhisper } from "./whisper.ts";
 import { type ArmFile, type WatchdogReport, readArmFile, watchdogPidPath } from "./watchdog.ts";
 
 const armFile = process.argv[2];
@@ -57,6 +58,26 @@ async function fire(arm: ArmFile, reason: string): Promise<void> {
     }
   }
   const canaryStopped = arm.canary_pgid === null ? true : (await stopProcessGroup(arm.canary_pgid, 3000)).gone;
+  // Whisper back to production's size before production starts: beside a bigger candidate Whisper
+  // production might not fit its memory.
+  let whisperRestored: boolean | null = null;
+  let whisperError: string | null = null;
+  if (arm.whisper) {
+    const w = arm.whisper;
+    try {
+      const deps = {
+        stopCommand: w.stop_command,
+        startCommand: w.start_command,
+        processMatch: w.process_match,
+        gpuIndex: arm.restore.gpuIndex,
+      };
+      await switchWhisper({ ...deps, ...(arm.restore.env ? { env: arm.restore.env } : {}) }, w.at, w.back_to, 30_000);
+      whisperRestored = true;
+    } catch (e) {
+      whisperRestored = false;
+      whisperError = `Whisper could not be switched back to ${w.back_to}: ${messageOf(e)}`;
+    }
+  }
   let servingAt: Date | null = null;
   let seconds: number | null = null;
   let error: string | null = null;
@@ -86,7 +107,8 @@ async function fire(arm: ArmFile, reason: string): Promise<void> {
     production_serving_at: servingAt?.toISOString() ?? null,
     production_was_serving: wasServing,
     restore_seconds: seconds,
-    error,
+    whisper_restored: whisperRestored,
+    error: [whisperError, error].filter(Boolean).join("; ") || null,
   };
   // Kept per run, so a later firing never overwrites one that recovery has not read yet.
   const runReport = arm.run_report_path;

@@ -25,6 +25,11 @@ export const armFileSchema = z.object({
   restore_estimate_seconds: z.number().nonnegative().nullable().optional(),
   /** the run issued production's start then: a watchdog firing meanwhile waits for it instead of issuing a second */
   restore_started_at: z.string().nullable().optional(),
+  /** Whisper switched for the canary: the watchdog switches it back before it restores production */
+  whisper: z
+    .object({ at: z.string(), back_to: z.string(), stop_command: z.string(), start_command: z.string(), process_match: z.string() })
+    .nullable()
+    .optional(),
   restore: z.custom<RestorePlan>((value) => typeof value === "object" && value !== null),
 });
 export type ArmFile = z.infer<typeof armFileSchema>;
@@ -40,7 +45,18 @@ export interface WatchdogReport {
   /** production already served when it fired (the run had restored it): it was left alone */
   production_was_serving: boolean;
   restore_seconds: number | null;
+  /** Whisper switched back to production's size (null: it had not been switched) */
+  whisper_restored: boolean | null;
   error: string | null;
+}
+
+/** What the watchdog needs to switch Whisper back: plain data, like the restore plan. */
+export interface WhisperBack {
+  at: string;
+  back_to: string;
+  stop_command: string;
+  start_command: string;
+  process_match: string;
 }
 
 export interface ArmOptions {
@@ -66,6 +82,8 @@ export interface Watchdog {
   readonly unit: string | null;
   /** tell the watchdog which process group to stop if it fires */
   setCanary(pgid: number | null): Promise<void>;
+  /** Whisper is being switched (null: it is back): should the watchdog fire, it switches Whisper back first */
+  setWhisper(whisper: WhisperBack | null): Promise<void>;
   /** the run is issuing production's start: should the watchdog fire meanwhile, it waits for that start */
   restoring(): Promise<void>;
   /** the run restored production itself: the watchdog exits without acting */
@@ -136,6 +154,10 @@ export async function armWatchdog(options: ArmOptions): Promise<Watchdog> {
     unit,
     async setCanary(pgid) {
       arm = { ...arm, canary_pgid: pgid };
+      await writeJsonAtomic(options.armFile, arm, { mode: 0o600 });
+    },
+    async setWhisper(whisper) {
+      arm = { ...arm, whisper };
       await writeJsonAtomic(options.armFile, arm, { mode: 0o600 });
     },
     async restoring() {

@@ -122,3 +122,5 @@ export async function until<T>(
     await new Promise((resolve) => setTimeout(resolve, options.pollMs ?? 50));
   }
 }
+export { Prober, outageOf, servingAgainAfter } from "./prober.ts";
+export type { Outage, Probe } from "./prober.ts";

@@ -1,5 +1,5 @@
 import type { AuditLine } from "@gpu-canary/audit-feed";
-import { type Probe, outageOf, servingAgainAfter } from "./prober.ts";
+import { type Probe, outageOf, servingAgainAfter } from "@gpu-canary/testing";
 import { type CliAnswer, type Exit, asRecord, exitText } from "./processes.ts";
 import type { Scenario } from "./scenarios.ts";
 import type { RowSite } from "./site.ts";

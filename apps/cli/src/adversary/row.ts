@@ -1,6 +1,6 @@
 import { existsSync } from "node:fs";
 import { type Log, type Seen, judge } from "./judge.ts";
-import { Prober } from "./prober.ts";
+import { Prober } from "@gpu-canary/testing";
 import { type Proc, cliJson, exitText, statusOf } from "./processes.ts";
 import { type Scenario, rowName } from "./scenarios.ts";
 import { type RowSite, openSite } from "./site.ts";

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { createAuditFeed } from "@gpu-canary/audit-feed";
 import { layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
-import { testdir, tsNodeArgs, until } from "@gpu-canary/testing";
+import { Prober, outageOf, testdir, tsNodeArgs, until } from "@gpu-canary/testing";
 import { createSimSite } from "@gpu-canary/vllm-sim";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { cli } from "../test-fixtures/cli.ts";
@@ -41,37 +41,6 @@ async function fill(path: string): Promise<void> {
   }
 }
 
-/** Production as a client sees it: every 100 ms, a completion or not. */
-function prober(url: string) {
-  const down: number[] = [];
-  let firstBack: number | null = null;
-  let running = true;
-  const loop = (async () => {
-    while (running) {
-      const sent = Date.now();
-      const ok = await fetch(`${url}/v1/completions`, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ prompt: "ping", max_tokens: 1 }),
-        signal: AbortSignal.timeout(1000),
-      }).then(
-        (r) => r.ok,
-        () => false,
-      );
-      if (!ok) down.push(sent);
-      else if (down.length > 0) firstBack ??= Date.now();
-      await new Promise((r) => setTimeout(r, Math.max(0, 100 - (Date.now() - sent))));
-    }
-  })();
-  return {
-    async outage() {
-      running = false;
-      await loop;
-      return down.length === 0 || firstBack === null ? 0 : (firstBack - (down[0] ?? firstBack)) / 1000;
-    },
-  };
-}
-
 describe("KLR_HOME's disk full in the middle of a quiesced run", () => {
   it("production restored by the run, a fault naming the file (exit 4), no second start by the watchdog, and recover charges the outage once space is back", async () => {
     const site = await createSimSite(await testdir());
@@ -82,7 +51,7 @@ describe("KLR_HOME's disk full in the middle of a quiesced run", () => {
     const { config } = requireConfig(loadConfig({ env, homeDir: home }));
     const layout = layoutFor(config);
     const audit = createAuditFeed({ dir: layout.auditDir, timeZone: config.maintenanceTimeZone });
-    const probe = prober(env.KLR_VLLM_URL ?? "");
+    const probe = new Prober(env.KLR_VLLM_URL ?? "");
 
     const clean = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("KLR_")));
     const child = spawn(process.execPath, tsNodeArgs(bin, ["evaluate", "--candidate", candidate, "--json"]), {
@@ -116,7 +85,7 @@ describe("KLR_HOME's disk full in the middle of a quiesced run", () => {
     const started = Date.now();
     const recovered = await cli(["recover", "--json"], env, new Date().toISOString());
     const tookSeconds = (Date.now() - started) / 1000;
-    const outage = await probe.outage();
+    const outage = outageOf(await probe.stop(), started).seconds;
     expect(recovered.code).toBe(0);
     const outcome = recovered.json() as { action: string; charged_seconds: number };
     expect(outcome.action).toBe("recovered");

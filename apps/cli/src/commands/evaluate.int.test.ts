@@ -7,7 +7,7 @@ import { layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
 import { nightOf } from "@gpu-canary/policy";
 import { portState } from "@gpu-canary/vllm-control";
 import { testdir, tsNodeArgs, until } from "@gpu-canary/testing";
-import { type SimSiteOptions, createSimSite } from "@gpu-canary/vllm-sim";
+import { type SimSiteOptions, createSimSite, liveProcesses, readHost } from "@gpu-canary/vllm-sim";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { cli } from "../test-fixtures/cli.ts";
 
@@ -43,9 +43,9 @@ async function simSite(production = true, options: SimSiteOptions = {}) {
 }
 
 /** `gpu-canary evaluate` as a real process, to be signalled mid-run. */
-function evaluateProcess(env: Record<string, string>) {
+function evaluateProcess(env: Record<string, string>, what = candidate) {
   const clean = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("KLR_")));
-  const child = spawn(process.execPath, tsNodeArgs(bin, ["evaluate", "--candidate", candidate, "--json"]), {
+  const child = spawn(process.execPath, tsNodeArgs(bin, ["evaluate", "--candidate", what, "--json"]), {
     env: { ...clean, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -281,4 +281,33 @@ describe("gpu-canary evaluate", () => {
     expect(trail.filter((e) => e.event === "run_finished")).toHaveLength(2);
     expect(existsSync(files.lock)).toBe(false);
   }, 300_000);
+
+  it("SIGKILL with Whisper switched to the candidate's size: the watchdog switches it back before production restarts; recover leaves it", async () => {
+    const { site, files, events, serves, run } = await simSite(false, { whisper: "small" });
+    await site.startWhisper();
+    await site.startProduction();
+    const proc = evaluateProcess(site.env, JSON.stringify({ vllm_memory_util: 0.75, whisper_model_size: "base" }));
+    await until(async () => (await events()).some((e) => e.event === "canary_started"), "the canary to start", { timeoutMs: 90_000 });
+    proc.child.kill("SIGKILL");
+    await proc.exited;
+    const report = await until(
+      () => existsSync(files.report) && (JSON.parse(readFileSync(files.report, "utf8")) as Record<string, unknown>),
+      "the watchdog's report",
+      { timeoutMs: 60_000 },
+    );
+    expect(report).toMatchObject({ whisper_restored: true, error: null });
+    expect(await serves()).toBe(true);
+    const whispers = () =>
+      liveProcesses(readHost(site.hostFile))
+        .filter((p) => p.name.startsWith("whisper"))
+        .map((p) => p.name);
+    expect(whispers()).toEqual(["whisper-server (small)"]);
+    const recovered = await run(["recover", "--json"]);
+    expect(recovered.json()).toMatchObject({ action: "recovered", restored_by: "watchdog" });
+    const trail = await events();
+    expect(trail.find((e) => e.event === "watchdog_fired")).toMatchObject({ whisper_restored: true });
+    // One switch there (by the run), one back (by the watchdog, in its report): recover switched nothing.
+    expect(trail.filter((e) => e.event === "whisper_switched")).toHaveLength(1);
+    expect(whispers()).toEqual(["whisper-server (small)"]);
+  }, 180_000);
 });

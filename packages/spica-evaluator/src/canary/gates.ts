@@ -1,10 +1,11 @@
 import { describeHolder } from "@gpu-canary/gpu-lock";
 import { windowAt } from "@gpu-canary/policy";
-import { portState, vllmExecutable } from "@gpu-canary/vllm-control";
+import { findExecutable, portState, vllmExecutable } from "@gpu-canary/vllm-control";
 import type { RunContext } from "../context.ts";
 import type { WorstCase } from "./worst-case.ts";
 
-export type GateName = "subsystem" | "rate_limit" | "canary_command" | "canary_port" | "window" | "budget" | "crashed_run" | "lock";
+export type GateName =
+  "subsystem" | "rate_limit" | "canary_command" | "canary_port" | "production_manager" | "window" | "budget" | "crashed_run" | "lock";
 
 export interface Refusal {
   gate: GateName;
@@ -39,6 +40,8 @@ export async function checkGates(
     if (!port.free) return refuse("canary_port", `${port.description}; the canary could not bind it (KLR_CANARY_PORT)`);
   }
   if (run.path === "quiesced") {
+    const manager = managerProblem(ctx);
+    if (manager) return refuse("production_manager", manager);
     if (!window.open) {
       return refuse(
         "window",
@@ -71,4 +74,20 @@ function canaryCommandProblem(ctx: RunContext): string | null {
   // The canary runs with this environment (launchCanary): its PATH is the one that counts.
   const { problem } = vllmExecutable(ctx.config.vllmCommand, { ...process.env, ...ctx.env });
   return problem === null ? null : `${problem}: the canary could not start`;
+}
+
+/** Whether production could be stopped and started again at all: never stop what cannot be restarted. */
+function managerProblem(ctx: RunContext): string | null {
+  const { config } = ctx;
+  if (config.quiesce === "sleep") return null;
+  if (config.serviceManager === "command") {
+    const missing = [
+      ...(config.productionStopCommand ? [] : ["KLR_PRODUCTION_STOP_COMMAND"]),
+      ...(config.productionStartCommand ? [] : ["KLR_PRODUCTION_START_COMMAND"]),
+    ];
+    return missing.length === 0 ? null : `the command manager needs ${missing.join(" and ")}: production could not be restarted`;
+  }
+  return findExecutable("systemctl", { ...process.env, ...ctx.env }) === null
+    ? "systemctl is not on PATH: production's unit could not be stopped and started again (KLR_SERVICE_MANAGER)"
+    : null;
 }

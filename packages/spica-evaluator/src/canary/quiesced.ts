@@ -1,13 +1,12 @@
-import { join } from "node:path";
 import { messageOf } from "@gpu-canary/errors";
 import type { GpuLockHandle } from "@gpu-canary/gpu-lock";
 import { type CanaryProcess, type RestorePlan, type Watchdog, armWatchdog, whisperConfigured } from "@gpu-canary/vllm-control";
 import type { Candidate } from "../candidate.ts";
 import { type RunContext, productionServiceOf, restorePlanOf } from "../context.ts";
 import { rememberVllmSeen } from "../predictive/vllm-seen.ts";
-import { armFilePath } from "../recover.ts";
+import { armFilePath, runReportPath } from "./watchdog-reports.ts";
 import type { Measured } from "../result.ts";
-import { type JournalPatch, type Step, HaltUnwind, runSteps } from "./steps.ts";
+import { type JournalPatch, type Step, HaltUnwind, runSteps, stepIoOf } from "./steps.ts";
 import { type TestVerdict, launch, productionBaseline, testAndJudge } from "./test-canary.ts";
 import {
   type Restored,
@@ -71,7 +70,7 @@ export const quiescedSteps: Step<QuiescedRun>[] = [
         restoreEstimateSeconds: s.worst.restoreSeconds,
         armFile: armFilePath(s.ctx.layout.locksDir),
         reportPath: s.ctx.layout.watchdogReport,
-        runReportPath: join(s.ctx.layout.watchdogReports, `${s.runId.replace(/[^A-Za-z0-9._-]/g, "_")}.json`),
+        runReportPath: runReportPath(s.ctx.layout.watchdogReports, s.runId),
         ...(s.ctx.useSystemdRun !== undefined ? { useSystemdRun: s.ctx.useSystemdRun } : {}),
       });
       return undefined;
@@ -142,6 +141,16 @@ export const quiescedSteps: Step<QuiescedRun>[] = [
     journal: (s) => ({ whisper_at: s.candidate.whisperModelSize }),
     do: async (s) => {
       s.whisperAt = s.candidate.whisperModelSize;
+      const { whisperStopCommand: stop, whisperStartCommand: start, whisperSize, whisperProcess } = s.ctx.config;
+      // Before it acts: a watchdog firing mid-switch switches Whisper back before it restarts production.
+      if (stop && start)
+        await s.watchdog?.setWhisper({
+          at: s.whisperAt,
+          back_to: whisperSize,
+          stop_command: stop,
+          start_command: start,
+          process_match: whisperProcess,
+        });
       const seen = await switchWhisperSeen(s.ctx, s.ctx.config.whisperSize, s.candidate.whisperModelSize);
       s.whisperSeen = true;
       return seen;
@@ -153,6 +162,7 @@ export const quiescedSteps: Step<QuiescedRun>[] = [
         try {
           const seen = await switchWhisperSeen(s.ctx, s.whisperAt, s.ctx.config.whisperSize);
           await journalQuietly(s, { whisper_at: undefined });
+          await s.watchdog?.setWhisper(null).catch(() => undefined);
           return seen;
         } catch (error) {
           return `Whisper could not be switched back to ${s.ctx.config.whisperSize}: ${messageOf(error)}`;
@@ -227,13 +237,7 @@ export async function quiesced(
     restored: null,
     journalLost: null,
   };
-  const { failure, notes } = await runSteps(quiescedSteps, state, {
-    runId: run.runId,
-    journal: (patch) => run.handle.journal(patch),
-    audit: (event) => ctx.audit.append(event),
-    progress: (line) => ctx.onProgress?.(line),
-    ...(ctx.signal ? { signal: ctx.signal } : {}),
-  });
+  const { failure, notes } = await runSteps(quiescedSteps, state, stepIoOf(ctx, run.runId, run.handle));
   if (failure) throw failure;
   if (state.journalLost) throw state.journalLost;
   if (!state.verdict || !state.restored || !state.stoppedAt) throw new Error("the quiesced run ended without a verdict");

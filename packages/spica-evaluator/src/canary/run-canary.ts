@@ -1,7 +1,8 @@
 import { CrashedRunError, GpuLockHeldError, type GpuLockHandle, awaitsRecovery } from "@gpu-canary/gpu-lock";
 import type { Candidate } from "../candidate.ts";
 import type { RunContext } from "../context.ts";
-import { auditWatchdogReports, recoverIfCrashed } from "../recover.ts";
+import { recoverIfCrashed } from "../recover.ts";
+import { auditWatchdogReports } from "./watchdog-reports.ts";
 import type { Measured } from "../result.ts";
 import { choosePath } from "./choose-path.ts";
 import { type Refusal, checkGates } from "./gates.ts";

@@ -59,6 +59,21 @@ export interface StepsOutcome {
   done: string[];
 }
 
+/** The io of a run: its lock's journal, the audit trail, the progress lines and the run's signal. */
+export function stepIoOf(
+  ctx: { audit: { append(event: AuditEventInput): Promise<unknown> }; onProgress?: (line: string) => void; signal?: AbortSignal },
+  runId: string,
+  handle: { journal(patch: JournalPatch): Promise<void> },
+): StepIo {
+  return {
+    runId,
+    journal: (patch) => handle.journal(patch),
+    audit: (event) => ctx.audit.append(event),
+    progress: (line) => ctx.onProgress?.(line),
+    ...(ctx.signal ? { signal: ctx.signal } : {}),
+  };
+}
+
 const asError = (error: unknown) => (error instanceof Error ? error : new Error(messageOf(error)));
 
 /**

@@ -3,7 +3,7 @@ import type { CanaryProcess } from "@gpu-canary/vllm-control";
 import type { Candidate } from "../candidate.ts";
 import type { RunContext } from "../context.ts";
 import type { Measured } from "../result.ts";
-import { type Step, runSteps } from "./steps.ts";
+import { type Step, runSteps, stepIoOf } from "./steps.ts";
 import { type TestVerdict, launch, productionBaseline, testAndJudge } from "./test-canary.ts";
 import { stopCanary } from "./undoing.ts";
 
@@ -76,13 +76,7 @@ export async function untouched(
     canary: null,
     verdict: null,
   };
-  const { failure, notes } = await runSteps(run.path === "spare" ? spareSteps : attachedSteps, state, {
-    runId: run.runId,
-    journal: (patch) => run.handle.journal(patch),
-    audit: (event) => ctx.audit.append(event),
-    progress: (line) => ctx.onProgress?.(line),
-    ...(ctx.signal ? { signal: ctx.signal } : {}),
-  });
+  const { failure, notes } = await runSteps(run.path === "spare" ? spareSteps : attachedSteps, state, stepIoOf(ctx, run.runId, run.handle));
   if (failure) throw failure;
   if (!state.verdict) throw new Error(`the ${run.path} run ended without a verdict`);
   return { verdict: state.verdict, notes };

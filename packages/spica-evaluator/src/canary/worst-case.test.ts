@@ -49,8 +49,9 @@ describe("worstCase with production's start from its log", () => {
     expect(none.basis).toContain("restore 42 s (production's last start in its log)");
     const fast = await worstCase(await trail([[3, daysAgo(1)]]), settings, NOW, 42);
     expect(fast.restoreSeconds).toBe(42);
-    // A slower restore measured by a run still wins.
+    // A slower restore measured by a run still wins; a quicker logged start never lowers the assumed SLA.
     expect((await worstCase(await trail([[60, daysAgo(1)]]), settings, NOW, 42)).restoreSeconds).toBe(60);
+    expect(await worstCase(await trail([]), settings, NOW, 2)).toMatchObject({ restoreSeconds: 15, restoreMeasured: false });
   });
 });
 

@@ -58,7 +58,7 @@ export async function worstCase(
   const recentRestores = events
     .filter((e) => e.event === "production_restored" && typeof e.seconds === "number" && Date.parse(e.ts) >= recentCutoff)
     .map((e) => e.seconds as number);
-  const restoreMeasured = seconds("production_restored").length > 0 || productionStartSeconds !== null;
+  let restoreMeasured = seconds("production_restored").length > 0;
   let restoreSeconds = p95("production_restored", "restore", settings.restoreSlaSeconds);
   const slowest = Math.round(Math.max(0, ...recentRestores) * 10) / 10;
   if (slowest > restoreSeconds) {
@@ -66,9 +66,11 @@ export async function worstCase(
     restoreSeconds = slowest;
   }
   const logged = productionStartSeconds === null ? 0 : Math.round(productionStartSeconds * 10) / 10;
-  if (logged > restoreSeconds || (productionStartSeconds !== null && seconds("production_restored").length === 0)) {
+  // A floor only: the log misses the seconds before vLLM's first line, so it never lowers the estimate.
+  if (logged > restoreSeconds) {
     parts[parts.length - 1] = `restore ${logged} s (production's last start in its log)`;
     restoreSeconds = logged;
+    restoreMeasured = true;
   }
   const totalSeconds = Math.round((quiesceSeconds + settings.canaryTimeoutSeconds + canaryStopSeconds + restoreSeconds) * 10) / 10;
   return {
