@@ -66,11 +66,12 @@ export interface Restored {
 }
 
 /**
- * Bring production back unless it already serves. `starting` is called as the start is issued,
- * so the watchdog waits for that start instead of issuing a second one.
+ * Bring production back; a stopped production that already serves is left alone. `starting` is
+ * called as the start is issued, so the watchdog waits for that start instead of issuing a second.
  */
 export async function restoreUnlessServing(plan: RestorePlan, starting?: () => Promise<void>): Promise<Restored> {
-  if (await productionServes(plan, 3000)) return { servingAt: new Date(), seconds: 0, alreadyServing: true };
+  // Waking an awake vLLM is harmless, and a sleeping one may hang a probe instead of refusing it.
+  if (plan.quiesce === "stop" && (await productionServes(plan, 3000))) return { servingAt: new Date(), seconds: 0, alreadyServing: true };
   await starting?.();
   const restored = await restoreProduction(plan);
   return { ...restored, alreadyServing: false };
