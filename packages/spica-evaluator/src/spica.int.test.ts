@@ -16,8 +16,8 @@ import { site } from "./test-fixtures/site.ts";
 const good = { vllm_memory_util: 0.75, whisper_model_size: "small" };
 
 /** Production as a client sees it: the outage from the first failed completion to the first served after it. */
-function watchProduction(url: string) {
-  const prober = new Prober(url);
+function watchProduction(url: string, model?: string) {
+  const prober = new Prober(url, model);
   return { stop: async () => outageOf(await prober.stop(), Date.now()).seconds };
 }
 
@@ -87,10 +87,11 @@ describe("predictive mode", () => {
 
 describe("canary mode on the simulated host", () => {
   it("quiesced: stops production, tests the canary, restores production, charges what a client saw", async () => {
-    const s = await site();
-    const watch = watchProduction(s.env.KLR_VLLM_URL ?? "");
+    // Production and canary refuse requests that name no model, as vLLM 0.6 and 0.7 did.
+    const s = await site({ requireModel: true });
+    const watch = watchProduction(s.env.KLR_VLLM_URL ?? "", s.modelPath);
     await new Promise((r) => setTimeout(r, 300));
-    const result = await s.evaluator().runTest(good);
+    const result = await s.evaluator({}, { SIM_REQUIRE_MODEL: "1" }).runTest(good);
     const outage = await watch.stop();
     expect(result.status).toBe("passed");
     expect(result.measured).toMatchObject({ path: "quiesced", samples: 5, errors: [] });

@@ -76,6 +76,23 @@ describe("the vLLM client against the simulated vLLM", () => {
     expect((await client.servesCompletion({ timeoutMs: 5000 })).e2eMs).toBeGreaterThan(0);
   });
 
+  it("names the first served model in every request that names none: vLLM before 0.8 refuses one without", async () => {
+    const base = await sim({ requireModel: true });
+    const bare = await fetch(`${base}/v1/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ prompt: "x", max_tokens: 1 }),
+    });
+    expect(bare.status).toBe(404);
+    expect(await bare.json()).toMatchObject({ message: "The model `None` does not exist." });
+    const client = createVllmClient({ baseUrl: base });
+    expect((await client.servesCompletion({ timeoutMs: 5000 })).e2eMs).toBeGreaterThan(0);
+    expect((await client.streamCompletion({ prompt: "x", maxTokens: 2, timeoutMs: 5000 })).text).toBe("The canary");
+    expect((await client.chat({ messages: [{ role: "user", content: "hi" }], maxTokens: 1, timeoutMs: 5000 })).text).toBe("The");
+    // A model the caller names is sent as it is.
+    await expect(client.completion({ prompt: "x", maxTokens: 1, model: "other", timeoutMs: 5000 })).rejects.toMatchObject({ status: 404 });
+  });
+
   it("puts production to sleep and wakes it, as vLLM's sleep-mode endpoints do", async () => {
     const client = createVllmClient({ baseUrl: await sim() });
     await client.sleep(1);

@@ -193,9 +193,26 @@ export function createVllmClient(options: VllmClientOptions) {
     }
   };
 
+  const models = async (timeoutMs = 5000): Promise<ModelInfo[]> => {
+    const body = await json("GET", "/v1/models", modelsSchema, { timeoutMs });
+    return body.data.map((m) => ({ id: m.id, root: m.root ?? null, maxModelLen: m.max_model_len ?? null }));
+  };
+  // vLLM before 0.8 (vllm-project/vllm#13568) refuses a request that names no model ("The model
+  // `None` does not exist"): every request names one — the caller's, else the first one served,
+  // asked once and remembered (a restarted vLLM serves what it served before).
+  let served: string | null = null;
+  const modelOf = async (model: string | undefined, timeoutMs: number): Promise<string> => {
+    if (model) return model;
+    if (served) return served;
+    const first = (await models(Math.max(1, timeoutMs)))[0]?.id;
+    if (!first) throw new VllmError("VLLM_BAD_RESPONSE", `GET /v1/models at ${base.toString()} lists no model`);
+    served = first;
+    return first;
+  };
+
   const completion = async (req: CompletionRequest) => {
     const body = await json("POST", "/v1/completions", completionSchema, {
-      body: { prompt: req.prompt, max_tokens: req.maxTokens, ...(req.model ? { model: req.model } : {}) },
+      body: { prompt: req.prompt, max_tokens: req.maxTokens, model: await modelOf(req.model, req.timeoutMs) },
       timeoutMs: req.timeoutMs,
       signal: req.signal,
     });
@@ -211,34 +228,31 @@ export function createVllmClient(options: VllmClientOptions) {
   return {
     baseUrl: base.toString(),
     health,
-    async models(timeoutMs = 5000): Promise<ModelInfo[]> {
-      const body = await json("GET", "/v1/models", modelsSchema, { timeoutMs });
-      return body.data.map((m) => ({ id: m.id, root: m.root ?? null, maxModelLen: m.max_model_len ?? null }));
-    },
+    models,
     async version(timeoutMs = 5000): Promise<string> {
       return (await json("GET", "/version", versionSchema, { timeoutMs })).version;
     },
     completion,
-    streamCompletion: (req: CompletionRequest) =>
+    streamCompletion: async (req: CompletionRequest) =>
       stream(
         "/v1/completions",
-        { prompt: req.prompt, max_tokens: req.maxTokens, ...(req.model ? { model: req.model } : {}) },
+        { prompt: req.prompt, max_tokens: req.maxTokens, model: await modelOf(req.model, req.timeoutMs) },
         req.timeoutMs,
         req.signal,
         pickCompletion,
       ),
     async chat(req: ChatRequest) {
       const body = await json("POST", "/v1/chat/completions", chatSchema, {
-        body: { messages: req.messages, max_tokens: req.maxTokens, ...(req.model ? { model: req.model } : {}) },
+        body: { messages: req.messages, max_tokens: req.maxTokens, model: await modelOf(req.model, req.timeoutMs) },
         timeoutMs: req.timeoutMs,
         signal: req.signal,
       });
       return { text: body.choices[0]?.message.content ?? "" };
     },
-    streamChat: (req: ChatRequest) =>
+    streamChat: async (req: ChatRequest) =>
       stream(
         "/v1/chat/completions",
-        { messages: req.messages, max_tokens: req.maxTokens, ...(req.model ? { model: req.model } : {}) },
+        { messages: req.messages, max_tokens: req.maxTokens, model: await modelOf(req.model, req.timeoutMs) },
         req.timeoutMs,
         req.signal,
         pickChat,

@@ -9,13 +9,12 @@ export interface Probe {
 
 const PERIOD_MS = 100;
 const PROBE_TIMEOUT_MS = 1000;
-const BODY = JSON.stringify({ prompt: "ping", max_tokens: 1 });
 
 /**
  * POST one completion on a fresh connection. No keep-alive: a pooled socket that the server closed
  * between two probes would fail a probe for a reason no client of a restarted server cares about.
  */
-function probeOnce(url: URL): Promise<boolean> {
+function probeOnce(url: URL, body: string): Promise<boolean> {
   return new Promise((resolve) => {
     const req = request(
       {
@@ -24,7 +23,7 @@ function probeOnce(url: URL): Promise<boolean> {
         path: "/v1/completions",
         method: "POST",
         agent: false,
-        headers: { "content-type": "application/json", "content-length": Buffer.byteLength(BODY) },
+        headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) },
         timeout: PROBE_TIMEOUT_MS,
       },
       (res) => {
@@ -35,7 +34,7 @@ function probeOnce(url: URL): Promise<boolean> {
     );
     req.on("timeout", () => req.destroy(new Error("probe timed out")));
     req.on("error", () => resolve(false));
-    req.end(BODY);
+    req.end(body);
   });
 }
 
@@ -45,14 +44,15 @@ export class Prober {
   private running = true;
   private readonly loop: Promise<void>;
 
-  constructor(baseUrl: string) {
-    this.loop = this.run(new URL(baseUrl));
+  /** `model`: name it in each request, as a client of a vLLM before 0.8 must */
+  constructor(baseUrl: string, model?: string) {
+    this.loop = this.run(new URL(baseUrl), JSON.stringify({ prompt: "ping", max_tokens: 1, ...(model ? { model } : {}) }));
   }
 
-  private async run(url: URL): Promise<void> {
+  private async run(url: URL, body: string): Promise<void> {
     while (this.running) {
       const sentAt = Date.now();
-      const ok = await probeOnce(url);
+      const ok = await probeOnce(url, body);
       this.probes.push({ sentAt, doneAt: Date.now(), ok });
       const wait = sentAt + PERIOD_MS - Date.now();
       if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));

@@ -51,6 +51,8 @@ export interface SimSiteOptions {
    * (KLR_WHISPER_STOP_COMMAND / KLR_WHISPER_START_COMMAND); started by startWhisper()
    */
   whisper?: string;
+  /** production and canaries refuse requests that name no model, as vLLM before 0.8 did */
+  requireModel?: boolean;
   /** more KLR_* settings */
   settings?: Record<string, string>;
 }
@@ -108,6 +110,7 @@ export async function createSimSite(dir: string, options: SimSiteOptions = {}): 
   // The production command drops the canary-only failure knobs and takes its own start delay.
   const start =
     `setsid env -u SIM_FAIL SIM_STARTUP_DELAY_MS="\${PRODUCTION_STARTUP_DELAY_MS:-0}" CUDA_VISIBLE_DEVICES=0 ` +
+    (options.requireModel ? "SIM_REQUIRE_MODEL=1 " : "") +
     `${join(SIM_BIN, "vllm")} --port ${productionPort} --model ${modelPath} --gpu-memory-utilization ${util} ` +
     `>> ${join(dir, "production.log")} 2>&1 < /dev/null & echo $! > ${pidFile}`;
   const stop = `kill -TERM "$(cat ${pidFile})"`;
@@ -148,6 +151,7 @@ export async function createSimSite(dir: string, options: SimSiteOptions = {}): 
     KLR_ALLOW_SPARE_GPU: "false",
     GPU_CANARY_SIM_HOST: hostFile,
     ...whisperSettings,
+    ...(options.requireModel ? { SIM_REQUIRE_MODEL: "1" } : {}),
     ...options.settings,
   };
   const productionPid = async () => {

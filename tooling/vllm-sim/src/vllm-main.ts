@@ -1,7 +1,7 @@
 // The simulated vLLM as a process, started like vLLM's OpenAI server:
 //   vllm --port 9011 --model /models/llm/current --gpu-memory-utilization 0.75 [--served-model-name N] [--max-model-len L]
 // Knobs (environment): GPU_CANARY_SIM_HOST (host file to take GPU memory from), CUDA_VISIBLE_DEVICES (GPU index),
-// SIM_STARTUP_DELAY_MS, SIM_TOKEN_LATENCY_MS, SIM_VERSION, SIM_SLEEP_RESIDUE_MIB, SIM_PROCESS_NAME,
+// SIM_STARTUP_DELAY_MS, SIM_TOKEN_LATENCY_MS, SIM_VERSION, SIM_REQUIRE_MODEL (1: refuse requests naming no model, as before 0.8), SIM_SLEEP_RESIDUE_MIB, SIM_PROCESS_NAME,
 // SIM_FAIL (comma list: health-hang, engine-dead, completion-hang, drop-mid-stream, crash-mid-test:
 // dies with PyTorch's CUDA out-of-memory text after SIM_CRASH_AFTER completions, default 2).
 import { parseArgs } from "node:util";
@@ -78,6 +78,7 @@ const app = buildSimVllm({
   maxModelLen: typeof values["max-model-len"] === "string" ? Number(values["max-model-len"]) : undefined,
   gpuMemoryUtilization: util,
   version: env.SIM_VERSION,
+  requireModel: env.SIM_REQUIRE_MODEL === "1",
   tokenLatencyMs: env.SIM_TOKEN_LATENCY_MS ? Number(env.SIM_TOKEN_LATENCY_MS) : undefined,
   failure: {
     healthHang: fails.has("health-hang"),

@@ -10,6 +10,8 @@ import Fastify from "fastify";
 export interface SimVllmOptions {
   model: string;
   servedModelName?: string;
+  /** refuse a request that names no model, as vLLM before 0.8 did (vllm-project/vllm#13568) */
+  requireModel?: boolean;
   maxModelLen?: number;
   gpuMemoryUtilization: number;
   version?: string;
@@ -103,6 +105,10 @@ export function buildSimVllm(options: SimVllmOptions) {
     if (!notSleeping(reply)) return { error: { message: "the engine is sleeping", type: "ServiceUnavailable", code: 503 } };
     if (options.failure?.completionHang) return hang();
     const body = (request.body ?? {}) as { max_tokens?: number; max_completion_tokens?: number; stream?: boolean; model?: string };
+    if (body.model === undefined && options.requireModel) {
+      reply.code(404);
+      return { object: "error", message: "The model `None` does not exist.", type: "NotFoundError", param: null, code: 404 };
+    }
     if (body.model !== undefined && body.model !== served) {
       reply.code(404);
       return { object: "error", message: `The model \`${body.model}\` does not exist.`, type: "NotFoundError", param: null, code: 404 };

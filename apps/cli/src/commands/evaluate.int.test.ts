@@ -34,7 +34,7 @@ async function simSite(production = true, options: SimSiteOptions = {}) {
     fetch(`${site.env.KLR_VLLM_URL}/v1/completions`, {
       method: "POST",
       headers: { "content-type": "application/json" },
-      body: JSON.stringify({ prompt: "ping", max_tokens: 1 }),
+      body: JSON.stringify({ prompt: "ping", max_tokens: 1, model: site.modelPath }),
     }).then(
       (r) => r.ok,
       () => false,
@@ -129,7 +129,8 @@ describe("gpu-canary evaluate", () => {
   }, 120_000);
 
   it("SIGKILL mid-run: the watchdog restores production within the SLA; recover charges the journal's downtime and releases", async () => {
-    const { site, files, events, serves, run } = await simSite();
+    // Production and canary refuse requests that name no model, as vLLM 0.6 and 0.7 did.
+    const { site, files, events, serves, run } = await simSite(true, { requireModel: true });
     const proc = evaluateProcess(site.env);
     await until(async () => (await events()).some((e) => e.event === "canary_started"), "the canary to start", { timeoutMs: 60_000 });
     const killedAt = Date.now();

@@ -46,7 +46,6 @@ async function testCanary(ctx: RunContext, canary: CanaryProcess | null, deadlin
   const samples = await timedCompletions(canaryClient(ctx.config), {
     samples: ctx.config.canarySamples,
     deadline,
-    model: ctx.config.modelPath,
     ...(ctx.signal ? { signal: ctx.signal } : {}),
     ...(ctx.onProgress ? { onProgress: ctx.onProgress } : {}),
     ...(died ? { died } : {}),
@@ -99,7 +98,8 @@ const BASELINE_SAMPLES = 3;
 
 /** Production's own latency now, for the relative limit (null when it does not answer). */
 export function productionBaseline(ctx: RunContext): Promise<Measured["productionBaseline"]> {
-  return measureBaseline(ctx.production, BASELINE_SAMPLES, ctx.config.modelPath);
+  // Named by what production serves (--served-model-name may differ from the model's path).
+  return measureBaseline(ctx.production, BASELINE_SAMPLES);
 }
 
 export function launch(ctx: RunContext, candidate: Candidate, gpuIndex: number, options: { held?: boolean } = {}): CanaryProcess {
