@@ -6,13 +6,12 @@ import { windowAt } from "@gpu-canary/policy";
 import { SpicaGPUAllocation } from "@gpu-canary/spica-evaluator";
 import { createIntentStore, createTuningRunner } from "@gpu-canary/tuning";
 import { pino } from "pino";
+import { VERSION } from "./args.ts";
 import { createDaemon } from "./daemon.ts";
 import { createMetrics } from "./metrics.ts";
 import { createNotifier } from "./notify.ts";
 import { buildServer } from "./server.ts";
 import { ensureToken } from "./token.ts";
-
-export const VERSION = "0.2.0";
 
 /**
  * gpu-canaryd: validate settings, recover what a crash left, follow vLLM's log into intents,
