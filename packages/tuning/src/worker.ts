@@ -6,7 +6,8 @@ import type { TuningOutcome, TuningRunner } from "./tuning-runner.ts";
 
 /**
  * Work one claimed intent through the runner. A run the window refused waits for the next
- * opening (back to pending); an error goes to failed/; every other decision is processed.
+ * opening (back to pending), as does every intent of a dry run; an error goes to failed/; every
+ * other decision is processed.
  */
 export async function workIntent(
   deps: { store: IntentStore; runner: TuningRunner },
@@ -18,6 +19,10 @@ export async function workIntent(
     outcome = await deps.runner.run(claimed.intent, options);
   } catch (error) {
     const message = messageOf(error);
+    if (options.dryRun) {
+      await deps.store.release(claimed);
+      return { outcome: null, state: "pending", error: message };
+    }
     // Stopped by a signal (production restored first): the intent is not done; it waits again.
     if (error instanceof GpuCanaryError && error.code === "INTERRUPTED") {
       await deps.store.release(claimed);
@@ -26,7 +31,8 @@ export async function workIntent(
     await deps.store.finish(claimed, "failed", { status: "error", reason: message });
     return { outcome: null, state: "failed", error: message };
   }
-  if (outcome.status === "deferred") {
+  // A dry run decides nothing: the intent waits for a real run, as it was.
+  if (outcome.status === "deferred" || options.dryRun) {
     await deps.store.release(claimed);
     return { outcome, state: "pending" };
   }

@@ -46,6 +46,11 @@ describe("gpu-canary observe and tune", () => {
     const real = await run(["observe", "--from", log, "--json"]);
     const intentId = (JSON.parse(real.stdout.trim()) as { intent_id: string }).intent_id;
     expect(intents()).toEqual([`${intentId}.json`]);
+    // A dry run decides nothing: the intent stays pending for a real run (the daemon's).
+    const dryTune = await run(["tune", "--dry-run", "--json"]);
+    expect(dryTune.json()).toMatchObject({ state: "pending", status: "ranked" });
+    expect(intents()).toEqual([`${intentId}.json`]);
+    expect(intents("processed")).toEqual([]);
     const tuned = await run(["tune", "--json"]);
     expect(tuned.code).toBe(0);
     expect(tuned.json()).toMatchObject({ state: "processed", status: "ranked", current: { vllm_memory_util: 0.5 } });
@@ -54,7 +59,7 @@ describe("gpu-canary observe and tune", () => {
   }, 60_000);
 
   it("tune --intent takes a manual proposal from a file and refuses a malformed one (exit 2)", async () => {
-    const { site, run } = await simSite();
+    const { site, run, intents } = await simSite();
     const file = join(site.dir, "manual.json");
     await writeFile(
       file,
@@ -65,6 +70,10 @@ describe("gpu-canary observe and tune", () => {
         candidate: { vllm_memory_util: 0.7, whisper_model_size: "base" },
       }),
     );
+    // A dry run of a file leaves no intent behind.
+    const dry = await run(["tune", "--intent", file, "--dry-run", "--json"]);
+    expect(dry.json()).toMatchObject({ state: "not saved", status: "ranked", intent: { id: "dry-run", kind: "manual" } });
+    expect(intents()).toEqual([]);
     const tuned = await run(["tune", "--intent", file, "--json"]);
     expect(tuned.code).toBe(0);
     expect(tuned.json()).toMatchObject({ status: "ranked", chosen: { vllm_memory_util: 0.7, whisper_model_size: "base" } });

@@ -1,6 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import { errnoCode, messageOf } from "@gpu-canary/errors";
+import type { TuningOutcome } from "@gpu-canary/tuning";
 import type { GlobalOptions, Io } from "../io.ts";
 import { answer, usageError } from "../output.ts";
 import { type Settings, auditFeedFor, evaluatorFor, loadSettings } from "../settings.ts";
@@ -88,6 +89,11 @@ export async function runTune(options: GlobalOptions & { intent?: string; dryRun
           );
         }
         const input = tuning.parseIntentInput(body, settings.config.subsystems);
+        // A dry run of an intent from elsewhere leaves none behind for the daemon to work.
+        if (options.dryRun) {
+          const intent = { id: "dry-run", ...input };
+          return await answerTune({ intent, state: "not saved", outcome: await runner.run(intent, { dryRun: true }) }, options, io);
+        }
         const created = await store.create(input);
         claimed = await store.claim(created.path);
         if (!claimed)
@@ -101,36 +107,45 @@ export async function runTune(options: GlobalOptions & { intent?: string; dryRun
       return 0;
     }
     const worked = await tuning.workIntent({ store, runner }, claimed, { dryRun: options.dryRun === true });
-    const outcome = worked.outcome;
-    const { candidateJson, resultJson } = await import("@gpu-canary/spica-evaluator");
-    answer(
-      io,
-      options,
-      {
-        intent: claimed.intent,
-        state: worked.state,
-        status: outcome?.status ?? "error",
-        reason: outcome?.reason ?? worked.error ?? "",
-        current: outcome && { ...candidateJson(outcome.current.candidate), source: outcome.current.source },
-        ranking:
-          outcome?.ranking.map((s) => ({ ...candidateJson(s.candidate), kv_tokens: s.kvTokens, headroom_bytes: s.headroomBytes })) ?? [],
-        chosen: outcome?.chosen ? candidateJson(outcome.chosen) : null,
-        result: outcome?.result ? resultJson(outcome.result) : null,
-      },
-      () =>
-        [
-          `Intent: ${claimed.intent.id} (${claimed.intent.kind}) → ${worked.state}`,
-          `Current: ${outcome ? `vllm_memory_util ${outcome.current.candidate.vllmMemoryUtil}, Whisper ${outcome.current.candidate.whisperModelSize} (${outcome.current.source})` : "?"}`,
-          ...(outcome?.ranking.map(
-            (s, i) =>
-              `  ${i + 1}. vllm_memory_util ${s.candidate.vllmMemoryUtil}, Whisper ${s.candidate.whisperModelSize}: ${s.kvTokens} KV tokens`,
-          ) ?? []),
-          `Decision: ${outcome?.status ?? "error"} — ${outcome?.reason ?? worked.error ?? ""}`,
-        ].join("\n"),
-    );
-    if (!outcome) return 4;
-    return { promoted: 0, ranked: 0, deferred: 3, refused: 3, no_fit: 1, failed: 1, error: 4 }[outcome.status];
+    return await answerTune({ intent: claimed.intent, state: worked.state, outcome: worked.outcome, error: worked.error }, options, io);
   } finally {
     unsubscribe();
   }
+}
+
+/** What `tune` says: the intent, where it went, the ranking and the decision; the exit code of the decision. */
+async function answerTune(
+  worked: { intent: { id: string; kind: string }; state: string; outcome: TuningOutcome | null; error?: string | undefined },
+  options: GlobalOptions,
+  io: Io,
+): Promise<number> {
+  const outcome = worked.outcome;
+  const { candidateJson, resultJson } = await import("@gpu-canary/spica-evaluator");
+  answer(
+    io,
+    options,
+    {
+      intent: worked.intent,
+      state: worked.state,
+      status: outcome?.status ?? "error",
+      reason: outcome?.reason ?? worked.error ?? "",
+      current: outcome && { ...candidateJson(outcome.current.candidate), source: outcome.current.source },
+      ranking:
+        outcome?.ranking.map((s) => ({ ...candidateJson(s.candidate), kv_tokens: s.kvTokens, headroom_bytes: s.headroomBytes })) ?? [],
+      chosen: outcome?.chosen ? candidateJson(outcome.chosen) : null,
+      result: outcome?.result ? resultJson(outcome.result) : null,
+    },
+    () =>
+      [
+        `Intent: ${worked.intent.id} (${worked.intent.kind}) → ${worked.state}`,
+        `Current: ${outcome ? `vllm_memory_util ${outcome.current.candidate.vllmMemoryUtil}, Whisper ${outcome.current.candidate.whisperModelSize} (${outcome.current.source})` : "?"}`,
+        ...(outcome?.ranking.map(
+          (s, i) =>
+            `  ${i + 1}. vllm_memory_util ${s.candidate.vllmMemoryUtil}, Whisper ${s.candidate.whisperModelSize}: ${s.kvTokens} KV tokens`,
+        ) ?? []),
+        `Decision: ${outcome?.status ?? "error"} — ${outcome?.reason ?? worked.error ?? ""}`,
+      ].join("\n"),
+  );
+  if (!outcome) return 4;
+  return { promoted: 0, ranked: 0, deferred: 3, refused: 3, no_fit: 1, failed: 1, error: 4 }[outcome.status];
 }
