@@ -3,13 +3,22 @@ import { GpuCanaryError, messageOf } from "@gpu-canary/errors";
 import { z } from "zod";
 
 /** `{"vllm_memory_util": 0.75, "whisper_model_size": "small"}` (DESIGN.md, "A candidate"). */
-export const candidateSchema = z.object({
-  vllm_memory_util: z
-    .number({ error: "must be a number" })
-    .refine(Number.isFinite, { error: "must be finite" })
-    .refine((v) => v > 0 && v <= 1, { error: "must be in (0, 1]" }),
-  whisper_model_size: z.enum(WHISPER_SIZES, { error: `must be one of ${WHISPER_SIZES.join(" ")}` }),
-});
+export const candidateSchema = z.strictObject(
+  {
+    vllm_memory_util: z
+      .number({ error: "must be a number" })
+      .refine(Number.isFinite, { error: "must be finite" })
+      .refine((v) => v > 0 && v <= 1, { error: "must be in (0, 1]" }),
+    whisper_model_size: z.enum(WHISPER_SIZES, { error: `must be one of ${WHISPER_SIZES.join(" ")}` }),
+  },
+  {
+    // A key a candidate does not have (max_model_len, a typo) would be ignored silently: refused, named.
+    error: (issue) =>
+      issue.code === "unrecognized_keys"
+        ? `has ${issue.keys.map((k) => JSON.stringify(k)).join(", ")}, which a candidate does not have (only vllm_memory_util and whisper_model_size)`
+        : undefined,
+  },
+);
 
 export interface Candidate {
   vllmMemoryUtil: number;

@@ -82,6 +82,11 @@ describe("intents as files", () => {
     expect(() => parseIntentInput({ ...oom, candidate: { vllm_memory_util: 2, whisper_model_size: "small" } }, ["gpu_allocation"])).toThrow(
       /candidate/,
     );
+    expect(() =>
+      parseIntentInput({ ...oom, candidate: { vllm_memory_util: 0.7, whisper_model_size: "small", max_model_len: 8192 } }, [
+        "gpu_allocation",
+      ]),
+    ).toThrow(/candidate.*"max_model_len", which a candidate does not have/);
     expect(() => parseIntentInput({ ...oom, subsystem: "tts" }, ["gpu_allocation"])).toThrow(/KLR_SUBSYSTEMS/);
     expect(parseIntentInput(oom, ["gpu_allocation"])).toEqual(oom);
   });
