@@ -62,9 +62,13 @@ describe("createGpuProbe", () => {
         notFound: false,
       },
       "NVIDIA_DRIVER_NOT_LOADED",
-      "driver",
+      `nvidia-smi said: "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver.`,
     ],
-    [{ stdout: "No devices were found\n", stderr: "", exitCode: 6, timedOut: false, notFound: false }, "NO_GPUS_FOUND", "no GPU"],
+    [
+      { stdout: "No devices were found\n", stderr: "", exitCode: 6, timedOut: false, notFound: false },
+      "NO_GPUS_FOUND",
+      'found no GPU — nvidia-smi said: "No devices were found"',
+    ],
     [
       {
         stdout: "Failed to initialize NVML: Driver/library version mismatch\nNVML library version: 535.161\n",
@@ -74,7 +78,7 @@ describe("createGpuProbe", () => {
         notFound: false,
       },
       "NVML_VERSION_MISMATCH",
-      "versions",
+      'nvidia-smi said: "Failed to initialize NVML: Driver/library version mismatch"',
     ],
     [{ stdout: "", stderr: "Segmentation fault", exitCode: 139, timedOut: false, notFound: false }, "NVIDIA_SMI_FAILED", "exited with 139"],
   ] as const)("reports %j plainly as %s", async (result, code, words) => {

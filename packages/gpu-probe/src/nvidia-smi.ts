@@ -64,6 +64,15 @@ export interface GpuReport {
   reservedKnown: boolean;
 }
 
+/** nvidia-smi's own first line, quoted: the operator searches for its words, not ours. */
+function said(output: string): string {
+  const line = output
+    .split("\n")
+    .map((l) => l.trim())
+    .find(Boolean);
+  return line ? ` — nvidia-smi said: ${JSON.stringify(line.slice(0, 300))}` : "";
+}
+
 /** Known failure texts come first: an error message is never parsed as data. */
 function classify(file: string, result: RunResult): GpuProbeError | null {
   const output = `${result.stdout}\n${result.stderr}`.trim();
@@ -71,11 +80,15 @@ function classify(file: string, result: RunResult): GpuProbeError | null {
     return new GpuProbeError("NVIDIA_SMI_NOT_FOUND", `nvidia-smi was not found at ${JSON.stringify(file)} (KLR_NVIDIA_SMI)`, output);
   if (result.timedOut) return new GpuProbeError("NVIDIA_SMI_TIMEOUT", `${file} did not answer in time and was killed`, output);
   if (/couldn't communicate with the NVIDIA driver/i.test(output) || result.exitCode === 9) {
-    return new GpuProbeError("NVIDIA_DRIVER_NOT_LOADED", "nvidia-smi cannot talk to the NVIDIA driver", output);
+    return new GpuProbeError("NVIDIA_DRIVER_NOT_LOADED", `nvidia-smi cannot talk to the NVIDIA driver${said(output)}`, output);
   }
   if (/Driver\/library version mismatch/i.test(output))
-    return new GpuProbeError("NVML_VERSION_MISMATCH", "the NVIDIA driver and its NVML library are of different versions", output);
-  if (/No devices were found/i.test(output)) return new GpuProbeError("NO_GPUS_FOUND", "nvidia-smi found no GPU", output);
+    return new GpuProbeError(
+      "NVML_VERSION_MISMATCH",
+      `the NVIDIA driver and its NVML library are of different versions${said(output)}`,
+      output,
+    );
+  if (/No devices were found/i.test(output)) return new GpuProbeError("NO_GPUS_FOUND", `nvidia-smi found no GPU${said(output)}`, output);
   if (result.exitCode !== 0) {
     return new GpuProbeError("NVIDIA_SMI_FAILED", `${file} exited with ${String(result.exitCode)}: ${output.split("\n")[0] ?? ""}`, output);
   }
