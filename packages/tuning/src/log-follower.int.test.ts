@@ -56,6 +56,26 @@ describe("followLog", () => {
     expect(again.lines).toEqual(["while the daemon was down"]);
   }, 30_000);
 
+  it("keeps a character whole when a read splits its bytes, in a file and in a command's output", async () => {
+    const dir = await testdir();
+    const log = join(dir, "vllm.log");
+    await writeFile(log, "");
+    const f = follow({ kind: "file", path: log }, dir);
+    await new Promise((r) => setTimeout(r, 150));
+    // 65,535 bytes, then "é" (0xc3 0xa9): the follower's 64 KiB read ends between its two bytes.
+    const before = `${"a".repeat(99)}\n`.repeat(655) + "b".repeat(35);
+    await appendFile(log, `${before}é out of memory\n`);
+    await until(() => f.lines.some((l) => l.includes("out of memory")), "the split line", { timeoutMs: 15_000, pollMs: 25 });
+    expect(f.lines.at(-1)).toBe(`${"b".repeat(35)}é out of memory`);
+
+    const script = join(dir, "split.sh");
+    // The two bytes of "é" in two writes, far enough apart to arrive as two chunks.
+    await writeFile(script, "printf 'Caf\\303'; sleep 0.3; printf '\\251 out of memory\\n'; exec sleep 30\n");
+    const c = follow({ kind: "command", command: `sh ${script}` }, dir);
+    await until(() => c.lines.length > 0, "the command's line", { timeoutMs: 15_000, pollMs: 25 });
+    expect(c.lines).toEqual(["Café out of memory"]);
+  }, 30_000);
+
   it("follows the journal through journalctl, resuming from its cursor file after a restart", async () => {
     const dir = await testdir();
     const systemd = join(dir, "systemd");

@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { type FileHandle, open, stat } from "node:fs/promises";
+import { StringDecoder } from "node:string_decoder";
 import { setTimeout as sleep } from "node:timers/promises";
 import type { LogSource } from "@gpu-canary/config";
 import { errnoCode } from "@gpu-canary/errors";
@@ -65,14 +66,20 @@ async function followCommand(argv: string[], options: FollowOptions): Promise<vo
   let backoff = 500;
   while (!options.signal.aborted) {
     const [file, ...args] = argv as [string, ...string[]];
-    const feed = lineSplitter(options.onLine);
     let chain = Promise.resolve();
     const child: ChildProcess = spawn(file, args, { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...options.env } });
-    const push = (chunk: Buffer) => {
-      chain = chain.then(() => feed(chunk.toString("utf8"))).catch((error: unknown) => options.onError(String(error)));
+    // Each stream its own decoder and lines: a character split across two reads stays whole, and
+    // stderr's half line never joins stdout's.
+    const pusher = () => {
+      const feed = lineSplitter(options.onLine);
+      const decoder = new StringDecoder("utf8");
+      return (chunk: Buffer) => {
+        const text = decoder.write(chunk);
+        chain = chain.then(() => feed(text)).catch((error: unknown) => options.onError(String(error)));
+      };
     };
-    child.stdout?.on("data", push);
-    child.stderr?.on("data", push);
+    child.stdout?.on("data", pusher());
+    child.stderr?.on("data", pusher());
     const stop = () => child.kill("SIGTERM");
     options.signal.addEventListener("abort", stop, { once: true });
     const started = Date.now();
@@ -96,6 +103,9 @@ async function followFile(path: string, options: FollowOptions): Promise<void> {
   const statePath = `${options.stateDir}/vllm_log.offset.json`;
   const pollMs = options.pollMs ?? 250;
   const feed = lineSplitter(options.onLine);
+  // One decoder for the file being read (a new one for a new file): a multi-byte character split
+  // across two reads is not garbled.
+  let decoder = new StringDecoder("utf8");
   let handle: FileHandle | null = null;
   let ino = -1;
   let offset = 0;
@@ -110,6 +120,7 @@ async function followFile(path: string, options: FollowOptions): Promise<void> {
       const s = await h.stat();
       handle = h;
       ino = s.ino;
+      decoder = new StringDecoder("utf8");
       // First open: resume where we stopped if it is the same file, else start at its end.
       offset = first ? (resume && resume.ino === s.ino && resume.offset <= s.size ? resume.offset : s.size) : 0;
       return true;
@@ -126,7 +137,7 @@ async function followFile(path: string, options: FollowOptions): Promise<void> {
       const { bytesRead } = await handle.read(buffer, 0, buffer.length, offset);
       if (bytesRead === 0) return;
       offset += bytesRead;
-      await feed(buffer.subarray(0, bytesRead).toString("utf8"));
+      await feed(decoder.write(buffer.subarray(0, bytesRead)));
     }
   };
 
@@ -147,7 +158,10 @@ async function followFile(path: string, options: FollowOptions): Promise<void> {
         const h: FileHandle = handle;
         const current = await stat(path).catch(() => null);
         const size = (await h.stat()).size;
-        if (size < offset) offset = 0; // truncated in place (copytruncate)
+        if (size < offset) {
+          offset = 0; // truncated in place (copytruncate)
+          decoder = new StringDecoder("utf8");
+        }
         await drain();
         if (current && current.ino !== ino) {
           // Rotated: the old file was read to its end above; the new one is read from its start.
