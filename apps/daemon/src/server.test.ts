@@ -85,6 +85,20 @@ describe("buildServer", () => {
       headers: { authorization: auth, "content-type": "application/json" },
     });
     expect(notJson.statusCode).toBe(400);
+    // curl -d sends form encoding unless told: a code and the header to add, not "INTERNAL".
+    const form = await s.app.inject({
+      method: "POST",
+      url: "/intents",
+      payload: JSON.stringify(intent),
+      headers: { authorization: auth, "content-type": "application/x-www-form-urlencoded" },
+    });
+    expect(form.statusCode).toBe(415);
+    expect(form.json()).toMatchObject({
+      error: { code: "UNSUPPORTED_MEDIA_TYPE", hint: expect.stringContaining("content-type: application/json") },
+    });
+    const huge = await post({ ...intent, evidence: "x".repeat(70 * 1024) }, auth);
+    expect(huge.statusCode).toBe(413);
+    expect(huge.json()).toMatchObject({ error: { code: "BODY_TOO_LARGE", hint: expect.stringContaining("64 KiB") } });
     const accepted = await post(intent, auth);
     expect(accepted.statusCode).toBe(202);
     expect(accepted.json()).toMatchObject({ merged: false, intent: { ...intent } });

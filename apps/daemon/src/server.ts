@@ -39,6 +39,14 @@ function badRequest(message: string) {
   return { error: { code: "BAD_REQUEST", message, hint: "see DESIGN.md, Daemon (contract)" } };
 }
 
+/** The request's own faults, each with a code a script can test and the fix. */
+const BAD_REQUEST = ["BAD_REQUEST", "send one JSON object; see the README's example"] as const;
+const HTTP_ERRORS: Partial<Record<number, readonly [code: string, hint: string]>> = {
+  400: BAD_REQUEST,
+  413: ["BODY_TOO_LARGE", "an intent is a small JSON object: the body may be at most 64 KiB"],
+  415: ["UNSUPPORTED_MEDIA_TYPE", "send the body as JSON with the header `content-type: application/json`"],
+};
+
 /** The daemon's HTTP API (DESIGN.md, "Daemon"), without listening: tests use `inject`. */
 export function buildServer(deps: ServerDeps) {
   const app = Fastify({ loggerInstance: deps.logger, bodyLimit: 64 * 1024 });
@@ -51,9 +59,8 @@ export function buildServer(deps: ServerDeps) {
     }
     const status = typeof (error as { statusCode?: unknown }).statusCode === "number" ? (error as { statusCode: number }).statusCode : 500;
     if (status >= 500) deps.logger.error({ err: error }, "request failed");
-    return reply
-      .code(status)
-      .send({ error: { code: status === 400 ? "BAD_REQUEST" : "INTERNAL", message: (error as Error).message, hint: "" } });
+    const [code, hint] = HTTP_ERRORS[status] ?? (status < 500 ? BAD_REQUEST : (["INTERNAL", "see gpu-canaryd's log"] as const));
+    return reply.code(status).send({ error: { code, message: (error as Error).message, hint } });
   });
 
   app.get("/healthz", () => ({
