@@ -82,6 +82,22 @@ describe("classifyLine", () => {
     expect(classifyLine(line)).toBeNull();
   });
 
+  // vLLM's request logger (shape: vllm-project/vllm#9023) with a user's prompt, or a logged output,
+  // quoting each failure text: a user of production's API must not create an intent.
+  it.each(OOM)("not from a logged request or response: %s", (_kind, line) => {
+    const said = line.replace(/^.*?\] /, "");
+    expect(
+      classifyLine(
+        `INFO 10-01 18:43:27 logger.py:36] Received request cmpl-c52dbd9a-0: prompt: 'why does ${said}?', params: SamplingParams(n=1)`,
+      ),
+    ).toBeNull();
+    expect(
+      classifyLine(
+        `(APIServer pid=1) INFO 10-01 18:43:29 [logger.py:71] Generated response chatcmpl-9a: output: '${said}', finish_reason: stop`,
+      ),
+    ).toBeNull();
+  });
+
   it("ignores empty, binary and absurdly long lines", () => {
     expect(classifyLine("")).toBeNull();
     expect(classifyLine("\u0000\u0001\u0002")).toBeNull();

@@ -29,6 +29,12 @@ const PATTERNS: { kind: OomKind; pattern: RegExp }[] = [
 // eslint-disable-next-line no-control-regex
 const ANSI = /\u001b\[[0-9;?]*[ -/]*[@-~]/g;
 
+/**
+ * vLLM's request logger: `Received request cmpl-…-0: prompt: 'How to make pizza', params: …`
+ * (vllm-project/vllm#9023), and with --enable-log-outputs `Generated response …: output: '…'`.
+ */
+const REQUEST_LOG = /\b(?:Received request|Generated response)\b|\b(?:prompt|output)s?:\s/i;
+
 /** The line without colour codes and surrounding whitespace. */
 export function cleanLine(line: string): string {
   return line.replace(ANSI, "").replace(/\r$/, "").trim();
@@ -44,7 +50,11 @@ export function classifyLine(line: string): OomKind | null {
   if (text.length === 0 || text.length > 8192) return null;
   if (/\braise\s+\w+\(/.test(text) || /^\s*(?:\S+\s+)*File "/.test(text)) return null;
   for (const { kind, pattern } of PATTERNS) {
-    if (!pattern.test(text)) continue;
+    const match = pattern.exec(text);
+    if (!match) continue;
+    // Text inside a logged request or response is a user's, not vLLM's: a prompt quoting an
+    // out-of-memory message must never become an intent (in canary mode, a production stop).
+    if (REQUEST_LOG.test(text.slice(0, match.index))) return null;
     // The message itself is the error, not a suggestion about one.
     if (/\bif (?:you are )?(?:running )?out[- ]of[- ]memory\b/i.test(text)) return null;
     return kind;
