@@ -45,3 +45,12 @@ export function humanDuration(seconds: number): string {
 export function isoUtc(date: Date): string {
   return date.toISOString().replace(".000Z", "Z");
 }
+
+/**
+ * Text from the outside world (a log line) made safe for a terminal: control characters —
+ * the ESC that starts a CSI or OSC sequence among them — are shown as \u escapes, never sent.
+ */
+export function printable(text: string): string {
+  // eslint-disable-next-line no-control-regex
+  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+}

@@ -43,6 +43,15 @@ describe("gpu-canary observe and tune", () => {
       .map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(events).toEqual([expect.objectContaining({ event: "oom_detected", kind: "oom_runtime", intent_id: null })]);
     expect(intents()).toEqual([]);
+    // A line carrying a terminal escape (OSC: set the window title) is shown escaped, never sent to the terminal.
+    await writeFile(
+      log,
+      `${LOG}\nERROR 03-16 06:13:00 [core.py:340] \u001b]0;pwned\u0007ValueError: No available memory for the cache blocks. Try increasing gpu_memory_utilization when initializing the engine.\n`,
+    );
+    const text = await run(["observe", "--from", log, "--dry-run"]);
+    expect(text.stdout).not.toContain("\u001b");
+    expect(text.stdout).toContain("\\u001b]0;pwned\\u0007");
+    await writeFile(log, LOG);
     const real = await run(["observe", "--from", log, "--json"]);
     const intentId = (JSON.parse(real.stdout.trim()) as { intent_id: string }).intent_id;
     expect(intents()).toEqual([`${intentId}.json`]);

@@ -3,7 +3,7 @@ import { resolve } from "node:path";
 import { errnoCode, messageOf } from "@gpu-canary/errors";
 import type { TuningOutcome } from "@gpu-canary/tuning";
 import type { GlobalOptions, Io } from "../io.ts";
-import { answer, usageError } from "../output.ts";
+import { answer, printable, usageError } from "../output.ts";
 import { type Settings, auditFeedFor, evaluatorFor, loadSettings } from "../settings.ts";
 
 async function tuningFor(settings: Settings, io: Io, owner: string, signal?: AbortSignal) {
@@ -54,7 +54,7 @@ export async function runObserve(
     if (options.json) io.stdout(`${JSON.stringify(json)}\n`);
     else
       io.stdout(
-        `${event.kind}: ${event.line.slice(0, 160)}\n  → ${event.intentId === null ? "dry run: no intent" : event.merged ? `merged into ${event.intentId}` : `intent ${event.intentId}`}\n`,
+        `${event.kind}: ${printable(event.line.slice(0, 160))}\n  → ${event.intentId === null ? "dry run: no intent" : event.merged ? `merged into ${event.intentId}` : `intent ${event.intentId}`}\n`,
       );
   }
   if (!options.json && count === 0) io.stdout("No out-of-memory events found.\n");
