@@ -33,12 +33,19 @@ describe("parseEnvFile", () => {
     expect(entries.get("KLR_CANARY_MODE")).toEqual({ value: "canary", line: 2 });
   });
 
-  it("reports a line it cannot read with its number instead of skipping it", () => {
-    const { errors } = parseEnvFile('KLR_A=1\njust some words\nKLR_B="unclosed\n1BAD=2\n', "/h/.kloros_env");
-    expect(errors).toEqual([
-      '/h/.kloros_env:2: expected KEY=value, got "just some words"',
-      "/h/.kloros_env:3: KLR_B has an unclosed quote",
-      '/h/.kloros_env:4: expected KEY=value, got "1BAD=2"',
+  it("reports a line it cannot read with its number: an error for a KLR_ setting, a warning for the shell's own lines", () => {
+    const { errors, warnings, entries } = parseEnvFile(
+      'KLR_A=1\njust some words\nKLR_B="unclosed\n1BAD=2\nalias ll=ls\nPATH+=:/opt/bin\nKLR_C+=x\nNAME="open\n',
+      "/h/.kloros_env",
+    );
+    expect(errors).toEqual(["/h/.kloros_env:3: KLR_B has an unclosed quote", '/h/.kloros_env:7: expected KEY=value, got "KLR_C+=x"']);
+    expect(warnings).toEqual([
+      '/h/.kloros_env:2: expected KEY=value, got "just some words" (not a gpu-canary setting: ignored)',
+      '/h/.kloros_env:4: expected KEY=value, got "1BAD=2" (not a gpu-canary setting: ignored)',
+      '/h/.kloros_env:5: expected KEY=value, got "alias ll=ls" (not a gpu-canary setting: ignored)',
+      '/h/.kloros_env:6: expected KEY=value, got "PATH+=:/opt/bin" (not a gpu-canary setting: ignored)',
+      "/h/.kloros_env:8: NAME has an unclosed quote (ignored)",
     ]);
+    expect([...entries.keys()]).toEqual(["KLR_A"]);
   });
 });

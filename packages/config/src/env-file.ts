@@ -5,7 +5,10 @@ export interface EnvFileEntry {
 
 export interface ParsedEnvFile {
   entries: Map<string, EnvFileEntry>;
+  /** lines about gpu-canary's own settings (KLR_*) that cannot be read */
   errors: string[];
+  /** other lines that cannot be read: the file is shared with the shell (`alias ll=ls`, `PATH+=…`) */
+  warnings: string[];
 }
 
 const KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -14,11 +17,14 @@ const KEY = /^[A-Za-z_][A-Za-z0-9_]*$/;
  * `KEY=value` lines as a shell would source them: `#` comments, blank lines, an optional
  * `export ` prefix, single or double quotes, and a repeated key where the last one wins
  * (the checklist enables canary mode by appending a second KLR_CANARY_MODE line).
- * Unlike dotenv, a line we cannot read is reported with its number, never skipped.
+ * Unlike dotenv, a line we cannot read is reported with its number, never skipped: an error when
+ * it is about a KLR_ setting, else a warning (the file is the shell's too), which ignores the line.
  */
 export function parseEnvFile(text: string, file: string): ParsedEnvFile {
   const entries = new Map<string, EnvFileEntry>();
   const errors: string[] = [];
+  const warnings: string[] = [];
+  const report = (key: string, text: string) => (key.startsWith("KLR_") ? errors : warnings).push(text);
   const lines = text.replace(/^\uFEFF/, "").split(/\r?\n/);
   lines.forEach((rawLine, index) => {
     const lineNo = index + 1;
@@ -28,17 +34,18 @@ export function parseEnvFile(text: string, file: string): ParsedEnvFile {
     const eq = body.indexOf("=");
     const key = eq < 0 ? body : body.slice(0, eq).trim();
     if (eq < 0 || !KEY.test(key)) {
-      errors.push(`${file}:${lineNo}: expected KEY=value, got ${JSON.stringify(rawLine)}`);
+      const ignored = key.startsWith("KLR_") ? "" : " (not a gpu-canary setting: ignored)";
+      report(key, `${file}:${lineNo}: expected KEY=value, got ${JSON.stringify(rawLine)}${ignored}`);
       return;
     }
     const value = unquote(body.slice(eq + 1).trim());
     if (value === null) {
-      errors.push(`${file}:${lineNo}: ${key} has an unclosed quote`);
+      report(key, `${file}:${lineNo}: ${key} has an unclosed quote${key.startsWith("KLR_") ? "" : " (ignored)"}`);
       return;
     }
     entries.set(key, { value, line: lineNo });
   });
-  return { entries, errors };
+  return { entries, errors, warnings };
 }
 
 function unquote(raw: string): string | null {

@@ -247,8 +247,18 @@ describe("loadConfig", () => {
   });
 
   it("lists every bad variable at once", () => {
-    const errors = errorsOf({ KLR_CANARY_PORT: "x", KLR_CANARY_MODE: "y" }, "broken line\n");
+    const errors = errorsOf({ KLR_CANARY_PORT: "x", KLR_CANARY_MODE: "y" }, "KLR_BROKEN line\n");
     expect(errors).toHaveLength(3);
+  });
+
+  it("warns about the shell's own lines in the shared env file and goes on: every command still runs", () => {
+    const loaded = load({}, "alias ll=ls\nPATH+=:/opt/bin\nKLR_CANARY_MODE=canary\n");
+    expect(loaded.ok).toBe(true);
+    expect(loaded.warnings).toEqual([
+      expect.stringMatching(/:1: expected KEY=value, got "alias ll=ls" \(not a gpu-canary setting: ignored\)$/),
+      expect.stringMatching(/:2: expected KEY=value, got "PATH\+=:\/opt\/bin"/),
+    ]);
+    expect(requireConfig(loaded).config.canaryMode).toBe("canary");
   });
 });
 

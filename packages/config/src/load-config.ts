@@ -68,6 +68,7 @@ export function loadConfig(deps: LoadConfigDeps): LoadedConfig | ConfigErrors {
   }
   const parsedFile = fileText === null ? null : parseEnvFile(fileText, envFile);
   errors.push(...(parsedFile?.errors ?? []));
+  warnings.push(...(parsedFile?.warnings ?? []));
 
   for (const [key, entry] of parsedFile?.entries ?? []) warnUnknown(key, `${envFile}:${entry.line}`, warnings);
   for (const key of Object.keys(env)) warnUnknown(key, "the environment", warnings);
