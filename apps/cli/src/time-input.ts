@@ -11,6 +11,14 @@ export function parseAt(text: string, zone: string, flag = "--at"): Date {
       "a time without an offset is read in KLR_GPU_MAINTENANCE_TZ",
     );
   }
+  // Windows and nights are computed hours and days around it: at the edge of what a Date holds
+  // (±275,760 years) they would not exist.
+  if (parsed.year < 1970 || parsed.year > 9999) {
+    throw usageError(
+      `${flag}: ${JSON.stringify(text)} is outside the years 1970 to 9999`,
+      "give a time of this era, such as 2026-11-29T03:30",
+    );
+  }
   return parsed.toJSDate();
 }
 

@@ -64,4 +64,13 @@ describe("gpu-canary window", () => {
     expect(result.code).toBe(2);
     expect(result.json().error).toMatchObject({ code: "USAGE", message: expect.stringContaining("--at") });
   });
+
+  it("refuses an --at at the edge of what a date holds (exit 2), not a crash", async () => {
+    const home = await testdir();
+    for (const at of ["+275760-09-13T00:00:00Z", "-271821-04-20T00:00:00Z", "0001-01-01T00:00:00Z"]) {
+      const result = await cli(["window", "--json", "--at", at], { KLR_HOME: home });
+      expect(result.code).toBe(2);
+      expect(result.json().error).toMatchObject({ code: "USAGE", message: expect.stringContaining("outside the years 1970 to 9999") });
+    }
+  });
 });
