@@ -15,7 +15,8 @@ async function production() {
   await createHost(hostFile, { gpus: [h200(0)] });
   const port = 20000 + Math.floor(Math.random() * 20000);
   const env = { GPU_CANARY_SIM_HOST: hostFile, SIM_SLEEP_RESIDUE_MIB: "1500" };
-  const startCommand = `setsid ${SIM_VLLM} --port ${port} --model /m --gpu-memory-utilization 0.5 > ${dir}/prod.log 2>&1 < /dev/null & echo $! > ${dir}/prod.pid`;
+  // Started as a sleep-mode production is: dev mode and --enable-sleep-mode.
+  const startCommand = `VLLM_SERVER_DEV_MODE=1 setsid ${SIM_VLLM} --port ${port} --model /m --gpu-memory-utilization 0.5 --enable-sleep-mode > ${dir}/prod.log 2>&1 < /dev/null & echo $! > ${dir}/prod.pid`;
   const stopCommand = `kill -TERM "$(cat ${dir}/prod.pid)"`;
   onTestFinished(async () => {
     await runOperatorCommand(`kill -KILL "$(cat ${dir}/prod.pid)" 2>/dev/null; true`, { timeoutMs: 5000 });

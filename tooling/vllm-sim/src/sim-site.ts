@@ -51,6 +51,8 @@ export interface SimSiteOptions {
    * (KLR_WHISPER_STOP_COMMAND / KLR_WHISPER_START_COMMAND); started by startWhisper()
    */
   whisper?: string;
+  /** production started without sleep mode (no VLLM_SERVER_DEV_MODE=1 and --enable-sleep-mode): default with */
+  sleepMode?: boolean;
   /** production and canaries refuse requests that name no model, as vLLM before 0.8 did */
   requireModel?: boolean;
   /** more KLR_* settings */
@@ -111,7 +113,8 @@ export async function createSimSite(dir: string, options: SimSiteOptions = {}): 
   const start =
     `setsid env -u SIM_FAIL SIM_STARTUP_DELAY_MS="\${PRODUCTION_STARTUP_DELAY_MS:-0}" CUDA_VISIBLE_DEVICES=0 ` +
     (options.requireModel ? "SIM_REQUIRE_MODEL=1 " : "") +
-    `${join(SIM_BIN, "vllm")} --port ${productionPort} --model ${modelPath} --gpu-memory-utilization ${util} ` +
+    (options.sleepMode === false ? "" : "VLLM_SERVER_DEV_MODE=1 ") +
+    `${join(SIM_BIN, "vllm")} --port ${productionPort} --model ${modelPath} --gpu-memory-utilization ${util}${options.sleepMode === false ? "" : " --enable-sleep-mode"} ` +
     `>> ${join(dir, "production.log")} 2>&1 < /dev/null & echo $! > ${pidFile}`;
   const stop = `kill -TERM "$(cat ${pidFile})"`;
   // Whisper's command line names a file of this folder, so cleanup() finds it too.

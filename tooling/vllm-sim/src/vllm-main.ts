@@ -79,6 +79,8 @@ const app = buildSimVllm({
   gpuMemoryUtilization: util,
   version: env.SIM_VERSION,
   requireModel: env.SIM_REQUIRE_MODEL === "1",
+  // vLLM mounts its sleep endpoints only in dev mode with sleep mode enabled.
+  sleepMode: values["enable-sleep-mode"] === true && env.VLLM_SERVER_DEV_MODE === "1",
   tokenLatencyMs: env.SIM_TOKEN_LATENCY_MS ? Number(env.SIM_TOKEN_LATENCY_MS) : undefined,
   failure: {
     healthHang: fails.has("health-hang"),

@@ -10,6 +10,11 @@ import Fastify from "fastify";
 export interface SimVllmOptions {
   model: string;
   servedModelName?: string;
+  /**
+   * serve /sleep, /wake_up and /is_sleeping, as vLLM does only with VLLM_SERVER_DEV_MODE=1 and
+   * --enable-sleep-mode (default: on; the process turns it off unless started so)
+   */
+  sleepMode?: boolean;
   /** refuse a request that names no model, as vLLM before 0.8 did (vllm-project/vllm#13568) */
   requireModel?: boolean;
   maxModelLen?: number;
@@ -73,17 +78,19 @@ export function buildSimVllm(options: SimVllmOptions) {
       },
     ],
   }));
-  app.get("/is_sleeping", () => ({ is_sleeping: sleeping }));
-  app.post("/sleep", async () => {
-    sleeping = true;
-    await options.onSleepChange?.(true);
-    return {};
-  });
-  app.post("/wake_up", async () => {
-    sleeping = false;
-    await options.onSleepChange?.(false);
-    return {};
-  });
+  if (options.sleepMode !== false) {
+    app.get("/is_sleeping", () => ({ is_sleeping: sleeping }));
+    app.post("/sleep", async () => {
+      sleeping = true;
+      await options.onSleepChange?.(true);
+      return {};
+    });
+    app.post("/wake_up", async () => {
+      sleeping = false;
+      await options.onSleepChange?.(false);
+      return {};
+    });
+  }
   app.get("/metrics", (_request, reply) => {
     const labels = `block_size="16",cache_dtype="auto",gpu_memory_utilization="${options.gpuMemoryUtilization}",num_gpu_blocks="${options.numGpuBlocks ?? 8192}",swap_space="4"`;
     const body = [

@@ -48,6 +48,22 @@ describe("gpu-canary doctor and status", () => {
     expect(text.stdout).toMatch(/^FAIL {2}production_serving/m);
   }, 30_000);
 
+  it("with KLR_QUIESCE=sleep, fails sleep_mode when production was started without it, with the fix", async () => {
+    const sleepCheck = async (sleepMode: boolean) => {
+      const site = await createSimSite(await testdir(), { sleepMode, settings: { KLR_QUIESCE: "sleep" } });
+      onTestFinished(() => site.cleanup());
+      await site.startProduction();
+      const checks = ((await cli(["doctor", "--json"], site.env, new Date().toISOString())).json() as Checks).checks;
+      return checks.find((c) => c.name === "sleep_mode");
+    };
+    expect(await sleepCheck(false)).toMatchObject({
+      ok: false,
+      detail: expect.stringContaining("/is_sleeping is not there: production was started without sleep mode"),
+      fix: expect.stringContaining("VLLM_SERVER_DEV_MODE=1 and --enable-sleep-mode"),
+    });
+    expect(await sleepCheck(true)).toMatchObject({ ok: true, detail: expect.stringContaining("answers /is_sleeping (awake)") });
+  }, 90_000);
+
   it("says the restore is not measured yet before any run, instead of passing on the assumed SLA silently", async () => {
     const site = await downSite();
     const checks = ((await cli(["doctor", "--json"], site.env, new Date().toISOString())).json() as Checks).checks;

@@ -110,6 +110,7 @@ export async function doctorChecks(settings: Settings, io: Io): Promise<Check[]>
       `start production vLLM, or set KLR_VLLM_URL (now ${config.vllmUrl}) and KLR_VLLM_API_KEY`,
     ),
   );
+  if (config.quiesce === "sleep") checks.push(await sleepModeCheck(config, spica.productionClient(config)));
   checks.push(await managerCheck(config, io));
   checks.push(
     await check(
@@ -157,6 +158,26 @@ export async function doctorChecks(settings: Settings, io: Io): Promise<Check[]>
   checks.push(...(await stateChecks(settings, io)));
   checks.push(...(await limitChecks(settings, io)));
   return checks;
+}
+
+/** vLLM serves its sleep endpoints only when started for it: a quiesce by sleep would fail at the first run. */
+async function sleepModeCheck(config: Config, client: { isSleeping(timeoutMs?: number): Promise<boolean> }): Promise<Check> {
+  const fix =
+    "start production vLLM with VLLM_SERVER_DEV_MODE=1 and --enable-sleep-mode (contrib/vllm-sleep-mode.md), or set KLR_QUIESCE=stop";
+  return check(
+    "sleep_mode",
+    async () => {
+      try {
+        const sleeping = await client.isSleeping(5000);
+        return { ok: true, detail: `production answers /is_sleeping (${sleeping ? "asleep" : "awake"}): KLR_QUIESCE=sleep can work` };
+      } catch (error) {
+        if ((error as { status?: number }).status === 404)
+          return { ok: false, detail: `${config.vllmUrl}/is_sleeping is not there: production was started without sleep mode`, fix };
+        throw error;
+      }
+    },
+    fix,
+  );
 }
 
 async function managerCheck(config: Config, io: Io): Promise<Check> {
