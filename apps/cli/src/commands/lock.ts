@@ -132,6 +132,16 @@ export async function runLockRun(command: string[], options: LockRunOptions, io:
   const [file, ...args] = command;
   if (file === undefined) throw usageError("lock run: expected a command after --", "gpu-canary lock run -- nvidia-smi");
   const settings = loadSettings(io);
+  // Looked up before the lock is taken: a missing command holds nothing, and once the lock is held
+  // nothing is awaited before the command starts (a signal there would find no command to pass to).
+  const { findExecutable } = await import("@gpu-canary/vllm-control");
+  if (findExecutable(file, process.env) === null) {
+    io.stderr(`gpu-canary lock run: ${file}: command not found\n`);
+    return 127;
+  }
+  // The command dies with this process (PR_SET_PDEATHSIG, set by util-linux's setpriv): a wrapper
+  // killed outright must not leave its command running on a lock that `lock release` then frees as stale.
+  const setpriv = findExecutable("setpriv", process.env);
   const lock = await gpuLockFor(settings, io, "gpu-canary lock run");
   // One subscription for the whole run, so that no signal falls between waiting and running:
   // before the command starts a signal abandons the wait; afterwards it goes to the command.
@@ -164,14 +174,6 @@ export async function runLockRun(command: string[], options: LockRunOptions, io:
     try {
       if (early) return signalExitCode(early);
       let lost: Error | null = null;
-      // The command dies with this process (PR_SET_PDEATHSIG, set by util-linux's setpriv): a wrapper
-      // killed outright must not leave its command running on a lock that `lock release` then frees as stale.
-      const { findExecutable } = await import("@gpu-canary/vllm-control");
-      if (findExecutable(file, process.env) === null) {
-        io.stderr(`gpu-canary lock run: ${file}: command not found\n`);
-        return 127;
-      }
-      const setpriv = findExecutable("setpriv", process.env);
       const running = setpriv
         ? spawn(setpriv, ["--pdeathsig", "KILL", "--", file, ...args], { stdio: "inherit" })
         : spawn(file, args, { stdio: "inherit" });
