@@ -77,6 +77,7 @@ export function policyOf(config: Config, layout: Layout, now: () => Date): { bud
       store: fileRateLimitStore(layout.rateLimits),
       rule: { maxRuns: config.rateLimitMaxRuns, windowHours: config.rateLimitWindowHours, cooldownHours: config.rateLimitCooldownHours },
       now,
+      timeZone: config.maintenanceTimeZone,
     }),
   };
 }

@@ -75,6 +75,39 @@ describe("gpu-canary doctor and status", () => {
     });
   }, 30_000);
 
+  it("names one night in every view: status, doctor, budget and window agree after the window closed", async () => {
+    const site = await downSite();
+    // 18:14 in Tokyo on 2026-12-02; the 23:00-09:00 window that counts opened on 2026-12-01.
+    const now = "2026-12-02T09:14:00Z";
+    const env = { ...site.env, KLR_GPU_MAINTENANCE_WINDOW: "23:00-09:00", KLR_GPU_MAINTENANCE_TZ: "Asia/Tokyo" };
+    await mkdir(site.layout.maintenanceDir, { recursive: true });
+    await writeFile(site.layout.budgetFile("20261201"), '{"seconds_used": 10.77}');
+    const status = (await cli(["status", "--json"], env, now)).json() as Record<string, Record<string, unknown>>;
+    expect(status.budget).toMatchObject({ date: "20261201", seconds_used: 10.77 });
+    expect(status.window).toMatchObject({ open: false, night: "20261201" });
+    expect((await cli(["budget", "--json"], env, now)).json()).toMatchObject({ date: "20261201", seconds_used: 10.77 });
+    expect((await cli(["window", "--json"], env, now)).json()).toMatchObject({ night: "20261201" });
+    const checks = ((await cli(["doctor", "--json"], env, now)).json() as Checks).checks;
+    expect(checks.find((c) => c.name === "budget_file")?.detail).toBe("night of 2026-12-01: 10.77 s used of 60 s");
+    expect(checks.find((c) => c.name === "window_crosses_midnight")).toMatchObject({
+      ok: true,
+      warning: true,
+      fix: expect.stringContaining("gpu-canary budget --json | jq .seconds_used"),
+    });
+    const [statusText, budgetText, doctorText, windowText] = await Promise.all(
+      ["status", "budget", "doctor", "window"].map(async (c) => (await cli([c], env, now)).stdout),
+    );
+    for (const text of [statusText, budgetText, doctorText]) {
+      expect(text).toContain("night of 2026-12-01");
+      expect(text).not.toMatch(/tonight|20261202|night of 2026-12-02|T\d\d:\d\d:\d\dZ/);
+    }
+    expect(statusText).toMatch(/^Window: {6}23:00-09:00 Asia\/Tokyo closed, opens 2026-12-02 23:00 GMT\+9$/m);
+    expect(statusText).toMatch(/^Budget: {6}10\.77 s used of 60 s, night of 2026-12-01 \(49\.23 s left\)$/m);
+    expect(doctorText).toMatch(/^WARN {2}window_crosses_midnight/m);
+    // The window shows the next opening (2026-12-02 23:00) and the night that counts until then.
+    expect(windowText).toMatch(/^Night: {2}2026-12-01 \(the last window's, until the next opens/m);
+  }, 30_000);
+
   it("status answers (exit 0) with an unreadable part named, the rest still shown", async () => {
     const site = await downSite();
     const now = new Date();

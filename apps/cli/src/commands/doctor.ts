@@ -2,7 +2,7 @@ import { execFile } from "node:child_process";
 import { accessSync, constants } from "node:fs";
 import { type Config, layoutFor, loadConfig } from "@gpu-canary/config";
 import { messageOf } from "@gpu-canary/errors";
-import { windowAt } from "@gpu-canary/policy";
+import { crossesMidnight, nightLabel, windowAt } from "@gpu-canary/policy";
 import type { GlobalOptions, Io } from "../io.ts";
 import { answer } from "../output.ts";
 import { type Settings, gpuLockFor, hostEnv } from "../settings.ts";
@@ -12,6 +12,8 @@ export interface Check {
   ok: boolean;
   detail: string;
   fix: string | null;
+  /** passes, but the operator should know (shown as WARN; doctor still exits 0) */
+  warning?: true;
 }
 
 const hintOf = (error: unknown) =>
@@ -237,7 +239,7 @@ async function stateChecks(settings: Settings, io: Io): Promise<Check[]> {
       "budget_file",
       async () => {
         const s = await budget.status(night);
-        return { ok: true, detail: `night ${night}: ${s.secondsUsed} s used of ${s.maxSeconds} s` };
+        return { ok: true, detail: `night of ${nightLabel(night)}: ${s.secondsUsed} s used of ${s.maxSeconds} s` };
       },
       `gpu-canary budget reset --yes --date ${night}`,
     ),
@@ -301,7 +303,22 @@ async function limitChecks(settings: Settings, io: Io): Promise<Check[]> {
           : `production needs longer than KLR_RESTORE_SLA to come back from a stop: use KLR_QUIESCE=sleep (vLLM's sleep mode wakes in seconds), a spare GPU, or raise KLR_RESTORE_SLA`,
     },
     canaryTimeoutCheck(config, worst, logged),
+    ...(crossesMidnight(config.maintenanceWindow) ? [midnightWarning(window.spec, window.night)] : []),
   ];
+}
+
+/**
+ * The checklist reads tonight's budget as gpu_budget_$(date +%Y%m%d).json; a night is named by
+ * the day its window opened, so after midnight that command reads the next night's (empty) file.
+ */
+function midnightWarning(spec: string, night: string): Check {
+  return {
+    name: "window_crosses_midnight",
+    ok: true,
+    warning: true,
+    detail: `the window ${spec} crosses midnight: a night is named by the day its window opened (now ${nightLabel(night)}), so after midnight \`date +%Y%m%d\` names the wrong night's budget file`,
+    fix: "read the night's budget with `gpu-canary budget --json | jq .seconds_used`, which names the night itself",
+  };
 }
 
 /** Time the canary needs beyond loading the model: health, a warm-up and the timed completions. */
@@ -337,6 +354,11 @@ function canaryTimeoutCheck(
   };
 }
 
+function warnings(checks: Check[]): string {
+  const n = checks.filter((c) => c.warning).length;
+  return n === 0 ? "" : ` (${n} warning${n === 1 ? "" : "s"})`;
+}
+
 export async function runDoctor(options: GlobalOptions, io: Io): Promise<number> {
   const loaded = loadConfig({ env: io.env, homeDir: io.homeDir });
   let checks: Check[];
@@ -356,8 +378,10 @@ export async function runDoctor(options: GlobalOptions, io: Io): Promise<number>
   const ok = checks.every((c) => c.ok);
   answer(io, options, { ok, checks }, () =>
     [
-      ...checks.map((c) => `${c.ok ? "PASS" : "FAIL"}  ${c.name.padEnd(24)} ${c.detail}${c.fix ? `\n      fix: ${c.fix}` : ""}`),
-      ok ? "All checks passed." : `${checks.filter((c) => !c.ok).length} check(s) failed.`,
+      ...checks.map(
+        (c) => `${c.ok ? (c.warning ? "WARN" : "PASS") : "FAIL"}  ${c.name.padEnd(24)} ${c.detail}${c.fix ? `\n      fix: ${c.fix}` : ""}`,
+      ),
+      ok ? `All checks passed${warnings(checks)}.` : `${checks.filter((c) => !c.ok).length} check(s) failed${warnings(checks)}.`,
     ].join("\n"),
   );
   return ok ? 0 : 1;

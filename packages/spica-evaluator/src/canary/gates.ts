@@ -1,5 +1,5 @@
 import { describeHolder } from "@gpu-canary/gpu-lock";
-import { windowAt } from "@gpu-canary/policy";
+import { localTime, windowAt } from "@gpu-canary/policy";
 import { findExecutable, portState, vllmExecutable } from "@gpu-canary/vllm-control";
 import type { RunContext } from "../context.ts";
 import type { WorstCase } from "./worst-case.ts";
@@ -45,7 +45,7 @@ export async function checkGates(
     if (!window.open) {
       return refuse(
         "window",
-        `the maintenance window ${window.spec} (${window.timeZone}) is closed; it opens at ${window.opensAt.toISOString()}`,
+        `the maintenance window ${window.spec} (${window.timeZone}) is closed; it opens at ${localTime(window.opensAt, window.timeZone)}`,
       );
     }
     if (window.secondsLeft < run.worst.totalSeconds) {
