@@ -1,5 +1,7 @@
 export { canaryArgv, launchCanary, splitCommand } from "./canary-launcher.ts";
 export { findExecutable, vllmExecutable } from "./executable.ts";
+export { checkVllmCommand } from "./vllm-version.ts";
+export type { VllmCommandCheck } from "./vllm-version.ts";
 export type { CanaryProcess, CanarySettings } from "./canary-launcher.ts";
 export { launchCanaryUnit } from "./canary-unit.ts";
 export type { CanaryUnitOptions } from "./canary-unit.ts";

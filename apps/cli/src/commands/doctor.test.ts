@@ -41,6 +41,8 @@ describe("gpu-canary doctor and status", () => {
     const checks = (result.json() as Checks).checks;
     const failed = Object.fromEntries(checks.filter((c) => !c.ok).map((c) => [c.name, c]));
     expect(Object.keys(failed).sort()).toEqual(["production_serving", "restore_within_sla"]);
+    // The vLLM command was run (`vllm --version`), not only found.
+    expect(checks.find((c) => c.name === "vllm_command")?.detail).toMatch(/vllm --version` works: vLLM 0\.11\.0$/);
     expect(failed.restore_within_sla?.detail).toMatch(/restores take 9 s \(restore 9 s \(p95 of 2\)\) against the SLA of 5 s/);
     expect(failed.restore_within_sla?.fix).toContain("KLR_QUIESCE=sleep");
     const text = await cli(["doctor"], env, now.toISOString());

@@ -16,6 +16,10 @@ export interface Check {
   warning?: true;
 }
 
+/** The environment commands run with: this process's, with the settings' environment over it. */
+const processEnv = (io: Io): Record<string, string> =>
+  Object.fromEntries(Object.entries({ ...process.env, ...io.env }).filter((e): e is [string, string] => e[1] !== undefined));
+
 const hintOf = (error: unknown) =>
   typeof error === "object" && error !== null && "hint" in error && typeof error.hint === "string" ? error.hint : null;
 
@@ -118,11 +122,10 @@ export async function doctorChecks(settings: Settings, io: Io): Promise<Check[]>
     await check(
       "vllm_command",
       async () => {
-        const { vllmExecutable } = await import("@gpu-canary/vllm-control");
-        const executable = vllmExecutable(config.vllmCommand, io.env);
-        return executable.found !== null
-          ? { ok: true, detail: `KLR_VLLM_COMMAND starts ${executable.found}` }
-          : { ok: false, detail: executable.problem };
+        // Run the harmless way (`vllm --version`, `python -c "import vllm"`): a broken install
+        // found only by a canary costs production a stop.
+        const { checkVllmCommand } = await import("@gpu-canary/vllm-control");
+        return checkVllmCommand(config.vllmCommand, processEnv(io));
       },
       "set KLR_VLLM_COMMAND to how vLLM is started, e.g. /opt/vllm/.venv/bin/python3 -m vllm.entrypoints.openai.api_server",
     ),
@@ -197,7 +200,7 @@ async function managerCheck(config: Config, io: Io): Promise<Check> {
       }
       const shown = await new Promise<{ stdout: string; problem: string }>((resolve) => {
         // The caller's environment (its PATH finds systemctl).
-        const env = { ...process.env, ...Object.fromEntries(Object.entries(io.env).filter(([, v]) => v !== undefined)) };
+        const env = processEnv(io);
         execFile(
           "systemctl",
           ["show", "-p", "LoadState", "--value", config.vllmService],
