@@ -66,6 +66,14 @@ describe("gpu-canary doctor and status", () => {
     expect(await sleepCheck(true)).toMatchObject({ ok: true, detail: expect.stringContaining("answers /is_sleeping (awake)") });
   }, 90_000);
 
+  it("production_serving passes against a vLLM that refuses requests naming no model (before 0.8)", async () => {
+    const site = await createSimSite(await testdir(), { requireModel: true });
+    onTestFinished(() => site.cleanup());
+    await site.startProduction();
+    const checks = ((await cli(["doctor", "--json"], site.env, new Date().toISOString())).json() as Checks).checks;
+    expect(checks.find((c) => c.name === "production_serving")).toMatchObject({ ok: true });
+  }, 60_000);
+
   it("says the restore is not measured yet before any run, instead of passing on the assumed SLA silently", async () => {
     const site = await downSite();
     const checks = ((await cli(["doctor", "--json"], site.env, new Date().toISOString())).json() as Checks).checks;
