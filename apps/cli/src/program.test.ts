@@ -29,6 +29,15 @@ describe("the command line", () => {
     expect(reset.stdout).toContain("$ gpu-canary budget reset --yes");
   });
 
+  it("refuses a candidate with a key it does not have (exit 2), naming the key, before anything runs", async () => {
+    const candidate = '{"vllm_memory_util": 0.8, "whisper_model_size": "small", "max_model_len": 4096}';
+    for (const mode of ["predictive", "canary"]) {
+      const result = await cli(["evaluate", "--mode", mode, "--candidate", candidate, "--json"], { KLR_HOME: "/nonexistent-home" });
+      expect(result.code).toBe(2);
+      expect(JSON.stringify(result.json().error)).toContain("max_model_len");
+    }
+  });
+
   it("exits 2 on an unknown command or option, without a stack trace", async () => {
     for (const argv of [["frobnicate"], ["window", "--nope"]]) {
       const result = await cli(argv, {});
