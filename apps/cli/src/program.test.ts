@@ -1,3 +1,6 @@
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { testdir } from "@gpu-canary/testing";
 import { describe, expect, it } from "vitest";
 import { cli } from "./test-fixtures/cli.ts";
 
@@ -35,6 +38,21 @@ describe("the command line", () => {
       const result = await cli(["evaluate", "--mode", mode, "--candidate", candidate, "--json"], { KLR_HOME: "/nonexistent-home" });
       expect(result.code).toBe(2);
       expect(JSON.stringify(result.json().error)).toContain("max_model_len");
+    }
+  });
+
+  it("runs recover and the other commands with the shell's own lines in the shared env file, warning about each", async () => {
+    const home = await testdir();
+    await writeFile(join(home, ".kloros_env"), "alias ll='ls -l'\nPATH+=:/opt/bin\nKLR_CANARY_PORT=9011\n");
+    for (const argv of [
+      ["recover", "--json"],
+      ["window", "--json"],
+      ["lock", "status", "--json"],
+    ]) {
+      const result = await cli(argv, { KLR_HOME: home });
+      expect(result.code).toBe(0);
+      expect(result.stderr).toContain(`warning: ${join(home, ".kloros_env")}:1`);
+      expect(result.stderr).toContain(`${join(home, ".kloros_env")}:2`);
     }
   });
 
