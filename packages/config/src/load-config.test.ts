@@ -20,7 +20,7 @@ function errorsOf(env: Record<string, string>, file: string | null = null): stri
 }
 
 describe("loadConfig", () => {
-  it("gives DESIGN.md's defaults with no env file and no environment", () => {
+  it("gives the README's defaults with no env file and no environment", () => {
     const result = requireConfig(load());
     expect(result.envFile).toBeNull();
     expect(result.config).toMatchObject({

@@ -17,7 +17,7 @@ import {
 } from "./values.ts";
 
 /**
- * One entry per KLR_* setting of DESIGN.md. `defaultValue` is text, parsed like any other
+ * One entry per KLR_* setting (the README's Settings table). `defaultValue` is text, parsed like any other
  * source; a function default depends on KLR_HOME. `optional` settings may be unset.
  */
 interface SettingDef<K extends string, T> {

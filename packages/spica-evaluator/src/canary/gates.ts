@@ -15,7 +15,7 @@ export interface Refusal {
 export type CanaryPath = "spare" | "quiesced" | "attached";
 
 /**
- * The safety gates, in DESIGN.md's order; the first that says no refuses the run (exit 3).
+ * The safety gates, in the order docs/architecture.md ("The canary run") gives; the first that says no refuses the run (exit 3).
  * Asked once before the lock (to refuse early) and again under it (two runs must not both pass
  * a gate only one can afford). Returns the night whose budget a quiesced run charges.
  */

@@ -21,7 +21,7 @@ export interface CanaryOutcome {
 }
 
 /**
- * The canary run of DESIGN.md: quick gates, lock, the gates again, then the path's steps
+ * The canary run (docs/architecture.md, "The canary run"): quick gates, lock, the gates again, then the path's steps
  * (quiesced.ts, untouched.ts), whose undos leave production serving and charged on every way out.
  */
 export async function runCanary(ctx: RunContext, candidate: Candidate, run: { runId: string; subsystem: string }): Promise<CanaryOutcome> {
