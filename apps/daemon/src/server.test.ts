@@ -1,22 +1,28 @@
 import { mkdir, writeFile } from "node:fs/promises";
+import { type IncomingHttpHeaders, get as httpGet } from "node:http";
+import type { AddressInfo } from "node:net";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { createAuditFeed } from "@gpu-canary/audit-feed";
 import { layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
 import { SpicaGPUAllocation } from "@gpu-canary/spica-evaluator";
-import { fixedNow, testdir } from "@gpu-canary/testing";
+import { fixedNow, testdir, until } from "@gpu-canary/testing";
 import { createIntentStore } from "@gpu-canary/tuning";
 import { pino } from "pino";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, onTestFinished } from "vitest";
 import { createMetrics } from "./metrics.ts";
 import { buildServer } from "./server.ts";
 import { bearerMatches, ensureToken } from "./token.ts";
 
 const silent = pino({ level: "silent" });
 
-async function full() {
+async function full(settings: Record<string, string> = {}) {
   const home = await testdir();
   const config = requireConfig(
-    loadConfig({ env: { KLR_HOME: home, KLR_NVIDIA_SMI: "/nonexistent/nvidia-smi", KLR_VLLM_URL: "http://127.0.0.1:9" }, homeDir: home }),
+    loadConfig({
+      env: { KLR_HOME: home, KLR_NVIDIA_SMI: "/nonexistent/nvidia-smi", KLR_VLLM_URL: "http://127.0.0.1:9", ...settings },
+      homeDir: home,
+    }),
   ).config;
   const layout = layoutFor(config);
   const audit = createAuditFeed({ dir: layout.auditDir, timeZone: config.maintenanceTimeZone });
@@ -164,6 +170,79 @@ describe("buildServer", () => {
     expect(text).toMatch(/event: recovery\ndata: \{.*"run_id":"r-2"/);
     controller.abort();
     await s.app.close();
+  }, 20_000);
+});
+
+/** A real HTTP client of /audit/stream on its own socket: its status, headers and body so far, and a way to hang up. */
+function streamClient(port: number) {
+  return new Promise<{ status: number; headers: IncomingHttpHeaders; body: () => string; close: () => void }>((resolve, reject) => {
+    const request = httpGet({ host: "127.0.0.1", port, path: "/audit/stream", agent: false }, (response) => {
+      let body = "";
+      response.on("data", (chunk: Buffer) => (body += chunk.toString()));
+      response.on("error", () => undefined);
+      // The stream's first bytes (or the whole refusal) say the daemon answered.
+      const answered = () =>
+        resolve({ status: response.statusCode ?? 0, headers: response.headers, body: () => body, close: () => request.destroy() });
+      if (response.statusCode === 200) response.once("data", answered);
+      else response.on("end", answered);
+    });
+    request.on("error", reject);
+  });
+}
+
+describe("GET /audit/stream", () => {
+  it("answers 503 STREAM_CLIENTS_FULL with Retry-After past KLR_DAEMON_STREAM_CLIENTS, and a client that hangs up frees its slot", async () => {
+    const s = await full({ KLR_DAEMON_STREAM_CLIENTS: "3" });
+    await s.app.listen({ host: "127.0.0.1", port: 0 });
+    onTestFinished(() => s.app.close());
+    const { port } = s.app.server.address() as AddressInfo;
+    const clients = [await streamClient(port), await streamClient(port), await streamClient(port)];
+    onTestFinished(() => clients.forEach((c) => c.close()));
+    expect(clients.map((c) => c.status)).toEqual([200, 200, 200]);
+
+    const refused = await streamClient(port);
+    expect(refused.status).toBe(503);
+    expect(refused.headers["retry-after"]).toBe("10");
+    expect(refused.headers["content-type"]).toContain("application/json");
+    expect(JSON.parse(refused.body())).toEqual({
+      error: {
+        code: "STREAM_CLIENTS_FULL",
+        message: expect.stringContaining("3 clients already follow /audit/stream"),
+        hint: expect.stringContaining("KLR_DAEMON_STREAM_CLIENTS"),
+      },
+    });
+
+    clients.shift()?.close();
+    // The server learns of the hang-up a moment later: only then is the slot free.
+    const next = await until(
+      async () => {
+        const c = await streamClient(port);
+        if (c.status === 200) return c;
+        return false;
+      },
+      "a slot to be freed by the client that hung up",
+      { timeoutMs: 5000, pollMs: 50 },
+    );
+    clients.push(next);
+    // Full again: the freed slot was taken, not the cap raised.
+    expect((await streamClient(port)).status).toBe(503);
+    // The clients still stream.
+    await s.audit.append({ event: "recovery", run_id: "r-3", action: "released_stale" });
+    await until(() => clients.every((c) => c.body().includes('"run_id":"r-3"')), "every client to get the event", {
+      timeoutMs: 5000,
+      pollMs: 50,
+    });
+  }, 20_000);
+
+  it("ends every stream when the server closes, so a stop does not wait for its clients", async () => {
+    const s = await full();
+    await s.app.listen({ host: "127.0.0.1", port: 0 });
+    const { port } = s.app.server.address() as AddressInfo;
+    const client = await streamClient(port);
+    onTestFinished(() => client.close());
+    expect(client.status).toBe(200);
+    const closed = await Promise.race([s.app.close().then(() => "closed"), sleep(5000).then(() => "still waiting")]);
+    expect(closed).toBe("closed");
   }, 20_000);
 });
 
