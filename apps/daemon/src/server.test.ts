@@ -3,55 +3,13 @@ import { type IncomingHttpHeaders, get as httpGet } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { createAuditFeed } from "@gpu-canary/audit-feed";
-import { layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
-import { SpicaGPUAllocation } from "@gpu-canary/spica-evaluator";
 import { fixedNow, testdir, until } from "@gpu-canary/testing";
-import { createIntentStore } from "@gpu-canary/tuning";
-import { pino } from "pino";
 import { describe, expect, it, onTestFinished } from "vitest";
-import { createMetrics } from "./metrics.ts";
 import { buildServer } from "./server.ts";
+import { fullServer, silent } from "./test-fixtures/full-server.ts";
 import { bearerMatches, ensureToken } from "./token.ts";
 
-const silent = pino({ level: "silent" });
-
-async function full(settings: Record<string, string> = {}) {
-  const home = await testdir();
-  const config = requireConfig(
-    loadConfig({
-      env: { KLR_HOME: home, KLR_NVIDIA_SMI: "/nonexistent/nvidia-smi", KLR_VLLM_URL: "http://127.0.0.1:9", ...settings },
-      homeDir: home,
-    }),
-  ).config;
-  const layout = layoutFor(config);
-  const audit = createAuditFeed({ dir: layout.auditDir, timeZone: config.maintenanceTimeZone });
-  const evaluator = new SpicaGPUAllocation({ config, audit });
-  const store = createIntentStore({ layout, subsystems: config.subsystems });
-  const metrics = createMetrics({
-    budget: () => Promise.resolve({ usedSeconds: 12.5, leftSeconds: 47.5 }),
-    windowOpen: () => false,
-    lockHeld: () => Promise.resolve(false),
-    intentsPending: async () => (await store.list("pending")).length,
-  });
-  const token = await ensureToken(layout.daemonTokenFile);
-  let woken = 0;
-  const app = buildServer({
-    logger: silent,
-    now: () => new Date(),
-    version: "0.2.0",
-    config,
-    context: evaluator.context,
-    audit,
-    store,
-    metrics,
-    token,
-    promotionsDir: layout.promotionsDir,
-    daemonState: () => ({ working: null }),
-    onIntent: () => (woken += 1),
-  });
-  return { app, token, audit, layout, store, woken: () => woken };
-}
+const full = fullServer;
 
 const intent = { kind: "oom_kv_cache", subsystem: "gpu_allocation", evidence: "ValueError: No available memory for the cache blocks." };
 
@@ -135,8 +93,8 @@ describe("buildServer", () => {
     for (const name of [
       "gpu_canary_runs_total",
       "gpu_canary_refusals_total",
-      "gpu_canary_downtime_used_seconds 12.5",
-      "gpu_canary_downtime_left_seconds 47.5",
+      "gpu_canary_downtime_used_seconds 0",
+      "gpu_canary_downtime_left_seconds 60",
       "gpu_canary_window_open 0",
       "gpu_canary_lock_held 0",
       "gpu_canary_intents_pending 0",
