@@ -47,7 +47,7 @@ describe("gpu-canaryd on the simulated host", () => {
     const d = await daemonOn({ KLR_ALLOW_SPARE_GPU: "true" });
     expect(await d.get("/status")).toMatchObject({ production: { health: "healthy" }, mode: { canary_mode: "canary", spare_gpu: 1 } });
     // The example env file parses without a warning.
-    expect(d.stderr()).not.toContain('"level":40');
+    expect(d.stderr()).not.toContain('"level":"warn"');
     // Before any canary its timings are unknown: left out, not 0; production's health is known.
     const before = await (await fetch(`${d.base}/metrics`)).text();
     expect(before).not.toMatch(/^gpu_canary_last_canary_(ttft_p95|latency)_seconds /m);

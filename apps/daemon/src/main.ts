@@ -4,9 +4,10 @@ import { layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
 import { GpuCanaryError, exitCodeOf } from "@gpu-canary/errors";
 import { SpicaGPUAllocation } from "@gpu-canary/spica-evaluator";
 import { createIntentStore, createTuningRunner } from "@gpu-canary/tuning";
-import { pino } from "pino";
+import type { pino } from "pino";
 import { VERSION } from "./args.ts";
 import { createDaemon } from "./daemon.ts";
+import { createDaemonLogger, logSinkFor } from "./logger.ts";
 import { metricSourcesFor } from "./metric-sources.ts";
 import { createMetrics } from "./metrics.ts";
 import { createNotifier } from "./notify.ts";
@@ -19,10 +20,7 @@ import { ensureToken } from "./token.ts";
  * progress safely (production restored), flush and exit 0.
  */
 export async function main(env: Readonly<Record<string, string | undefined>>): Promise<number> {
-  const logger = pino(
-    { name: "gpu-canaryd", redact: ["req.headers.authorization", "*.token", "token", "*.apiKey", "*.api_key"] },
-    pino.destination(2),
-  );
+  const logger = await createDaemonLogger(logSinkFor(process.stderr, env));
   try {
     return await run(env, logger);
   } catch (error) {
