@@ -55,6 +55,7 @@ describe("loadConfig", () => {
       vllmLog: { kind: "journal" },
       daemonListen: { host: "127.0.0.1", port: 9012 },
       daemonTokenFile: "/home/kloros/.kloros/daemon.token",
+      daemonStreamClients: 16,
     });
     expect(result.config.maxModelLen).toBeUndefined();
     expect(result.origins.KLR_CANARY_PORT).toEqual({ text: "9011", source: { kind: "default" } });
@@ -151,6 +152,7 @@ describe("loadConfig", () => {
     ["KLR_DAEMON_LISTEN", "9012", "HOST:PORT"],
     ["KLR_DAEMON_LISTEN", "127.0.0.1:99999", "HOST:PORT"],
     ["KLR_DAEMON_TOKEN_FILE", "token", "absolute path"],
+    ["KLR_DAEMON_STREAM_CLIENTS", "0", "at least 1"],
     ["KLR_NOTIFY_URL", "ftp://x", "http:// or https:// URL"],
   ])("rejects %s=%j naming the variable, the value and what is expected", (name, value, expected) => {
     const errors = errorsOf({ [name]: value });

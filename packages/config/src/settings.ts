@@ -275,6 +275,12 @@ export const SETTINGS = {
     defaultValue: (home) => `${home}/.kloros/daemon.token`,
     meaning: "bearer token file for the daemon's mutating endpoints",
   }),
+  KLR_DAEMON_STREAM_CLIENTS: def({
+    key: "daemonStreamClients",
+    schema: positiveInt("clients of the daemon's /audit/stream at once"),
+    defaultValue: "16",
+    meaning: "clients of the daemon's /audit/stream at once; more get 503",
+  }),
   KLR_NOTIFY_URL: def({ key: "notifyUrl", schema: httpUrl(), optional: true, meaning: "optional webhook for run results" }),
 } as const;
 
