@@ -1,7 +1,10 @@
 import type { EvaluationResult } from "@gpu-canary/spica-evaluator";
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 
-/** A promotion's state (DESIGN.md: proposed → applied | rolled_back | superseded | stale). */
+/**
+ * A promotion's state: proposed → applied | rolled_back | superseded | stale. Applying promotions
+ * is still to come; the files written today carry no state and count as proposed.
+ */
 export const PROMOTION_STATES = ["proposed", "applied", "rolled_back", "superseded", "stale"] as const;
 export type PromotionState = (typeof PROMOTION_STATES)[number];
 
@@ -104,10 +107,15 @@ export function createMetrics(sources: MetricSources) {
     "gpu_canary_last_canary_latency_seconds",
     "Median end-to-end latency of the last canary test",
   );
-  optionalGauge(registry, "gpu_canary_downtime_used_seconds", "Production downtime charged tonight", async () => {
-    return (await sources.budget())?.usedSeconds ?? null;
-  });
-  optionalGauge(registry, "gpu_canary_downtime_left_seconds", "Production downtime left tonight", async () => {
+  optionalGauge(
+    registry,
+    "gpu_canary_downtime_used_seconds",
+    "Production downtime charged to the night in effect (the open window's, else the last one's)",
+    async () => {
+      return (await sources.budget())?.usedSeconds ?? null;
+    },
+  );
+  optionalGauge(registry, "gpu_canary_downtime_left_seconds", "Production downtime left to the night in effect", async () => {
     return (await sources.budget())?.leftSeconds ?? null;
   });
   optionalGauge(registry, "gpu_canary_window_open", "1 while the maintenance window is open", () =>

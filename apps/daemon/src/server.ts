@@ -36,7 +36,7 @@ const auditQuerySchema = z.strictObject({
 });
 
 function badRequest(message: string) {
-  return { error: { code: "BAD_REQUEST", message, hint: "see DESIGN.md, Daemon (contract)" } };
+  return { error: { code: "BAD_REQUEST", message, hint: 'see docs/architecture.md, "Daemon (contract)", in gpu-canary\'s repository' } };
 }
 
 /** The request's own faults, each with a code a script can test and the fix. */
@@ -50,7 +50,7 @@ const HTTP_ERRORS: Partial<Record<number, readonly [code: string, hint: string]>
 /** What a client refused by the /audit/stream cap is told to wait (Retry-After). */
 const STREAM_RETRY_AFTER_SECONDS = 10;
 
-/** The daemon's HTTP API (DESIGN.md, "Daemon"), without listening: tests use `inject`. */
+/** The daemon's HTTP API (docs/architecture.md, "Daemon (contract)"), without listening: tests use `inject`. */
 export function buildServer(deps: ServerDeps) {
   const app = Fastify({ loggerInstance: deps.logger, bodyLimit: 64 * 1024 });
   const startedAt = deps.now();
