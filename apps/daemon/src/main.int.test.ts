@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from "node:child_process";
-import { open, readFile } from "node:fs/promises";
+import { open, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { testdir, tsNodeArgs } from "@gpu-canary/testing";
 import { describe, expect, it } from "vitest";
@@ -8,8 +8,10 @@ const bin = join(import.meta.dirname, "bin.ts");
 const hasScript = spawnSync("script", ["--version"]).status === 0;
 
 describe("gpu-canaryd", () => {
-  it("listens on KLR_DAEMON_LISTEN, answers /healthz and exits 0 on SIGTERM", async () => {
+  it("listens on KLR_DAEMON_LISTEN, answers /healthz and exits 0 on SIGTERM; the shell's own lines in the env file are warnings", async () => {
     const home = await testdir();
+    // The env file is shared with the wider system: its shell lines must not stop the daemon.
+    await writeFile(join(home, ".kloros_env"), "alias ll='ls -l'\nKLR_CANARY_MODE=predictive\n");
     const port = 20000 + Math.floor(Math.random() * 20000);
     const child = spawn(process.execPath, tsNodeArgs(bin), {
       env: { ...process.env, KLR_HOME: home, KLR_DAEMON_LISTEN: `127.0.0.1:${port}` },
@@ -36,6 +38,8 @@ describe("gpu-canaryd", () => {
       });
     }
     expect(lines.map((line) => (JSON.parse(line) as { level: string }).level)).toContain("info");
+    const warned = lines.map((line) => JSON.parse(line) as { level: string; msg: string }).find((l) => l.level === "warn");
+    expect(warned?.msg).toContain(`${join(home, ".kloros_env")}:1`);
   }, 60_000);
 
   it("refuses bad settings with exit 2 and a JSON log line naming the variable", async () => {

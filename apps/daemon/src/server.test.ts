@@ -35,6 +35,8 @@ describe("buildServer", () => {
       { ...intent, kind: "oom_disk" },
       { ...intent, subsystem: "tts" },
       { ...intent, extra: true },
+      // A candidate's own keys are strict too: max_model_len is not one of them.
+      { ...intent, candidate: { vllm_memory_util: 0.8, whisper_model_size: "small", max_model_len: 4096 } },
       { kind: "manual" },
       [intent],
     ]) {
