@@ -142,6 +142,16 @@ describe("the GPU maintenance lock", () => {
       legacy(deadPid(), { generation: 7, run_id: "r-7", phase: "canary", production_stopped_at: "2026-11-28T08:00:05Z" }),
     );
     expect(await lock.status()).toMatchObject({ state: "stale", awaitsRecovery: true });
+    // The same journal in a live holder's lock is a run in progress, not a crash.
+    await writeFile(
+      path,
+      legacy(process.pid, { generation: 7, run_id: "r-7", phase: "canary", production_stopped_at: "2026-11-28T08:00:05Z" }),
+    );
+    expect(await lock.status()).toMatchObject({ state: "held", awaitsRecovery: false });
+    await writeFile(
+      path,
+      legacy(deadPid(), { generation: 7, run_id: "r-7", phase: "canary", production_stopped_at: "2026-11-28T08:00:05Z" }),
+    );
     await expect(lock.acquire({ waitSeconds: 10 })).rejects.toMatchObject({ code: "CRASHED_RUN_AWAITS_RECOVERY", kind: "refused" });
     await expect(lock.releaseStale()).rejects.toMatchObject({ code: "CRASHED_RUN_AWAITS_RECOVERY" });
     const { handle, evicted } = await lock.takeOverForRecovery({ purpose: "recover" });

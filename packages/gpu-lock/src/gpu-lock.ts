@@ -56,6 +56,10 @@ export interface GpuLockStatus {
   stale: boolean;
   /** the holder is provably alive (false when stale, unknown for another host) */
   alive: boolean | null;
+  /**
+   * a dead holder's run stopped production and was never charged: only recovery finishes it.
+   * A live run in the middle of its quiesce is not one (its journal says the same phase).
+   */
   awaitsRecovery: boolean;
   holder: GpuLockRecord | null;
   reason: string;
@@ -189,7 +193,7 @@ export function createGpuLock(deps: GpuLockDeps): GpuLock {
       held: true,
       stale: state.state === "stale",
       alive: state.state === "stale" ? false : foreign ? null : !state.reason.includes("cannot be checked"),
-      awaitsRecovery: awaitsRecovery(record),
+      awaitsRecovery: state.state === "stale" && awaitsRecovery(record),
       holder: record,
       reason: state.state === "stale" && state.protectedBy ? `${state.protectedBy} (${state.reason})` : state.reason,
       ageSeconds: acquired === null ? null : (t - acquired) / 1000,
