@@ -93,6 +93,8 @@ describe("the restore watchdog", () => {
     const canaryPgid = await run.ready();
     // No user manager here: the watchdog runs detached, in a session of its own.
     expect(run.output()).toMatch(/ready \d+ detached/);
+    // Its output goes to a log beside the arm file, not to the run's pipes (which die with the run).
+    expect(existsSync(join(h.dir, "gpu_maintenance.watchdog.log"))).toBe(true);
     // Production is down and the canary took its place on the GPU.
     await until(() => readHost(h.hostFile).processes.some((p) => p.used_memory_mib === Math.ceil(143148 * 0.4)), "the canary on the GPU", {
       timeoutMs: 30_000,

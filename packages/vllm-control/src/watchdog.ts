@@ -155,14 +155,21 @@ export async function armWatchdog(options: ArmOptions): Promise<Watchdog> {
   let pid: number | null = null;
   let unit: string | null = null;
   if (launch.mode === "detached") {
-    const log = openSync(watchdogLogPath(options.armFile), "w", 0o600);
+    // Its output (a crash's stack) is worth keeping, but not worth refusing the run for.
+    let log: number | null;
+    try {
+      log = openSync(watchdogLogPath(options.armFile), "w", 0o600);
+    } catch {
+      log = null;
+    }
     try {
       // Its own session (setsid): the armer's process group, terminal or session ending does not reach it.
-      const child = spawn(process.execPath, args, { detached: true, stdio: ["ignore", log, log] });
+      const output = log ?? "ignore";
+      const child = spawn(process.execPath, args, { detached: true, stdio: ["ignore", output, output] });
       child.unref();
       pid = child.pid ?? null;
     } finally {
-      closeSync(log);
+      if (log !== null) closeSync(log);
     }
     if (pid === null)
       throw new ControlError("WATCHDOG_FAILED", "could not start the restore watchdog process", "production was not touched");
