@@ -16,7 +16,9 @@ export type { ProductionService, ProductionServiceDeps, ServiceManager } from ".
 export { productionServes, restoreProduction } from "./restore.ts";
 export type { RestorePlan } from "./restore.ts";
 export { runOperatorCommand } from "./shell.ts";
-export { armWatchdog, armFileSchema, readArmFile, watchdogPidPath, watchdogRunning } from "./watchdog.ts";
+export { armWatchdog, armFileSchema, readArmFile, watchdogLogPath, watchdogPidPath, watchdogRunning } from "./watchdog.ts";
+export { chooseWatchdogLaunch, hostLaunchFacts, lingerEnabled, userManagerRuntimeDir } from "./watchdog-launch.ts";
+export type { LaunchFacts, WatchdogLaunch } from "./watchdog-launch.ts";
 export type { ArmFile, ArmOptions, Watchdog, WatchdogReport, WhisperBack } from "./watchdog.ts";
 export { switchWhisper, whisperConfigured, whisperFootprint } from "./whisper.ts";
 export type { WhisperControlDeps } from "./whisper.ts";
