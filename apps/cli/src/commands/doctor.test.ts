@@ -6,6 +6,7 @@ import { testdir } from "@gpu-canary/testing";
 import { createSimSite } from "@gpu-canary/vllm-sim";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { cli } from "../test-fixtures/cli.ts";
+import { watchdogLaunchCheck } from "./doctor.ts";
 
 async function downSite() {
   const site = await createSimSite(await testdir());
@@ -135,4 +136,39 @@ describe("gpu-canary doctor and status", () => {
     const text = await cli(["status"], site.env, now.toISOString());
     expect(text.stdout).toMatch(/^Budget: {6}unavailable: /m);
   }, 30_000);
+});
+
+describe("doctor's watchdog_launch check", () => {
+  const facts = (uid: number, files: string[], runtimeDir?: string) => ({
+    uid,
+    user: uid === 0 ? "root" : "kloros",
+    runtimeDir,
+    inUnit: true,
+    exists: (path: string) => files.includes(path),
+  });
+  it("passes the system manager for root and the user's manager with lingering; warns when the watchdog would share the service's fate", () => {
+    expect(watchdogLaunchCheck(facts(0, ["/run/systemd/system"]))).toMatchObject({
+      ok: true,
+      detail: expect.stringContaining("system manager"),
+    });
+    const user = facts(1000, ["/run/systemd/system", "/run/user/1000/systemd/private", "/var/lib/systemd/linger/kloros"]);
+    expect(watchdogLaunchCheck(user)).toEqual({
+      name: "watchdog_launch",
+      ok: true,
+      detail: "the restore watchdog runs in the user's own systemd manager (systemd-run --user, /run/user/1000)",
+      fix: null,
+    });
+    expect(watchdogLaunchCheck(facts(1000, ["/run/systemd/system", "/run/user/1000/systemd/private"]))).toMatchObject({
+      ok: true,
+      warning: true,
+      fix: "loginctl enable-linger kloros",
+    });
+    expect(watchdogLaunchCheck(facts(1000, ["/run/systemd/system"]))).toMatchObject({
+      ok: true,
+      warning: true,
+      detail: expect.stringContaining("stopping the service stops it too"),
+    });
+    expect(watchdogLaunchCheck(facts(1000, []))).toMatchObject({ ok: true, detail: expect.stringContaining("detached") });
+    expect(watchdogLaunchCheck(facts(1000, [])).warning).toBeUndefined();
+  });
 });

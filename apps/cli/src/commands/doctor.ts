@@ -3,6 +3,7 @@ import { accessSync, constants } from "node:fs";
 import { type Config, layoutFor, loadConfig } from "@gpu-canary/config";
 import { messageOf } from "@gpu-canary/errors";
 import { crossesMidnight, nightLabel, windowAt } from "@gpu-canary/policy";
+import { type LaunchFacts, chooseWatchdogLaunch, hostLaunchFacts, lingerEnabled } from "@gpu-canary/vllm-control";
 import type { GlobalOptions, Io } from "../io.ts";
 import { answer } from "../output.ts";
 import { type Settings, gpuLockFor, hostEnv } from "../settings.ts";
@@ -130,6 +131,7 @@ export async function doctorChecks(settings: Settings, io: Io): Promise<Check[]>
       "set KLR_VLLM_COMMAND to how vLLM is started, e.g. /opt/vllm/.venv/bin/python3 -m vllm.entrypoints.openai.api_server",
     ),
   );
+  checks.push(watchdogLaunchCheck(hostLaunchFacts(processEnv(io))));
   checks.push(
     await check(
       "canary_port",
@@ -321,6 +323,44 @@ function midnightWarning(spec: string, night: string): Check {
     warning: true,
     detail: `the window ${spec} crosses midnight: a night is named by the day its window opened (now ${nightLabel(night)}), so after midnight \`date +%Y%m%d\` names the wrong night's budget file`,
     fix: "read the night's budget with `gpu-canary budget --json | jq .seconds_used`, which names the night itself",
+  };
+}
+
+/**
+ * Where a run's restore watchdog would run. Detached inside a systemd host it shares the
+ * caller's fate (a stop of gpu-canaryd's unit takes it along); the user's manager without
+ * lingering stops at logout.
+ */
+export function watchdogLaunchCheck(facts: LaunchFacts): Check {
+  const name = "watchdog_launch";
+  const launch = chooseWatchdogLaunch(facts);
+  if (launch.mode === "system")
+    return { name, ok: true, detail: "the restore watchdog runs as a transient unit of the system manager (root)", fix: null };
+  if (launch.mode === "user") {
+    const linger = lingerEnabled(facts);
+    if (linger === false)
+      return {
+        name,
+        ok: true,
+        warning: true,
+        detail: `the restore watchdog runs in ${facts.user ?? "this user"}'s own systemd manager, which stops at logout: lingering is off`,
+        fix: `loginctl enable-linger ${facts.user ?? "$USER"}`,
+      };
+    return {
+      name,
+      ok: true,
+      detail: `the restore watchdog runs in the user's own systemd manager (systemd-run --user, ${launch.runtimeDir})`,
+      fix: null,
+    };
+  }
+  if (launch.reason === "systemd does not run here")
+    return { name, ok: true, detail: "the restore watchdog runs detached, in a session of its own (systemd does not run here)", fix: null };
+  return {
+    name,
+    ok: true,
+    warning: true,
+    detail: `the restore watchdog would run detached: ${launch.reason}`,
+    fix: 'see the guide, "Least privilege under systemd"',
   };
 }
 
