@@ -97,3 +97,6 @@ export class InterruptedError extends GpuCanaryError {
     this.signal = signal;
   }
 }
+
+export { fileSystemProblem } from "./file-system.ts";
+export type { FileSystemProblem } from "./file-system.ts";

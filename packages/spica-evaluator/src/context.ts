@@ -29,6 +29,11 @@ export interface RunContext {
   env: Record<string, string>;
   signal?: AbortSignal;
   onProgress?: (line: string) => void;
+  /**
+   * each step of a run (and each undo) as it starts, with the phase it journals: given, it takes
+   * the steps' own lines, which otherwise go to onProgress — so a log can say where a run is
+   */
+  onStep?: (phase: string, line: string | null) => void;
   /** the restore watchdog as a transient systemd unit (default: when systemd runs) */
   useSystemdRun?: boolean;
 }
