@@ -2,7 +2,11 @@ import type { Dispatcher } from "undici";
 import { z } from "zod";
 import { CanaryLoadError } from "./errors.ts";
 
-const tokens = (what: string) => z.number({ error: `${what} must be a number of tokens` }).int(`${what} must be a whole number`).min(1, `${what} must be at least 1`);
+const tokens = (what: string) =>
+  z
+    .number({ error: `${what} must be a number of tokens` })
+    .int(`${what} must be a whole number`)
+    .min(1, `${what} must be at least 1`);
 
 export const requestShapeSchema = z.object({ promptTokens: tokens("promptTokens"), outputTokens: tokens("outputTokens") });
 
@@ -27,7 +31,7 @@ export const loadOptionsSchema = z
     /** started once each, with the steady load, e.g. one request at max_model_len */
     extra: z.array(requestShapeSchema).default([]),
     /** skip the calibration request: tokens per word already known (from an earlier load on the same model) */
-    tokensPerWord: z.number().positive().finite().optional(),
+    tokensPerWord: z.number().positive().optional(),
     /** the prompts' random words; a fixed seed sends the same prompts again */
     seed: z.number().int().optional(),
     /** bound for the model lookup and the calibration, each (default 30 s) */

@@ -19,12 +19,16 @@ describe("percentile", () => {
 
   it("lies between the smallest and largest value and grows with p, numbers sorted numerically not as text", () => {
     fc.assert(
-      fc.property(fc.array(fc.double({ min: 0, max: 1e6, noNaN: true }), { minLength: 1 }), fc.double({ min: 0, max: 100, noNaN: true }), (xs, p) => {
-        const v = percentile(xs, p) as number;
-        expect(v).toBeGreaterThanOrEqual(Math.min(...xs));
-        expect(v).toBeLessThanOrEqual(Math.max(...xs));
-        expect(percentile(xs, Math.min(100, p + 1)) as number).toBeGreaterThanOrEqual(v);
-      }),
+      fc.property(
+        fc.array(fc.double({ min: 0, max: 1e6, noNaN: true }), { minLength: 1 }),
+        fc.double({ min: 0, max: 100, noNaN: true }),
+        (xs, p) => {
+          const v = percentile(xs, p) as number;
+          expect(v).toBeGreaterThanOrEqual(Math.min(...xs));
+          expect(v).toBeLessThanOrEqual(Math.max(...xs));
+          expect(percentile(xs, Math.min(100, p + 1)) as number).toBeGreaterThanOrEqual(v);
+        },
+      ),
     );
     expect(percentile([9, 10, 100], 50)).toBe(10);
   });

@@ -103,7 +103,15 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
       inFlight += 1;
       peak = Math.max(peak, inFlight);
       try {
-        const outcome = await streamRequest({ url: urlOf("/v1/completions"), headers, body, signal: stop.signal, stopReason, dispatcher, now });
+        const outcome = await streamRequest({
+          url: urlOf("/v1/completions"),
+          headers,
+          body,
+          signal: stop.signal,
+          stopReason,
+          dispatcher,
+          now,
+        });
         record.ttftMs = outcome.ttftMs;
         record.itlMs = outcome.itlMs;
         record.e2eMs = outcome.e2eMs;
@@ -158,7 +166,7 @@ interface Setup {
 }
 
 /** A GET or POST before the load, bounded by setupTimeoutMs and stopped with the load. */
-async function setupCall(setup: Setup, path: string, body: unknown | undefined, what: string) {
+async function setupCall(setup: Setup, path: string, body: unknown, what: string) {
   const signal = AbortSignal.any([setup.signal, AbortSignal.timeout(setup.settings.setupTimeoutMs)]);
   try {
     const response = await request(setup.urlOf(path), {
@@ -194,9 +202,13 @@ async function calibrate(setup: Setup, model: string, prompt: string): Promise<n
   const url = setup.urlOf("/v1/completions");
   const { status, text } = await setupCall(setup, "/v1/completions", body, "cannot calibrate prompt lengths");
   if (status !== 200)
-    throw new CanaryLoadError("LOAD_CALIBRATION_FAILED", `the calibration completion (POST ${url}) answered ${status}: ${errorMessageOf(text)}`, {
-      status,
-    });
+    throw new CanaryLoadError(
+      "LOAD_CALIBRATION_FAILED",
+      `the calibration completion (POST ${url}) answered ${status}: ${errorMessageOf(text)}`,
+      {
+        status,
+      },
+    );
   const tokens = parseJson(text, completionSchema)?.usage.prompt_tokens;
   if (tokens === undefined || tokens <= 0)
     throw new CanaryLoadError(

@@ -11,7 +11,10 @@ function decode(chunks: (string | Uint8Array)[]): string[] {
 }
 
 const VLLM_STREAM =
-  'data: {"choices":[{"text":" héllo"}]}\n\n' + ": keep-alive comment\n\n" + 'data: {"choices":[],"usage":{"prompt_tokens":7}}\n\n' + "data: [DONE]\n\n";
+  'data: {"choices":[{"text":" héllo"}]}\n\n' +
+  ": keep-alive comment\n\n" +
+  'data: {"choices":[],"usage":{"prompt_tokens":7}}\n\n' +
+  "data: [DONE]\n\n";
 const EVENTS = ['{"choices":[{"text":" héllo"}]}', '{"choices":[],"usage":{"prompt_tokens":7}}', "[DONE]"];
 
 describe("createSseDecoder", () => {

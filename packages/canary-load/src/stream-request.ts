@@ -1,3 +1,4 @@
+import { messageOf } from "@gpu-canary/errors";
 import { type Dispatcher, request } from "undici";
 import { createSseDecoder } from "./sse.ts";
 import { errorMessageOf, streamEventSchema } from "./vllm-answers.ts";
@@ -133,7 +134,7 @@ function describe(error: unknown): string {
   for (let e: unknown = error; e && parts.length < 3; e = (e as { cause?: unknown }).cause) {
     const code = (e as { code?: unknown }).code;
     const message = (e as { message?: unknown }).message;
-    parts.push([typeof code === "string" ? code : "", typeof message === "string" ? message : String(e)].filter(Boolean).join(" "));
+    parts.push([typeof code === "string" ? code : "", typeof message === "string" ? message : messageOf(e)].filter(Boolean).join(" "));
   }
   return parts.join(": ");
 }

@@ -18,7 +18,10 @@ const errorSchema = z.looseObject({
 
 export const modelsSchema = z.object({ data: z.array(z.looseObject({ id: z.string() })) });
 
-export const usageSchema = z.looseObject({ prompt_tokens: z.number().int().nonnegative(), completion_tokens: z.number().int().nonnegative() });
+export const usageSchema = z.looseObject({
+  prompt_tokens: z.number().int().nonnegative(),
+  completion_tokens: z.number().int().nonnegative(),
+});
 
 export const completionSchema = z.looseObject({ usage: usageSchema });
 

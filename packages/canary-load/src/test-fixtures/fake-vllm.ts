@@ -16,6 +16,7 @@ export type Behaviour =
   | { kind: "answer" }
   | { kind: "fail"; status: number; message: string }
   | { kind: "drop_after"; chunks: number }
+  | { kind: "end_after"; chunks: number }
   | { kind: "error_event_after"; chunks: number; message: string }
   | { kind: "hang" };
 
@@ -60,7 +61,15 @@ export async function startFakeVllm(options: FakeVllmOptions = {}) {
     const usage = (n: number) => ({ prompt_tokens: promptTokens, completion_tokens: n, total_tokens: promptTokens + n });
     if (!body.stream) {
       res.writeHead(200, { "content-type": "application/json" });
-      res.end(JSON.stringify({ id: "cmpl-1", object: "text_completion", model, choices: [{ index: 0, text: " x", finish_reason: "length" }], usage: usage(1) }));
+      res.end(
+        JSON.stringify({
+          id: "cmpl-1",
+          object: "text_completion",
+          model,
+          choices: [{ index: 0, text: " x", finish_reason: "length" }],
+          usage: usage(1),
+        }),
+      );
       return;
     }
     res.writeHead(200, { "content-type": "text/event-stream; charset=utf-8" });
@@ -72,13 +81,23 @@ export async function startFakeVllm(options: FakeVllmOptions = {}) {
         res.destroy();
         return;
       }
+      if (behaviour.kind === "end_after" && i === behaviour.chunks) {
+        res.end();
+        return;
+      }
       if (behaviour.kind === "error_event_after" && i === behaviour.chunks) {
         send({ error: { message: behaviour.message, type: "InternalServerError", code: 500 } });
         res.end("data: [DONE]\n\n");
         return;
       }
       const last = i === body.max_tokens - 1;
-      send({ id: "cmpl-1", object: "text_completion", model, choices: [{ index: 0, text: " tok", logprobs: null, finish_reason: last ? "length" : null }], usage: null });
+      send({
+        id: "cmpl-1",
+        object: "text_completion",
+        model,
+        choices: [{ index: 0, text: " tok", logprobs: null, finish_reason: last ? "length" : null }],
+        usage: null,
+      });
     }
     if (options.usageChunk !== false && body.stream_options?.include_usage)
       send({ id: "cmpl-1", object: "text_completion", model, choices: [], usage: usage(body.max_tokens) });
