@@ -1,3 +1,4 @@
+import { setMaxListeners } from "node:events";
 import { performance } from "node:perf_hooks";
 import { Agent, type Dispatcher, request } from "undici";
 import { messageOf } from "@gpu-canary/errors";
@@ -35,6 +36,8 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
   const deadlineMs = (settings.deadlineSeconds ?? settings.durationSeconds + 30) * 1000;
 
   const stop = new AbortController();
+  // every request in flight listens to it: not a leak
+  setMaxListeners(settings.concurrency + settings.extra.length + 16, stop.signal);
   let stoppedBy: StoppedBy | null = null;
   const halt = (why: StoppedBy) => {
     stoppedBy ??= why;
@@ -72,6 +75,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
     const stopReason = () =>
       stoppedBy === "signal" ? "stopped: the load was cancelled" : `stopped: still running at the load's deadline (${deadlineMs / 1000} s)`;
 
+    const completionsUrl = urlOf("/v1/completions");
     const one = async (shape: RequestShape, kind: RequestRecord["kind"]) => {
       const index = records.length;
       const words = wordsFor(shape.promptTokens, perWord);
@@ -104,7 +108,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
       peak = Math.max(peak, inFlight);
       try {
         const outcome = await streamRequest({
-          url: urlOf("/v1/completions"),
+          url: completionsUrl,
           headers,
           body,
           signal: stop.signal,
