@@ -146,6 +146,29 @@ describe("runLoad", () => {
     expect(report.totals.completed).toBeGreaterThan(1);
   });
 
+  it("fails a request whose stream is not vLLM's format, saying what came", async () => {
+    const events = ['data: {"choices":[{"text":5}]}\n\n', "data: <html>\n\n"];
+    let n = 0;
+    const server = createServer((req, res) => {
+      req.resume().on("end", () => res.writeHead(200, { "content-type": "text/event-stream" }).end(events[n++ % 2]));
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    onTestFinished(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    const { port } = server.address() as AddressInfo;
+    const report = await runLoad({
+      ...base,
+      concurrency: 1,
+      maxRequests: 2,
+      model: "m",
+      tokensPerWord: 1,
+      baseUrl: `http://127.0.0.1:${port}`,
+    });
+    expect(report.requests.map((r) => r.failure)).toEqual([
+      { kind: "bad_response", message: 'streamed an event not in vLLM\'s format: {"choices":[{"text":5}]}' },
+      { kind: "bad_response", message: "streamed an event that is not JSON: <html>" },
+    ]);
+  });
+
   it("stops requests still in flight at the hard deadline and says so", async () => {
     const vllm = await fake({ behaviour: (n) => (n === 1 ? { kind: "answer" } : { kind: "hang" }) });
     const started = performance.now();
