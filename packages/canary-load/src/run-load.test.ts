@@ -206,6 +206,10 @@ describe("runLoad when no load can be started", () => {
     await expect(runLoad({ ...base, baseUrl: "http://127.0.0.1:9", deadlineSeconds: 0.1 })).rejects.toThrow(
       /deadlineSeconds \(0.1\) must be at least durationSeconds \(0.6\)/,
     );
+    const extra = [1, 2, 3].map(() => ({ promptTokens: 10, outputTokens: 10 }));
+    await expect(runLoad({ ...base, baseUrl: "http://127.0.0.1:9", extra, maxRequests: 2 })).rejects.toThrow(
+      /extra: 3 extra requests do not fit in maxRequests \(2\)/,
+    );
   });
 
   it("says LOAD_UNREACHABLE for a port nothing listens on", async () => {
@@ -217,6 +221,24 @@ describe("runLoad when no load can be started", () => {
       code: "LOAD_UNREACHABLE",
       message: expect.stringContaining(`cannot ask the served model: http://127.0.0.1:${port}/v1/models`),
     });
+  });
+
+  it("says LOAD_UNREACHABLE when vLLM accepts but does not answer within setupTimeoutMs, and gives the caller's reason when it cancels", async () => {
+    const server = createServer(() => undefined);
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    onTestFinished(() => {
+      server.closeAllConnections();
+      return new Promise<void>((resolve) => server.close(() => resolve()));
+    });
+    const { port } = server.address() as AddressInfo;
+    const url = `http://127.0.0.1:${port}`;
+    await expect(runLoad({ ...base, baseUrl: url, setupTimeoutMs: 200 })).rejects.toMatchObject({
+      code: "LOAD_UNREACHABLE",
+      message: `cannot ask the served model: ${url}/v1/models: no answer within 200 ms`,
+    });
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(new Error("the canary run was cancelled")), 100);
+    await expect(runLoad({ ...base, baseUrl: url, signal: controller.signal })).rejects.toThrow("the canary run was cancelled");
   });
 
   it("says LOAD_NO_MODEL when /v1/models lists none", async () => {

@@ -39,11 +39,11 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
   // every request in flight listens to it: not a leak
   setMaxListeners(settings.concurrency + settings.extra.length + 16, stop.signal);
   let stoppedBy: StoppedBy | null = null;
-  const halt = (why: StoppedBy) => {
+  const halt = (why: StoppedBy, reason?: unknown) => {
     stoppedBy ??= why;
-    stop.abort();
+    stop.abort(reason);
   };
-  const onSignal = () => halt("signal");
+  const onSignal = () => halt("signal", options.signal?.reason);
   options.signal?.throwIfAborted();
   options.signal?.addEventListener("abort", onSignal, { once: true });
   const deadlineTimer = setTimeout(() => halt("deadline"), Math.max(0, deadlineMs - (now() - calledAt)));
