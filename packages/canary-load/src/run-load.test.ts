@@ -79,6 +79,17 @@ describe("runLoad", () => {
     expect(report.requests[0]?.promptWords).toBe(200);
   });
 
+  it("sends the API key on every request, and times the first token from the first chunk with text", async () => {
+    const vllm = await fake({ emptyFirstChunk: true, tokenDelayMs: 5 });
+    const report = await runLoad({ ...base, baseUrl: vllm.url, durationSeconds: 0.1, apiKey: "sekret" });
+    expect([...vllm.state.authorizations]).toEqual(["Bearer sekret"]);
+    expect(vllm.state.modelsAsked).toBe(1);
+    const r = report.requests[0];
+    expect(r?.itlMs).toHaveLength(5);
+    expect(r?.outputTokensSeen).toBe(6);
+    expect(r?.ttftMs).toBeGreaterThanOrEqual(4);
+  });
+
   it("counts output tokens by chunks when an older vLLM streams no usage", async () => {
     const vllm = await fake({ usageChunk: false });
     const report = await runLoad({ ...base, baseUrl: vllm.url, durationSeconds: 0.1 });

@@ -27,6 +27,8 @@ export interface FakeVllmOptions {
   tokenDelayMs?: number;
   /** send the usage chunk when asked (vLLM ≥ 0.5); off for older servers */
   usageChunk?: boolean;
+  /** start each stream with a chunk of empty text, as vLLM does for some models */
+  emptyFirstChunk?: boolean;
   behaviour?: (n: number, body: CompletionBody) => Behaviour;
 }
 
@@ -39,7 +41,14 @@ export async function startFakeVllm(options: FakeVllmOptions = {}) {
   const model = options.model ?? "llm";
   const ratio = options.tokensPerWord ?? 1.25;
   const delay = options.tokenDelayMs ?? 2;
-  const state = { inFlight: 0, peak: 0, completions: 0, bodies: [] as CompletionBody[], modelsAsked: 0 };
+  const state = {
+    inFlight: 0,
+    peak: 0,
+    completions: 0,
+    bodies: [] as CompletionBody[],
+    modelsAsked: 0,
+    authorizations: new Set<string>(),
+  };
   const open = new Set<ServerResponse>();
 
   const error = (res: ServerResponse, status: number, message: string) => {
@@ -74,6 +83,8 @@ export async function startFakeVllm(options: FakeVllmOptions = {}) {
     }
     res.writeHead(200, { "content-type": "text/event-stream; charset=utf-8" });
     const send = (payload: unknown) => res.write(`data: ${JSON.stringify(payload)}\n\n`);
+    if (options.emptyFirstChunk)
+      send({ id: "cmpl-1", object: "text_completion", model, choices: [{ index: 0, text: "", finish_reason: null }] });
     for (let i = 0; i < body.max_tokens; i += 1) {
       await new Promise((resolve) => setTimeout(resolve, delay));
       if (res.destroyed) return;
@@ -105,6 +116,7 @@ export async function startFakeVllm(options: FakeVllmOptions = {}) {
   };
 
   const server = createServer((req, res) => {
+    state.authorizations.add(req.headers.authorization ?? "(none)");
     if (req.method === "GET" && req.url === "/v1/models") {
       state.modelsAsked += 1;
       res.writeHead(200, { "content-type": "application/json" });
