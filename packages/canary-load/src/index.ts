@@ -1,0 +1,13 @@
+export { CALIBRATION_WORDS, tokensPerWord, wordsFor } from "./calibration.ts";
+export { CanaryLoadError } from "./errors.ts";
+export type { CanaryLoadErrorCode } from "./errors.ts";
+export { loadOptionsSchema, parseLoadOptions, requestShapeSchema } from "./options.ts";
+export type { LoadOptions, LoadOptionsInput, LoadSettings, RequestShape } from "./options.ts";
+export { percentile } from "./percentile.ts";
+export { buildPrompt, randomSource } from "./prompt.ts";
+export { totalsOf } from "./report.ts";
+export type { LoadTotals, RequestRecord, StoppedBy } from "./report.ts";
+export { runLoad } from "./run-load.ts";
+export type { LoadReport } from "./run-load.ts";
+export { createSseDecoder } from "./sse.ts";
+export type { RequestFailure } from "./stream-request.ts";
