@@ -137,7 +137,7 @@ export async function createSimSite(dir: string, options: SimSiteOptions = {}): 
   const canaryPort = productionPort + 1;
   const pidFile = join(dir, "production.pid");
   const util = options.productionUtil ?? 0.5;
-  // The production command drops the canary-only failure knobs and takes its own start delay.
+  // The production command drops the canary-only knobs (failures, OOM, a forced KV capacity) and takes its own start delay.
   const latency = options.tokenLatencyMs === undefined ? "" : `SIM_TOKEN_LATENCY_MS=${options.tokenLatencyMs} `;
   const start =
     `setsid env -u SIM_FAIL -u SIM_OOM_AT_USAGE -u SIM_KV_CACHE_TOKENS SIM_STARTUP_DELAY_MS="\${PRODUCTION_STARTUP_DELAY_MS:-0}" CUDA_VISIBLE_DEVICES=0 ${latency}` +
