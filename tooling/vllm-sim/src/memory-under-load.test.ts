@@ -101,11 +101,12 @@ describe("the simulated vLLM's memory under load", () => {
     const small = kvCacheTokensFor({ cudaTotalMib: 143148, gpuName: "NVIDIA H200", util: 0.15, modelDir: model, version: "0.11.0" }) ?? 0;
     const url = await listen({ kvCacheTokens: small });
     const { answers, seen, after } = await eightLong(url);
-    // 9088 tokens admit four 2000-token prompts; their answers outgrow it and the newest is preempted.
+    // 9088 tokens hold four 2000-token prompts (the other four wait); four answers of 300 tokens outgrow it (4 × 2300).
     expect(small).toBe(9088);
     for (const a of answers) expect(a.body.usage.completion_tokens).toBe(300);
     expect(sample(after, "vllm:num_preemptions_total", 'model_name="m"')).toBeGreaterThan(0);
-    expect(seen.running).toBeLessThanOrEqual(4);
+    // A fifth may hold a first prompt chunk for a step, when it arrived with the others.
+    expect(seen.running).toBeLessThanOrEqual(5);
     expect(seen.waiting).toBeGreaterThanOrEqual(4);
     expect(seen.usage).toBeGreaterThan(0.9);
     expect(sample(after, "vllm:kv_cache_usage_perc")).toBe(0);

@@ -1,16 +1,18 @@
 /**
  * The simulated vLLM's scheduler: a KV cache of a fixed number of tokens shared by the running
- * requests, stepped like vLLM's engine loop. Each step every running request holds its prompt and
- * the tokens it generated so far, plus one slot for the token it is about to generate. When that
- * would exceed the capacity the newest running request is preempted (vLLM V1's recompute
- * preemption: its KV is dropped, it goes back to the front of the waiting queue and later prefills
- * again), and the counter behind `vllm:num_preemptions_total` goes up. A request running alone is
- * never preempted, so a request larger than the cache still ends instead of looping.
+ * requests, stepped like vLLM V1's engine loop (vllm/v1/core/sched/scheduler.py, reduced). Each
+ * step has a budget of max_num_batched_tokens: running requests are served first, oldest first —
+ * one token each when decoding, a chunk of their prompt when prefilling (chunked prefill) — and
+ * each must find room in the cache for the tokens it computes. A request that finds none makes the
+ * newest running request give its KV back (V1's recompute preemption: back to the front of the
+ * waiting queue, its prompt and output computed again later), counted behind
+ * `vllm:num_preemptions_total`. Only when nothing was preempted are waiting requests admitted, in
+ * order, while their next chunk fits. A request alone in the cache always gets what it needs, so a
+ * request larger than the cache still ends instead of looping.
  *
- * Timing (documented in the README): one decode step takes tokenLatencyMs × (1 + slowdown ×
- * (running − 1)), so a lone request sees exactly the configured token latency and every extra
- * request in the batch slows all of them; a step that prefills (a new request, or one resumed
- * after a preemption) takes prefillMsPer1kTokens more per thousand tokens it prefills.
+ * Timing (documented in the README): a step takes tokenLatencyMs × (1 + slowdown × (scheduled −
+ * 1)), so a lone request sees exactly the configured token latency and every extra request in the
+ * batch slows all of them, plus prefillMsPer1kTokens per thousand prompt tokens it computes.
  */
 export interface SimEngineOptions {
   /** KV-cache capacity in tokens */
@@ -21,6 +23,8 @@ export interface SimEngineOptions {
   prefillMsPer1kTokens: number;
   /** vLLM's max_num_seqs: at most this many requests run at once */
   maxNumSeqs: number;
+  /** vLLM's max_num_batched_tokens: the tokens one step computes */
+  maxNumBatchedTokens: number;
   /** told each step with the KV usage it reached (the process dies past SIM_OOM_AT_USAGE) */
   onUsage?: (usage: number) => void;
 }
@@ -34,8 +38,8 @@ interface Sequence {
   prompt: number;
   target: number;
   generated: number;
-  /** needs a prefill before its next token: new, or resumed after a preemption */
-  prefill: boolean;
+  /** tokens whose KV the cache holds: the context is prompt + generated */
+  computed: number;
   events: SequenceEvents;
   done: () => void;
 }
@@ -67,7 +71,14 @@ export class SimEngine {
   /** Queue a request; resolves once it generated `target` tokens or was cancelled. */
   submit(prompt: number, target: number, events: SequenceEvents, signal?: AbortSignal): Promise<void> {
     return new Promise((resolve) => {
-      const sequence: Sequence = { prompt, target: Math.max(0, target), generated: 0, prefill: true, events, done: resolve };
+      const sequence: Sequence = {
+        prompt: Math.max(1, prompt),
+        target: Math.max(0, target),
+        generated: 0,
+        computed: 0,
+        events,
+        done: resolve,
+      };
       if (sequence.target === 0) return resolve();
       const cancel = () => {
         this.remove(sequence);
@@ -85,42 +96,55 @@ export class SimEngine {
       const at = list.indexOf(sequence);
       if (at >= 0) list.splice(at, 1);
     }
-    this.usage = this.held() / this.capacity;
-  }
-
-  /** Tokens the running requests need in the cache for their next token. */
-  private needed(): number {
-    return this.running.reduce((sum, s) => sum + s.prompt + s.generated + 1, 0);
+    this.usage = Math.min(1, this.held() / this.capacity);
   }
 
   private held(): number {
-    return Math.min(
-      this.capacity,
-      this.running.reduce((sum, s) => sum + s.prompt + s.generated, 0),
-    );
+    return this.running.reduce((sum, s) => sum + s.computed, 0);
   }
 
-  private schedule(): number {
-    // vLLM admits waiting requests in order while their blocks fit, up to max_num_seqs.
-    while (this.waiting.length > 0 && this.running.length < this.options.maxNumSeqs) {
-      const next = this.waiting[0] as Sequence;
-      if (this.running.length > 0 && this.needed() + next.prompt + next.generated + 1 > this.capacity) break;
-      this.waiting.shift();
-      this.running.push(next);
-    }
-    // Growing by one token each may no longer fit: the newest request gives its blocks back.
-    while (this.running.length > 1 && this.needed() > this.capacity) {
+  /** One step's plan: the tokens each scheduled request computes, and how long the step takes. */
+  private schedule(): { plan: Map<Sequence, number>; stepMs: number } {
+    const plan = new Map<Sequence, number>();
+    let budget = this.options.maxNumBatchedTokens;
+    let free = this.capacity - this.held();
+    let preempted = false;
+    const pending = (s: Sequence) => s.prompt + s.generated - s.computed;
+    for (let i = 0; i < this.running.length && budget > 0;) {
+      const s = this.running[i] as Sequence;
+      const need = Math.min(pending(s), budget);
+      if (need <= free || this.running.length === 1) {
+        plan.set(s, need);
+        free -= need;
+        budget -= need;
+        i += 1;
+        continue;
+      }
       const victim = this.running.pop() as Sequence;
-      victim.prefill = true;
+      free += victim.computed;
+      victim.computed = 0;
+      plan.delete(victim);
       this.waiting.unshift(victim);
       this.preemptions += 1;
+      preempted = true;
     }
-    this.usage = Math.min(1, this.needed() / this.capacity);
+    while (!preempted && budget > 0 && this.waiting.length > 0 && this.running.length < this.options.maxNumSeqs) {
+      const s = this.waiting[0] as Sequence;
+      const need = Math.min(pending(s), budget);
+      if (need > free && this.running.length > 0) break;
+      this.waiting.shift();
+      this.running.push(s);
+      plan.set(s, need);
+      free -= need;
+      budget -= need;
+    }
+    this.usage = Math.min(1, Math.max(0, this.capacity - free) / this.capacity);
     this.options.onUsage?.(this.usage);
     let prefillTokens = 0;
-    for (const s of this.running) if (s.prefill) prefillTokens += s.prompt + s.generated;
+    for (const tokens of plan.values()) if (tokens > 1) prefillTokens += tokens;
     const { tokenLatencyMs, slowdownPerRunning, prefillMsPer1kTokens } = this.options;
-    return tokenLatencyMs * (1 + slowdownPerRunning * (this.running.length - 1)) + (prefillTokens / 1000) * prefillMsPer1kTokens;
+    const stepMs = tokenLatencyMs * (1 + slowdownPerRunning * Math.max(0, plan.size - 1)) + (prefillTokens / 1000) * prefillMsPer1kTokens;
+    return { plan, stepMs };
   }
 
   private async loop() {
@@ -128,13 +152,14 @@ export class SimEngine {
     this.stepping = true;
     try {
       while (this.running.length + this.waiting.length > 0) {
-        const stepMs = this.schedule();
-        const batch = [...this.running];
+        const { plan, stepMs } = this.schedule();
         await new Promise((resolve) => setTimeout(resolve, stepMs));
-        for (const s of batch) {
-          // Cancelled or preempted meanwhile: no token from this step.
+        for (const [s, tokens] of plan) {
+          // Cancelled or preempted meanwhile: nothing from this step.
           if (!this.running.includes(s)) continue;
-          s.prefill = false;
+          s.computed += tokens;
+          // The whole context computed: the step samples the next token.
+          if (s.computed < s.prompt + s.generated) continue;
           s.generated += 1;
           s.events.onToken();
           if (s.generated >= s.target) {

@@ -6,7 +6,7 @@
 // dies with PyTorch's CUDA out-of-memory text after SIM_CRASH_AFTER completions, default 2).
 // Under load (README "Memory under load"): SIM_KV_CACHE_TOKENS (the KV capacity; default derived from
 // the host file's GPU, --gpu-memory-utilization and the model folder's config.json by kvCacheTokensFor),
-// SIM_LOAD_SLOWDOWN (k in token latency × (1 + k × (running − 1)), default 0.02), SIM_PREFILL_MS_PER_1K,
+// SIM_LOAD_SLOWDOWN (k in token latency × (1 + k × (scheduled − 1)), default 0.02), SIM_PREFILL_MS_PER_1K,
 // SIM_EOS_AFTER_TOKENS (the model's own answer length; ignore_eos overrides), SIM_OOM_AT_USAGE (a KV usage
 // 0…1 past which the process dies with PyTorch's CUDA out-of-memory text).
 import { parseArgs } from "node:util";
@@ -123,6 +123,7 @@ const app = buildSimVllm({
   servedModelName: typeof values["served-model-name"] === "string" ? values["served-model-name"] : undefined,
   maxModelLen: flagNumber("max-model-len"),
   maxNumSeqs: flagNumber("max-num-seqs"),
+  maxNumBatchedTokens: flagNumber("max-num-batched-tokens"),
   kvCacheTokens,
   loadSlowdown: knob("SIM_LOAD_SLOWDOWN", 0, 100),
   prefillMsPer1kTokens: knob("SIM_PREFILL_MS_PER_1K", 0, 60_000),

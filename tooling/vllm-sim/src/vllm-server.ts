@@ -40,6 +40,8 @@ export interface SimVllmOptions {
   prefillMsPer1kTokens?: number;
   /** vLLM's max_num_seqs (default 256) */
   maxNumSeqs?: number;
+  /** vLLM's max_num_batched_tokens: the tokens one step computes, prompt chunks included (default 8192) */
+  maxNumBatchedTokens?: number;
   /** the model's own answer length: without ignore_eos a request stops there (finish_reason "stop"); default never */
   eosAfterTokens?: number;
   /** KV usage (0…1) at which onOutOfMemory is told, each step at or past it */
@@ -114,6 +116,7 @@ export function buildSimVllm(options: SimVllmOptions) {
     slowdownPerRunning: options.loadSlowdown ?? 0.02,
     prefillMsPer1kTokens: options.prefillMsPer1kTokens ?? tokenLatency,
     maxNumSeqs: options.maxNumSeqs ?? 256,
+    maxNumBatchedTokens: options.maxNumBatchedTokens ?? 8192,
     onUsage: (usage) => {
       if (options.oomAtUsage !== undefined && usage >= options.oomAtUsage) options.onOutOfMemory?.(usage);
     },
