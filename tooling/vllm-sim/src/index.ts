@@ -16,7 +16,9 @@ export {
 export type { HostState, SimGpu, SimProcess } from "./host-state.ts";
 export { FAILURE_OUTPUT, answer as nvidiaSmiAnswer } from "./nvidia-smi-standin.ts";
 
-export { buildSimVllm } from "./vllm-server.ts";
+export { PROMPT_TOKENS_PER_WORD, buildSimVllm, promptTokensOf } from "./vllm-server.ts";
+export { kvCacheTokensFor } from "./kv-capacity.ts";
+export type { KvCapacityInput } from "./kv-capacity.ts";
 export type { SimVllmOptions } from "./vllm-server.ts";
 
 /** The simulated vLLM server executable, started with vLLM's flags (`--port`, `--model`, `--gpu-memory-utilization`). */
@@ -35,4 +37,4 @@ export const SIM_WHISPER = join(import.meta.dirname, "..", "bin", "whisper");
 export const NVIDIA_SMI_STANDIN = join(import.meta.dirname, "..", "bin", "nvidia-smi");
 
 export { LLAMA_31_8B, createSimSite, writeModelFolder } from "./sim-site.ts";
-export type { SimSite, SimSiteOptions } from "./sim-site.ts";
+export type { SimSite, SimSiteOptions, SimTraffic } from "./sim-site.ts";

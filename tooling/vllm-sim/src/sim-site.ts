@@ -3,6 +3,7 @@ import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createHost, h200, readHost } from "./host-state.ts";
+import { PROMPT_TOKENS_PER_WORD } from "./vllm-server.ts";
 
 const SIM_BIN = join(import.meta.dirname, "..", "bin");
 
@@ -57,6 +58,29 @@ export interface SimSiteOptions {
   requireModel?: boolean;
   /** more KLR_* settings */
   settings?: Record<string, string>;
+  /** per generated token, production's and the canaries' (SIM_TOKEN_LATENCY_MS; default the sim's 5 ms) */
+  tokenLatencyMs?: number;
+  /**
+   * production traffic, sent for real once startProduction() sees it serve, so production's
+   * /metrics histograms (request lengths, TTFT, inter-token latency) show its shape
+   */
+  traffic?: SimTraffic;
+}
+
+export interface SimTraffic {
+  /** requests in flight at once */
+  concurrency: number;
+  /** prompt tokens per request (the prompt is promptTokens / 1.3 words) */
+  promptTokens: number;
+  /** generated tokens per request (max_tokens with ignore_eos) */
+  outputTokens: number;
+  /** how many requests startProduction() sends and waits for */
+  requests: number;
+  /**
+   * then keep `concurrency` requests in flight until stopTraffic() or cleanup(), riding out
+   * production's restarts, so vllm:num_requests_running shows the concurrency when read
+   */
+  background?: boolean;
 }
 
 export interface SimSite {
@@ -74,6 +98,10 @@ export interface SimSite {
   productionPid(): Promise<number | null>;
   /** start production; `env` reaches its start command (PRODUCTION_STARTUP_DELAY_MS for a slow load) */
   startProduction(env?: Record<string, string>): Promise<void>;
+  /** send production traffic now (default: options.traffic) and wait for it; resolves with the requests that failed */
+  sendTraffic(traffic?: SimTraffic): Promise<number>;
+  /** stop the background traffic and wait for its requests to end */
+  stopTraffic(): Promise<void>;
   /** start the site's Whisper at its configured size (options.whisper) */
   startWhisper(): Promise<void>;
   /** stop whatever this site started: production, canaries, Whisper */
@@ -109,9 +137,10 @@ export async function createSimSite(dir: string, options: SimSiteOptions = {}): 
   const canaryPort = productionPort + 1;
   const pidFile = join(dir, "production.pid");
   const util = options.productionUtil ?? 0.5;
-  // The production command drops the canary-only failure knobs and takes its own start delay.
+  // The production command drops the canary-only knobs (failures, OOM, a forced KV capacity) and takes its own start delay.
+  const latency = options.tokenLatencyMs === undefined ? "" : `SIM_TOKEN_LATENCY_MS=${options.tokenLatencyMs} `;
   const start =
-    `setsid env -u SIM_FAIL SIM_STARTUP_DELAY_MS="\${PRODUCTION_STARTUP_DELAY_MS:-0}" CUDA_VISIBLE_DEVICES=0 ` +
+    `setsid env -u SIM_FAIL -u SIM_OOM_AT_USAGE -u SIM_KV_CACHE_TOKENS SIM_STARTUP_DELAY_MS="\${PRODUCTION_STARTUP_DELAY_MS:-0}" CUDA_VISIBLE_DEVICES=0 ${latency}` +
     (options.requireModel ? "SIM_REQUIRE_MODEL=1 " : "") +
     (options.sleepMode === false ? "" : "VLLM_SERVER_DEV_MODE=1 ") +
     `${join(SIM_BIN, "vllm")} --port ${productionPort} --model ${modelPath} --gpu-memory-utilization ${util}${options.sleepMode === false ? "" : " --enable-sleep-mode"} ` +
@@ -155,6 +184,7 @@ export async function createSimSite(dir: string, options: SimSiteOptions = {}): 
     GPU_CANARY_SIM_HOST: hostFile,
     ...whisperSettings,
     ...(options.requireModel ? { SIM_REQUIRE_MODEL: "1" } : {}),
+    ...(options.tokenLatencyMs === undefined ? {} : { SIM_TOKEN_LATENCY_MS: String(options.tokenLatencyMs) }),
     ...options.settings,
   };
   const productionPid = async () => {
@@ -164,6 +194,14 @@ export async function createSimSite(dir: string, options: SimSiteOptions = {}): 
     } catch {
       return null;
     }
+  };
+  const productionUrl = `http://127.0.0.1:${productionPort}`;
+  let background: { stop: AbortController; done: Promise<unknown> } | null = null;
+  const stopTraffic = async () => {
+    const running = background;
+    background = null;
+    running?.stop.abort();
+    await running?.done;
   };
   return {
     dir,
@@ -183,11 +221,26 @@ export async function createSimSite(dir: string, options: SimSiteOptions = {}): 
           (r) => r.ok,
           () => false,
         );
-        if (ok) return;
+        if (ok) {
+          const traffic = options.traffic;
+          if (traffic) {
+            await sendTraffic(productionUrl, modelPath, traffic, traffic.requests);
+            if (traffic.background && !background) {
+              const stop = new AbortController();
+              background = { stop, done: sendTraffic(productionUrl, modelPath, traffic, Number.POSITIVE_INFINITY, stop.signal) };
+            }
+          }
+          return;
+        }
         await sleep(50);
       }
       throw new Error(`the simulated production vLLM did not start on port ${productionPort}`);
     },
+    async sendTraffic(traffic = options.traffic) {
+      if (!traffic) throw new Error("no traffic to send: pass one or SimSiteOptions.traffic");
+      return sendTraffic(productionUrl, modelPath, traffic, traffic.requests);
+    },
+    stopTraffic,
     async startWhisper() {
       if (!options.whisper) throw new Error("this site has no Whisper (SimSiteOptions.whisper)");
       await sh(whisperStart, { GPU_CANARY_SIM_HOST: hostFile, GPU_CANARY_WHISPER_SIZE: options.whisper });
@@ -199,6 +252,7 @@ export async function createSimSite(dir: string, options: SimSiteOptions = {}): 
       throw new Error("the simulated Whisper did not start");
     },
     async cleanup() {
+      await stopTraffic();
       // Every process this site started names a file in its folder on its command line. The pattern's
       // first character in brackets keeps pkill from matching the shell that runs it.
       const pattern = `[${dir.slice(0, 1)}]${dir.slice(1)}/`;
@@ -206,4 +260,40 @@ export async function createSimSite(dir: string, options: SimSiteOptions = {}): 
       await sh(`pkill -KILL -f -- '${pattern.replace(/'/g, "")}'; true`, {});
     },
   };
+}
+
+/**
+ * Send `count` completions of the traffic's shape to a vLLM, `concurrency` at a time; a failed
+ * request (production restarting) is counted and, in the background, retried after a pause.
+ * Resolves with how many failed.
+ */
+async function sendTraffic(url: string, model: string, traffic: SimTraffic, count: number, signal?: AbortSignal): Promise<number> {
+  const words = Math.max(1, Math.round(traffic.promptTokens / PROMPT_TOKENS_PER_WORD));
+  const prompt = Array.from({ length: words }, (_, i) => (i % 2 === 0 ? "canary" : "load")).join(" ");
+  const body = JSON.stringify({ model, prompt, max_tokens: traffic.outputTokens, ignore_eos: true });
+  let sent = 0;
+  let failed = 0;
+  const worker = async () => {
+    while (sent < count && !signal?.aborted) {
+      sent += 1;
+      const ok = await fetch(`${url}/v1/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body,
+        signal,
+      }).then(
+        async (r) => {
+          await r.arrayBuffer();
+          return r.ok;
+        },
+        () => false,
+      );
+      if (!ok) {
+        failed += 1;
+        if (signal) await sleep(100).catch(() => undefined);
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, traffic.concurrency) }, worker));
+  return failed;
 }

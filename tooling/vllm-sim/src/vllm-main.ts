@@ -4,8 +4,14 @@
 // SIM_STARTUP_DELAY_MS, SIM_TOKEN_LATENCY_MS, SIM_VERSION, SIM_REQUIRE_MODEL (1: refuse requests naming no model, as before 0.8), SIM_SLEEP_RESIDUE_MIB, SIM_PROCESS_NAME,
 // SIM_FAIL (comma list: health-hang, engine-dead, completion-hang, drop-mid-stream, crash-mid-test:
 // dies with PyTorch's CUDA out-of-memory text after SIM_CRASH_AFTER completions, default 2).
+// Under load (README "Memory under load"): SIM_KV_CACHE_TOKENS (the KV capacity; default derived from
+// the host file's GPU, --gpu-memory-utilization and the model folder's config.json by kvCacheTokensFor),
+// SIM_LOAD_SLOWDOWN (k in token latency × (1 + k × (scheduled − 1)), default 0.02), SIM_PREFILL_MS_PER_1K,
+// SIM_EOS_AFTER_TOKENS (the model's own answer length; ignore_eos overrides), SIM_OOM_AT_USAGE (a KV usage
+// 0…1 past which the process dies with PyTorch's CUDA out-of-memory text).
 import { parseArgs } from "node:util";
 import { readHost, registerProcess, unregisterProcess, freeMib, liveProcesses } from "./host-state.ts";
+import { kvCacheTokensFor } from "./kv-capacity.ts";
 import { buildSimVllm } from "./vllm-server.ts";
 
 const { values } = parseArgs({
@@ -57,6 +63,20 @@ const fails = new Set((env.SIM_FAIL ?? "").split(",").filter(Boolean));
 const processName = env.SIM_PROCESS_NAME ?? "VLLM::EngineCore";
 const gib = (mib: number) => (mib / 1024).toFixed(2);
 
+const version = env.SIM_VERSION ?? "0.11.0";
+const knob = (name: string, min: number, max: number): number | undefined => {
+  const text = env[name];
+  if (text === undefined || text === "") return undefined;
+  const value = Number(text);
+  if (!Number.isFinite(value) || value < min || value > max) {
+    process.stderr.write(`${name}=${text} is not a number from ${min} to ${max}: fix or unset it\n`);
+    process.exit(2);
+  }
+  return value;
+};
+const flagNumber = (name: string) => (typeof values[name] === "string" ? Number(values[name]) : undefined);
+const oomAtUsage = knob("SIM_OOM_AT_USAGE", 0, 1);
+let kvCacheTokens = knob("SIM_KV_CACHE_TOKENS", 1, Number.MAX_SAFE_INTEGER);
 let requestedMib = 0;
 if (hostFile) {
   const state = readHost(hostFile);
@@ -76,14 +96,42 @@ if (hostFile) {
     process.exit(1);
   }
   await registerProcess(hostFile, { gpu_index: gpuIndex, pid: process.pid, name: processName, used_memory_mib: requestedMib });
+  kvCacheTokens ??=
+    kvCacheTokensFor({
+      cudaTotalMib: cudaTotal,
+      gpuName: gpu.name,
+      util,
+      modelDir: model,
+      version,
+      enforceEager: values["enforce-eager"] === true,
+      maxNumSeqs: flagNumber("max-num-seqs"),
+      maxNumBatchedTokens: flagNumber("max-num-batched-tokens"),
+      kvCacheDtype: typeof values["kv-cache-dtype"] === "string" ? values["kv-cache-dtype"] : undefined,
+    }) ?? undefined;
 }
+
+// The allocator's text (pytorch c10/cuda/CUDACachingAllocator.cpp), as vLLM logs it before dying.
+const outOfMemory = () => {
+  process.stderr.write(
+    `torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU ${gpuIndex} has a total capacity of 139.80 GiB of which 1.12 GiB is free. Including non-PyTorch memory, this process has ${gib(requestedMib)} GiB memory in use. If reserved but unallocated memory is large try setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid fragmentation.\n`,
+  );
+  process.exit(1);
+};
 
 const app = buildSimVllm({
   model,
   servedModelName: typeof values["served-model-name"] === "string" ? values["served-model-name"] : undefined,
-  maxModelLen: typeof values["max-model-len"] === "string" ? Number(values["max-model-len"]) : undefined,
+  maxModelLen: flagNumber("max-model-len"),
+  maxNumSeqs: flagNumber("max-num-seqs"),
+  maxNumBatchedTokens: flagNumber("max-num-batched-tokens"),
+  kvCacheTokens,
+  loadSlowdown: knob("SIM_LOAD_SLOWDOWN", 0, 100),
+  prefillMsPer1kTokens: knob("SIM_PREFILL_MS_PER_1K", 0, 60_000),
+  eosAfterTokens: knob("SIM_EOS_AFTER_TOKENS", 1, Number.MAX_SAFE_INTEGER),
+  oomAtUsage,
+  onOutOfMemory: outOfMemory,
   gpuMemoryUtilization: util,
-  version: env.SIM_VERSION,
+  version,
   requireModel: env.SIM_REQUIRE_MODEL === "1",
   // vLLM mounts its sleep endpoints only in dev mode with sleep mode enabled.
   sleepMode: values["enable-sleep-mode"] === true && env.VLLM_SERVER_DEV_MODE === "1",
@@ -96,11 +144,7 @@ const app = buildSimVllm({
   },
   onCompletion: (count) => {
     if (!fails.has("crash-mid-test") || count < Number(env.SIM_CRASH_AFTER ?? 2)) return;
-    // The allocator's text (pytorch c10/cuda/CUDACachingAllocator.cpp), as vLLM logs it before dying.
-    process.stderr.write(
-      `torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU ${gpuIndex} has a total capacity of 139.80 GiB of which 1.12 GiB is free. Including non-PyTorch memory, this process has ${gib(requestedMib)} GiB memory in use. If reserved but unallocated memory is large try setting PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True to avoid fragmentation.\n`,
-    );
-    process.exit(1);
+    outOfMemory();
   },
   onSleepChange: async (sleeping) => {
     if (!hostFile) return;
@@ -124,7 +168,13 @@ const shutdown = async (signal: string) => {
 process.once("SIGTERM", () => void shutdown("SIGTERM"));
 process.once("SIGINT", () => void shutdown("SIGINT"));
 
-log(`vLLM API server version ${env.SIM_VERSION ?? "0.11.0"}; model ${model}; gpu_memory_utilization ${util}`);
+log(`vLLM API server version ${version}; model ${model}; gpu_memory_utilization ${util}`);
+if (kvCacheTokens !== undefined) {
+  // vLLM's own line (vllm/v1/core/kv_cache_utils.py), which tells the KV capacity a run got.
+  process.stdout.write(
+    `INFO ${vllmTime(new Date())} [kv_cache_utils.py:1087] GPU KV cache size: ${kvCacheTokens.toLocaleString("en-US")} tokens\n`,
+  );
+}
 // Like vLLM, nothing answers until the engine is loaded: connections are refused meanwhile.
 await new Promise((resolve) => setTimeout(resolve, Number(env.SIM_STARTUP_DELAY_MS ?? 0)));
 await app.listen({ port: Number(values.port), host: String(values.host) });
