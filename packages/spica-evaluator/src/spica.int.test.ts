@@ -75,6 +75,16 @@ describe("predictive mode", () => {
     expect(result.validationReason).toContain("no vLLM version known");
   }, 30_000);
 
+  it("says vLLM ignores the utilization when production sizes its KV cache in bytes, naming the flag vLLM accepts", async () => {
+    // The name vLLM's own log suggests (vllm/v1/worker/gpu_worker.py), which its CLI does not know (vllm-project/vllm#52600).
+    const s = await site({ production: false, settings: { KLR_VLLM_EXTRA_ARGS: "--kv-cache-memory=8589934592" } });
+    const result = await s.evaluator().runTest(good, { mode: "predictive" });
+    expect(result.validationReason).toContain(
+      "KLR_VLLM_EXTRA_ARGS sizes the KV cache with --kv-cache-memory-bytes: vLLM then ignores --gpu-memory-utilization",
+    );
+    expect(result.validationReason).not.toMatch(/--kv-cache-memory(?!-bytes)/);
+  }, 30_000);
+
   it("is an error naming the file when the model folder lacks config.json", async () => {
     const s = await site({ production: false });
     await rm(join(s.modelPath, "config.json"));

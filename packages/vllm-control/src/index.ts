@@ -20,3 +20,4 @@ export { switchWhisper, whisperConfigured, whisperFootprint } from "./whisper.ts
 export type { WhisperControlDeps } from "./whisper.ts";
 export { productionLogTail } from "./production-log.ts";
 export type { ProductionLogSource } from "./production-log.ts";
+export { KV_CACHE_MEMORY_FLAG, setsKvCacheBytes, withRealVllmFlags } from "./vllm-flags.ts";

@@ -1,6 +1,7 @@
-import type { Config } from "@gpu-canary/config";
+import { type Config, splitArguments } from "@gpu-canary/config";
 import { GpuCanaryError } from "@gpu-canary/errors";
 import type { Gpu, GpuProbe } from "@gpu-canary/gpu-probe";
+import { KV_CACHE_MEMORY_FLAG, setsKvCacheBytes } from "@gpu-canary/vllm-control";
 import type { Candidate } from "../candidate.ts";
 import { type MemoryPrediction, VLLM_CONTEXT_BYTES, predictMemory } from "./memory-model.ts";
 import { readModelShape } from "./model-config.ts";
@@ -94,6 +95,17 @@ async function resolveVersion(deps: PreflightDeps, use: GpuUse): Promise<{ versi
   }
 }
 
+/**
+ * Production's flags that size the KV cache in bytes (under either name: vLLM's log suggests
+ * `--kv-cache-memory`, its CLI knows `--kv-cache-memory-bytes`, vllm-project/vllm#52600) make vLLM
+ * ignore --gpu-memory-utilization (vllm-project/vllm#21489): the prediction says so, naming the real flag.
+ */
+function kvBytesNote(config: Pick<Config, "vllmExtraArgs">): string | null {
+  const split = config.vllmExtraArgs ? splitArguments(config.vllmExtraArgs) : null;
+  if (!split?.ok || !setsKvCacheBytes(split.value)) return null;
+  return `KLR_VLLM_EXTRA_ARGS sizes the KV cache with ${KV_CACHE_MEMORY_FLAG}: vLLM then ignores --gpu-memory-utilization, so this prediction for a utilization does not describe it`;
+}
+
 function failures(prediction: MemoryPrediction): string {
   return prediction.checks
     .filter((c) => !c.ok)
@@ -158,7 +170,8 @@ export async function runPreflight(
       gpuIndex: use.gpu.index,
     };
   }
-  const versionNote = accounting.note ? ` (${accounting.note})` : "";
+  const notes = [accounting.note, kvBytesNote(config)].filter((n): n is string => n !== null);
+  const notesText = notes.length > 0 ? ` (${notes.join("; ")})` : "";
   if (options.besideSleepingProduction && predicted.ok) {
     // A quiesced canary in sleep mode runs beside what the sleeping production keeps on the card
     // (its CUDA context and graphs): measured on an earlier run, else vLLM's context and graphs.
@@ -174,19 +187,19 @@ export async function runPreflight(
     if (!beside.ok) {
       return {
         ok: false,
-        reason: `fits GPU ${production.gpu.index}, but not beside the sleeping production's ${gib(residue)} (${seen?.sleep_residue_mib != null ? "measured" : "estimated"}; KLR_QUIESCE=sleep): ${failures(beside)}${versionNote}`,
+        reason: `fits GPU ${production.gpu.index}, but not beside the sleeping production's ${gib(residue)} (${seen?.sleep_residue_mib != null ? "measured" : "estimated"}; KLR_QUIESCE=sleep): ${failures(beside)}${notesText}`,
         predicted,
         spare,
       };
     }
   }
   if (!predicted.ok) {
-    return { ok: false, reason: `does not fit GPU ${production.gpu.index}: ${failures(predicted)}${versionNote}`, predicted, spare };
+    return { ok: false, reason: `does not fit GPU ${production.gpu.index}: ${failures(predicted)}${notesText}`, predicted, spare };
   }
   if (spare && !spare.ok) {
     return {
       ok: false,
-      reason: `fits production's GPU but not the spare GPU ${spare.gpuIndex}: ${failures(spare)}${versionNote}`,
+      reason: `fits production's GPU but not the spare GPU ${spare.gpuIndex}: ${failures(spare)}${notesText}`,
       predicted,
       spare,
     };
@@ -196,7 +209,7 @@ export async function runPreflight(
     reason:
       `fits GPU ${production.gpu.index}: vLLM ${gib(predicted.requestedBytes)} leaves a KV cache of ${gib(predicted.kvCacheBytes)} ` +
       `(${predicted.kvTokens} tokens, ${predicted.maxConcurrency.toFixed(2)}× ${maxModelLen}-token requests) beside Whisper ${candidate.whisperModelSize} ` +
-      `(${gib(whisper.bytes)}); vLLM ${version ?? "version unknown"} accounting${versionNote}`,
+      `(${gib(whisper.bytes)}); vLLM ${version ?? "version unknown"} accounting${notesText}`,
     predicted,
     spare,
   };
