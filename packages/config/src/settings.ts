@@ -4,6 +4,7 @@ import {
   absolutePath,
   argumentText,
   boolean,
+  envAssignments,
   httpUrl,
   listenAddress,
   logSource,
@@ -155,6 +156,12 @@ export const SETTINGS = {
     schema: argumentText("further vLLM flags"),
     optional: true,
     meaning: "further vLLM flags production uses, given to the canary too",
+  }),
+  KLR_VLLM_EXTRA_ENV: def({
+    key: "vllmExtraEnv",
+    schema: envAssignments(),
+    optional: true,
+    meaning: "environment production's vLLM runs with (NAME=value …), given to the canary too",
   }),
   KLR_VLLM_VERSION: def({
     key: "vllmVersion",

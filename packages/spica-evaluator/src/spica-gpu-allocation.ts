@@ -177,6 +177,7 @@ export class SpicaGPUAllocation {
               .catch(() => [])
           ).map((p) => p.pid),
         ),
+      productionEnv: () => productionServiceOf(ctx).environment(),
       now: ctx.now,
     };
   }

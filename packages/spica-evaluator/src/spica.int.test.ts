@@ -85,6 +85,38 @@ describe("predictive mode", () => {
     expect(result.validationReason).not.toMatch(/--kv-cache-memory(?!-bytes)/);
   }, 30_000);
 
+  it("vLLM 0.9 run with VLLM_USE_V1=0 in production's environment is predicted with V0's accounting; without it, V1's", async () => {
+    const s = await site({ production: false });
+    await s.startProduction({ SIM_VERSION: "0.9.2", VLLM_USE_V1: "0" });
+    const v0 = resultJson(await s.evaluator().runTest(good, { mode: "predictive" }));
+    expect(v0.validation_reason).toMatch(/\(VLLM_USE_V1=0 \(production's process environment \(PID \d+\)\): the V0 engine's accounting\)$/);
+    expect(v0.predicted).toMatchObject({ vllm_version: "0.9.2", vllm_engine: "V0" });
+    // V0 checks no free memory at startup (that came with V1 in 0.9.1).
+    expect((v0.predicted as { checks: { name: string }[] }).checks.map((c) => c.name)).not.toContain("startup_free_memory");
+    // The same production without the variable: V1, another KV cache.
+    await s.stopProduction();
+    await s.startProduction({ SIM_VERSION: "0.9.2" });
+    const v1 = resultJson(await s.evaluator().runTest(good, { mode: "predictive" }));
+    expect(v1.validation_reason).not.toContain("VLLM_USE_V1");
+    expect(v1.predicted).toMatchObject({ vllm_version: "0.9.2", vllm_engine: "V1" });
+    expect((v1.predicted as { kv_tokens: number }).kv_tokens).not.toBe((v0.predicted as { kv_tokens: number }).kv_tokens);
+  }, 60_000);
+
+  it("KLR_VLLM_EXTRA_ENV's VLLM_USE_V1=0 selects V0 for 0.8–0.10, and is said to be ignored from 0.11", async () => {
+    const at = async (version: string) => {
+      const s = await site({ production: false, settings: { KLR_VLLM_VERSION: version, KLR_VLLM_EXTRA_ENV: "VLLM_USE_V1=0" } });
+      return resultJson(await s.evaluator().runTest(good, { mode: "predictive" }));
+    };
+    const old = await at("0.10.1");
+    expect(old.validation_reason).toContain("(VLLM_USE_V1=0 (KLR_VLLM_EXTRA_ENV): the V0 engine's accounting)");
+    expect(old.predicted).toMatchObject({ vllm_engine: "V0" });
+    const current = await at("0.11.0");
+    expect(current.validation_reason).toContain(
+      "(vLLM 0.11.0 has no V0 engine (removed in 0.11.0): VLLM_USE_V1=0 (KLR_VLLM_EXTRA_ENV) is ignored, V1 accounting)",
+    );
+    expect(current.predicted).toMatchObject({ vllm_engine: "V1" });
+  }, 60_000);
+
   it("is an error naming the file when the model folder lacks config.json", async () => {
     const s = await site({ production: false });
     await rm(join(s.modelPath, "config.json"));

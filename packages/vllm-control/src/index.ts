@@ -7,7 +7,7 @@ export { ControlError } from "./errors.ts";
 export type { ControlErrorCode } from "./errors.ts";
 export { portState } from "./ports.ts";
 export type { PortState } from "./ports.ts";
-export { descendants, groupMembers, isAlive, listenersOf, readProc, stopProcessGroup } from "./procfs.ts";
+export { descendants, groupMembers, isAlive, listenersOf, readEnviron, readProc, stopProcessGroup } from "./procfs.ts";
 export type { ProcInfo } from "./procfs.ts";
 export { createProductionService } from "./production-service.ts";
 export type { ProductionService, ProductionServiceDeps, ServiceManager } from "./production-service.ts";

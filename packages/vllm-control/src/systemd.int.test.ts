@@ -26,7 +26,7 @@ import { switchWhisper } from "./whisper.ts";
 const armer = join(import.meta.dirname, "test-fixtures", "armer.ts");
 
 /** Production as a systemd unit of the simulated host (systemd is not PID 1 here: the stand-ins act for it). */
-async function systemdHost() {
+async function systemdHost(unitEnv: Record<string, string> = {}) {
   const dir = await testdir();
   const hostFile = join(dir, "host.json");
   await createHost(hostFile, { gpus: [h200(0)] });
@@ -36,7 +36,7 @@ async function systemdHost() {
   process.env.GPU_CANARY_SIM_HOST = hostFile;
   defineUnit(dir, "vllm.service", {
     exec: [SIM_VLLM, "--port", String(port), "--model", "/m", "--gpu-memory-utilization", "0.5"],
-    env: { GPU_CANARY_SIM_HOST: hostFile },
+    env: { GPU_CANARY_SIM_HOST: hostFile, ...unitEnv },
   });
   const systemctl = join(SYSTEMD_STANDINS, "systemctl");
   onTestFinished(async () => {
@@ -65,6 +65,19 @@ describe("production under systemd (through the stand-ins)", () => {
     await h.service.stop(30_000);
     expect(await h.service.isActive()).toBe("inactive");
     expect(liveProcesses(readHost(h.hostFile))).toEqual([]);
+  }, 90_000);
+
+  it("tells production's environment: the unit's Environment= while it is down, its process's own while it runs", async () => {
+    const h = await systemdHost({ VLLM_USE_V1: "0", HF_HOME: "/srv/hf cache" });
+    expect(await h.service.environment()).toEqual({
+      env: { GPU_CANARY_SIM_HOST: h.hostFile, VLLM_USE_V1: "0", HF_HOME: "/srv/hf cache" },
+      source: "vllm.service's Environment=",
+    });
+    await h.service.start(10_000);
+    await h.client.waitUntilHealthy({ deadlineMs: 30_000 });
+    const running = await h.service.environment();
+    expect(running?.source).toMatch(/^production's process environment \(PID \d+\)$/);
+    expect(running?.env).toMatchObject({ VLLM_USE_V1: "0", HF_HOME: "/srv/hf cache" });
   }, 90_000);
 
   it("restores production from a watchdog in a transient unit of its own after the run is SIGKILLed", async () => {

@@ -74,6 +74,8 @@ export interface SimSite {
   productionPid(): Promise<number | null>;
   /** start production; `env` reaches its start command (PRODUCTION_STARTUP_DELAY_MS for a slow load) */
   startProduction(env?: Record<string, string>): Promise<void>;
+  /** stop production with its stop command and wait until its process is gone */
+  stopProduction(): Promise<void>;
   /** start the site's Whisper at its configured size (options.whisper) */
   startWhisper(): Promise<void>;
   /** stop whatever this site started: production, canaries, Whisper */
@@ -187,6 +189,23 @@ export async function createSimSite(dir: string, options: SimSiteOptions = {}): 
         await sleep(50);
       }
       throw new Error(`the simulated production vLLM did not start on port ${productionPort}`);
+    },
+    async stopProduction() {
+      const pid = await productionPid();
+      await sh(stop, {}).catch(() => undefined);
+      const alive = (p: number) => {
+        try {
+          process.kill(p, 0);
+          return true;
+        } catch {
+          return false;
+        }
+      };
+      const deadline = Date.now() + 30_000;
+      while (pid !== null && alive(pid)) {
+        if (Date.now() > deadline) throw new Error(`the simulated production (PID ${pid}) did not stop`);
+        await sleep(50);
+      }
     },
     async startWhisper() {
       if (!options.whisper) throw new Error("this site has no Whisper (SimSiteOptions.whisper)");

@@ -105,7 +105,12 @@ export function productionBaseline(ctx: RunContext): Promise<Measured["productio
   return measureBaseline(ctx.production, BASELINE_SAMPLES);
 }
 
-export function launch(ctx: RunContext, candidate: Candidate, gpuIndex: number, options: { held?: boolean } = {}): CanaryProcess {
+export function launch(
+  ctx: Pick<RunContext, "config" | "env">,
+  candidate: Candidate,
+  gpuIndex: number,
+  options: { held?: boolean } = {},
+): CanaryProcess {
   const c = ctx.config;
   return launchCanary(
     {
@@ -119,7 +124,8 @@ export function launch(ctx: RunContext, candidate: Candidate, gpuIndex: number, 
       ...(c.maxNumBatchedTokens !== undefined ? { maxNumBatchedTokens: c.maxNumBatchedTokens } : {}),
       kvCacheDtype: c.kvCacheDtype,
       ...(c.vllmExtraArgs ? { extraArgs: c.vllmExtraArgs } : {}),
-      env: ctx.env,
+      // Production's engine settings (VLLM_USE_V1=0 on 0.8–0.10 is another engine): the canary runs as production does.
+      env: { ...ctx.env, ...c.vllmExtraEnv },
     },
     options,
   );

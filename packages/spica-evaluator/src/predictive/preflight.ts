@@ -5,7 +5,7 @@ import { KV_CACHE_MEMORY_FLAG, setsKvCacheBytes } from "@gpu-canary/vllm-control
 import type { Candidate } from "../candidate.ts";
 import { type MemoryPrediction, VLLM_CONTEXT_BYTES, predictMemory } from "./memory-model.ts";
 import { readModelShape } from "./model-config.ts";
-import { accountingFor } from "./vllm-accounting.ts";
+import { type EngineChoice, accountingFor } from "./vllm-accounting.ts";
 import { readVllmSeen, rememberVllmSeen } from "./vllm-seen.ts";
 import { readWeightBytes } from "./weights.ts";
 import { whisperBytes } from "./whisper-footprint.ts";
@@ -22,10 +22,19 @@ export interface PreflightDeps {
   askVersion: () => Promise<string>;
   /** production vLLM's own PIDs (its unit's or port's process tree), beyond the name match */
   productionPids?: () => Promise<ReadonlySet<number>>;
+  /** the environment production runs with, and where it was read (null when it cannot be read) */
+  productionEnv?: () => Promise<{ env: Record<string, string>; source: string } | null>;
   now: () => Date;
 }
 
-export type Prediction = MemoryPrediction & { vllmVersion: string | null; versionSource: string; whisperBasis: string; gpuIndex: number };
+export type Prediction = MemoryPrediction & {
+  vllmVersion: string | null;
+  versionSource: string;
+  /** the engine whose accounting applies */
+  vllmEngine: "V0" | "V1";
+  whisperBasis: string;
+  gpuIndex: number;
+};
 
 export interface PreflightResult {
   ok: boolean;
@@ -106,6 +115,18 @@ function kvBytesNote(config: Pick<Config, "vllmExtraArgs">): string | null {
   return `KLR_VLLM_EXTRA_ARGS sizes the KV cache with ${KV_CACHE_MEMORY_FLAG}: vLLM then ignores --gpu-memory-utilization, so this prediction for a utilization does not describe it`;
 }
 
+/**
+ * VLLM_USE_V1 as production runs: its own environment says it first, KLR_VLLM_EXTRA_ENV (what the
+ * operator says production runs with, given to the canary too) otherwise.
+ */
+async function engineChoice(deps: PreflightDeps): Promise<EngineChoice | null> {
+  const production = await deps.productionEnv?.().catch(() => null);
+  const running = production?.env.VLLM_USE_V1;
+  if (production && running !== undefined) return { useV1: running, source: production.source };
+  const set = deps.config.vllmExtraEnv?.VLLM_USE_V1;
+  return set === undefined ? null : { useV1: set, source: "KLR_VLLM_EXTRA_ENV" };
+}
+
 function failures(prediction: MemoryPrediction): string {
   return prediction.checks
     .filter((c) => !c.ok)
@@ -127,7 +148,7 @@ export async function runPreflight(
   const [report, pids] = await Promise.all([deps.probe.report(), deps.productionPids?.() ?? Promise.resolve(new Set<number>())]);
   const production = useOf(report.gpus, config.productionGpuId, "production", config, pids);
   const { version, source } = await resolveVersion(deps, production);
-  const accounting = accountingFor(version);
+  const accounting = accountingFor(version, await engineChoice(deps));
   const shape = await readModelShape(config.modelPath);
   const weights = await readWeightBytes(config.modelPath, shape);
   const whisper = whisperBytes(candidate.whisperModelSize, config.whisperSize, production.whisperMeasuredBytes);
@@ -142,7 +163,12 @@ export async function runPreflight(
     ...(config.maxNumSeqs !== undefined ? { maxNumSeqs: config.maxNumSeqs } : {}),
     ...(config.maxNumBatchedTokens !== undefined ? { maxNumBatchedTokens: config.maxNumBatchedTokens } : {}),
   };
-  const extra = { vllmVersion: version, versionSource: source, whisperBasis: whisper.basis };
+  const extra = {
+    vllmVersion: version,
+    versionSource: source,
+    vllmEngine: accounting.v1 ? ("V1" as const) : ("V0" as const),
+    whisperBasis: whisper.basis,
+  };
   const predicted: Prediction = {
     ...predictMemory({
       ...common,
