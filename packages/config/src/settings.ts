@@ -194,6 +194,12 @@ export const SETTINGS = {
     optional: true,
     meaning: "starts Whisper at GPU_CANARY_WHISPER_SIZE (sh -c)",
   }),
+  KLR_WHISPER_STEADY_TIMEOUT: def({
+    key: "whisperSteadyTimeoutSeconds",
+    schema: seconds("for a started Whisper's GPU memory to hold still"),
+    defaultValue: "20",
+    meaning: "seconds a started Whisper's memory may take to hold still",
+  }),
   KLR_VLLM_PROCESS: def({
     key: "vllmProcess",
     schema: text(),

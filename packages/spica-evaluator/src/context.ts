@@ -31,6 +31,8 @@ export interface RunContext {
   onProgress?: (line: string) => void;
   /** the restore watchdog as a transient systemd unit (default: when systemd runs) */
   useSystemdRun?: boolean;
+  /** between two nvidia-smi readings of a started Whisper's memory (default 1 s) */
+  whisperPollMs?: number;
 }
 
 export function managerOf(config: Config): ServiceManager {

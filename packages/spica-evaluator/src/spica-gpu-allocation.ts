@@ -28,6 +28,8 @@ export interface SpicaOptions {
   /** who takes the lock, e.g. "gpu-canary evaluate" */
   owner?: string;
   useSystemdRun?: boolean;
+  /** between two nvidia-smi readings of a started Whisper's memory (default 1 s) */
+  whisperPollMs?: number;
 }
 
 export interface RunTestOptions {
@@ -73,6 +75,7 @@ export class SpicaGPUAllocation {
       ...(options.signal ? { signal: options.signal } : {}),
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),
       ...(options.useSystemdRun !== undefined ? { useSystemdRun: options.useSystemdRun } : {}),
+      ...(options.whisperPollMs !== undefined ? { whisperPollMs: options.whisperPollMs } : {}),
     };
   }
 

@@ -168,8 +168,8 @@ describe("Whisper switching", () => {
     onTestFinished(async () => {
       await runOperatorCommand(`kill -KILL "$(cat ${pidFile})" 2>/dev/null; true`, { timeoutMs: 5000 });
     });
-    expect(await switchWhisper(deps, "none", "small", 60_000)).toEqual({ footprintMib: 2048 });
-    expect(await switchWhisper(deps, "small", "medium", 60_000)).toEqual({ footprintMib: 5120 });
+    expect(await switchWhisper(deps, "none", "small", 60_000, { pollMs: 200 })).toMatchObject({ footprintMib: 2048 });
+    expect(await switchWhisper(deps, "small", "medium", 60_000, { pollMs: 200 })).toMatchObject({ footprintMib: 5120 });
     expect(liveProcesses(readHost(hostFile)).map((p) => p.name)).toEqual(["whisper-server (medium)"]);
     await expect(switchWhisper({ ...deps, startCommand: "exit 7" }, "medium", "tiny", 5000)).rejects.toMatchObject({
       code: "WHISPER_COMMAND_FAILED",
