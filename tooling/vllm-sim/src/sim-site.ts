@@ -135,7 +135,8 @@ export async function createSimSite(dir: string, options: SimSiteOptions = {}): 
     ? {
         KLR_WHISPER_SIZE: options.whisper,
         KLR_WHISPER_PROCESS: "whisper",
-        KLR_WHISPER_STOP_COMMAND: `kill -TERM "$(cat ${whisperPid})"`,
+        // Like `systemctl stop`, it returns once the Whisper is gone (its memory given back).
+        KLR_WHISPER_STOP_COMMAND: `pid="$(cat ${whisperPid})"; kill -TERM "$pid"; while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done`,
         KLR_WHISPER_START_COMMAND: whisperStart,
       }
     : {};

@@ -2,7 +2,7 @@
 //   vllm --port 9011 --model /models/llm/current --gpu-memory-utilization 0.75 [--served-model-name N] [--max-model-len L]
 // Knobs (environment): GPU_CANARY_SIM_HOST (host file to take GPU memory from), CUDA_VISIBLE_DEVICES (GPU index),
 // SIM_STARTUP_DELAY_MS, SIM_TOKEN_LATENCY_MS, SIM_VERSION, SIM_REQUIRE_MODEL (1: refuse requests naming no model, as before 0.8), SIM_SLEEP_RESIDUE_MIB, SIM_PROCESS_NAME,
-// SIM_STARTUP_DELAY_MS is also its profiling window: another process releasing GPU memory meanwhile aborts it, as vLLM does.
+// SIM_STARTUP_DELAY_MS is also its profiling window: another process releasing GPU memory meanwhile aborts it, as vLLM does (none without a delay).
 // SIM_FAIL (comma list: health-hang, engine-dead, completion-hang, drop-mid-stream, crash-mid-test:
 // dies with PyTorch's CUDA out-of-memory text after SIM_CRASH_AFTER completions, default 2).
 import { parseArgs } from "node:util";
@@ -137,7 +137,8 @@ await new Promise((resolve) => setTimeout(resolve, Number(env.SIM_STARTUP_DELAY_
 // rise, and vLLM aborts (vllm/v1/worker/gpu_worker.py determine_available_memory's assertion,
 // vllm-project/vllm#56830). Stricter than vLLM, which aborts only when the release outweighs what
 // its own profiling took: any release does it here.
-const released = hostFile ? othersAtStart - othersMib() : 0;
+const profilingMs = Number(env.SIM_STARTUP_DELAY_MS ?? 0);
+const released = hostFile && profilingMs > 0 ? othersAtStart - othersMib() : 0;
 if (released > 0) {
   process.stderr.write(
     `AssertionError: Error in memory profiling. Initial free memory ${gib(initialFreeMib)} GiB, current free memory ${gib(initialFreeMib + released)} GiB. This happens when other processes sharing the same container release GPU memory while vLLM is profiling during initialization. To fix this, ensure consistent GPU memory allocation or isolate vLLM in its own container.\n`,
