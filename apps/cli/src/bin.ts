@@ -10,6 +10,7 @@ const io: Io = {
   homeDir: homedir(),
   now: () => new Date(),
   isTTY: process.stdout.isTTY,
+  stderrIsTTY: process.stderr.isTTY,
   readStdin: async () => {
     const chunks: Buffer[] = [];
     for await (const chunk of process.stdin) chunks.push(chunk as Buffer);

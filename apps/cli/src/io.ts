@@ -6,7 +6,10 @@ export interface Io {
   env: Readonly<Record<string, string | undefined>>;
   homeDir: string;
   now: () => Date;
+  /** stdout is a terminal */
   isTTY: boolean;
+  /** stderr is a terminal; when not (cron, systemd, a pipe), long commands log timestamped steps there */
+  stderrIsTTY: boolean;
   /** subscribe to SIGINT/SIGTERM; returns the unsubscribe */
   onSignal: (handler: (signal: NodeJS.Signals) => void) => () => void;
   /** all of standard input (for `observe --from -`); absent where there is none */

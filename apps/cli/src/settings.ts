@@ -1,5 +1,6 @@
 import { type Layout, type LoadedConfig, layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
 import type { Io } from "./io.ts";
+import type { ProgressSinks } from "./progress.ts";
 
 export interface Settings extends LoadedConfig {
   layout: Layout;
@@ -42,7 +43,7 @@ export function hostEnv(io: Io): Record<string, string> {
 }
 
 /** The evaluator of these settings; a signal aborts a run safely (production restored first). */
-export async function evaluatorFor(settings: Settings, io: Io, options: { owner: string; signal?: AbortSignal; progress?: boolean }) {
+export async function evaluatorFor(settings: Settings, io: Io, options: { owner: string; signal?: AbortSignal; progress?: ProgressSinks }) {
   const { SpicaGPUAllocation } = await import("@gpu-canary/spica-evaluator");
   return new SpicaGPUAllocation({
     config: settings.config,
@@ -52,6 +53,6 @@ export async function evaluatorFor(settings: Settings, io: Io, options: { owner:
     audit: await auditFeedFor(settings, io),
     owner: options.owner,
     ...(options.signal ? { signal: options.signal } : {}),
-    ...(options.progress ? { onProgress: (line: string) => io.stderr(`… ${line}\n`) } : {}),
+    ...options.progress,
   });
 }

@@ -31,8 +31,3 @@ export function parseDateOption(text: string): string {
   }
   return text;
 }
-
-/** "2026-11-29 03:00 EST" in the maintenance zone. */
-export function localTime(date: Date, zone: string): string {
-  return DateTime.fromJSDate(date, { zone }).toFormat("yyyy-LL-dd HH:mm ZZZZ");
-}

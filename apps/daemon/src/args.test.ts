@@ -38,5 +38,13 @@ describe("gpu-canaryd's command line", () => {
     expect(run.stdout).toMatch(/^Usage: gpu-canaryd/);
     expect(run.stderr).toBe("");
     expect(readdirSync(home)).toEqual([]);
+    const version = spawnSync(process.execPath, tsNodeArgs(bin, ["--version"]), {
+      env: { ...process.env, KLR_HOME: home, KLR_CANARY_MODE: "canary" },
+      encoding: "utf8",
+      timeout: 60_000,
+    });
+    expect(version.status).toBe(0);
+    expect(version.stdout).toMatch(/^\d+\.\d+\.\d+\n$/);
+    expect(readdirSync(home)).toEqual([]);
   }, 90_000);
 });

@@ -47,7 +47,11 @@ describe("gpu-canaryd on the simulated host", () => {
     const d = await daemonOn({ KLR_ALLOW_SPARE_GPU: "true" });
     expect(await d.get("/status")).toMatchObject({ production: { health: "healthy" }, mode: { canary_mode: "canary", spare_gpu: 1 } });
     // The example env file parses without a warning.
-    expect(d.stderr()).not.toContain('"level":40');
+    expect(d.stderr()).not.toContain('"level":"warn"');
+    // Before any canary its timings are unknown: left out, not 0; production's health is known.
+    const before = await (await fetch(`${d.base}/metrics`)).text();
+    expect(before).not.toMatch(/^gpu_canary_last_canary_(ttft_p95|latency)_seconds /m);
+    expect(before).toMatch(/^gpu_canary_production_serving 1$/m);
     await appendFile(d.log, OOM);
     const finished = await waitFor(async () => (await d.events()).find((e) => e.event === "tuning_decision"), "the tuning decision");
     expect(finished).toMatchObject({ outcome: "promoted" });
@@ -63,6 +67,8 @@ describe("gpu-canaryd on the simulated host", () => {
     }, "the run in /metrics");
     expect(metrics).toContain('gpu_canary_oom_events_total{kind="oom_kv_cache"} 1');
     expect(metrics).toMatch(/gpu_canary_last_canary_latency_seconds [\d.]+/);
+    expect(metrics).toMatch(/^gpu_canary_run_duration_seconds_count\{result="passed"\} 1$/m);
+    expect(metrics).toMatch(/^gpu_canary_promotions\{state="proposed"\} 1$/m);
     d.child.kill("SIGTERM");
     expect(await d.exited).toBe(0);
   }, 120_000);

@@ -74,10 +74,7 @@ export function createDaemon(deps: DaemonDeps) {
           working = null;
           const result = outcome?.result ?? null;
           if (result) {
-            metrics.runs.inc({ result: result.status });
-            if (result.gate) metrics.refusals.inc({ gate: result.gate });
-            if (result.measured?.ttftP95Ms != null) metrics.lastTtft.set(result.measured.ttftP95Ms / 1000);
-            if (result.measured?.e2eP50Ms != null) metrics.lastLatency.set(result.measured.e2eP50Ms / 1000);
+            metrics.recordRun(result);
             if (result.promotionPath)
               deps.notifier.send("promotion", { run_id: result.runId, path: result.promotionPath, candidate: result.candidate });
           }

@@ -2,12 +2,13 @@ import { homedir, hostname } from "node:os";
 import { createAuditFeed } from "@gpu-canary/audit-feed";
 import { layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
 import { GpuCanaryError, exitCodeOf } from "@gpu-canary/errors";
-import { windowAt } from "@gpu-canary/policy";
 import { SpicaGPUAllocation } from "@gpu-canary/spica-evaluator";
 import { createIntentStore, createTuningRunner } from "@gpu-canary/tuning";
-import { pino } from "pino";
+import type { pino } from "pino";
 import { VERSION } from "./args.ts";
 import { createDaemon } from "./daemon.ts";
+import { createDaemonLogger, logSinkFor } from "./logger.ts";
+import { metricSourcesFor } from "./metric-sources.ts";
 import { createMetrics } from "./metrics.ts";
 import { createNotifier } from "./notify.ts";
 import { buildServer } from "./server.ts";
@@ -19,10 +20,7 @@ import { ensureToken } from "./token.ts";
  * progress safely (production restored), flush and exit 0.
  */
 export async function main(env: Readonly<Record<string, string | undefined>>): Promise<number> {
-  const logger = pino(
-    { name: "gpu-canaryd", redact: ["req.headers.authorization", "*.token", "token", "*.apiKey", "*.api_key"] },
-    pino.destination(2),
-  );
+  const logger = await createDaemonLogger(logSinkFor(process.stderr, env));
   try {
     return await run(env, logger);
   } catch (error) {
@@ -62,21 +60,7 @@ async function run(env: Readonly<Record<string, string | undefined>>, logger: pi
   });
   const store = createIntentStore({ layout, subsystems: config.subsystems, now });
   const runner = createTuningRunner({ config, evaluator, audit, promotionsDir: layout.promotionsDir });
-  const ctx = evaluator.context;
-  const night = () => windowAt(config.maintenanceWindow, config.maintenanceTimeZone, now());
-  const metrics = createMetrics({
-    budget: async () => {
-      try {
-        const s = await ctx.budget.status(night().night);
-        return { usedSeconds: s.secondsUsed, leftSeconds: s.secondsLeft };
-      } catch {
-        return { usedSeconds: Number.NaN, leftSeconds: Number.NaN };
-      }
-    },
-    windowOpen: () => night().open,
-    lockHeld: async () => (await ctx.lock.status().catch(() => null))?.held ?? false,
-    intentsPending: async () => (await store.list("pending")).length,
-  });
+  const metrics = createMetrics(metricSourcesFor({ config, context: evaluator.context, store, promotionsDir: layout.promotionsDir, now }));
   const notifier = createNotifier({ url: config.notifyUrl, logger, host: hostname() });
   const daemon = createDaemon({ config, layout, logger, audit, store, runner, evaluator, metrics, notifier, runAbort, now, env: hostEnv });
   const token = await ensureToken(layout.daemonTokenFile);
@@ -85,7 +69,7 @@ async function run(env: Readonly<Record<string, string | undefined>>, logger: pi
     now,
     version: VERSION,
     config,
-    context: ctx,
+    context: evaluator.context,
     audit,
     store,
     metrics,

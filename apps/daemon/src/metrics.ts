@@ -1,10 +1,60 @@
-import { Counter, Gauge, Registry } from "prom-client";
+import type { EvaluationResult } from "@gpu-canary/spica-evaluator";
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
 
+/**
+ * A promotion's state: proposed → applied | rolled_back | superseded | stale. Applying promotions
+ * is still to come; the files written today carry no state and count as proposed.
+ */
+export const PROMOTION_STATES = ["proposed", "applied", "rolled_back", "superseded", "stale"] as const;
+export type PromotionState = (typeof PROMOTION_STATES)[number];
+
+/**
+ * What the state metrics read at scrape time. `null` (or a throw) means "not known now": the
+ * series is left out of the scrape rather than shown as a 0 that would read as a fact.
+ */
 export interface MetricSources {
-  budget: () => Promise<{ usedSeconds: number; leftSeconds: number }>;
+  budget: () => Promise<{ usedSeconds: number; leftSeconds: number } | null>;
   windowOpen: () => boolean;
-  lockHeld: () => Promise<boolean>;
-  intentsPending: () => Promise<number>;
+  /** the GPU lock: held, and whether its holder is a crashed run that only recovery may finish */
+  lock: () => Promise<{ held: boolean; crashedRunAwaitsRecovery: boolean } | null>;
+  intentsPending: () => Promise<number | null>;
+  /** every `watchdog_fired` event in the audit trail, whoever wrote it */
+  watchdogFired: () => Promise<number | null>;
+  productionServing: () => Promise<boolean | null>;
+  promotions: () => Promise<{ byState: Record<PromotionState, number>; unreadable: number } | null>;
+}
+
+/** Run lengths from a refused run (well under a second) to a canary that uses its whole timeout. */
+const RUN_SECONDS_BUCKETS = [1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600];
+
+async function known<T>(read: () => Promise<T | null>): Promise<T | null> {
+  try {
+    return await read();
+  } catch {
+    // A source that cannot be read now (a state file mid-repair, vLLM hung) leaves its series
+    // out; `gpu-canary status` and `doctor` say why. One bad source never fails the scrape.
+    return null;
+  }
+}
+
+/** A gauge without labels that is left out of the scrape while its value is unknown. */
+function optionalGauge(registry: Registry, name: string, help: string, read?: () => Promise<number | null>) {
+  const gauge = new Gauge({
+    name,
+    help,
+    registers: [registry],
+    ...(read
+      ? {
+          async collect() {
+            const value = await known(read);
+            if (value === null || !Number.isFinite(value)) this.remove({});
+            else this.set(value);
+          },
+        }
+      : {}),
+  });
+  gauge.remove({});
+  return gauge;
 }
 
 /** gpu-canaryd's Prometheus metrics, all prefixed gpu_canary_; the state ones are read at scrape time. */
@@ -14,6 +64,13 @@ export function createMetrics(sources: MetricSources) {
     name: "gpu_canary_runs_total",
     help: "Evaluations run by the daemon, by result",
     labelNames: ["result"],
+    registers: [registry],
+  });
+  const runDuration = new Histogram({
+    name: "gpu_canary_run_duration_seconds",
+    help: "How long the daemon's evaluations took, by result",
+    labelNames: ["result"],
+    buckets: RUN_SECONDS_BUCKETS,
     registers: [registry],
   });
   const refusals = new Counter({
@@ -33,57 +90,81 @@ export function createMetrics(sources: MetricSources) {
     help: "Problems following vLLM's log",
     registers: [registry],
   });
-  const lastTtft = new Gauge({
-    name: "gpu_canary_last_canary_ttft_p95_seconds",
-    help: "TTFT p95 of the last canary test",
-    registers: [registry],
-  });
-  const lastLatency = new Gauge({
-    name: "gpu_canary_last_canary_latency_seconds",
-    help: "Median end-to-end latency of the last canary test",
-    registers: [registry],
-  });
-  new Gauge({
-    name: "gpu_canary_downtime_used_seconds",
-    help: "Production downtime charged tonight",
+  new Counter({
+    name: "gpu_canary_watchdog_fired_total",
+    help: "Restore watchdogs that fired, as recorded in the audit trail (watchdog_fired events)",
     registers: [registry],
     async collect() {
-      this.set((await sources.budget()).usedSeconds);
+      const count = await known(sources.watchdogFired);
+      this.reset();
+      if (count === null) this.remove({});
+      else this.inc(count);
     },
   });
+  const lastTtft = optionalGauge(registry, "gpu_canary_last_canary_ttft_p95_seconds", "TTFT p95 of the last canary test");
+  const lastLatency = optionalGauge(
+    registry,
+    "gpu_canary_last_canary_latency_seconds",
+    "Median end-to-end latency of the last canary test",
+  );
+  optionalGauge(
+    registry,
+    "gpu_canary_downtime_used_seconds",
+    "Production downtime charged to the night in effect (the open window's, else the last one's)",
+    async () => {
+      return (await sources.budget())?.usedSeconds ?? null;
+    },
+  );
+  optionalGauge(registry, "gpu_canary_downtime_left_seconds", "Production downtime left to the night in effect", async () => {
+    return (await sources.budget())?.leftSeconds ?? null;
+  });
+  optionalGauge(registry, "gpu_canary_window_open", "1 while the maintenance window is open", () =>
+    Promise.resolve(sources.windowOpen() ? 1 : 0),
+  );
+  optionalGauge(registry, "gpu_canary_lock_held", "1 while the GPU maintenance lock is held", async () => {
+    const lock = await sources.lock();
+    return lock === null ? null : Number(lock.held);
+  });
+  optionalGauge(
+    registry,
+    "gpu_canary_crashed_run_awaiting_recovery",
+    "1 while a run that died after stopping production holds the GPU lock: `gpu-canary recover` finishes it",
+    async () => {
+      const lock = await sources.lock();
+      return lock === null ? null : Number(lock.crashedRunAwaitsRecovery);
+    },
+  );
+  optionalGauge(registry, "gpu_canary_production_serving", "1 while production vLLM is healthy and awake", async () => {
+    const serving = await sources.productionServing();
+    return serving === null ? null : Number(serving);
+  });
+  optionalGauge(registry, "gpu_canary_intents_pending", "Intents waiting to be worked", sources.intentsPending);
   new Gauge({
-    name: "gpu_canary_downtime_left_seconds",
-    help: "Production downtime left tonight",
+    name: "gpu_canary_promotions",
+    help: "Promotions in the promotions folder, by state",
+    labelNames: ["state"],
     registers: [registry],
     async collect() {
-      this.set((await sources.budget()).leftSeconds);
+      const listing = await known(sources.promotions);
+      this.reset();
+      if (listing) for (const state of PROMOTION_STATES) this.set({ state }, listing.byState[state]);
     },
   });
-  new Gauge({
-    name: "gpu_canary_window_open",
-    help: "1 while the maintenance window is open",
-    registers: [registry],
-    collect() {
-      this.set(sources.windowOpen() ? 1 : 0);
-    },
+  optionalGauge(registry, "gpu_canary_promotion_files_unreadable", "Files in the promotions folder that are not promotions", async () => {
+    return (await sources.promotions())?.unreadable ?? null;
   });
-  new Gauge({
-    name: "gpu_canary_lock_held",
-    help: "1 while the GPU maintenance lock is held",
-    registers: [registry],
-    async collect() {
-      this.set((await sources.lockHeld()) ? 1 : 0);
-    },
-  });
-  new Gauge({
-    name: "gpu_canary_intents_pending",
-    help: "Intents waiting to be worked",
-    registers: [registry],
-    async collect() {
-      this.set(await sources.intentsPending());
-    },
-  });
-  return { registry, runs, refusals, ooms, observerErrors, lastTtft, lastLatency };
+
+  /** What a finished evaluation adds: its count, its length, the gate that refused it, the canary's timings. */
+  const recordRun = (result: EvaluationResult) => {
+    runs.inc({ result: result.status });
+    const seconds = (Date.parse(result.finishedAt) - Date.parse(result.startedAt)) / 1000;
+    if (Number.isFinite(seconds) && seconds >= 0) runDuration.observe({ result: result.status }, seconds);
+    if (result.gate) refusals.inc({ gate: result.gate });
+    if (result.measured?.ttftP95Ms != null) lastTtft.set(result.measured.ttftP95Ms / 1000);
+    if (result.measured?.e2eP50Ms != null) lastLatency.set(result.measured.e2eP50Ms / 1000);
+  };
+
+  return { registry, ooms, observerErrors, recordRun };
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;

@@ -1,51 +1,15 @@
 import { mkdir, writeFile } from "node:fs/promises";
+import { type IncomingHttpHeaders, get as httpGet } from "node:http";
+import type { AddressInfo } from "node:net";
 import { join } from "node:path";
-import { createAuditFeed } from "@gpu-canary/audit-feed";
-import { layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
-import { SpicaGPUAllocation } from "@gpu-canary/spica-evaluator";
-import { fixedNow, testdir } from "@gpu-canary/testing";
-import { createIntentStore } from "@gpu-canary/tuning";
-import { pino } from "pino";
-import { describe, expect, it } from "vitest";
-import { createMetrics } from "./metrics.ts";
+import { setTimeout as sleep } from "node:timers/promises";
+import { fixedNow, testdir, until } from "@gpu-canary/testing";
+import { describe, expect, it, onTestFinished } from "vitest";
 import { buildServer } from "./server.ts";
+import { fullServer, silent } from "./test-fixtures/full-server.ts";
 import { bearerMatches, ensureToken } from "./token.ts";
 
-const silent = pino({ level: "silent" });
-
-async function full() {
-  const home = await testdir();
-  const config = requireConfig(
-    loadConfig({ env: { KLR_HOME: home, KLR_NVIDIA_SMI: "/nonexistent/nvidia-smi", KLR_VLLM_URL: "http://127.0.0.1:9" }, homeDir: home }),
-  ).config;
-  const layout = layoutFor(config);
-  const audit = createAuditFeed({ dir: layout.auditDir, timeZone: config.maintenanceTimeZone });
-  const evaluator = new SpicaGPUAllocation({ config, audit });
-  const store = createIntentStore({ layout, subsystems: config.subsystems });
-  const metrics = createMetrics({
-    budget: () => Promise.resolve({ usedSeconds: 12.5, leftSeconds: 47.5 }),
-    windowOpen: () => false,
-    lockHeld: () => Promise.resolve(false),
-    intentsPending: async () => (await store.list("pending")).length,
-  });
-  const token = await ensureToken(layout.daemonTokenFile);
-  let woken = 0;
-  const app = buildServer({
-    logger: silent,
-    now: () => new Date(),
-    version: "0.2.0",
-    config,
-    context: evaluator.context,
-    audit,
-    store,
-    metrics,
-    token,
-    promotionsDir: layout.promotionsDir,
-    daemonState: () => ({ working: null }),
-    onIntent: () => (woken += 1),
-  });
-  return { app, token, audit, layout, store, woken: () => woken };
-}
+const full = fullServer;
 
 const intent = { kind: "oom_kv_cache", subsystem: "gpu_allocation", evidence: "ValueError: No available memory for the cache blocks." };
 
@@ -71,6 +35,8 @@ describe("buildServer", () => {
       { ...intent, kind: "oom_disk" },
       { ...intent, subsystem: "tts" },
       { ...intent, extra: true },
+      // A candidate's own keys are strict too: max_model_len is not one of them.
+      { ...intent, candidate: { vllm_memory_util: 0.8, whisper_model_size: "small", max_model_len: 4096 } },
       { kind: "manual" },
       [intent],
     ]) {
@@ -129,8 +95,8 @@ describe("buildServer", () => {
     for (const name of [
       "gpu_canary_runs_total",
       "gpu_canary_refusals_total",
-      "gpu_canary_downtime_used_seconds 12.5",
-      "gpu_canary_downtime_left_seconds 47.5",
+      "gpu_canary_downtime_used_seconds 0",
+      "gpu_canary_downtime_left_seconds 60",
       "gpu_canary_window_open 0",
       "gpu_canary_lock_held 0",
       "gpu_canary_intents_pending 0",
@@ -164,6 +130,79 @@ describe("buildServer", () => {
     expect(text).toMatch(/event: recovery\ndata: \{.*"run_id":"r-2"/);
     controller.abort();
     await s.app.close();
+  }, 20_000);
+});
+
+/** A real HTTP client of /audit/stream on its own socket: its status, headers and body so far, and a way to hang up. */
+function streamClient(port: number) {
+  return new Promise<{ status: number; headers: IncomingHttpHeaders; body: () => string; close: () => void }>((resolve, reject) => {
+    const request = httpGet({ host: "127.0.0.1", port, path: "/audit/stream", agent: false }, (response) => {
+      let body = "";
+      response.on("data", (chunk: Buffer) => (body += chunk.toString()));
+      response.on("error", () => undefined);
+      // The stream's first bytes (or the whole refusal) say the daemon answered.
+      const answered = () =>
+        resolve({ status: response.statusCode ?? 0, headers: response.headers, body: () => body, close: () => request.destroy() });
+      if (response.statusCode === 200) response.once("data", answered);
+      else response.on("end", answered);
+    });
+    request.on("error", reject);
+  });
+}
+
+describe("GET /audit/stream", () => {
+  it("answers 503 STREAM_CLIENTS_FULL with Retry-After past KLR_DAEMON_STREAM_CLIENTS, and a client that hangs up frees its slot", async () => {
+    const s = await full({ KLR_DAEMON_STREAM_CLIENTS: "3" });
+    await s.app.listen({ host: "127.0.0.1", port: 0 });
+    onTestFinished(() => s.app.close());
+    const { port } = s.app.server.address() as AddressInfo;
+    const clients = [await streamClient(port), await streamClient(port), await streamClient(port)];
+    onTestFinished(() => clients.forEach((c) => c.close()));
+    expect(clients.map((c) => c.status)).toEqual([200, 200, 200]);
+
+    const refused = await streamClient(port);
+    expect(refused.status).toBe(503);
+    expect(refused.headers["retry-after"]).toBe("10");
+    expect(refused.headers["content-type"]).toContain("application/json");
+    expect(JSON.parse(refused.body())).toEqual({
+      error: {
+        code: "STREAM_CLIENTS_FULL",
+        message: expect.stringContaining("3 clients already follow /audit/stream"),
+        hint: expect.stringContaining("KLR_DAEMON_STREAM_CLIENTS"),
+      },
+    });
+
+    clients.shift()?.close();
+    // The server learns of the hang-up a moment later: only then is the slot free.
+    const next = await until(
+      async () => {
+        const c = await streamClient(port);
+        if (c.status === 200) return c;
+        return false;
+      },
+      "a slot to be freed by the client that hung up",
+      { timeoutMs: 5000, pollMs: 50 },
+    );
+    clients.push(next);
+    // Full again: the freed slot was taken, not the cap raised.
+    expect((await streamClient(port)).status).toBe(503);
+    // The clients still stream.
+    await s.audit.append({ event: "recovery", run_id: "r-3", action: "released_stale" });
+    await until(() => clients.every((c) => c.body().includes('"run_id":"r-3"')), "every client to get the event", {
+      timeoutMs: 5000,
+      pollMs: 50,
+    });
+  }, 20_000);
+
+  it("ends every stream when the server closes, so a stop does not wait for its clients", async () => {
+    const s = await full();
+    await s.app.listen({ host: "127.0.0.1", port: 0 });
+    const { port } = s.app.server.address() as AddressInfo;
+    const client = await streamClient(port);
+    onTestFinished(() => client.close());
+    expect(client.status).toBe(200);
+    const closed = await Promise.race([s.app.close().then(() => "closed"), sleep(5000).then(() => "still waiting")]);
+    expect(closed).toBe("closed");
   }, 20_000);
 });
 

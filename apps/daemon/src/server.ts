@@ -36,7 +36,7 @@ const auditQuerySchema = z.strictObject({
 });
 
 function badRequest(message: string) {
-  return { error: { code: "BAD_REQUEST", message, hint: "see DESIGN.md, Daemon (contract)" } };
+  return { error: { code: "BAD_REQUEST", message, hint: 'see docs/architecture.md, "Daemon (contract)", in gpu-canary\'s repository' } };
 }
 
 /** The request's own faults, each with a code a script can test and the fix. */
@@ -47,7 +47,10 @@ const HTTP_ERRORS: Partial<Record<number, readonly [code: string, hint: string]>
   415: ["UNSUPPORTED_MEDIA_TYPE", "send the body as JSON with the header `content-type: application/json`"],
 };
 
-/** The daemon's HTTP API (DESIGN.md, "Daemon"), without listening: tests use `inject`. */
+/** What a client refused by the /audit/stream cap is told to wait (Retry-After). */
+const STREAM_RETRY_AFTER_SECONDS = 10;
+
+/** The daemon's HTTP API (docs/architecture.md, "Daemon (contract)"), without listening: tests use `inject`. */
 export function buildServer(deps: ServerDeps) {
   const app = Fastify({ loggerInstance: deps.logger, bodyLimit: 64 * 1024 });
   const startedAt = deps.now();
@@ -89,9 +92,34 @@ export function buildServer(deps: ServerDeps) {
     return { events: events.slice(-(q.limit ?? 1000)) };
   });
 
-  app.get("/audit/stream", async (request, reply) => {
+  // Each client holds a file poll and a socket: past the cap a client is told to come back later.
+  const streamCap = config.daemonStreamClients;
+  const streams = new Set<AbortController>();
+  // A stream never ends by itself: on close each one ends, or the daemon's stop would wait for its clients.
+  app.addHook("preClose", (done) => {
+    for (const stream of streams) stream.abort();
+    done();
+  });
+  app.get("/audit/stream", async (_request, reply) => {
+    if (streams.size >= streamCap) {
+      return reply
+        .code(503)
+        .header("retry-after", String(STREAM_RETRY_AFTER_SECONDS))
+        .send({
+          error: {
+            code: "STREAM_CLIENTS_FULL",
+            message: `${streamCap} clients already follow /audit/stream, the most KLR_DAEMON_STREAM_CLIENTS allows`,
+            hint: `try again in ${STREAM_RETRY_AFTER_SECONDS} s, close a client you left open, or raise KLR_DAEMON_STREAM_CLIENTS; GET /audit?since=… answers without a stream`,
+          },
+        });
+    }
     const controller = new AbortController();
-    request.raw.on("close", () => controller.abort());
+    streams.add(controller);
+    // The slot is freed the moment the client goes, not when the follow loop next wakes.
+    reply.raw.on("close", () => {
+      streams.delete(controller);
+      controller.abort();
+    });
     reply.hijack();
     reply.raw.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache", connection: "keep-alive" });
     reply.raw.write(": gpu-canary audit stream\n\n");
@@ -102,6 +130,7 @@ export function buildServer(deps: ServerDeps) {
     } catch (error) {
       if (!controller.signal.aborted) deps.logger.warn({ err: messageOf(error) }, "audit stream ended");
     }
+    streams.delete(controller);
     reply.raw.end();
   });
 

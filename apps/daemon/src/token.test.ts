@@ -26,6 +26,12 @@ describe("ensureToken", () => {
       message: expect.stringContaining("can be read by others (mode 0644)"),
       hint: `chmod 600 ${shared}`,
     });
+    // Its group alone reading it is as unsafe: the token lets its holder stop production.
+    await chmod(shared, 0o640);
+    await expect(ensureToken(shared)).rejects.toMatchObject({
+      code: "DAEMON_TOKEN_FILE_UNSAFE",
+      message: expect.stringContaining("(mode 0640)"),
+    });
     const link = join(dir, "link.token");
     await chmod(shared, 0o600);
     await symlink(shared, link);

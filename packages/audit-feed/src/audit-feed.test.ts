@@ -68,6 +68,22 @@ describe("the audit feed", () => {
     expect(await readdir(dir).catch(() => [])).toEqual([]);
   });
 
+  it("a folder where the day file goes: a fault naming the file, the cause and the fix, not Node's words", async () => {
+    const { feed, dir } = await setup();
+    const day = join(dir, "gpu_canary_20261128.jsonl");
+    await mkdir(day, { recursive: true });
+    const error = (await feed.append({ event: "canary_healthy" }).then(null, (e: unknown) => e)) as {
+      code: string;
+      message: string;
+      hint: string;
+    };
+    expect(error).toMatchObject({
+      code: "AUDIT_WRITE_FAILED",
+      message: `could not append to the audit trail ${day}: a folder is where the file should be (EISDIR)`,
+    });
+    expect(error.hint).toContain(`move the folder ${day} aside`);
+  });
+
   it("tails the last N events across day files", async () => {
     const { feed, clock } = await setup();
     for (let i = 0; i < 5; i += 1) {

@@ -1,7 +1,7 @@
 import { open, mkdir, readFile, stat, unlink } from "node:fs/promises";
 import { hostname as osHostname } from "node:os";
 import { setTimeout as sleep } from "node:timers/promises";
-import { GpuCanaryError, errnoCode, messageOf } from "@gpu-canary/errors";
+import { GpuCanaryError, errnoCode, fileSystemProblem, messageOf } from "@gpu-canary/errors";
 import { DateTime } from "luxon";
 import { type AuditEvent, type AuditEventInput, type AuditLine, parseAuditEvent } from "./events.ts";
 import { dayFile, dayOf, listDays } from "./files.ts";
@@ -53,12 +53,14 @@ export interface AuditFeed {
 export const MAX_LINE_BYTES = 64 * 1024;
 
 export class AuditWriteError extends GpuCanaryError {
+  /** `cause`: a Node system error is said in plain words, with its fix (full disk, read-only, a folder in the way) */
   constructor(path: string, why: string, cause?: unknown) {
-    super("AUDIT_WRITE_FAILED", `could not append to the audit trail ${path}: ${why}`, {
+    const problem = fileSystemProblem(errnoCode(cause), path);
+    super("AUDIT_WRITE_FAILED", `could not append to the audit trail ${path}: ${problem?.reason ?? why}`, {
       kind: "fault",
-      hint: "check the disk space and permissions of the audit folder",
+      hint: problem?.fix ?? "check the disk space and permissions of the audit folder",
       cause,
-      details: { path },
+      details: { path, ...(problem ? { errno: problem.errno } : {}) },
     });
   }
 }

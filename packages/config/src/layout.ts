@@ -1,6 +1,6 @@
 import { join } from "node:path";
 
-/** Every file gpu-canary reads or writes, derived from KLR_HOME (DESIGN.md, "Files and formats"). */
+/** Every file gpu-canary reads or writes, derived from KLR_HOME (docs/architecture.md, "Files and formats"). */
 export interface Layout {
   home: string;
   locksDir: string;

@@ -20,7 +20,7 @@ function errorsOf(env: Record<string, string>, file: string | null = null): stri
 }
 
 describe("loadConfig", () => {
-  it("gives DESIGN.md's defaults with no env file and no environment", () => {
+  it("gives the README's defaults with no env file and no environment", () => {
     const result = requireConfig(load());
     expect(result.envFile).toBeNull();
     expect(result.config).toMatchObject({
@@ -55,6 +55,7 @@ describe("loadConfig", () => {
       vllmLog: { kind: "journal" },
       daemonListen: { host: "127.0.0.1", port: 9012 },
       daemonTokenFile: "/home/kloros/.kloros/daemon.token",
+      daemonStreamClients: 16,
     });
     expect(result.config.maxModelLen).toBeUndefined();
     expect(result.origins.KLR_CANARY_PORT).toEqual({ text: "9011", source: { kind: "default" } });
@@ -154,6 +155,7 @@ describe("loadConfig", () => {
     ["KLR_DAEMON_LISTEN", "9012", "HOST:PORT"],
     ["KLR_DAEMON_LISTEN", "127.0.0.1:99999", "HOST:PORT"],
     ["KLR_DAEMON_TOKEN_FILE", "token", "absolute path"],
+    ["KLR_DAEMON_STREAM_CLIENTS", "0", "at least 1"],
     ["KLR_NOTIFY_URL", "ftp://x", "http:// or https:// URL"],
   ])("rejects %s=%j naming the variable, the value and what is expected", (name, value, expected) => {
     const errors = errorsOf({ [name]: value });

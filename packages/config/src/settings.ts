@@ -18,7 +18,7 @@ import {
 } from "./values.ts";
 
 /**
- * One entry per KLR_* setting of DESIGN.md. `defaultValue` is text, parsed like any other
+ * One entry per KLR_* setting (the README's Settings table). `defaultValue` is text, parsed like any other
  * source; a function default depends on KLR_HOME. `optional` settings may be unset.
  */
 interface SettingDef<K extends string, T> {
@@ -287,6 +287,12 @@ export const SETTINGS = {
     schema: absolutePath(),
     defaultValue: (home) => `${home}/.kloros/daemon.token`,
     meaning: "bearer token file for the daemon's mutating endpoints",
+  }),
+  KLR_DAEMON_STREAM_CLIENTS: def({
+    key: "daemonStreamClients",
+    schema: positiveInt("clients of the daemon's /audit/stream at once"),
+    defaultValue: "16",
+    meaning: "clients of the daemon's /audit/stream at once; more get 503",
   }),
   KLR_NOTIFY_URL: def({ key: "notifyUrl", schema: httpUrl(), optional: true, meaning: "optional webhook for run results" }),
 } as const;

@@ -47,7 +47,7 @@ export function isGpuCanaryError(value: unknown): value is GpuCanaryError {
   return value instanceof GpuCanaryError;
 }
 
-/** The exit codes of the command-line contract (DESIGN.md). */
+/** The exit codes of the command-line contract (docs/architecture.md, "Exit codes"). */
 export const EXIT = {
   ok: 0,
   notPassed: 1,
@@ -97,3 +97,6 @@ export class InterruptedError extends GpuCanaryError {
     this.signal = signal;
   }
 }
+
+export { fileSystemProblem } from "./file-system.ts";
+export type { FileSystemProblem } from "./file-system.ts";

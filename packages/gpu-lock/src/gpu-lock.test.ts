@@ -142,6 +142,16 @@ describe("the GPU maintenance lock", () => {
       legacy(deadPid(), { generation: 7, run_id: "r-7", phase: "canary", production_stopped_at: "2026-11-28T08:00:05Z" }),
     );
     expect(await lock.status()).toMatchObject({ state: "stale", awaitsRecovery: true });
+    // The same journal in a live holder's lock is a run in progress, not a crash.
+    await writeFile(
+      path,
+      legacy(process.pid, { generation: 7, run_id: "r-7", phase: "canary", production_stopped_at: "2026-11-28T08:00:05Z" }),
+    );
+    expect(await lock.status()).toMatchObject({ state: "held", awaitsRecovery: false });
+    await writeFile(
+      path,
+      legacy(deadPid(), { generation: 7, run_id: "r-7", phase: "canary", production_stopped_at: "2026-11-28T08:00:05Z" }),
+    );
     await expect(lock.acquire({ waitSeconds: 10 })).rejects.toMatchObject({ code: "CRASHED_RUN_AWAITS_RECOVERY", kind: "refused" });
     await expect(lock.releaseStale()).rejects.toMatchObject({ code: "CRASHED_RUN_AWAITS_RECOVERY" });
     const { handle, evicted } = await lock.takeOverForRecovery({ purpose: "recover" });
@@ -269,6 +279,49 @@ describe("the GPU maintenance lock", () => {
     expect((await lock.status()).reason).toContain("symbolic link");
     await expect(lock.acquire({ waitSeconds: 0 })).rejects.toMatchObject({ code: "GPU_LOCK_UNREADABLE" });
     expect((await readdir(join(dir, "locks"))).sort()).toEqual(["gpu_maintenance.lock"]);
+  });
+
+  it("a folder or a link where the generation counter goes: a fault naming the counter, the lock given back or left as it was", async () => {
+    const { path, lock, dir, make, events } = await setup();
+    const counter = join(dir, "locks", "gpu_maintenance.generation");
+    await mkdir(counter);
+    const asFolder = {
+      code: "STATE_WRITE_FAILED",
+      kind: "fault",
+      message: `could not write ${counter}: a folder is where the file should be (EISDIR)`,
+      hint: expect.stringContaining(`move the folder ${counter} aside`),
+    };
+    await expect(lock.acquire({ waitSeconds: 0 })).rejects.toMatchObject(asFolder);
+    expect(await lock.status()).toMatchObject({ state: "free" });
+    // A holder elsewhere: a forced release that cannot bump the counter leaves its record alone.
+    await writeFile(path, legacy(process.pid, { generation: 4 }));
+    await expect(make({ owner: "other" }).forceRelease("x")).rejects.toMatchObject(asFolder);
+    expect(JSON.parse(await readFile(path, "utf8"))).toMatchObject({ pid: process.pid, generation: 4 });
+    await rm(path);
+    await rm(counter, { recursive: true });
+    await symlink("gpu_maintenance.generation", counter);
+    await expect(lock.acquire({ waitSeconds: 0 })).rejects.toMatchObject({
+      code: "STATE_WRITE_FAILED",
+      message: `could not write ${counter}: a symbolic link on its path loops, or is one gpu-canary does not follow (ELOOP)`,
+    });
+    expect(await lock.status()).toMatchObject({ state: "free" });
+    expect(events.map((e) => e.event)).toEqual([]);
+  });
+
+  it("a file where the lock's folder should be: the file system's fix, not \"move the lock aside\"", async () => {
+    const { dir } = await setup();
+    await writeFile(join(dir, "shelf"), "");
+    const lock = createGpuLock({ path: join(dir, "shelf", "gpu_maintenance.lock"), ttlSeconds: 120, owner: "test" });
+    const status = await lock.status();
+    expect(status).toMatchObject({
+      state: "unreadable",
+      reason: "cannot be opened: a part of its path is a file where a folder should be (ENOTDIR)",
+    });
+    expect(status.hint).toContain(`namei -l ${lock.path}`);
+    await expect(lock.acquire({ waitSeconds: 0 })).rejects.toMatchObject({
+      code: "GPU_LOCK_UNREADABLE",
+      hint: expect.stringContaining(`namei -l ${lock.path}`),
+    });
   });
 
   it("releases the lock when the locked work throws, and turns a signal into an interruption", async () => {

@@ -1,4 +1,3 @@
-import { mkdirSync } from "node:fs";
 import { hostname as osHostname } from "node:os";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -8,7 +7,9 @@ import {
   type LockState,
   type ProcessInspector,
   LockLostError,
+  asWriteError,
   createFileLock,
+  makeDirSync,
   parseState,
   readRawSync,
   writeCounterSync,
@@ -56,6 +57,10 @@ export interface GpuLockStatus {
   stale: boolean;
   /** the holder is provably alive (false when stale, unknown for another host) */
   alive: boolean | null;
+  /**
+   * a dead holder's run stopped production and was never charged: only recovery finishes it.
+   * A live run in the middle of its quiesce is not one (its journal says the same phase).
+   */
   awaitsRecovery: boolean;
   holder: GpuLockRecord | null;
   reason: string;
@@ -145,9 +150,14 @@ export function createGpuLock(deps: GpuLockDeps): GpuLock {
    */
   const proposeGeneration = (seen: number): number => Math.max(readCounter(), seen) + 1;
   const writeCounter = (generation: number): void => {
-    // A forced release may come before any lock was ever taken here: the folder may not exist yet.
-    mkdirSync(dirname(counterPath), { recursive: true });
-    writeCounterSync(counterPath, JSON.stringify({ generation }));
+    try {
+      // A forced release may come before any lock was ever taken here: the folder may not exist yet.
+      makeDirSync(dirname(counterPath));
+      writeCounterSync(counterPath, JSON.stringify({ generation }));
+    } catch (error) {
+      // A folder or a link where the counter goes, a full or read-only disk: the counter file named, with its fix.
+      throw asWriteError(counterPath, error);
+    }
   };
 
   const toStatus = (state: LockState<GpuLockRecord>): GpuLockStatus => {
@@ -177,7 +187,7 @@ export function createGpuLock(deps: GpuLockDeps): GpuLock {
         reason: state.reason,
         ageSeconds: null,
         expiresInSeconds: null,
-        hint: unreadableLockHint(deps.path, state.file !== null),
+        hint: unreadableHint(state),
       };
     }
     const record = state.record;
@@ -189,7 +199,7 @@ export function createGpuLock(deps: GpuLockDeps): GpuLock {
       held: true,
       stale: state.state === "stale",
       alive: state.state === "stale" ? false : foreign ? null : !state.reason.includes("cannot be checked"),
-      awaitsRecovery: awaitsRecovery(record),
+      awaitsRecovery: state.state === "stale" && awaitsRecovery(record),
       holder: record,
       reason: state.state === "stale" && state.protectedBy ? `${state.protectedBy} (${state.reason})` : state.reason,
       ageSeconds: acquired === null ? null : (t - acquired) / 1000,
@@ -260,9 +270,12 @@ export function createGpuLock(deps: GpuLockDeps): GpuLock {
     ...options.journal,
   });
 
+  /** The way to the lock at fault (a file where its folder should be, a link loop) has the file system's fix; else what is at the path decides. */
+  const unreadableHint = (state: Extract<LockState<GpuLockRecord>, { state: "unreadable" }>): string =>
+    state.error.pathFault ? state.error.hint : unreadableLockHint(deps.path, state.file !== null);
+
   const refusal = (state: Exclude<LockState<GpuLockRecord>, { state: "free" }>, waitedSeconds: number | null): Error => {
-    if (state.state === "unreadable")
-      return new GpuLockUnreadableError(deps.path, state.reason, unreadableLockHint(deps.path, state.file !== null));
+    if (state.state === "unreadable") return new GpuLockUnreadableError(deps.path, state.reason, unreadableHint(state));
     if (state.state === "stale" && state.protectedBy) return new CrashedRunError(deps.path, describeHolder(state.record));
     return new GpuLockHeldError(deps.path, `${describeHolder(state.record)}; ${state.reason}`, waitedSeconds);
   };
@@ -279,27 +292,33 @@ export function createGpuLock(deps: GpuLockDeps): GpuLock {
         const proposed = proposeGeneration(Math.max(floor, seen.state === "stale" ? generationOf(seen.record) : 0));
         const attempt = await lock.tryAcquire(fieldsFor(proposed, options));
         if (attempt.acquired) {
-          // The counter may have moved between our proposal and our win (the previous holder
-          // wrote it after we read it): then take the next number, so generations only grow.
-          const counter = readCounter();
-          const generation = counter >= proposed ? counter + 1 : proposed;
-          if (generation !== proposed) await attempt.lock.update({ generation });
-          writeCounter(generation);
-          if (seen.state === "stale") {
+          try {
+            // The counter may have moved between our proposal and our win (the previous holder
+            // wrote it after we read it): then take the next number, so generations only grow.
+            const counter = readCounter();
+            const generation = counter >= proposed ? counter + 1 : proposed;
+            if (generation !== proposed) await attempt.lock.update({ generation });
+            writeCounter(generation);
+            if (seen.state === "stale") {
+              await deps.audit?.append({
+                event: "lock_stale_released",
+                run_id: seen.record.run_id ?? null,
+                evicted: seen.record,
+                reason: seen.reason,
+              });
+            }
             await deps.audit?.append({
-              event: "lock_stale_released",
-              run_id: seen.record.run_id ?? null,
-              evicted: seen.record,
-              reason: seen.reason,
+              event: "lock_acquired",
+              run_id: options.runId ?? null,
+              generation,
+              owner: deps.owner,
+              ...(options.purpose ? { purpose: options.purpose } : {}),
             });
+          } catch (error) {
+            // Nothing was done under the lock: give it back rather than leave it for `lock release`.
+            await attempt.lock.release().catch(() => undefined);
+            throw error;
           }
-          await deps.audit?.append({
-            event: "lock_acquired",
-            run_id: options.runId ?? null,
-            generation,
-            owner: deps.owner,
-            ...(options.purpose ? { purpose: options.purpose } : {}),
-          });
           return handleFor(attempt.lock);
         }
         const lost = attempt.state;
@@ -364,15 +383,17 @@ export function createGpuLock(deps: GpuLockDeps): GpuLock {
       for (let round = 0; round < 5; round += 1) {
         const seen = await lock.inspect();
         const evicted = seen.state === "held" || seen.state === "stale" ? seen.record : null;
+        if (seen.state === "unreadable" && !seen.file) throw refusal(seen, null);
+        // The counter first: one that cannot be written leaves the lock as it was, and a
+        // number spent on a round that retries only makes generations grow faster.
+        const generation = proposeGeneration(evicted ? generationOf(evicted) : 0);
+        writeCounter(generation);
         let movedAside: ForceReleaseResult["movedAside"] = null;
         if (seen.state === "unreadable") {
-          if (!seen.file) throw refusal(seen, null);
-          const movedTo = await lock.moveAside(seen.file);
+          const movedTo = seen.file ? await lock.moveAside(seen.file) : null;
           if (movedTo === null) continue;
           movedAside = { reason: seen.reason, path: movedTo };
         } else if (seen.state !== "free" && !(await lock.breakRecord(seen.file))) continue;
-        const generation = proposeGeneration(evicted ? generationOf(evicted) : 0);
-        writeCounter(generation);
         await deps.audit?.append({
           event: "lock_force_released",
           run_id: evicted?.run_id ?? null,

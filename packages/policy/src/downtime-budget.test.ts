@@ -56,7 +56,7 @@ describe("the downtime budget", () => {
     await budget.charge("20261128", "run-a", 10);
     const answer = await budget.canAfford("20261128", 55);
     expect(answer.ok).toBe(false);
-    expect(answer.reason).toBe("only 50 s of tonight's 60 s downtime budget is left; the worst case needs 55 s");
+    expect(answer.reason).toBe("only 50 s of the 60 s downtime budget of the night of 2026-11-28 is left");
   });
 
   it.each([

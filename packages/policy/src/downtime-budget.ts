@@ -2,6 +2,7 @@ import { GpuCanaryError } from "@gpu-canary/errors";
 import type { ReadResult } from "@gpu-canary/state-file";
 import { z } from "zod";
 import { type JsonStore, createJsonFileStore } from "./json-store.ts";
+import { nightLabel } from "./local-time.ts";
 
 const charge = z.object({ run_id: z.string().min(1), seconds: z.number().nonnegative(), at: z.string() });
 const reset = z.looseObject({
@@ -54,6 +55,7 @@ const ms = (seconds: number): number => Math.round(seconds * 1000) / 1000;
 
 export interface DowntimeBudget {
   status(date: string): Promise<BudgetStatus>;
+  /** the reason names the night and what is left; the caller names what it needs (said once) */
   canAfford(date: string, seconds: number): Promise<{ ok: boolean; status: BudgetStatus; reason: string }>;
   /** charge a run's measured downtime once; a second charge for the same run changes nothing */
   charge(date: string, runId: string, seconds: number): Promise<{ charged: boolean; status: BudgetStatus }>;
@@ -99,8 +101,8 @@ export function createDowntimeBudget(deps: BudgetDeps): DowntimeBudget {
       const status = await this.status(date);
       const ok = status.secondsLeft >= seconds;
       const reason = ok
-        ? `${status.secondsLeft} s of downtime left tonight covers the worst case of ${seconds} s`
-        : `only ${status.secondsLeft} s of tonight's ${status.maxSeconds} s downtime budget is left; the worst case needs ${seconds} s`;
+        ? `${status.secondsLeft} s of downtime left for the night of ${nightLabel(date)} covers ${seconds} s`
+        : `only ${status.secondsLeft} s of the ${status.maxSeconds} s downtime budget of the night of ${nightLabel(date)} is left`;
       return { ok, status, reason };
     },
 

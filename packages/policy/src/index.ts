@@ -1,6 +1,6 @@
-export { addDays, civilDateOf, formatCivilDate, parseCivilDate, resolveLocal } from "./local-time.ts";
+export { addDays, civilDateOf, formatCivilDate, localTime, nightLabel, parseCivilDate, resolveLocal } from "./local-time.ts";
 export type { CivilDate } from "./local-time.ts";
-export { lastOpened, nightOf, occurrenceOn, windowAt } from "./maintenance-window.ts";
+export { crossesMidnight, lastOpened, nightOf, occurrenceOn, windowAt } from "./maintenance-window.ts";
 export type { WindowOccurrence, WindowState } from "./maintenance-window.ts";
 export { BudgetUnreadableError, budgetFileSchema, createDowntimeBudget, fileBudgetStore } from "./downtime-budget.ts";
 export type { BudgetDeps, BudgetFile, BudgetStatus, BudgetStoreFor, DowntimeBudget } from "./downtime-budget.ts";

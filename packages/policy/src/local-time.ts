@@ -58,3 +58,13 @@ export function parseCivilDate(text: string): CivilDate | null {
   const check = new Date(Date.UTC(date.year, date.month - 1, date.day));
   return check.getUTCFullYear() === date.year && check.getUTCMonth() + 1 === date.month && check.getUTCDate() === date.day ? date : null;
 }
+
+/** `2026-12-02`: a night's name for people (its file keeps `YYYYMMDD`). */
+export function nightLabel(night: string): string {
+  return `${night.slice(0, 4)}-${night.slice(4, 6)}-${night.slice(6)}`;
+}
+
+/** An instant as the operator's maintenance zone shows it: `2026-12-03 03:00 EST`. */
+export function localTime(instant: Date, zone: string): string {
+  return DateTime.fromJSDate(instant, { zone }).toFormat("yyyy-LL-dd HH:mm ZZZZ");
+}

@@ -26,7 +26,9 @@ describe("windowAt", () => {
     const state = windowAt(spec("03:00-07:00"), NY, at("2026-11-28T13:40:00Z"));
     expect(state.open).toBe(false);
     expect(state.opensAt.toISOString()).toBe("2026-11-29T08:00:00.000Z");
-    expect(state.night).toBe("20261129");
+    // The budget's night is still the one that opened last; the window described is the next night's.
+    expect(state.night).toBe("20261128");
+    expect(state.windowNight).toBe("20261129");
     expect(state.secondsUntilOpen).toBe(18.333333333333332 * 3600);
   });
 
@@ -109,7 +111,9 @@ describe("windowAt", () => {
           expect(state.closesAt.getTime()).toBeGreaterThanOrEqual(state.opensAt.getTime());
           const last = lastOpened(w, zone, t);
           expect(last.opensAt.getTime()).toBeLessThanOrEqual(t.getTime());
-          if (state.open) expect(last.night).toBe(state.night);
+          expect(last.night).toBe(state.night);
+          expect(nightOf(w, zone, t)).toBe(state.night);
+          if (state.open) expect(state.windowNight).toBe(state.night);
         },
       ),
       { numRuns: 2000 },

@@ -9,6 +9,13 @@ export interface WindowOccurrence {
 }
 
 export interface WindowState extends WindowOccurrence {
+  /**
+   * The night that counts now, the same in every view (`nightOf`): the open window's, else the
+   * one that opened last — its budget stays the night's until the next window opens.
+   */
+  night: string;
+  /** the night of the window opensAt/closesAt describe: the open one, else the next */
+  windowNight: string;
   /** true when opensAt <= at < closesAt; then opensAt/closesAt are the current window, else the next */
   open: boolean;
   /** seconds until closesAt while open, 0 when closed */
@@ -19,14 +26,15 @@ export interface WindowState extends WindowOccurrence {
   spec: string;
 }
 
-function wraps(spec: WindowSpec): boolean {
+/** Does the window close on the day after it opens (23:00-02:00, and a full day's 03:00-03:00). */
+export function crossesMidnight(spec: WindowSpec): boolean {
   return spec.end.hour * 60 + spec.end.minute <= spec.start.hour * 60 + spec.start.minute;
 }
 
 /** The window that opens on a given local calendar date. */
 export function occurrenceOn(spec: WindowSpec, zone: string, date: CivilDate): WindowOccurrence {
   const opensAt = resolveLocal(date, spec.start, zone);
-  const closesAt = resolveLocal(wraps(spec) ? addDays(date, 1) : date, spec.end, zone);
+  const closesAt = resolveLocal(crossesMidnight(spec) ? addDays(date, 1) : date, spec.end, zone);
   return { opensAt, closesAt, night: formatCivilDate(date) };
 }
 
@@ -44,6 +52,8 @@ export function windowAt(spec: WindowSpec, zone: string, at: Date): WindowState 
   if (!chosen) throw new Error(`no window ${spec.text} in ${zone} around ${at.toISOString()}`);
   return {
     ...chosen,
+    night: current ? current.night : lastOpened(spec, zone, at).night,
+    windowNight: chosen.night,
     open: current !== undefined,
     secondsLeft: current ? (current.closesAt.getTime() - t) / 1000 : 0,
     secondsUntilOpen: current ? 0 : (chosen.opensAt.getTime() - t) / 1000,

@@ -36,6 +36,18 @@ describe("the rate limiter", () => {
     expect((await limiter.admit("gpu_allocation", "run-2")).allowed).toBe(true);
   });
 
+  it("gives the reason's times in the maintenance zone; the decision keeps the instant", async () => {
+    const dir = await testdir();
+    const clock = manualClock("2026-11-28T08:00:00Z");
+    const store = fileRateLimitStore(join(dir, "rate_limits.json"));
+    const limiter = createRateLimiter({ store, rule, now: clock.now, timeZone: "Asia/Tokyo" });
+    await limiter.admit("gpu_allocation", "run-1");
+    clock.advance(3600_000);
+    const refused = await limiter.check("gpu_allocation");
+    expect(refused.reason).toBe("gpu_allocation last ran at 2026-11-28 17:00 GMT+9; the 6 h cooldown ends at 2026-11-28 23:00 GMT+9");
+    expect(refused.nextAllowedAt.toISOString()).toBe("2026-11-28T14:00:00.000Z");
+  });
+
   it("refuses a fourth run in 24 hours and names when the oldest leaves the window", async () => {
     const { limiter, clock } = await setup();
     for (const id of ["a", "b", "c"]) {

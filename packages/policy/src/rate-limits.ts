@@ -2,6 +2,7 @@ import { GpuCanaryError } from "@gpu-canary/errors";
 import type { ReadResult } from "@gpu-canary/state-file";
 import { z } from "zod";
 import { type JsonStore, createJsonFileStore } from "./json-store.ts";
+import { localTime } from "./local-time.ts";
 
 const run = z.object({ run_id: z.string().min(1), at: z.iso.datetime({ offset: true }) });
 
@@ -45,11 +46,13 @@ export function fileRateLimitStore(path: string): JsonStore<RateLimitsFile> {
 const HOUR = 3600_000;
 
 /**
- * The pure rule. Times are UTC instants; a run recorded "in the future" (the clock stepped
+ * The pure rule. The reason gives times in `zone` (the maintenance zone) when one is named —
+ * people read it; the decision's fields stay instants. Times are UTC instants; a run recorded "in the future" (the clock stepped
  * back since) still counts in the window and still starts the cooldown, so stepping the
  * clock back never grants an extra run.
  */
-export function decide(rule: RateLimitRule, subsystem: string, runs: readonly { at: string }[], now: Date): RateDecision {
+export function decide(rule: RateLimitRule, subsystem: string, runs: readonly { at: string }[], now: Date, zone?: string): RateDecision {
+  const shown = (instant: number) => (zone === undefined ? new Date(instant).toISOString() : localTime(new Date(instant), zone));
   const t = now.getTime();
   const times = runs.map((r) => Date.parse(r.at)).sort((a, b) => a - b);
   const windowMs = rule.windowHours * HOUR;
@@ -74,8 +77,8 @@ export function decide(rule: RateLimitRule, subsystem: string, runs: readonly { 
   }
   const reason =
     windowFrees > t
-      ? `${subsystem} already ran ${inWindow.length} times in the last ${rule.windowHours} h (at most ${rule.maxRuns}); next run allowed at ${new Date(next).toISOString()}`
-      : `${subsystem} last ran at ${new Date(last ?? t).toISOString()}; the ${rule.cooldownHours} h cooldown ends at ${new Date(next).toISOString()}`;
+      ? `${subsystem} already ran ${inWindow.length} times in the last ${rule.windowHours} h (at most ${rule.maxRuns}); next run allowed at ${shown(next)}`
+      : `${subsystem} last ran at ${shown(last ?? t)}; the ${rule.cooldownHours} h cooldown ends at ${shown(next)}`;
   return { ...base, reason };
 }
 
@@ -90,6 +93,8 @@ export interface RateLimiterDeps {
   store: JsonStore<RateLimitsFile>;
   rule: RateLimitRule;
   now?: () => Date;
+  /** the maintenance zone: reasons give times in it */
+  timeZone?: string;
 }
 
 export function createRateLimiter(deps: RateLimiterDeps): RateLimiter {
@@ -103,7 +108,7 @@ export function createRateLimiter(deps: RateLimiterDeps): RateLimiter {
 
   const check = async (subsystem: string): Promise<RateDecision> => {
     const file = readable(await deps.store.read());
-    return decide(deps.rule, subsystem, file.subsystems[subsystem]?.runs ?? [], now());
+    return decide(deps.rule, subsystem, file.subsystems[subsystem]?.runs ?? [], now(), deps.timeZone);
   };
 
   return {
@@ -113,7 +118,7 @@ export function createRateLimiter(deps: RateLimiterDeps): RateLimiter {
         const file = readable(current);
         const at = now();
         const runs = file.subsystems[subsystem]?.runs ?? [];
-        const decision = decide(deps.rule, subsystem, runs, at);
+        const decision = decide(deps.rule, subsystem, runs, at, deps.timeZone);
         if (!decision.allowed) return { answer: decision };
         // Old runs no longer matter to either rule; runs "in the future" are kept.
         const kept = runs.filter((r) => Date.parse(r.at) > at.getTime() - keepMs);
@@ -125,14 +130,14 @@ export function createRateLimiter(deps: RateLimiterDeps): RateLimiter {
           },
         };
         // The answer is the admission, with the counts and the next slot as they are after it.
-        const after = decide(deps.rule, subsystem, next.subsystems[subsystem]?.runs ?? [], at);
+        const after = decide(deps.rule, subsystem, next.subsystems[subsystem]?.runs ?? [], at, deps.timeZone);
         const reason = `admitted: ${after.runsInWindow} of ${deps.rule.maxRuns} runs used in the last ${deps.rule.windowHours} h`;
         return { write: next, answer: { ...after, allowed: true, reason } };
       }),
     statusAll: async (subsystems) => {
       const file = readable(await deps.store.read());
       const at = now();
-      return subsystems.map((name) => decide(deps.rule, name, file.subsystems[name]?.runs ?? [], at));
+      return subsystems.map((name) => decide(deps.rule, name, file.subsystems[name]?.runs ?? [], at, deps.timeZone));
     },
   };
 }

@@ -29,6 +29,11 @@ export interface RunContext {
   env: Record<string, string>;
   signal?: AbortSignal;
   onProgress?: (line: string) => void;
+  /**
+   * each step of a run (and each undo) as it starts, with the phase it journals: given, it takes
+   * the steps' own lines, which otherwise go to onProgress — so a log can say where a run is
+   */
+  onStep?: (phase: string, line: string | null) => void;
   /** the restore watchdog as a transient systemd unit (default: when systemd runs) */
   useSystemdRun?: boolean;
   /** between two nvidia-smi readings of a started Whisper's memory (default 1 s) */
@@ -79,6 +84,7 @@ export function policyOf(config: Config, layout: Layout, now: () => Date): { bud
       store: fileRateLimitStore(layout.rateLimits),
       rule: { maxRuns: config.rateLimitMaxRuns, windowHours: config.rateLimitWindowHours, cooldownHours: config.rateLimitCooldownHours },
       now,
+      timeZone: config.maintenanceTimeZone,
     }),
   };
 }

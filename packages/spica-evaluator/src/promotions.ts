@@ -5,7 +5,7 @@ import { readJsonState, writeJsonAtomic } from "@gpu-canary/state-file";
 import { z } from "zod";
 import { type EvaluationResult, resultJson } from "./result.ts";
 
-/** A promotion: a candidate that passed a canary, with the evidence (DESIGN.md, out/promotions/). */
+/** A promotion: a candidate that passed a canary, with the evidence (docs/architecture.md, "Promotions"). */
 export const promotionSchema = z.looseObject({
   run_id: z.string(),
   created_at: z.string(),

@@ -21,7 +21,7 @@ export interface RecoveryOutcome {
 }
 
 /**
- * Finish what a crashed run left (DESIGN.md invariants 1, 3 and 4): production restored (by the
+ * Finish what a crashed run left (docs/architecture.md, invariants 1, 3 and 4): production restored (by the
  * watchdog, or now), the downtime in the lock's journal charged, the lock released, all audited.
  * A live holder is never touched (refused, exit 3).
  */

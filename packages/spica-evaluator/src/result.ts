@@ -46,7 +46,7 @@ export interface EvaluationResult {
   finishedAt: string;
 }
 
-/** The exit code of a result (DESIGN.md): passed 0; failed and inconclusive 1; refused 3; error 4. */
+/** The exit code of a result (docs/architecture.md, "Exit codes"): passed 0; failed and inconclusive 1; refused 3; error 4. */
 export function exitCodeOfResult(result: Pick<EvaluationResult, "status">): number {
   switch (result.status) {
     case "passed":
@@ -61,7 +61,7 @@ export function exitCodeOfResult(result: Pick<EvaluationResult, "status">): numb
   }
 }
 
-/** The result in the snake_case of DESIGN.md's "A candidate". */
+/** The result in snake_case, as `evaluate --json` prints it (docs/architecture.md, "Candidates and results"). */
 export function resultJson(result: EvaluationResult): Record<string, unknown> {
   const p = result.predicted;
   const m = result.measured;

@@ -25,6 +25,8 @@ export interface SpicaOptions {
   /** aborting ends a run safely (production restored); the reason, a signal name, becomes the exit code */
   signal?: AbortSignal;
   onProgress?: (line: string) => void;
+  /** each step and undo of a canary run as it starts, with its phase (RunContext.onStep) */
+  onStep?: (phase: string, line: string | null) => void;
   /** who takes the lock, e.g. "gpu-canary evaluate" */
   owner?: string;
   useSystemdRun?: boolean;
@@ -74,6 +76,7 @@ export class SpicaGPUAllocation {
       ...policyOf(config, layout, now),
       ...(options.signal ? { signal: options.signal } : {}),
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+      ...(options.onStep ? { onStep: options.onStep } : {}),
       ...(options.useSystemdRun !== undefined ? { useSystemdRun: options.useSystemdRun } : {}),
       ...(options.whisperPollMs !== undefined ? { whisperPollMs: options.whisperPollMs } : {}),
     };

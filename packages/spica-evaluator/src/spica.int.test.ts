@@ -225,11 +225,15 @@ describe("canary mode on the simulated host", () => {
       expect(result.validationReason).toMatch(text);
       expect(exitCodeOfResult(result)).toBe(3);
       expect(await s.productionPid()).toBe(pid);
+      return result.validationReason ?? "";
     };
     // Budget: 40 s used of 60 cannot cover the default worst case of 55 s.
     await mkdir(s.layout.maintenanceDir, { recursive: true });
     await writeFile(s.layout.budgetFile(night), '{"seconds_used": 40}');
-    await refusedBy("budget", /worst case is 55 s \(quiesce 5 s \(default\) \+ canary timeout 30 s/);
+    const budgetReason = await refusedBy("budget", /worst case is 55 s \(quiesce 5 s \(default\) \+ canary timeout 30 s/);
+    // Each number once, and the night by its date.
+    expect(budgetReason.match(/55 s/g)).toHaveLength(1);
+    expect(budgetReason).toContain(`the night of ${night.slice(0, 4)}-${night.slice(4, 6)}-${night.slice(6)}`);
     await rm(s.layout.budgetFile(night));
     // Rate limit: three runs in the last hours.
     const at = new Date(Date.now() - 3600_000).toISOString();
@@ -279,7 +283,9 @@ describe("canary mode on the simulated host", () => {
     const s = await site({ window: "closed" });
     const result = await s.evaluator().runTest(good);
     expect(result).toMatchObject({ status: "refused", gate: "window" });
-    expect(result.validationReason).toMatch(/is closed; it opens at/);
+    // A time in the maintenance zone, as people read it (not UTC's ISO form).
+    expect(result.validationReason).toMatch(/is closed; it opens at \d{4}-\d\d-\d\d \d\d:\d\d [A-Z]/);
+    expect(result.validationReason).not.toMatch(/T\d\d:\d\d:\d\d/);
   }, 60_000);
 
   it("a canary that dies of CUDA out-of-memory fails, and production is restored and charged", async () => {

@@ -1,4 +1,4 @@
-import { readFile, readdir, writeFile } from "node:fs/promises";
+import { mkdir, readFile, readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { testdir } from "@gpu-canary/testing";
 import { describe, expect, it } from "vitest";
@@ -72,6 +72,23 @@ describe("writeJsonAtomic", () => {
       expect(await readdir(dir)).toEqual(["state.json"]);
     });
   }
+
+  it("a folder at the path, or a file where its folder should be: the file named, the cause and the fix in plain words", async () => {
+    const dir = await testdir();
+    const folder = join(dir, "state.json");
+    await mkdir(folder);
+    await expect(writeJsonAtomic(folder, { v: 1 })).rejects.toMatchObject({
+      code: "STATE_WRITE_FAILED",
+      message: `could not write ${folder}: a folder is where the file should be (EISDIR)`,
+      hint: expect.stringContaining(`move the folder ${folder} aside`),
+    });
+    await writeFile(join(dir, "plain"), "");
+    const under = join(dir, "plain", "deeper", "state.json");
+    await expect(writeJsonAtomic(under, { v: 1 })).rejects.toMatchObject({
+      message: `could not write ${under}: a part of its path is a file where a folder should be (ENOTDIR)`,
+      hint: expect.stringContaining(`namei -l ${under}`),
+    });
+  });
 
   it("reports a failed folder fsync even though the new content is in place", async () => {
     const dir = await testdir();

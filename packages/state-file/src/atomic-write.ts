@@ -3,6 +3,7 @@ import { basename, dirname, join } from "node:path";
 import { errnoCode } from "@gpu-canary/errors";
 import { StateWriteError } from "./errors.ts";
 import { type FsOps, nodeFs } from "./fs-ops.ts";
+import { makeDir } from "./make-dir.ts";
 
 export interface AtomicWriteOptions {
   fs?: FsOps;
@@ -26,7 +27,7 @@ export async function writeFileAtomic(path: string, text: string, options: Atomi
   const fs = options.fs ?? nodeFs;
   const dir = dirname(path);
   try {
-    await fs.mkdir(dir, { recursive: true });
+    await makeDir(fs, dir);
     const mode = await existingMode(fs, path, options.mode ?? 0o644);
     const temp = siblingTempPath(path);
     const sync = options.sync ?? true;

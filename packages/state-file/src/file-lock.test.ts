@@ -203,6 +203,19 @@ describe("createFileLock", () => {
     expect(JSON.parse(await readFile(target, "utf8")).host).toBe("here");
   });
 
+  it("a file where the lock's folder should be: taking the lock fails naming the lock file, never as a bug", async () => {
+    const dir = await testdir();
+    await writeFile(join(dir, "locks"), "");
+    const path = join(dir, "locks", "x.lock");
+    const expected = {
+      code: "STATE_WRITE_FAILED",
+      message: `could not write ${path}: a part of its path is a file where a folder should be (ENOTDIR)`,
+    };
+    await expect(createFileLock({ path }).tryAcquire()).rejects.toMatchObject(expected);
+    await expect(createFileLock({ path }).acquire()).rejects.toMatchObject(expected);
+    await expect(withFileLock(path, () => Promise.resolve(1))).rejects.toMatchObject(expected);
+  });
+
   it("lets exactly one of many racers take over the same stale record", async () => {
     const dir = await testdir();
     const path = join(dir, "x.lock");

@@ -1,12 +1,13 @@
-import { linkSync, lstatSync, mkdirSync, unlinkSync } from "node:fs";
+import { linkSync, lstatSync, unlinkSync } from "node:fs";
 import { hostname as osHostname } from "node:os";
 import { dirname } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { GpuCanaryError, errnoCode } from "@gpu-canary/errors";
 import { z } from "zod";
 import { siblingTempPath } from "./atomic-write.ts";
-import { LockTimeoutError, StateUnreadableError, StateWriteError } from "./errors.ts";
+import { LockTimeoutError, StateUnreadableError, StateWriteError, asWriteError } from "./errors.ts";
 import { createExclusiveSync, readRawSync, replaceFileSync, syncDirSync } from "./lock-fs.ts";
+import { makeDirSync } from "./make-dir.ts";
 import { type ProcessInspector, createProcessInspector } from "./process-identity.ts";
 import { type RawFile, parseState } from "./read-state.ts";
 
@@ -228,7 +229,11 @@ export function createFileLock<R extends BaseLockRecord = BaseLockRecord>(option
       },
       release: () => {
         if (!stillHeldSync()) return Promise.resolve("lost" as const);
-        unlinkSync(path);
+        try {
+          unlinkSync(path);
+        } catch (error) {
+          return Promise.reject(asWriteError(path, error));
+        }
         try {
           syncIfDurable();
         } catch {
@@ -248,7 +253,7 @@ export function createFileLock<R extends BaseLockRecord = BaseLockRecord>(option
       identity = createExclusiveSync(temp, text, durable);
     } catch (error) {
       if (errnoCode(error) !== "ENOENT") throw error;
-      mkdirSync(dir, { recursive: true });
+      makeDirSync(dir);
       identity = createExclusiveSync(temp, text, durable);
     }
     try {
@@ -275,12 +280,22 @@ export function createFileLock<R extends BaseLockRecord = BaseLockRecord>(option
     }
   };
 
+  /** A full disk, a read-only mount or a folder in the way while taking or breaking the lock: a fault naming the lock file. */
+  const naming = <T>(act: () => T): T => {
+    try {
+      return act();
+    } catch (error) {
+      throw asWriteError(path, error);
+    }
+  };
+  const namingAsync = <T>(act: () => T): Promise<T> => new Promise((resolve) => resolve(naming(act)));
+
   const acquire = async (fields: Partial<R> = {}, acquireOptions: AcquireOptions = {}): Promise<HeldLock<R>> => {
     const started = Date.now();
     const [minPoll, maxPoll] = acquireOptions.pollMs ?? [5, 25];
     for (;;) {
       acquireOptions.signal?.throwIfAborted();
-      const attempt = tryAcquireSync(fields);
+      const attempt = naming(() => tryAcquireSync(fields));
       if (attempt.acquired) return attempt.lock;
       // Waiting cannot repair a damaged record: fail closed at once, naming the file.
       if (attempt.state.state === "unreadable") throw attempt.state.error;
@@ -297,11 +312,11 @@ export function createFileLock<R extends BaseLockRecord = BaseLockRecord>(option
   return {
     path,
     inspect: () => Promise.resolve(inspectSync()),
-    tryAcquire: (fields = {}) => Promise.resolve(tryAcquireSync(fields)),
+    tryAcquire: (fields = {}) => namingAsync(() => tryAcquireSync(fields)),
     acquire,
-    breakRecord: (file) => Promise.resolve(breakSync(file) !== null),
+    breakRecord: (file) => namingAsync(() => breakSync(file) !== null),
     // Colons make awkward file names for scp and some shells; the instant stays readable without them.
-    moveAside: (file) => Promise.resolve(breakSync(file, () => `${path}.unreadable-${now().toISOString().replaceAll(":", "")}`)),
+    moveAside: (file) => namingAsync(() => breakSync(file, () => `${path}.unreadable-${now().toISOString().replaceAll(":", "")}`)),
   };
 }
 

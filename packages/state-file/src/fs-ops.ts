@@ -12,7 +12,7 @@ export interface FsOps {
   link(existing: PathLike, newPath: PathLike): Promise<void>;
   unlink(path: PathLike): Promise<void>;
   lstat(path: PathLike, options: { bigint: true }): Promise<BigIntStats>;
-  mkdir(path: PathLike, options: { recursive: true; mode?: Mode }): Promise<string | undefined>;
+  mkdir(path: PathLike, options: { recursive?: boolean; mode?: Mode }): Promise<string | undefined>;
 }
 
 export const nodeFs: FsOps = {

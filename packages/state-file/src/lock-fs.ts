@@ -2,7 +2,7 @@ import { closeSync, constants, fstatSync, fsyncSync, openSync, readSync, renameS
 import { dirname } from "node:path";
 import { StateUnreadableError } from "./errors.ts";
 import { READ_NOFOLLOW } from "./fs-ops.ts";
-import { DEFAULT_MAX_BYTES, type RawRead, openProblem, statsProblem } from "./read-state.ts";
+import { DEFAULT_MAX_BYTES, type RawRead, openError, openProblem, statsProblem } from "./read-state.ts";
 
 /**
  * Synchronous file calls for the lock's hot path. A lock operation is a handful of metadata
@@ -17,10 +17,8 @@ export function readRawSync(path: string, hint: string, maxBytes = DEFAULT_MAX_B
   try {
     fd = openSync(path, READ_NOFOLLOW);
   } catch (error) {
-    const problem = openProblem(error);
-    return problem === null
-      ? { status: "missing" }
-      : { status: "unreadable", error: new StateUnreadableError(path, problem, hint, error), ageMs: null };
+    const problem = openProblem(error, path);
+    return problem === null ? { status: "missing" } : { status: "unreadable", error: openError(path, problem, hint, error), ageMs: null };
   }
   try {
     const stats = fstatSync(fd, { bigint: true });

@@ -65,12 +65,33 @@ describe("readJsonState", () => {
     expect(await unreadableReason(path, { maxBytes: 1000 })).toContain("more than the 1000");
   });
 
-  it("reports a permission error it cannot see as root", async () => {
+  it("reports a permission error it cannot see as root, with the file system's fix instead of the caller's", async () => {
     const dir = await testdir();
     const path = join(dir, "b.json");
     await writeFile(path, '{"seconds_used": 1}');
     const fs = { ...nodeFs, open: () => Promise.reject(Object.assign(new Error("denied"), { code: "EACCES" })) };
-    expect(await unreadableReason(path, { fs })).toContain("cannot be opened (EACCES)");
+    const result = await readJsonState(path, schema, { hint: "run the repair", fs });
+    if (result.status !== "unreadable") throw new Error(`expected unreadable, got ${result.status}`);
+    expect(result.error.reason).toBe("cannot be opened: permission denied (EACCES)");
+    expect(result.error.pathFault).toBe(true);
+    expect(result.error.hint).toContain(`namei -l ${path}`);
+  });
+
+  it("tells a link loop above the file and a file where a folder should be from a link at the path", async () => {
+    const dir = await testdir();
+    await symlink("loop", join(dir, "loop"));
+    await writeFile(join(dir, "plain"), "");
+    for (const [path, errno] of [
+      [join(dir, "loop", "b.json"), "ELOOP"],
+      [join(dir, "plain", "b.json"), "ENOTDIR"],
+    ] as const) {
+      const result = await readJsonState(path, schema, { hint: "run the repair" });
+      if (result.status !== "unreadable") throw new Error(`expected unreadable, got ${result.status}`);
+      expect(result.error.reason).toMatch(new RegExp(`^cannot be opened: .*\\(${errno}\\)$`));
+      expect(result.error.reason).not.toContain("is a symbolic link");
+      expect(result.error.pathFault).toBe(true);
+      expect(result.error.hint).toContain(`namei -l ${path}`);
+    }
   });
 
   it("throws the unreadable error from loadJsonState and answers undefined when missing", async () => {

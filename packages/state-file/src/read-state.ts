@@ -1,5 +1,5 @@
-import type { BigIntStats } from "node:fs";
-import { errnoCode, messageOf } from "@gpu-canary/errors";
+import { type BigIntStats, lstatSync } from "node:fs";
+import { errnoCode, fileSystemProblem, messageOf } from "@gpu-canary/errors";
 import type { z } from "zod";
 import { StateUnreadableError } from "./errors.ts";
 import { type FsOps, READ_NOFOLLOW, nodeFs } from "./fs-ops.ts";
@@ -46,8 +46,8 @@ export async function readRaw(path: string, options: ReadOptions = {}): Promise<
   try {
     handle = await fs.open(path, READ_NOFOLLOW);
   } catch (error) {
-    const problem = openProblem(error);
-    return problem === null ? { status: "missing" } : unreadable(problem, null, error);
+    const problem = openProblem(error, path);
+    return problem === null ? { status: "missing" } : { status: "unreadable", error: openError(path, problem, hint, error), ageMs: null };
   }
   try {
     const stats = await handle.stat({ bigint: true });
@@ -74,12 +74,32 @@ export function statsProblem(stats: BigIntStats, maxBytes: number): string | nul
   return null;
 }
 
-/** Why opening failed, or null for "missing". */
-export function openProblem(error: unknown): string | null {
+/** Why opening failed, with the file system's fix when the way to the file is at fault; null for "missing". */
+export function openProblem(error: unknown, path: string): { reason: string; fix: string | null } | null {
   const code = errnoCode(error);
   if (code === "ENOENT") return null;
-  if (code === "ELOOP") return "is a symbolic link; state files are never followed through links";
-  return `cannot be opened (${code ?? String(error)})`;
+  // O_NOFOLLOW says ELOOP for a link at the path itself, the kernel for a loop above it: only lstat tells which.
+  if (code === "ELOOP" && isLink(path)) return { reason: "is a symbolic link; state files are never followed through links", fix: null };
+  const problem = fileSystemProblem(code, path);
+  if (problem) return { reason: `cannot be opened: ${problem.reason}`, fix: problem.fix };
+  return { reason: `cannot be opened (${code ?? String(error)})`, fix: null };
+}
+
+export function openError(
+  path: string,
+  problem: { reason: string; fix: string | null },
+  hint: string,
+  cause: unknown,
+): StateUnreadableError {
+  return new StateUnreadableError(path, problem.reason, problem.fix ?? hint, cause, problem.fix !== null);
+}
+
+function isLink(path: string): boolean {
+  try {
+    return lstatSync(path).isSymbolicLink();
+  } catch {
+    return false;
+  }
 }
 
 function ageOf(stats: BigIntStats): number {

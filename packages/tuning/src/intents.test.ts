@@ -24,7 +24,7 @@ const oom = {
 };
 
 describe("intents as files", () => {
-  it("writes DESIGN.md's format, merges a duplicate within the cooldown, queues it again after", async () => {
+  it("writes the intent format, merges a duplicate within the cooldown, queues it again after", async () => {
     const { store: s, clock, layout } = await store();
     const first = await s.create(oom);
     expect(first.merged).toBe(false);

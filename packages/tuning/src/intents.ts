@@ -72,7 +72,7 @@ export function parseIntentInput(value: unknown, subsystems: readonly string[]):
 }
 
 /**
- * Intents as files (DESIGN.md): pending in intents/, claimed by renaming into processing/ (so
+ * Intents as files (docs/architecture.md, "Intents"): pending in intents/, claimed by renaming into processing/ (so
  * two workers never work the same one), finished into processed/ or failed/ with the outcome.
  */
 export function createIntentStore(deps: IntentStoreDeps) {

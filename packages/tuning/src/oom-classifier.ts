@@ -1,6 +1,6 @@
 import { withRealVllmFlags } from "@gpu-canary/vllm-control";
 
-/** The kinds of memory failure vLLM reports, as intents name them (DESIGN.md, "Daemon"). */
+/** The kinds of memory failure vLLM reports, as intents name them (docs/architecture.md, "Intents"). */
 export type OomKind = "oom_runtime" | "oom_kv_cache" | "oom_max_model_len" | "oom_startup_free_memory";
 
 /** Which way each kind asks the memory to move: vLLM's own messages differ. */

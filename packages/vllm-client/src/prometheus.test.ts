@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { firstOf, parsePrometheusText } from "./prometheus.ts";
+import { firstOf, histogramQuantile, maxOf, parsePrometheusText } from "./prometheus.ts";
 
 // Lines in vLLM's /metrics format (vllm/v1/metrics/loggers.py; cache_config_info labels as CacheConfig fields).
 const TEXT = `# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig
@@ -34,5 +34,48 @@ describe("parsePrometheusText", () => {
     const samples = parsePrometheusText(TEXT);
     expect(firstOf(samples, ["vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"])?.value).toBe(0.0123);
     expect(firstOf(samples, ["vllm:nothing"])).toBeUndefined();
+  });
+});
+
+// vLLM's request-length histograms use 1-2-5 buckets up to max_model_len (build_1_2_5_buckets in
+// vllm/v1/metrics/loggers.py); cumulative counts, one series per engine.
+const PROMPTS = (engine: string, counts: number[]) =>
+  ["1", "2", "5", "10", "20", "50", "100", "200", "500", "1000", "2000", "5000", "+Inf"]
+    .map((le, i) => `vllm:request_prompt_tokens_bucket{engine="${engine}",le="${le}",model_name="m"} ${counts[i] ?? counts.at(-1) ?? 0}`)
+    .join("\n");
+
+describe("histogramQuantile", () => {
+  // 40 requests: 10 of 100-200 tokens, 20 of 1000-2000, 10 of 2000-5000.
+  const one = parsePrometheusText(PROMPTS("0", [0, 0, 0, 0, 0, 0, 0, 10, 10, 10, 30, 40, 40]));
+
+  it("interpolates within the bucket the rank falls in, as PromQL's histogram_quantile", () => {
+    // p50: rank 20, in (1000, 2000] holding 10..30 → 1000 + 1000 × (20 − 10) / 20.
+    expect(histogramQuantile(one, "vllm:request_prompt_tokens", 0.5)).toBe(1500);
+    // p95: rank 38, in (2000, 5000] holding 30..40 → 2000 + 3000 × 8 / 10.
+    expect(histogramQuantile(one, "vllm:request_prompt_tokens", 0.95)).toBe(4400);
+    // p10: rank 4 in (100, 200].
+    expect(histogramQuantile(one, "vllm:request_prompt_tokens", 0.1)).toBe(140);
+  });
+
+  it("sums the engines' series, and answers the highest finite bound for a rank in +Inf", () => {
+    const two = parsePrometheusText(
+      `${PROMPTS("0", [0, 0, 0, 0, 0, 0, 0, 10, 10, 10, 30, 40, 40])}\n${PROMPTS("1", [0, 0, 0, 0, 0, 0, 0, 10, 10, 10, 30, 40, 40])}`,
+    );
+    expect(histogramQuantile(two, "vllm:request_prompt_tokens", 0.5)).toBe(1500);
+    const beyond = parsePrometheusText(PROMPTS("0", [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 10]));
+    expect(histogramQuantile(beyond, "vllm:request_prompt_tokens", 0.95)).toBe(5000);
+  });
+
+  it("is null for a histogram that is absent or saw nothing", () => {
+    expect(histogramQuantile(one, "vllm:request_generation_tokens", 0.5)).toBeNull();
+    expect(histogramQuantile(parsePrometheusText(PROMPTS("0", [0])), "vllm:request_prompt_tokens", 0.5)).toBeNull();
+  });
+});
+
+describe("maxOf", () => {
+  it("is the highest value over every label set, null when absent", () => {
+    const samples = parsePrometheusText('vllm:num_requests_running{engine="0"} 3\nvllm:num_requests_running{engine="1"} 7\n');
+    expect(maxOf(samples, "vllm:num_requests_running")).toBe(7);
+    expect(maxOf(samples, "vllm:num_requests_waiting")).toBeNull();
   });
 });

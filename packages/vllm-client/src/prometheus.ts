@@ -50,3 +50,37 @@ export function firstOf(samples: Sample[], names: readonly string[]): Sample | u
   }
   return undefined;
 }
+
+/**
+ * The q-quantile of a histogram's observations, as PromQL's histogram_quantile computes it:
+ * cumulative `<name>_bucket` counts summed over every other label, linear interpolation within
+ * the bucket the rank falls in (from 0 for the first; the highest finite bound when it falls in
+ * +Inf). Null when the histogram is absent or has no observations.
+ */
+export function histogramQuantile(samples: readonly Sample[], name: string, q: number): number | null {
+  const counts = new Map<number, number>();
+  for (const s of samples) {
+    if (s.name !== `${name}_bucket` || s.labels.le === undefined) continue;
+    const le = parseValue(s.labels.le);
+    if (le === null || Number.isNaN(le) || !Number.isFinite(s.value)) continue;
+    counts.set(le, (counts.get(le) ?? 0) + s.value);
+  }
+  const buckets = [...counts.entries()].sort((a, b) => a[0] - b[0]);
+  const total = buckets.at(-1)?.[1] ?? 0;
+  if (buckets.length < 2 || total <= 0 || buckets.at(-1)?.[0] !== Number.POSITIVE_INFINITY) return null;
+  const rank = Math.min(Math.max(q, 0), 1) * total;
+  for (let i = 0; i < buckets.length; i += 1) {
+    const [upper, count] = buckets[i] ?? [0, 0];
+    if (count < rank) continue;
+    if (upper === Number.POSITIVE_INFINITY) return buckets[i - 1]?.[0] ?? null;
+    const [lower, below] = i === 0 ? [0, 0] : (buckets[i - 1] ?? [0, 0]);
+    return count === below ? upper : lower + ((upper - lower) * (rank - below)) / (count - below);
+  }
+  return null;
+}
+
+/** The highest value of a gauge over its label sets (every engine, every model). */
+export function maxOf(samples: readonly Sample[], name: string): number | null {
+  const values = samples.filter((s) => s.name === name && Number.isFinite(s.value)).map((s) => s.value);
+  return values.length === 0 ? null : Math.max(...values);
+}

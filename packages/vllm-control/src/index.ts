@@ -1,5 +1,7 @@
 export { canaryArgv, launchCanary, splitCommand } from "./canary-launcher.ts";
 export { findExecutable, vllmExecutable } from "./executable.ts";
+export { checkVllmCommand } from "./vllm-version.ts";
+export type { VllmCommandCheck } from "./vllm-version.ts";
 export type { CanaryProcess, CanarySettings } from "./canary-launcher.ts";
 export { launchCanaryUnit } from "./canary-unit.ts";
 export type { CanaryUnitOptions } from "./canary-unit.ts";
@@ -14,7 +16,9 @@ export type { ProductionService, ProductionServiceDeps, ServiceManager } from ".
 export { productionServes, restoreProduction } from "./restore.ts";
 export type { RestorePlan } from "./restore.ts";
 export { runOperatorCommand } from "./shell.ts";
-export { armWatchdog, armFileSchema, readArmFile, watchdogPidPath, watchdogRunning } from "./watchdog.ts";
+export { armWatchdog, armFileSchema, readArmFile, watchdogLogPath, watchdogPidPath, watchdogRunning } from "./watchdog.ts";
+export { chooseWatchdogLaunch, hostLaunchFacts, lingerEnabled, userManagerRuntimeDir } from "./watchdog-launch.ts";
+export type { LaunchFacts, WatchdogLaunch } from "./watchdog-launch.ts";
 export type { ArmFile, ArmOptions, Watchdog, WatchdogReport, WhisperBack } from "./watchdog.ts";
 export { STEADY_DEFAULTS, readingsAgree, switchWhisper, waitWhisperSteady, whisperConfigured, whisperFootprint } from "./whisper.ts";
 export type { SteadyOptions, SteadyWhisper, WhisperControlDeps } from "./whisper.ts";

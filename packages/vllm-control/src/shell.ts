@@ -25,8 +25,13 @@ export async function runOperatorCommand(
   return { exitCode: result.exitCode, output: (result.all ?? "").slice(-4000), timedOut: result.timedOut };
 }
 
-/** Run an executable with an argument array. */
-export async function runArgv(file: string, args: readonly string[], timeoutMs: number): Promise<CommandResult> {
-  const result = await execa(file, args, { reject: false, all: true, timeout: timeoutMs, stdin: "ignore" });
+/** Run an executable with an argument array (`env` adds to this process's environment). */
+export async function runArgv(
+  file: string,
+  args: readonly string[],
+  timeoutMs: number,
+  env?: Record<string, string>,
+): Promise<CommandResult> {
+  const result = await execa(file, args, { reject: false, all: true, timeout: timeoutMs, stdin: "ignore", ...(env ? { env } : {}) });
   return { exitCode: result.exitCode, output: (result.all ?? "").slice(-4000), timedOut: result.timedOut };
 }

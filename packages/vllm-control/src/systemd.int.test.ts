@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
-import { writeFile } from "node:fs/promises";
+import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { createGpuProbe } from "@gpu-canary/gpu-probe";
 import { testdir, tsNodeArgs } from "@gpu-canary/testing";
@@ -20,10 +20,29 @@ import { describe, expect, it, onTestFinished } from "vitest";
 import { launchCanaryUnit } from "./canary-unit.ts";
 import { createProductionService } from "./production-service.ts";
 import { runOperatorCommand } from "./shell.ts";
-import type { WatchdogReport } from "./watchdog.ts";
+import { type WatchdogReport, armWatchdog } from "./watchdog.ts";
 import { switchWhisper } from "./whisper.ts";
 
 const armer = join(import.meta.dirname, "test-fixtures", "armer.ts");
+
+/** systemd-run that records each call (its $XDG_RUNTIME_DIR and argv), then runs the stand-in. */
+async function recordingSystemdRun(dir: string) {
+  const path = join(dir, "systemd-run");
+  const log = join(dir, "systemd-run.calls");
+  await writeFile(
+    path,
+    `#!/bin/sh\nprintf '%s\\n' "XDG_RUNTIME_DIR=$XDG_RUNTIME_DIR" "$@" "@@end" >> '${log}'\nexec '${join(SYSTEMD_STANDINS, "systemd-run")}' "$@"\n`,
+    { mode: 0o755 },
+  );
+  const calls = () =>
+    existsSync(log)
+      ? readFileSync(log, "utf8")
+          .split("@@end\n")
+          .filter((c) => c !== "")
+          .map((c) => c.split("\n").filter((l) => l !== ""))
+      : [];
+  return { path, calls };
+}
 
 /** Production as a systemd unit of the simulated host (systemd is not PID 1 here: the stand-ins act for it). */
 async function systemdHost(unitEnv: Record<string, string> = {}) {
@@ -80,12 +99,15 @@ describe("production under systemd (through the stand-ins)", () => {
     expect(running?.env).toMatchObject({ VLLM_USE_V1: "0", HF_HOME: "/srv/hf cache" });
   }, 90_000);
 
-  it("restores production from a watchdog in a transient unit of its own after the run is SIGKILLed", async () => {
+  it("restores production from a watchdog in a transient unit of the user's own manager after the run's process group is SIGKILLed", async () => {
     const h = await systemdHost();
     await h.service.start(10_000);
     await h.client.waitUntilHealthy({ deadlineMs: 30_000 });
     const setup = join(h.dir, "setup.json");
     const reportPath = join(h.dir, "gpu_maintenance.watchdog.json");
+    const runtimeDir = join(h.dir, "run-user");
+    await mkdir(runtimeDir);
+    const systemdRun = await recordingSystemdRun(h.dir);
     const plan = {
       quiesce: "stop",
       manager: { kind: "systemd", unit: "vllm.service", systemctl: h.systemctl },
@@ -102,33 +124,88 @@ describe("production under systemd (through the stand-ins)", () => {
         armFile: join(h.dir, "arm.json"),
         reportPath,
         deadlineMs: 120_000,
-        systemdRun: join(SYSTEMD_STANDINS, "systemd-run"),
+        launch: { mode: "user", runtimeDir },
+        systemdRun: systemdRun.path,
         canary: { vllmCommand: SIM_VLLM, port: h.port + 1, utilization: 0.4, env: { GPU_CANARY_SIM_HOST: h.hostFile } },
       }),
     );
-    const child = spawn(process.execPath, tsNodeArgs(armer, [setup, "die"]), { stdio: ["ignore", "pipe", "inherit"] });
+    // Without $XDG_RUNTIME_DIR of its own, as in a service the system manager started.
+    const env = { ...process.env };
+    delete env.XDG_RUNTIME_DIR;
+    // A process group of its own, so that the whole group can be killed, as stopping its unit would.
+    const child = spawn(process.execPath, tsNodeArgs(armer, [setup, "die"]), { stdio: ["ignore", "pipe", "inherit"], env, detached: true });
     onTestFinished(() => void child.kill("SIGKILL"));
     let out = "";
     child.stdout.on("data", (c: Buffer) => (out += c.toString()));
     const deadline = Date.now() + 60_000;
     while (!out.includes("ready") && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(out).toMatch(/ready \d+ user/);
     expect(await h.service.isActive()).toBe("inactive");
-    child.kill("SIGKILL");
+    process.kill(-(child.pid ?? 0), "SIGKILL");
     while (!existsSync(reportPath) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
     const report = JSON.parse(readFileSync(reportPath, "utf8")) as WatchdogReport;
     expect(report).toMatchObject({ canary_stopped: true, error: null });
     expect(await h.service.isActive()).toBe("active");
     expect(await h.client.servesCompletion({ timeoutMs: 5000 })).toBeTruthy();
-    // The watchdog ran as its own transient unit.
-    expect(readFileSync(join(h.dir, "gpu-canary-watchdog-test-run.json"), "utf8")).toContain("watchdog-main");
+    // One call, to the user's manager, given its runtime folder: nothing asked of the system manager.
+    const calls = systemdRun.calls();
+    expect(calls).toHaveLength(1);
+    expect(calls[0]?.slice(0, 8)).toEqual([
+      `XDG_RUNTIME_DIR=${runtimeDir}`,
+      "--user",
+      "--unit",
+      "gpu-canary-watchdog-test-run",
+      "--collect",
+      "--quiet",
+      "--",
+      process.execPath,
+    ]);
+    expect(readFileSync(join(h.dir, "user", "gpu-canary-watchdog-test-run.json"), "utf8")).toContain("watchdog-main");
+    expect(existsSync(join(h.dir, "gpu-canary-watchdog-test-run.json"))).toBe(false);
   }, 120_000);
 });
 
+describe("a user manager that refuses the watchdog", () => {
+  it("is WATCHDOG_FAILED with systemd-run's own words and the fix, and leaves no arm file", async () => {
+    const dir = await testdir();
+    const systemdRun = join(dir, "systemd-run");
+    await writeFile(systemdRun, "#!/bin/sh\necho 'Failed to connect to bus: No such file or directory' >&2\nexit 1\n", { mode: 0o755 });
+    const armFile = join(dir, "gpu_maintenance.watchdog.arm.json");
+    const armed = armWatchdog({
+      runId: "refused",
+      deadline: new Date(Date.now() + 60_000),
+      restore: {
+        quiesce: "stop",
+        manager: { kind: "systemd", unit: "vllm.service" },
+        vllmUrl: "http://127.0.0.1:1",
+        port: 1,
+        vllmProcess: "vllm",
+        gpuIndex: 0,
+        serveTimeoutMs: 1000,
+      },
+      armFile,
+      reportPath: join(dir, "gpu_maintenance.watchdog.json"),
+      launch: { mode: "user", runtimeDir: join(dir, "run-user") },
+      systemdRun,
+    });
+    await expect(armed).rejects.toMatchObject({
+      code: "WATCHDOG_FAILED",
+      message: expect.stringContaining("systemd-run --user could not start the restore watchdog (exit 1): Failed to connect to bus"),
+      hint: expect.stringContaining("loginctl enable-linger"),
+    });
+    expect(existsSync(armFile)).toBe(false);
+  });
+});
+
 describe("the canary as a transient unit", () => {
-  it("runs under systemd-run with a hard runtime cap, and stops with systemctl", async () => {
+  it("runs in the user's own manager with a hard runtime cap, and stops with systemctl --user", async () => {
     const h = await systemdHost();
+    const runtimeDir = join(h.dir, "run-user");
+    await mkdir(runtimeDir);
+    const systemdRun = await recordingSystemdRun(h.dir);
     const tools = {
-      systemdRun: join(SYSTEMD_STANDINS, "systemd-run"),
+      runtimeDir,
+      systemdRun: systemdRun.path,
       systemctl: h.systemctl,
       journalctl: join(SYSTEMD_STANDINS, "journalctl"),
     };
@@ -141,8 +218,12 @@ describe("the canary as a transient unit", () => {
     const client = createVllmClient({ baseUrl: `http://127.0.0.1:${h.port + 1}` });
     await client.waitUntilHealthy({ deadlineMs: 30_000 });
     expect(canary.pid).toBeGreaterThan(0);
+    expect(systemdRun.calls()[0]?.slice(0, 4)).toEqual([`XDG_RUNTIME_DIR=${runtimeDir}`, "--user", "--unit", "gpu-canary-canary-t1"]);
+    expect(existsSync(join(h.dir, "user", "gpu-canary-canary-t1.json"))).toBe(true);
     await canary.stop();
     expect(canary.hasExited()).toBe(true);
+    // Stopped for real (the user's manager, not the system's): its memory is free again.
+    expect(liveProcesses(readHost(h.hostFile))).toEqual([]);
     expect(canary.tail()).toContain("Starting vLLM API server");
     const capped = await launch(h.port + 2, "gpu-canary-canary-t2", 2);
     await capped.exited;

@@ -60,8 +60,12 @@ async function host(options: { startDelayMs?: number } = {}) {
   return { dir, hostFile, client, setup, armFile, reportPath, canaryPort, write };
 }
 
-function startArmer(setup: string, mode: string) {
-  const child = spawn(process.execPath, tsNodeArgs(armer, [setup, mode]), { stdio: ["ignore", "pipe", "pipe"] });
+/** The run in miniature; `ownGroup`: it leads a process group of its own, so the test can kill the whole group. */
+function startArmer(setup: string, mode: string, options: { ownGroup?: boolean } = {}) {
+  const child = spawn(process.execPath, tsNodeArgs(armer, [setup, mode]), {
+    stdio: ["ignore", "pipe", "pipe"],
+    detached: options.ownGroup ?? false,
+  });
   let out = "";
   let err = "";
   child.stdout.on("data", (c: Buffer) => (out += c.toString()));
@@ -82,18 +86,23 @@ function startArmer(setup: string, mode: string) {
 }
 
 describe("the restore watchdog", () => {
-  it("brings production back by itself when the run is SIGKILLed mid-canary", async () => {
+  it("brings production back by itself when the run's whole process group is SIGKILLed mid-canary", async () => {
     const h = await host();
     await h.write(120_000);
-    const run = startArmer(h.setup, "die");
+    const run = startArmer(h.setup, "die", { ownGroup: true });
     const canaryPgid = await run.ready();
+    // No user manager here: the watchdog runs detached, in a session of its own.
+    expect(run.output()).toMatch(/ready \d+ detached/);
+    // Its output goes to a log beside the arm file, not to the run's pipes (which die with the run).
+    expect(existsSync(join(h.dir, "gpu_maintenance.watchdog.log"))).toBe(true);
     // Production is down and the canary took its place on the GPU.
     await until(() => readHost(h.hostFile).processes.some((p) => p.used_memory_mib === Math.ceil(143148 * 0.4)), "the canary on the GPU", {
       timeoutMs: 30_000,
       pollMs: 100,
     });
     expect(readHost(h.hostFile).processes.map((p) => p.used_memory_mib)).toEqual([Math.ceil(143148 * 0.4)]);
-    run.child.kill("SIGKILL");
+    // As a terminal's hangup or a killed unit would: everything in the run's group goes at once.
+    process.kill(-(run.child.pid ?? 0), "SIGKILL");
     await run.exited;
     const report = await until(
       () => existsSync(h.reportPath) && (JSON.parse(readFileSync(h.reportPath, "utf8")) as WatchdogReport),

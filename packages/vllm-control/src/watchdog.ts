@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
+import { closeSync, openSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -9,6 +9,7 @@ import { rm } from "node:fs/promises";
 import { z } from "zod";
 import { ControlError } from "./errors.ts";
 import type { RestorePlan } from "./restore.ts";
+import { type WatchdogLaunch, chooseWatchdogLaunch, hostLaunchFacts } from "./watchdog-launch.ts";
 
 /** The arm file the armer writes and the watchdog reads on every tick. */
 export const armFileSchema = z.object({
@@ -72,12 +73,16 @@ export interface ArmOptions {
   runReportPath?: string;
   /** production's expected start time: how long a start in progress is waited for before the watchdog acts */
   restoreEstimateSeconds?: number;
-  /** use a transient systemd unit when systemd runs (default: when /run/systemd/system exists) */
+  /** false: always a detached process (tests, the simulated host); else as `launch` or the rule says */
   useSystemdRun?: boolean;
+  /** where it runs (default: chooseWatchdogLaunch on this host's facts) */
+  launch?: WatchdogLaunch;
   systemdRun?: string;
 }
 
 export interface Watchdog {
+  /** where it runs: a unit of the system or the user's manager, or a detached process */
+  readonly mode: WatchdogLaunch["mode"];
   readonly pid: number | null;
   readonly unit: string | null;
   /** tell the watchdog which process group to stop if it fires */
@@ -100,11 +105,31 @@ function entryArgs(armFile: string): string[] {
   return [join(dirname(here), "watchdog-main.js"), armFile];
 }
 
+/** Where a detached watchdog's output goes (a crash's stack), beside the arm file. */
+export function watchdogLogPath(armFile: string): string {
+  return `${armFile.replace(/\.arm\.json$/, "")}.log`;
+}
+
+/** `systemd-run` for the watchdog; its stderr names what went wrong. */
+async function systemdRun(file: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ code: number | null; stderr: string }> {
+  const child = spawn(file, args, { stdio: ["ignore", "ignore", "pipe"], env });
+  let stderr = "";
+  child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+  const code = await new Promise<number | null>((resolve) => {
+    child.once("error", (e) => {
+      stderr += e.message;
+      resolve(-1);
+    });
+    child.once("close", resolve);
+  });
+  return { code, stderr: stderr.trim().slice(-2000) };
+}
+
 /**
  * Arm the restore watchdog before production is quiesced. It runs apart from the arming
- * process — a transient systemd unit of its own where systemd runs (so stopping or killing the
- * caller's unit does not take it along), else a detached process in its own session — watches
- * the armer and the deadline, and restores production if either ends badly.
+ * process (see WatchdogLaunch) — a transient unit of the user's own manager, of the system manager
+ * for root, else a detached process in its own session — watches the armer and the deadline, and
+ * restores production if either ends badly.
  */
 export async function armWatchdog(options: ArmOptions): Promise<Watchdog> {
   const inspector = createProcessInspector();
@@ -124,32 +149,53 @@ export async function armWatchdog(options: ArmOptions): Promise<Watchdog> {
   // It may hold an API key: only the owner reads it.
   await writeJsonAtomic(options.armFile, arm, { mode: 0o600 });
   const args = entryArgs(options.armFile);
-  const useSystemd = options.useSystemdRun ?? existsSync("/run/systemd/system");
+  const launch: WatchdogLaunch =
+    options.launch ??
+    (options.useSystemdRun === false ? { mode: "detached", reason: "asked for" } : chooseWatchdogLaunch(hostLaunchFacts()));
   let pid: number | null = null;
   let unit: string | null = null;
-  if (useSystemd) {
-    unit = `gpu-canary-watchdog-${options.runId.replace(/[^A-Za-z0-9:_.-]/g, "_")}`;
-    const child = spawn(options.systemdRun ?? "systemd-run", ["--unit", unit, "--collect", "--quiet", "--", process.execPath, ...args], {
-      stdio: "ignore",
-    });
-    const code = await new Promise<number | null>((resolve) => {
-      child.once("error", () => resolve(-1));
-      child.once("exit", resolve);
-    });
-    if (code !== 0)
-      throw new ControlError(
-        "WATCHDOG_FAILED",
-        `systemd-run could not start the restore watchdog (exit ${String(code)})`,
-        "gpu-canary needs permission to run systemd-run (root, or a polkit rule); production was not touched",
-      );
-  } else {
-    const child = spawn(process.execPath, args, { detached: true, stdio: "ignore" });
-    child.unref();
-    pid = child.pid ?? null;
+  if (launch.mode === "detached") {
+    // Its output (a crash's stack) is worth keeping, but not worth refusing the run for.
+    let log: number | null;
+    try {
+      log = openSync(watchdogLogPath(options.armFile), "w", 0o600);
+    } catch {
+      log = null;
+    }
+    try {
+      // Its own session (setsid): the armer's process group, terminal or session ending does not reach it.
+      const output = log ?? "ignore";
+      const child = spawn(process.execPath, args, { detached: true, stdio: ["ignore", output, output] });
+      child.unref();
+      pid = child.pid ?? null;
+    } finally {
+      if (log !== null) closeSync(log);
+    }
     if (pid === null)
       throw new ControlError("WATCHDOG_FAILED", "could not start the restore watchdog process", "production was not touched");
+  } else {
+    unit = `gpu-canary-watchdog-${options.runId.replace(/[^A-Za-z0-9:_.-]/g, "_")}`;
+    const user = launch.mode === "user";
+    const started = await systemdRun(
+      options.systemdRun ?? "systemd-run",
+      [...(user ? ["--user"] : []), "--unit", unit, "--collect", "--quiet", "--", process.execPath, ...args],
+      // A service has no $XDG_RUNTIME_DIR of its own: systemd-run --user finds the manager through it.
+      user ? { ...process.env, XDG_RUNTIME_DIR: launch.runtimeDir } : process.env,
+    );
+    if (started.code !== 0) {
+      // Nothing watches it: an arm file left behind would only mislead.
+      await rm(options.armFile, { force: true });
+      throw new ControlError(
+        "WATCHDOG_FAILED",
+        `systemd-run${user ? " --user" : ""} could not start the restore watchdog (exit ${String(started.code)})${started.stderr ? `: ${started.stderr}` : ""}`,
+        user
+          ? `the user manager in ${launch.runtimeDir} refused it: check \`systemctl --user status\` and that lingering is on (\`loginctl enable-linger $USER\`); production was not touched`
+          : "the system manager refused it; production was not touched",
+      );
+    }
   }
   return {
+    mode: launch.mode,
     pid,
     unit,
     async setCanary(pgid) {

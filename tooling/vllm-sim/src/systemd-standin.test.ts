@@ -7,8 +7,8 @@ import { SYSTEMD_STANDINS, defineUnit } from "./index.ts";
 
 const tool = (name: string) => join(SYSTEMD_STANDINS, name);
 
-function run(name: string, args: string[], dir: string) {
-  return spawnSync(tool(name), args, { env: { ...process.env, SIM_SYSTEMD_DIR: dir }, encoding: "utf8" });
+function run(name: string, args: string[], dir: string, env: Record<string, string> = {}) {
+  return spawnSync(tool(name), args, { env: { ...process.env, SIM_SYSTEMD_DIR: dir, ...env }, encoding: "utf8" });
 }
 
 describe("the systemd stand-ins", () => {
@@ -37,6 +37,27 @@ describe("the systemd stand-ins", () => {
     await new Promise((r) => setTimeout(r, 2500));
     expect(run("systemctl", ["is-active", "cap-test"], dir).stdout).toBe("inactive\n");
     expect(readFileSync(join(dir, "cap-test.log"), "utf8")).toBe("hi\n");
+  }, 30_000);
+
+  it("keeps the user's manager apart: --user needs $XDG_RUNTIME_DIR, and its units are not the system's", async () => {
+    const dir = await testdir();
+    const env = { XDG_RUNTIME_DIR: dir };
+    const noRuntimeDir: NodeJS.ProcessEnv = { ...process.env, SIM_SYSTEMD_DIR: dir };
+    delete noRuntimeDir.XDG_RUNTIME_DIR;
+    const refused = spawnSync(tool("systemd-run"), ["--user", "--unit", "u1", "--", "sleep", "30"], {
+      env: noRuntimeDir,
+      encoding: "utf8",
+    });
+    expect(refused).toMatchObject({ status: 1, stderr: expect.stringContaining("XDG_RUNTIME_DIR not defined") });
+    expect(run("systemd-run", ["--user", "--unit", "u1", "--quiet", "--", "sh", "-c", "echo up; sleep 30"], dir, env).status).toBe(0);
+    onTestFinished(() => void run("systemctl", ["--user", "stop", "u1"], dir, env));
+    expect(run("systemctl", ["is-active", "u1"], dir).stdout).toBe("inactive\n");
+    expect(run("systemctl", ["--user", "is-active", "u1"], dir, env).stdout).toBe("active\n");
+    await new Promise((r) => setTimeout(r, 300));
+    expect(run("journalctl", ["--user-unit", "u1", "-o", "cat"], dir).stdout).toBe("up\n");
+    expect(run("journalctl", ["-u", "u1", "-o", "cat"], dir).stdout).toBe("");
+    expect(run("systemctl", ["--user", "stop", "u1"], dir, env).status).toBe(0);
+    expect(run("systemctl", ["--user", "is-active", "u1"], dir, env).stdout).toBe("inactive\n");
   }, 30_000);
 
   it("follows a unit's log and resumes from its cursor file", async () => {

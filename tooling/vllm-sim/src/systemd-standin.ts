@@ -1,8 +1,9 @@
 // systemctl, systemd-run and journalctl stand-ins that really act, for hosts where systemd is
 // not PID 1 (this machine, CI): units are real processes started in a session of their own,
-// their output appended to a log the journalctl stand-in follows. State lives in SIM_SYSTEMD_DIR.
+// their output appended to a log the journalctl stand-in follows. State lives in SIM_SYSTEMD_DIR;
+// the user's own manager (`--user`) keeps its units apart, in SIM_SYSTEMD_DIR/user.
 import { spawn } from "node:child_process";
-import { closeSync, existsSync, openSync, readFileSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import { open, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -29,6 +30,22 @@ export function systemdDir(): string {
     process.exit(1);
   }
   return dir;
+}
+
+/**
+ * `--user`: the user's manager, reached as systemd reaches it, through $XDG_RUNTIME_DIR (a service
+ * started by the system manager has none unless it is given one).
+ */
+function managerDir(argv: string[]): string {
+  const dir = systemdDir();
+  if (!argv.includes("--user")) return dir;
+  if (!process.env.XDG_RUNTIME_DIR) {
+    process.stderr.write("Failed to connect to bus: $DBUS_SESSION_BUS_ADDRESS and $XDG_RUNTIME_DIR not defined\n");
+    process.exit(1);
+  }
+  const user = join(dir, "user");
+  mkdirSync(user, { recursive: true });
+  return user;
 }
 
 const paths = (dir: string, unit: string) => ({
@@ -102,7 +119,7 @@ function environmentOf(definition: string): string {
 }
 
 export async function systemctl(argv: string[]): Promise<number> {
-  const dir = systemdDir();
+  const dir = managerDir(argv);
   const args = argv.filter((a) => !a.startsWith("--") || a === "--value");
   const [verb, ...rest] = args;
   const unit = rest.filter((a) => a !== "--value" && !a.startsWith("-p") && !a.startsWith("MainPID")).at(-1) ?? "";
@@ -153,9 +170,9 @@ export async function systemctl(argv: string[]): Promise<number> {
 }
 
 export function systemdRun(argv: string[]): number {
-  const dir = systemdDir();
   const split = argv.indexOf("--");
   const options = split < 0 ? argv : argv.slice(0, split);
+  const dir = managerDir(options);
   const command = split < 0 ? [] : argv.slice(split + 1);
   let unit = `run-u${Date.now()}`;
   const env: Record<string, string> = {};
@@ -189,9 +206,12 @@ export function systemdRun(argv: string[]): number {
   return startUnit(dir, unit);
 }
 
-/** `journalctl -u UNIT [-f] [-o cat] [-n N] [--cursor-file F]`: the unit's output, followed; a saved cursor wins over -n, as in journalctl. */
+/**
+ * `journalctl -u UNIT | --user-unit UNIT [-f] [-o cat] [-n N] [--cursor-file F]`: the unit's output,
+ * followed; a saved cursor wins over -n, as in journalctl.
+ */
 export async function journalctl(argv: string[]): Promise<number> {
-  const dir = systemdDir();
+  let dir = systemdDir();
   let unit = "";
   let cursorFile: string | null = null;
   let lines: number | null = null;
@@ -200,11 +220,15 @@ export async function journalctl(argv: string[]): Promise<number> {
     const a = argv[i] ?? "";
     if (a === "-u" || a === "--unit") unit = argv[++i] ?? "";
     else if (a.startsWith("--unit=")) unit = a.slice(7);
+    else if (a === "--user-unit") unit = argv[++i] ?? "";
+    else if (a.startsWith("--user-unit=")) unit = a.slice(12);
     else if (a === "--cursor-file") cursorFile = argv[++i] ?? null;
     else if (a.startsWith("--cursor-file=")) cursorFile = a.slice(14);
     else if (a === "-n" || a === "--lines") lines = Number(argv[++i]);
     else if (a.startsWith("--lines=")) lines = Number(a.slice(8));
   }
+  // The journal needs no bus: a user unit's log is found without $XDG_RUNTIME_DIR.
+  if (argv.includes("--user") || argv.some((a) => a.startsWith("--user-unit"))) dir = join(dir, "user");
   const log = paths(dir, unit.replace(/\.service$/, "")).log;
   const fallback = paths(dir, unit).log;
   const file = existsSync(log) ? log : fallback;

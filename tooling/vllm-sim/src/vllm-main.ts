@@ -22,11 +22,17 @@ const { values } = parseArgs({
     "kv-cache-dtype": { type: "string" },
     "enable-sleep-mode": { type: "boolean" },
     "enforce-eager": { type: "boolean" },
+    version: { type: "boolean" },
   },
   strict: false,
 });
 
 const env = process.env;
+// `vllm --version` prints the version alone and exits, as vLLM's CLI does.
+if (values.version === true) {
+  process.stdout.write(`${env.SIM_VERSION ?? "0.11.0"}\n`);
+  process.exit(0);
+}
 // A parent that died closes our pipes: a log line must not crash the shutdown.
 process.stdout.on("error", () => undefined);
 process.stderr.on("error", () => undefined);

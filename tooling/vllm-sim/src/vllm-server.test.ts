@@ -20,6 +20,19 @@ async function listen(options: Parameters<typeof buildSimVllm>[0]) {
 }
 
 describe("the simulated vLLM", () => {
+  it("serves the sleep endpoints only with sleep mode on, as vLLM with VLLM_SERVER_DEV_MODE=1 and --enable-sleep-mode", async () => {
+    const off = await listen({ model: "m", gpuMemoryUtilization: 0.5, sleepMode: false });
+    for (const [method, path] of [
+      ["POST", "/sleep?level=1"],
+      ["POST", "/wake_up"],
+      ["GET", "/is_sleeping"],
+    ] as const)
+      expect((await fetch(`${off}${path}`, { method })).status).toBe(404);
+    const on = await listen({ model: "m", gpuMemoryUtilization: 0.5, sleepMode: true });
+    expect((await fetch(`${on}/sleep?level=1`, { method: "POST" })).status).toBe(200);
+    expect(await (await fetch(`${on}/is_sleeping`)).json()).toEqual({ is_sleeping: true });
+  });
+
   it("answers the official openai client (v6), plain and streamed chat", async () => {
     const url = await listen({ model: "/models/llm/current", servedModelName: "llm", gpuMemoryUtilization: 0.75, tokenLatencyMs: 1 });
     const client = new OpenAI({ baseURL: `${url}/v1`, apiKey: "unused" });

@@ -66,6 +66,12 @@ describe("gpu-canary audit", () => {
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toContain("--event: expected one of");
     expect((await cli(["audit", "query", "--since", "yesterday"], { KLR_HOME: dir })).code).toBe(2);
+    // At the edge of what a date holds: a usage error, not a crash.
+    for (const flag of ["--since", "--until"]) {
+      const edge = await cli(["audit", "query", flag, "+275760-09-13T00:00:00Z"], { KLR_HOME: dir });
+      expect(edge.code).toBe(2);
+      expect(edge.stderr).not.toContain("INTERNAL");
+    }
     expect((await cli(["audit", "tail", "-n", "-3"], { KLR_HOME: dir })).code).toBe(2);
   });
 

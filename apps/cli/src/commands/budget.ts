@@ -1,4 +1,4 @@
-import { type BudgetStatus, createDowntimeBudget, fileBudgetStore, nightOf } from "@gpu-canary/policy";
+import { type BudgetStatus, createDowntimeBudget, fileBudgetStore, nightLabel, nightOf } from "@gpu-canary/policy";
 import type { GlobalOptions, Io } from "../io.ts";
 import { answer, usageError } from "../output.ts";
 import { type Settings, auditFeedFor, loadSettings } from "../settings.ts";
@@ -29,8 +29,6 @@ function statusJson(status: BudgetStatus, path: string) {
   };
 }
 
-const pretty = (date: string) => `${date.slice(0, 4)}-${date.slice(4, 6)}-${date.slice(6)}`;
-
 export async function runBudget(options: GlobalOptions & { date?: string }, io: Io): Promise<number> {
   const settings = loadSettings(io);
   const date = nightFor(settings, io, options.date);
@@ -39,7 +37,7 @@ export async function runBudget(options: GlobalOptions & { date?: string }, io: 
   answer(io, options, statusJson(status, path), () => {
     const last = status.charges.at(-1);
     return [
-      `Downtime budget for the night of ${pretty(date)} (${status.recorded ? path : `no file yet: ${path}`})`,
+      `Downtime budget for the night of ${nightLabel(date)} (${status.recorded ? path : `no file yet: ${path}`})`,
       `Used: ${status.secondsUsed} s of ${status.maxSeconds} s; left: ${status.secondsLeft} s${status.exhausted ? " (exhausted: quiesced canaries wait for the next night)" : ""}`,
       `Charges: ${status.charges.length}${last ? ` (last: ${last.run_id}, ${last.seconds} s at ${last.at})` : ""}`,
     ].join("\n");
@@ -52,7 +50,7 @@ export async function runBudgetReset(options: GlobalOptions & { date?: string; y
   const date = nightFor(settings, io, options.date);
   if (!options.yes) {
     throw usageError(
-      `budget reset sets the used downtime of the night of ${pretty(date)} to 0, allowing more production downtime tonight; refusing without --yes`,
+      `budget reset sets the used downtime of the night of ${nightLabel(date)} to 0, allowing more production downtime that night; refusing without --yes`,
       `gpu-canary budget reset --yes --date ${date}`,
     );
   }
@@ -62,7 +60,7 @@ export async function runBudgetReset(options: GlobalOptions & { date?: string; y
   await (await auditFeedFor(settings, io)).append({ event: "budget_reset", date, previous_seconds_used: previousSecondsUsed, reason });
   answer(io, options, { ...statusJson(status, path), reset: true, previous_seconds_used: previousSecondsUsed }, () =>
     [
-      `Reset the downtime budget for the night of ${pretty(date)} (${path})`,
+      `Reset the downtime budget for the night of ${nightLabel(date)} (${path})`,
       `Was: ${previousSecondsUsed === null ? "unreadable or missing" : `${previousSecondsUsed} s used`}; now: 0 s of ${status.maxSeconds} s used`,
     ].join("\n"),
   );

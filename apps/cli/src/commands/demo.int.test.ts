@@ -1,4 +1,6 @@
+import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync, readdirSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createAuditFeed } from "@gpu-canary/audit-feed";
 import { loadConfig, requireConfig } from "@gpu-canary/config";
@@ -28,7 +30,12 @@ describe("gpu-canary demo", () => {
       { KLR_HOME: "/nonexistent", KLR_CANARY_MODE: "broken-value" },
       new Date().toISOString(),
     );
-    const doc = result.json() as { ok: boolean; home: string; steps: { title: string; ok: boolean; summary: string }[] };
+    const doc = result.json() as {
+      ok: boolean;
+      home: string;
+      env_file: string;
+      steps: { title: string; ok: boolean; summary: string }[];
+    };
     expect(doc.steps.filter((s) => !s.ok)).toEqual([]);
     expect(result.code).toBe(0);
     expect(doc.steps).toHaveLength(9);
@@ -67,5 +74,32 @@ describe("gpu-canary demo", () => {
     expect(doc.steps[6]?.summary).toMatch(/recover: recovered, [\d.]+ s charged, lock released/);
     expect(doc.steps[7]?.summary).toMatch(/oom_kv_cache → intent i-\S+ → promoted/);
     expect(processesUnder(join(home, ".."))).toEqual([]);
-  }, 120_000);
+
+    // An operator's shell, sourcing the env file the demo kept: `gpu-canary` as the guide writes it
+    // answers from the kept simulated host, whatever KLR_* settings that shell exported before.
+    const shell = execFileSync("bash", ["-c", 'source "$1" && gpu-canary status --json', "bash", doc.env_file], {
+      cwd: tmpdir(),
+      env: {
+        // Without any gpu-canary of its own: the one the env file puts on PATH must answer.
+        PATH: (process.env.PATH ?? "/usr/bin:/bin")
+          .split(":")
+          .filter((d) => !existsSync(join(d, "gpu-canary")))
+          .join(":"),
+        HOME: tmpdir(),
+        KLR_HOME: "/nonexistent",
+        KLR_ENV_FILE: "/nonexistent/.kloros_env",
+        KLR_VLLM_URL: "http://127.0.0.1:1",
+      },
+      encoding: "utf8",
+      timeout: 60_000,
+    });
+    const status = JSON.parse(shell) as {
+      budget: { date: string; seconds_used: number };
+      gpus: { name: string }[];
+      production: { url: string };
+    };
+    expect(status.budget).toMatchObject({ date: night, seconds_used: budget.seconds_used });
+    expect(status.gpus.map((g) => g.name)).toEqual(["NVIDIA H200", "NVIDIA H200"]);
+    expect(status.production.url).toBe(config.vllmUrl);
+  }, 180_000);
 });

@@ -2,13 +2,13 @@ import { spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { fileURLToPath } from "node:url";
 import { createAuditFeed } from "@gpu-canary/audit-feed";
 import { GpuCanaryError, messageOf } from "@gpu-canary/errors";
 import type { GlobalOptions, Io } from "../io.ts";
 import { runCli } from "../program.ts";
+import { type KeptDemo, keepDemo, selfArgv, shellArg } from "./demo-keep.ts";
 
 interface StepResult {
   /** one line: what the step showed */
@@ -25,25 +25,6 @@ interface Step {
 class DemoStepError extends Error {}
 
 const candidate = (util: number, whisper: string) => JSON.stringify({ vllm_memory_util: util, whisper_model_size: whisper });
-
-/** How to start this CLI as a process: the compiled bin, or the TypeScript entry through tsx on sources. */
-function selfArgv(): string[] {
-  const here = fileURLToPath(import.meta.url);
-  if (here.endsWith(".ts")) return ["--conditions=@gpu-canary/source", "--import", "tsx", join(dirname(here), "..", "bin.ts")];
-  return [join(dirname(here), "..", "bin.js")];
-}
-
-/**
- * A kept demo folder answers gpu-canary's read commands (`KLR_HOME=… gpu-canary budget`, `audit
- * tail`) with the settings the demo ran under — its window and zone name the night's files.
- */
-async function keepSettings(home: string, env: Record<string, string>): Promise<void> {
-  const lines = Object.entries(env)
-    .filter(([key]) => key.startsWith("KLR_") && key !== "KLR_HOME")
-    // Single quotes keep the commands' `$` literal; a value with a quote of its own is escaped instead.
-    .map(([key, value]) => `${key}=${value.includes("'") ? JSON.stringify(value) : `'${value}'`}`);
-  await writeFile(join(home, ".kloros_env"), `# the settings \`gpu-canary demo\` ran under\n${lines.join("\n")}\n`);
-}
 
 /**
  * The whole system on a simulated GPU host, start to finish: production vLLM, doctor and status,
@@ -256,6 +237,7 @@ export async function runDemo(options: GlobalOptions & { keep?: boolean }, io: I
   out(`gpu-canary demo: the whole system on a simulated GPU host in ${dir}\n\n`);
   const report: { title: string; ok: boolean; summary: string; seconds: number }[] = [];
   let failed: string | null = null;
+  let kept: KeptDemo | null = null;
   const began = Date.now();
   try {
     for (const [i, step] of steps.entries()) {
@@ -276,21 +258,47 @@ export async function runDemo(options: GlobalOptions & { keep?: boolean }, io: I
     }
   } finally {
     await site.cleanup();
-    if (options.keep) await keepSettings(site.home, site.env);
+    if (options.keep) kept = await keepDemo(dir, site.home, site.env);
     else await rm(dir, { recursive: true, force: true });
   }
   const seconds = (Date.now() - began) / 1000;
   if (options.json)
-    io.stdout(`${JSON.stringify({ ok: failed === null, seconds, home: options.keep ? site.home : null, steps: report }, null, 2)}\n`);
-  else if (failed === null)
-    out(
-      `\nThe demo finished in ${seconds.toFixed(1)} s; every simulated process is stopped.${options.keep ? `\nKept for inspection: ${site.home} (its settings are in .kloros_env there: KLR_HOME=${site.home} gpu-canary audit tail)` : ""}\n`,
+    io.stdout(
+      `${JSON.stringify(
+        {
+          ok: failed === null,
+          seconds,
+          home: kept?.home ?? null,
+          settings_file: kept?.settingsFile ?? null,
+          env_file: kept?.envFile ?? null,
+          steps: report,
+        },
+        null,
+        2,
+      )}\n`,
     );
+  else if (failed === null)
+    out(`\nThe demo finished in ${seconds.toFixed(1)} s; every simulated process is stopped.\n${kept ? keptText(kept) : ""}`);
   if (failed !== null) {
     throw new GpuCanaryError("DEMO_FAILED", `the demo failed at ${failed}`, {
       kind: "fault",
-      hint: options.keep ? `the files are kept in ${site.home}` : "run `gpu-canary demo --keep` to inspect the files it leaves",
+      hint: kept
+        ? `the files are kept in ${kept.home}; \`source ${shellArg(kept.envFile)}\` points gpu-canary at them`
+        : "run `gpu-canary demo --keep` to inspect the files it leaves",
     });
   }
   return 0;
+}
+
+/** Where a kept demo is, and how to point a shell's gpu-canary at it. */
+function keptText(kept: KeptDemo): string {
+  return [
+    `Kept for inspection: ${kept.home}`,
+    `  its settings:  ${kept.settingsFile}`,
+    `  in a shell, point gpu-canary at it with:`,
+    `    source ${shellArg(kept.envFile)}`,
+    `    gpu-canary status; gpu-canary budget; gpu-canary audit tail`,
+    `  (production and the canaries are stopped: the files answer, nothing serves)`,
+    "",
+  ].join("\n");
 }

@@ -2,7 +2,8 @@ import { execFile } from "node:child_process";
 import { accessSync, constants } from "node:fs";
 import { type Config, layoutFor, loadConfig } from "@gpu-canary/config";
 import { messageOf } from "@gpu-canary/errors";
-import { windowAt } from "@gpu-canary/policy";
+import { crossesMidnight, nightLabel, windowAt } from "@gpu-canary/policy";
+import { type LaunchFacts, chooseWatchdogLaunch, hostLaunchFacts, lingerEnabled } from "@gpu-canary/vllm-control";
 import type { GlobalOptions, Io } from "../io.ts";
 import { answer } from "../output.ts";
 import { type Settings, gpuLockFor, hostEnv } from "../settings.ts";
@@ -12,7 +13,13 @@ export interface Check {
   ok: boolean;
   detail: string;
   fix: string | null;
+  /** passes, but the operator should know (shown as WARN; doctor still exits 0) */
+  warning?: true;
 }
+
+/** The environment commands run with: this process's, with the settings' environment over it. */
+const processEnv = (io: Io): Record<string, string> =>
+  Object.fromEntries(Object.entries({ ...process.env, ...io.env }).filter((e): e is [string, string] => e[1] !== undefined));
 
 const hintOf = (error: unknown) =>
   typeof error === "object" && error !== null && "hint" in error && typeof error.hint === "string" ? error.hint : null;
@@ -116,15 +123,15 @@ export async function doctorChecks(settings: Settings, io: Io): Promise<Check[]>
     await check(
       "vllm_command",
       async () => {
-        const { vllmExecutable } = await import("@gpu-canary/vllm-control");
-        const executable = vllmExecutable(config.vllmCommand, io.env);
-        return executable.found !== null
-          ? { ok: true, detail: `KLR_VLLM_COMMAND starts ${executable.found}` }
-          : { ok: false, detail: executable.problem };
+        // Run the harmless way (`vllm --version`, `python -c "import vllm"`): a broken install
+        // found only by a canary costs production a stop.
+        const { checkVllmCommand } = await import("@gpu-canary/vllm-control");
+        return checkVllmCommand(config.vllmCommand, processEnv(io));
       },
       "set KLR_VLLM_COMMAND to how vLLM is started, e.g. /opt/vllm/.venv/bin/python3 -m vllm.entrypoints.openai.api_server",
     ),
   );
+  checks.push(watchdogLaunchCheck(hostLaunchFacts(processEnv(io))));
   checks.push(
     await check(
       "canary_port",
@@ -195,7 +202,7 @@ async function managerCheck(config: Config, io: Io): Promise<Check> {
       }
       const shown = await new Promise<{ stdout: string; problem: string }>((resolve) => {
         // The caller's environment (its PATH finds systemctl).
-        const env = { ...process.env, ...Object.fromEntries(Object.entries(io.env).filter(([, v]) => v !== undefined)) };
+        const env = processEnv(io);
         execFile(
           "systemctl",
           ["show", "-p", "LoadState", "--value", config.vllmService],
@@ -237,7 +244,7 @@ async function stateChecks(settings: Settings, io: Io): Promise<Check[]> {
       "budget_file",
       async () => {
         const s = await budget.status(night);
-        return { ok: true, detail: `night ${night}: ${s.secondsUsed} s used of ${s.maxSeconds} s` };
+        return { ok: true, detail: `night of ${nightLabel(night)}: ${s.secondsUsed} s used of ${s.maxSeconds} s` };
       },
       `gpu-canary budget reset --yes --date ${night}`,
     ),
@@ -301,7 +308,60 @@ async function limitChecks(settings: Settings, io: Io): Promise<Check[]> {
           : `production needs longer than KLR_RESTORE_SLA to come back from a stop: use KLR_QUIESCE=sleep (vLLM's sleep mode wakes in seconds), a spare GPU, or raise KLR_RESTORE_SLA`,
     },
     canaryTimeoutCheck(config, worst, logged),
+    ...(crossesMidnight(config.maintenanceWindow) ? [midnightWarning(window.spec, window.night)] : []),
   ];
+}
+
+/**
+ * The checklist reads tonight's budget as gpu_budget_$(date +%Y%m%d).json; a night is named by
+ * the day its window opened, so after midnight that command reads the next night's (empty) file.
+ */
+function midnightWarning(spec: string, night: string): Check {
+  return {
+    name: "window_crosses_midnight",
+    ok: true,
+    warning: true,
+    detail: `the window ${spec} crosses midnight: a night is named by the day its window opened (now ${nightLabel(night)}), so after midnight \`date +%Y%m%d\` names the wrong night's budget file`,
+    fix: "read the night's budget with `gpu-canary budget --json | jq .seconds_used`, which names the night itself",
+  };
+}
+
+/**
+ * Where a run's restore watchdog would run. Detached inside a systemd host it shares the
+ * caller's fate (a stop of gpu-canaryd's unit takes it along); the user's manager without
+ * lingering stops at logout.
+ */
+export function watchdogLaunchCheck(facts: LaunchFacts): Check {
+  const name = "watchdog_launch";
+  const launch = chooseWatchdogLaunch(facts);
+  if (launch.mode === "system")
+    return { name, ok: true, detail: "the restore watchdog runs as a transient unit of the system manager (root)", fix: null };
+  if (launch.mode === "user") {
+    const linger = lingerEnabled(facts);
+    if (linger === false)
+      return {
+        name,
+        ok: true,
+        warning: true,
+        detail: `the restore watchdog runs in ${facts.user ?? "this user"}'s own systemd manager, which stops at logout: lingering is off`,
+        fix: `loginctl enable-linger ${facts.user ?? "$USER"}`,
+      };
+    return {
+      name,
+      ok: true,
+      detail: `the restore watchdog runs in the user's own systemd manager (systemd-run --user, ${launch.runtimeDir})`,
+      fix: null,
+    };
+  }
+  if (launch.reason === "systemd does not run here")
+    return { name, ok: true, detail: "the restore watchdog runs detached, in a session of its own (systemd does not run here)", fix: null };
+  return {
+    name,
+    ok: true,
+    warning: true,
+    detail: `the restore watchdog would run detached: ${launch.reason}`,
+    fix: 'see the guide, "Least privilege under systemd"',
+  };
 }
 
 /** Time the canary needs beyond loading the model: health, a warm-up and the timed completions. */
@@ -337,6 +397,11 @@ function canaryTimeoutCheck(
   };
 }
 
+function warnings(checks: Check[]): string {
+  const n = checks.filter((c) => c.warning).length;
+  return n === 0 ? "" : ` (${n} warning${n === 1 ? "" : "s"})`;
+}
+
 export async function runDoctor(options: GlobalOptions, io: Io): Promise<number> {
   const loaded = loadConfig({ env: io.env, homeDir: io.homeDir });
   let checks: Check[];
@@ -356,8 +421,10 @@ export async function runDoctor(options: GlobalOptions, io: Io): Promise<number>
   const ok = checks.every((c) => c.ok);
   answer(io, options, { ok, checks }, () =>
     [
-      ...checks.map((c) => `${c.ok ? "PASS" : "FAIL"}  ${c.name.padEnd(24)} ${c.detail}${c.fix ? `\n      fix: ${c.fix}` : ""}`),
-      ok ? "All checks passed." : `${checks.filter((c) => !c.ok).length} check(s) failed.`,
+      ...checks.map(
+        (c) => `${c.ok ? (c.warning ? "WARN" : "PASS") : "FAIL"}  ${c.name.padEnd(24)} ${c.detail}${c.fix ? `\n      fix: ${c.fix}` : ""}`,
+      ),
+      ok ? `All checks passed${warnings(checks)}.` : `${checks.filter((c) => !c.ok).length} check(s) failed${warnings(checks)}.`,
     ].join("\n"),
   );
   return ok ? 0 : 1;

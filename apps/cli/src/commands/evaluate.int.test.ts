@@ -42,10 +42,10 @@ async function simSite(production = true, options: SimSiteOptions = {}) {
   return { site, files, events, run, serves };
 }
 
-/** `gpu-canary evaluate` as a real process, to be signalled mid-run. */
-function evaluateProcess(env: Record<string, string>, what = candidate) {
+/** `gpu-canary evaluate` as a real process, its stdout and stderr pipes (as under cron or systemd), to be signalled mid-run. */
+function evaluateProcess(env: Record<string, string>, what = candidate, flags = ["--json"]) {
   const clean = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("KLR_")));
-  const child = spawn(process.execPath, tsNodeArgs(bin, ["evaluate", "--candidate", what, "--json"]), {
+  const child = spawn(process.execPath, tsNodeArgs(bin, ["evaluate", "--candidate", what, ...flags]), {
     env: { ...clean, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -315,4 +315,74 @@ describe("gpu-canary evaluate", () => {
     expect(trail.filter((e) => e.event === "whisper_switched")).toHaveLength(1);
     expect(whispers()).toEqual(["whisper-server (small)"]);
   }, 180_000);
+});
+
+/** The lines of a progress log on stderr: each `<ISO 8601 UTC to the second> evaluate: <phase or event>[: text]`. */
+function progressLog(stderr: string) {
+  const lines = stderr.trimEnd().split("\n");
+  for (const line of lines) expect(line).toMatch(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z evaluate: \S/);
+  const times = lines.map((line) => Date.parse(line.slice(0, 20)));
+  // Each phase once, in order: consecutive lines of one phase (its step, then what happens in it) count once.
+  const phases = lines.map((line) => line.slice(31).split(":")[0] ?? "").filter((phase, i, all) => phase !== all[i - 1]);
+  return { lines, times, phases };
+}
+
+describe("evaluate's progress when stderr is not a terminal (cron, systemd, a pipe)", () => {
+  it("one timestamped line per step on stderr, in the run's order; stdout is the result alone, text or JSON", async () => {
+    // Two runs back to back: no cooldown between them.
+    const { site } = await simSite(true, { settings: { KLR_RATE_LIMIT_COOLDOWN_HOURS: "0" } });
+    const startedAt = Math.floor(Date.now() / 1000) * 1000;
+    const json = evaluateProcess(site.env);
+    expect((await json.exited).code).toBe(0);
+    const endedAt = Date.now();
+    expect(JSON.parse(json.output().stdout)).toMatchObject({ mode: "canary", status: "passed" });
+    const log = progressLog(json.output().stderr);
+    expect(log.phases).toEqual([
+      "started",
+      "admitted",
+      "baseline",
+      "watchdog_armed",
+      "quiescing",
+      "canary_starting",
+      "testing",
+      "canary_stopping",
+      "restoring",
+      "disarming",
+      "finished",
+    ]);
+    expect(log.lines[0]).toContain(`started: candidate ${candidate.replaceAll(" ", "")}`);
+    expect(log.lines.find((l) => l.includes(" evaluate: quiescing"))).toContain(
+      "quiescing: quiescing production (stop) — the downtime starts now",
+    );
+    expect(log.lines.at(-1)).toMatch(/ evaluate: finished: canary passed \(exit 0\)$/);
+    expect(log.times).toEqual([...log.times].sort((a, b) => a - b));
+    expect(log.times[0]).toBeGreaterThanOrEqual(startedAt);
+    expect(log.times.at(-1)).toBeLessThanOrEqual(endedAt);
+
+    const text = evaluateProcess(site.env, candidate, []);
+    expect((await text.exited).code).toBe(0);
+    expect(text.output().stdout).toMatch(
+      /^Mode: canary\nStatus: passed\nValidation: true\nReason: .*\nLLM latency: [\d.]+ms\nDowntime: [\d.]+ s charged\nPromotion: .*\nRun: r-\S+\n$/,
+    );
+    expect(progressLog(text.output().stderr).phases).toEqual(log.phases);
+  }, 180_000);
+
+  it("SIGKILLed mid-run: the last line on stderr names the phase the run was in, as its lock's journal does", async () => {
+    const { site, files, events } = await simSite();
+    const proc = evaluateProcess(site.env);
+    await until(async () => (await events()).some((e) => e.event === "canary_started"), "the canary to start", { timeoutMs: 60_000 });
+    proc.child.kill("SIGKILL");
+    expect((await proc.exited).signal).toBe("SIGKILL");
+    const journal = JSON.parse(readFileSync(files.lock, "utf8")) as { phase: string };
+    expect(["canary_starting", "testing"]).toContain(journal.phase);
+    expect(progressLog(proc.output().stderr).lines.at(-1)).toMatch(new RegExp(` evaluate: ${journal.phase}(:|$)`));
+    expect(proc.output().stdout).toBe("");
+    // recover as cron or a unit would start it: its own log on stderr, its JSON answer on stdout.
+    const now = new Date();
+    const recovered = await cli(["recover", "--json"], site.env, now.toISOString(), { stderrIsTTY: false });
+    expect(recovered.code).toBe(0);
+    expect(recovered.json()).toMatchObject({ action: "recovered" });
+    const stamp = now.toISOString().replace(/\.\d+Z$/, "Z");
+    expect(recovered.stderr).toBe(`${stamp} recover: started\n${stamp} recover: finished: recovered\n`);
+  }, 120_000);
 });

@@ -1,5 +1,6 @@
 import type { GlobalOptions, Io } from "../io.ts";
 import { answer, usageError } from "../output.ts";
+import { logLine, progressSinks, progressStyle } from "../progress.ts";
 import { evaluatorFor, loadSettings } from "../settings.ts";
 
 export interface EvaluateOptions extends GlobalOptions {
@@ -20,18 +21,25 @@ export async function runEvaluate(options: EvaluateOptions, io: Io): Promise<num
     throw usageError(`--mode must be predictive or canary, got ${JSON.stringify(options.mode)}`, "leave it out to use KLR_CANARY_MODE");
   }
   const settings = loadSettings(io);
-  const { exitCodeOfResult, resultJson, parseCandidate } = await import("@gpu-canary/spica-evaluator");
+  const { candidateJson, exitCodeOfResult, resultJson, parseCandidate } = await import("@gpu-canary/spica-evaluator");
   const candidate = parseCandidate(options.candidate);
+  const style = progressStyle(io, options);
   const controller = new AbortController();
   const unsubscribe = io.onSignal((signal) => {
     io.stderr(`${signal} received: ending the run safely (production is restored first)\n`);
     controller.abort(signal);
   });
   try {
+    logLine(
+      io,
+      "evaluate",
+      style,
+      `started: candidate ${JSON.stringify(candidateJson(candidate))}${options.mode ? `, --mode ${options.mode}` : ""}`,
+    );
     const evaluator = await evaluatorFor(settings, io, {
       owner: "gpu-canary evaluate",
       signal: controller.signal,
-      progress: io.isTTY && !options.json,
+      progress: progressSinks(io, "evaluate", style),
     });
     const result = await evaluator.runTest(
       { vllm_memory_util: candidate.vllmMemoryUtil, whisper_model_size: candidate.whisperModelSize },
@@ -40,6 +48,7 @@ export async function runEvaluate(options: EvaluateOptions, io: Io): Promise<num
         ...(options.subsystem ? { subsystem: options.subsystem } : {}),
       },
     );
+    logLine(io, "evaluate", style, `finished: ${result.mode} ${result.status} (exit ${exitCodeOfResult(result)})`);
     answer(io, options, resultJson(result), () =>
       [
         `Mode: ${result.mode}`,

@@ -11,13 +11,37 @@ import { cli } from "../test-fixtures/cli.ts";
 const GUIDE = join(import.meta.dirname, "..", "..", "..", "..", "docs", "operations.md");
 const CANDIDATE = '{"vllm_memory_util": 0.75, "whisper_model_size": "small"}';
 
-/** Every `gpu-canary …` command the guide shows, as written (up to a pipe), in its order. */
+/** Every `gpu-canary …` command the guide shows, as written (with what it pipes into), in its order. */
 function guideCommands(): string[] {
-  const text = readFileSync(GUIDE, "utf8");
-  const found = [...text.matchAll(/`(gpu-canary [^`]+)`/g), ...text.matchAll(/^(gpu-canary [^\n#]+)/gm)].map(
-    (m) => (m[1] ?? "").split(" | ")[0]?.trim() ?? "",
-  );
+  const text = readFileSync(GUIDE, "utf8").replaceAll("\\|", "|");
+  const found = [
+    ...text.matchAll(/`(gpu-canary [^`]+)`/g),
+    ...text.matchAll(/^(gpu-canary [^\n#]+)/gm),
+    // inside a shell's command substitution: jq . "$(gpu-canary budget --json | jq -r .path)"
+    ...text.matchAll(/\$\((gpu-canary [^)`\n]+)\)/g),
+  ].map((m) => (m[1] ?? "").trim());
   return [...new Set(found)];
+}
+
+/**
+ * The field path of a `| jq .a.b` (or `jq -r .a.b`) the guide pipes a command into. jq answers
+ * null for a field that is not there, so a misspelt one would print null and never fail: the test
+ * looks the path up in the document itself.
+ */
+function jqPath(command: string): string[] | null {
+  const filter = /\| jq (?:-r )?\.([A-Za-z_][\w.]*)/.exec(command)?.[1];
+  return filter ? filter.split(".") : null;
+}
+
+/** The first key of the path that the document lacks; a null on the way stops the walk (jq prints null there too). */
+function missingKey(document: unknown, path: string[]): string | null {
+  let value = document;
+  for (const key of path) {
+    if (value === null) return null;
+    if (typeof value !== "object" || !(key in value)) return key;
+    value = (value as Record<string, unknown>)[key];
+  }
+  return null;
 }
 
 /** Split like a shell: single quotes group; the guide's `…` placeholders get real values. */
@@ -37,13 +61,18 @@ describe("the operator's guide", () => {
     await site.startProduction();
     const log = join(site.dir, "vllm.log");
     await writeFile(log, "ERROR [core.py:396] ValueError: No available memory for the cache blocks.\n");
-    const commands = guideCommands().filter((c) => !c.includes("--follow"));
+    // Following never ends; the demo has its own test (demo.int.test.ts).
+    const commands = guideCommands().filter((c) => !c.includes("--follow") && !c.startsWith("gpu-canary demo"));
     expect(commands.length).toBeGreaterThan(15);
+    expect(commands).toContain("gpu-canary budget --json | jq .seconds_used");
     const results: string[] = [];
     for (const command of commands) {
-      const r = await cli(argv(command, log), site.env, new Date().toISOString());
+      const r = await cli(argv(command.split(" | ")[0] ?? "", log), site.env, new Date().toISOString());
       // Usage errors (2) mean the guide is wrong; faults (4) mean it does not work. 1 and 3 are answers.
       if (r.code === 2 || r.code === 4) results.push(`${command} → exit ${r.code}: ${(r.stderr || r.stdout).slice(0, 300)}`);
+      const path = jqPath(command);
+      const missing = path && missingKey(r.json(), path);
+      if (missing) results.push(`${command} → its --json document has no "${missing}"`);
     }
     expect(results).toEqual([]);
   }, 180_000);

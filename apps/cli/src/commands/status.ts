@@ -1,3 +1,4 @@
+import { localTime, nightLabel } from "@gpu-canary/policy";
 import type { GlobalOptions, Io } from "../io.ts";
 import { answer, humanDuration } from "../output.ts";
 import { evaluatorFor, loadSettings } from "../settings.ts";
@@ -11,13 +12,13 @@ export async function runStatus(options: GlobalOptions, io: Io): Promise<number>
     const lines: string[] = [];
     const w = doc.window;
     lines.push(
-      `Window:      ${w.window} ${w.timezone} ${w.open ? `OPEN, closes in ${humanDuration(w.seconds_left)}` : `closed, opens ${w.opens_at}`}`,
+      `Window:      ${w.window} ${w.timezone} ${w.open ? `OPEN, closes in ${humanDuration(w.seconds_left)}` : `closed, opens ${localTime(new Date(w.opens_at), w.timezone)}`}`,
     );
     const b = doc.budget;
     lines.push(
       failed(b)
         ? `Budget:      unavailable: ${b.error.message}`
-        : `Budget:      ${b.seconds_used} s used of ${b.max_seconds} s tonight (${b.seconds_left} s left)`,
+        : `Budget:      ${b.seconds_used} s used of ${b.max_seconds} s, night of ${nightLabel(b.date)} (${b.seconds_left} s left)`,
     );
     const l = doc.lock;
     lines.push(

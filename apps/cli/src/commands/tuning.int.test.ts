@@ -92,4 +92,36 @@ describe("gpu-canary observe and tune", () => {
     expect(bad.json().error?.code).toBe("INTENT_INVALID");
     expect((await run(["observe"])).code).toBe(2);
   }, 60_000);
+
+  it("tune started by cron (stderr not a terminal): its canary's steps as timestamped lines on stderr, the answer alone on stdout", async () => {
+    const site = await createSimSite(await testdir());
+    onTestFinished(() => site.cleanup());
+    await site.startProduction();
+    const file = join(site.dir, "manual.json");
+    const proposal = { vllm_memory_util: 0.7, whisper_model_size: "small" };
+    await writeFile(file, JSON.stringify({ kind: "manual", subsystem: "gpu_allocation", evidence: "operator", candidate: proposal }));
+    const now = new Date();
+    const tuned = await cli(["tune", "--intent", file, "--json"], site.env, now.toISOString(), { stderrIsTTY: false });
+    expect(tuned.code).toBe(0);
+    expect(tuned.json()).toMatchObject({ status: "promoted", chosen: proposal });
+    const stamp = now.toISOString().replace(/\.\d+Z$/, "Z");
+    const lines = tuned.stderr.trimEnd().split("\n");
+    for (const line of lines) expect(line.startsWith(`${stamp} tune: `)).toBe(true);
+    const phases = lines.map((l) => l.slice(stamp.length + 7).split(":")[0]).filter((p, i, all) => p !== all[i - 1]);
+    expect(phases).toEqual([
+      "started",
+      "admitted",
+      "baseline",
+      "watchdog_armed",
+      "quiescing",
+      "canary_starting",
+      "testing",
+      "canary_stopping",
+      "restoring",
+      "disarming",
+      "finished",
+    ]);
+    expect(lines[0]).toBe(`${stamp} tune: started: intent ${file}`);
+    expect(lines.at(-1)).toBe(`${stamp} tune: finished: exit 0`);
+  }, 120_000);
 });

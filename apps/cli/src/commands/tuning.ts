@@ -4,13 +4,14 @@ import { errnoCode, messageOf } from "@gpu-canary/errors";
 import type { TuningOutcome } from "@gpu-canary/tuning";
 import type { GlobalOptions, Io } from "../io.ts";
 import { answer, printable, usageError } from "../output.ts";
+import { type ProgressSinks, logLine, progressSinks, progressStyle } from "../progress.ts";
 import { type Settings, auditFeedFor, evaluatorFor, loadSettings } from "../settings.ts";
 
-async function tuningFor(settings: Settings, io: Io, owner: string, signal?: AbortSignal) {
+async function tuningFor(settings: Settings, io: Io, owner: string, progress: ProgressSinks, signal?: AbortSignal) {
   const tuning = await import("@gpu-canary/tuning");
   const audit = await auditFeedFor(settings, io);
   const store = tuning.createIntentStore({ layout: settings.layout, subsystems: settings.config.subsystems, now: io.now });
-  const evaluator = await evaluatorFor(settings, io, { owner, ...(signal ? { signal } : {}), progress: io.isTTY });
+  const evaluator = await evaluatorFor(settings, io, { owner, ...(signal ? { signal } : {}), progress });
   const runner = tuning.createTuningRunner({ config: settings.config, evaluator, audit, promotionsDir: settings.layout.promotionsDir });
   return { tuning, audit, store, runner };
 }
@@ -43,7 +44,7 @@ export async function runObserve(
       );
     }
   }
-  const { tuning, audit, store } = await tuningFor(settings, io, "gpu-canary observe");
+  const { tuning, audit, store } = await tuningFor(settings, io, "gpu-canary observe", {});
   const observer = tuning.createObserver({ store, audit, subsystem, now: io.now });
   let count = 0;
   for (const line of text.split("\n")) {
@@ -64,10 +65,24 @@ export async function runObserve(
 /** `tune [--intent FILE] [--dry-run]`: the tuning runner once, on the given intent or the oldest pending one. */
 export async function runTune(options: GlobalOptions & { intent?: string; dryRun?: boolean }, io: Io): Promise<number> {
   const settings = loadSettings(io);
+  // tune has always shown its progress on a terminal, --json or not.
+  const style = progressStyle(io, {});
+  logLine(io, "tune", style, `started${options.intent ? `: intent ${options.intent}` : ""}${options.dryRun ? " (dry run)" : ""}`);
+  const code = await tuneOnce(settings, options, io, progressSinks(io, "tune", style));
+  logLine(io, "tune", style, `finished: exit ${code}`);
+  return code;
+}
+
+async function tuneOnce(
+  settings: Settings,
+  options: GlobalOptions & { intent?: string; dryRun?: boolean },
+  io: Io,
+  progress: ProgressSinks,
+) {
   const controller = new AbortController();
   const unsubscribe = io.onSignal((signal) => controller.abort(signal));
   try {
-    const { tuning, store, runner } = await tuningFor(settings, io, "gpu-canary tune", controller.signal);
+    const { tuning, store, runner } = await tuningFor(settings, io, "gpu-canary tune", progress, controller.signal);
     let claimed;
     if (options.intent) {
       const path = resolve(options.intent);

@@ -13,6 +13,7 @@ describe("gpu-canary window", () => {
         "Maintenance window 03:00-07:00 America/New_York: closed",
         "Opens:  2026-11-29 03:00 EST (2026-11-29T08:00:00Z), in 18h20m",
         "Closes: 2026-11-29 07:00 EST (2026-11-29T12:00:00Z)",
+        "Night:  2026-11-28 (the last window's, until the next opens; `gpu-canary budget` shows its downtime)",
         "",
       ].join("\n"),
     );

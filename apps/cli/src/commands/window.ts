@@ -1,8 +1,8 @@
-import { windowAt } from "@gpu-canary/policy";
+import { localTime, nightLabel, windowAt } from "@gpu-canary/policy";
 import type { GlobalOptions, Io } from "../io.ts";
 import { answer, humanDuration, isoUtc } from "../output.ts";
 import { loadSettings } from "../settings.ts";
-import { localTime, parseAt } from "../time-input.ts";
+import { parseAt } from "../time-input.ts";
 
 export function runWindow(options: GlobalOptions & { at?: string }, io: Io): number {
   const { config } = loadSettings(io);
@@ -31,7 +31,8 @@ export function runWindow(options: GlobalOptions & { at?: string }, io: Io): num
           `Opens:  ${localTime(state.opensAt, zone)} (${isoUtc(state.opensAt)}), in ${humanDuration(state.secondsUntilOpen)}`,
           `Closes: ${localTime(state.closesAt, zone)} (${isoUtc(state.closesAt)})`,
         ];
-    return [head, ...edges].join("\n");
+    const night = `Night:  ${nightLabel(state.night)} (${state.open ? "this window's" : "the last window's, until the next opens"}; \`gpu-canary budget\` shows its downtime)`;
+    return [head, ...edges, night].join("\n");
   });
   return 0;
 }

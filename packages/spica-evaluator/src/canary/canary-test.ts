@@ -17,7 +17,6 @@ export interface CanaryTestOptions {
   samples: number;
   /** the test must end by then (epoch ms): the canary's timeout */
   deadline: number;
-  model?: string;
   signal?: AbortSignal;
   onProgress?: (line: string) => void;
   /** why the canary died, once it did (its exit), to stop waiting early */
@@ -38,7 +37,6 @@ export async function timedCompletions(client: VllmClient, options: CanaryTestOp
     prompt,
     maxTokens: MAX_TOKENS,
     timeoutMs: Math.max(1, Math.min(left(), 20_000)),
-    ...(options.model ? { model: options.model } : {}),
     ...(options.signal ? { signal: options.signal } : {}),
   });
   // Health, polled until the deadline or until the canary dies.
@@ -99,13 +97,15 @@ export async function timedCompletions(client: VllmClient, options: CanaryTestOp
   return out;
 }
 
-/** Production's own latency, for the relative limit; null when it does not answer. */
+/**
+ * Production's own latency, for the relative limit; null when it does not answer. Requests name
+ * the model the client found served (vllm-client's modelOf), as vLLM before 0.8 requires.
+ */
 export async function measureBaseline(
   client: VllmClient,
   samples: number,
-  model?: string,
 ): Promise<{ ttftP50Ms: number | null; e2eP50Ms: number | null } | null> {
-  const result = await timedCompletions(client, { samples, deadline: Date.now() + 15_000, ...(model ? { model } : {}) }).catch(() => null);
+  const result = await timedCompletions(client, { samples, deadline: Date.now() + 15_000 }).catch(() => null);
   if (!result || result.e2eMs.length === 0) return null;
   return { ttftP50Ms: percentile(result.ttftMs, 50), e2eP50Ms: percentile(result.e2eMs, 50) };
 }

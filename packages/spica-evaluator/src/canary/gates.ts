@@ -1,5 +1,5 @@
 import { describeHolder } from "@gpu-canary/gpu-lock";
-import { windowAt } from "@gpu-canary/policy";
+import { localTime, windowAt } from "@gpu-canary/policy";
 import { findExecutable, portState, vllmExecutable } from "@gpu-canary/vllm-control";
 import type { RunContext } from "../context.ts";
 import type { WorstCase } from "./worst-case.ts";
@@ -15,7 +15,7 @@ export interface Refusal {
 export type CanaryPath = "spare" | "quiesced" | "attached";
 
 /**
- * The safety gates, in DESIGN.md's order; the first that says no refuses the run (exit 3).
+ * The safety gates, in the order docs/architecture.md ("The canary run") gives; the first that says no refuses the run (exit 3).
  * Asked once before the lock (to refuse early) and again under it (two runs must not both pass
  * a gate only one can afford). Returns the night whose budget a quiesced run charges.
  */
@@ -45,7 +45,7 @@ export async function checkGates(
     if (!window.open) {
       return refuse(
         "window",
-        `the maintenance window ${window.spec} (${window.timeZone}) is closed; it opens at ${window.opensAt.toISOString()}`,
+        `the maintenance window ${window.spec} (${window.timeZone}) is closed; it opens at ${localTime(window.opensAt, window.timeZone)}`,
       );
     }
     if (window.secondsLeft < run.worst.totalSeconds) {

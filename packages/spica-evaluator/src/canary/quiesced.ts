@@ -49,7 +49,7 @@ const journalQuietly = (s: QuiescedRun, patch: JournalPatch) =>
 
 const switchesWhisperNow = (s: QuiescedRun) => switchesWhisper(s.ctx, s.candidate);
 
-/** DESIGN.md's quiesced run, as steps; the undos (read bottom-up) are the way back on every way out. */
+/** The quiesced run as steps (docs/canary-run.md); the undos (read bottom-up) are the way back on every way out. */
 export const quiescedSteps: Step<QuiescedRun>[] = [
   {
     phase: "baseline",

@@ -7,7 +7,7 @@ import type { Measured } from "../result.ts";
 import { choosePath } from "./choose-path.ts";
 import { type Refusal, checkGates } from "./gates.ts";
 import { quiesced } from "./quiesced.ts";
-import { abortReason } from "./steps.ts";
+import { abortReason, announce } from "./steps.ts";
 import { switchesWhisper } from "./undoing.ts";
 import { untouched } from "./untouched.ts";
 import { loggedProductionStart, worstCase } from "./worst-case.ts";
@@ -22,7 +22,7 @@ export interface CanaryOutcome {
 }
 
 /**
- * The canary run of DESIGN.md: quick gates, lock, the gates again, then the path's steps
+ * The canary run (docs/architecture.md, "The canary run"): quick gates, lock, the gates again, then the path's steps
  * (quiesced.ts, untouched.ts), whose undos leave production serving and charged on every way out.
  */
 export async function runCanary(ctx: RunContext, candidate: Candidate, run: { runId: string; subsystem: string }): Promise<CanaryOutcome> {
@@ -73,7 +73,7 @@ export async function runCanary(ctx: RunContext, candidate: Candidate, run: { ru
     const admitted = await ctx.rate.admit(run.subsystem, run.runId);
     if (!admitted.allowed) return await refused({ gate: "rate_limit", reason: admitted.reason });
     await handle.journal({ phase: "admitted" });
-    progress(`gates passed (${path}); ${admitted.reason}`);
+    announce(ctx, "admitted", `gates passed (${path}); ${admitted.reason}`);
     const inner = { ...ctx, signal };
     if (path === "quiesced") {
       const done = await quiesced(inner, { candidate, runId: run.runId, handle, night: under.night, worst });

@@ -18,7 +18,7 @@ function recorder(options: { signal?: AbortSignal; journalFails?: (patch: Journa
       log.push(`audit ${event.event}`);
       return Promise.resolve();
     },
-    progress: (line) => log.push(`say ${line}`),
+    progress: (phase, line) => log.push(`say ${phase}${line === null ? "" : `: ${line}`}`),
     ...(options.signal ? { signal: options.signal } : {}),
   };
   const step = (phase: string, extra: Partial<Step<unknown>> = {}): Step<unknown> => ({
@@ -46,7 +46,7 @@ describe("runSteps", () => {
     const r = recorder();
     const out = await runSteps([r.step("arm"), r.step("quiesce"), r.step("canary")], null, r.io);
     expect(out).toEqual({ failure: null, notes: [], done: ["arm", "quiesce", "canary"] });
-    expect(r.log.filter((l) => !l.startsWith("journal undo"))).toEqual([
+    expect(r.log.filter((l) => !l.startsWith("journal undo") && !l.startsWith("say"))).toEqual([
       "journal arm",
       "do arm",
       "journal quiesce",
@@ -55,6 +55,26 @@ describe("runSteps", () => {
       "do canary",
       "undo canary",
       "undo quiesce",
+      "undo arm",
+    ]);
+  });
+
+  it("announces every step and undo once, with its phase, after its journal and before it acts — a line only where it says one", async () => {
+    const r = recorder();
+    const quiesce = r.step("quiesce", { says: () => "quiescing production" });
+    await runSteps([r.step("arm"), quiesce], null, r.io);
+    expect(r.log.filter((l) => !l.startsWith("audit"))).toEqual([
+      "journal arm",
+      "say arm",
+      "do arm",
+      "journal quiesce",
+      "say quiesce: quiescing production",
+      "do quiesce",
+      "journal undo_quiesce",
+      "say undo_quiesce",
+      "undo quiesce",
+      "journal undo_arm",
+      "say undo_arm",
       "undo arm",
     ]);
   });

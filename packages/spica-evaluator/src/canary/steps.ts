@@ -45,7 +45,8 @@ export interface StepIo {
   runId: string;
   journal: (patch: JournalPatch) => Promise<void>;
   audit: (event: AuditEventInput) => Promise<unknown>;
-  progress: (line: string) => void;
+  /** each step and undo as it starts: its phase, and its line when it `says` one */
+  progress: (phase: string, line: string | null) => void;
   /** a signal or the lock's loss: no step starts after it; the undos all run */
   signal?: AbortSignal;
 }
@@ -59,9 +60,20 @@ export interface StepsOutcome {
   done: string[];
 }
 
+export interface ProgressSinks {
+  onProgress?: (line: string) => void;
+  onStep?: (phase: string, line: string | null) => void;
+}
+
+/** A phase as it begins: to onStep with its line when it listens, else only the line, to onProgress. */
+export function announce(ctx: ProgressSinks, phase: string, line: string | null): void {
+  if (ctx.onStep) ctx.onStep(phase, line);
+  else if (line !== null) ctx.onProgress?.(line);
+}
+
 /** The io of a run: its lock's journal, the audit trail, the progress lines and the run's signal. */
 export function stepIoOf(
-  ctx: { audit: { append(event: AuditEventInput): Promise<unknown> }; onProgress?: (line: string) => void; signal?: AbortSignal },
+  ctx: ProgressSinks & { audit: { append(event: AuditEventInput): Promise<unknown> }; signal?: AbortSignal },
   runId: string,
   handle: { journal(patch: JournalPatch): Promise<void> },
 ): StepIo {
@@ -69,7 +81,7 @@ export function stepIoOf(
     runId,
     journal: (patch) => handle.journal(patch),
     audit: (event) => ctx.audit.append(event),
-    progress: (line) => ctx.onProgress?.(line),
+    progress: (phase, line) => announce(ctx, phase, line),
     ...(ctx.signal ? { signal: ctx.signal } : {}),
   };
 }
@@ -102,7 +114,7 @@ export async function runSteps<S>(steps: Step<S>[], state: S, io: StepIo): Promi
       }
       phase = step.phase;
       if (step.undo) undos.push(step.undo);
-      if (step.says) io.progress(step.says(state));
+      io.progress(step.phase, step.says?.(state) ?? null);
       const fields = await step.do(state);
       done.push(step.phase);
       if (step.event && fields) await io.audit(eventOf(step.event, io.runId, fields));
@@ -112,7 +124,7 @@ export async function runSteps<S>(steps: Step<S>[], state: S, io: StepIo): Promi
   }
   for (const undo of undos.reverse()) {
     await io.journal({ phase: undo.phase }).catch((error: unknown) => (failure ??= asError(error)));
-    if (undo.says) io.progress(undo.says(state));
+    io.progress(undo.phase, undo.says?.(state) ?? null);
     try {
       const result = await undo.do(state);
       if (typeof result === "string") notes.push(result);

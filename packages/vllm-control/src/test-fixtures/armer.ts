@@ -4,7 +4,7 @@ import { readFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createVllmClient } from "@gpu-canary/vllm-client";
 import { armWatchdog, createProductionService, launchCanary, restoreProduction } from "../index.ts";
-import type { RestorePlan } from "../index.ts";
+import type { RestorePlan, WatchdogLaunch } from "../index.ts";
 
 interface Setup {
   plan: RestorePlan;
@@ -12,6 +12,8 @@ interface Setup {
   reportPath: string;
   deadlineMs: number;
   restoreEstimateSeconds?: number;
+  /** where the watchdog runs (default: detached) */
+  launch?: WatchdogLaunch;
   systemdRun?: string;
   canary: { vllmCommand: string; port: number; utilization: number; env: Record<string, string> };
 }
@@ -32,7 +34,7 @@ const watchdog = await armWatchdog({
   armFile: setup.armFile,
   reportPath: setup.reportPath,
   ...(setup.restoreEstimateSeconds !== undefined ? { restoreEstimateSeconds: setup.restoreEstimateSeconds } : {}),
-  useSystemdRun: setup.systemdRun !== undefined,
+  ...(setup.launch ? { launch: setup.launch } : { useSystemdRun: false }),
   ...(setup.systemdRun ? { systemdRun: setup.systemdRun } : {}),
 });
 await service.stop(20_000);
@@ -45,7 +47,7 @@ const canary = launchCanary({
   env: setup.canary.env,
 });
 await watchdog.setCanary(canary.pgid);
-process.stdout.write(`ready ${canary.pgid}\n`);
+process.stdout.write(`ready ${canary.pgid} ${watchdog.mode}\n`);
 if (mode === "disarm") {
   // Test the canary for real: a streamed completion, timed.
   const client = createVllmClient({ baseUrl: `http://127.0.0.1:${setup.canary.port}` });
