@@ -37,7 +37,14 @@ const EVENT_FIELDS = {
   canary_tested: { samples: z.number().int().optional() },
   canary_stopped: { seconds: z.number().optional() },
   /** Whisper changed size for a canary, and what nvidia-smi showed afterwards */
-  whisper_switched: { from: z.string(), to: z.string(), seen: z.string().optional() },
+  /** `commands_seconds`: the stop and start commands (the worst case's p95 reads it); `steady_readings_mib`: nvidia-smi's readings until two agreed */
+  whisper_switched: {
+    from: z.string(),
+    to: z.string(),
+    seen: z.string().optional(),
+    commands_seconds: z.number().optional(),
+    steady_readings_mib: z.array(z.number().nullable()).optional(),
+  },
   run_finished: { status: z.string(), mode: z.string(), reason: z.string().optional() },
   recovery: { action: z.string() },
   /** the restore watchdog acted for a run (recorded when recovery reads its report: the watchdog itself writes no audit) */

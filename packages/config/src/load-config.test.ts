@@ -147,6 +147,9 @@ describe("loadConfig", () => {
     ["KLR_VLLM_EXTRA_ARGS", '--chat-template "x', "a double quote is never closed"],
     ["KLR_VLLM_EXTRA_ARGS", "--download-dir $HF_HOME", "found `$HF_HOME`"],
     ["KLR_VLLM_EXTRA_ARGS", "--x > /tmp/log", "found `>`"],
+    ["KLR_VLLM_EXTRA_ENV", "VLLM_USE_V1", "not an assignment: VLLM_USE_V1"],
+    ["KLR_VLLM_EXTRA_ENV", "VLLM_USE_V1=0 --enforce-eager", "not an assignment: --enforce-eager"],
+    ["KLR_VLLM_EXTRA_ENV", "A=$HOME", "found `$HOME`"],
     ["KLR_VLLM_COMMAND", "vllm serve && echo", "found `&&`"],
     ["KLR_VLLM_COMMAND", "/opt/vllm/bin/* serve", "found the glob"],
     ["KLR_DAEMON_LISTEN", "9012", "HOST:PORT"],
@@ -169,6 +172,16 @@ describe("loadConfig", () => {
       KLR_VLLM_EXTRA_ARGS: `--served-model-name "my model" --x 'a b' --y a\\ b --z "it's"`,
     });
     expect(result.ok && result.config.vllmExtraArgs).toBe(`--served-model-name "my model" --x 'a b' --y a\\ b --z "it's"`);
+  });
+
+  it("reads KLR_VLLM_EXTRA_ENV as variables, quotes and all", () => {
+    const result = load({ KLR_VLLM_EXTRA_ENV: `VLLM_USE_V1=0 VLLM_LOGGING_LEVEL=DEBUG HF_HOME="/srv/hf cache" EMPTY=` });
+    expect(result.ok && result.config.vllmExtraEnv).toEqual({
+      VLLM_USE_V1: "0",
+      VLLM_LOGGING_LEVEL: "DEBUG",
+      HF_HOME: "/srv/hf cache",
+      EMPTY: "",
+    });
   });
 
   it("names the env file line of a bad value", () => {

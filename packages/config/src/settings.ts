@@ -4,6 +4,7 @@ import {
   absolutePath,
   argumentText,
   boolean,
+  envAssignments,
   httpUrl,
   listenAddress,
   logSource,
@@ -156,6 +157,12 @@ export const SETTINGS = {
     optional: true,
     meaning: "further vLLM flags production uses, given to the canary too",
   }),
+  KLR_VLLM_EXTRA_ENV: def({
+    key: "vllmExtraEnv",
+    schema: envAssignments(),
+    optional: true,
+    meaning: "environment production's vLLM runs with (NAME=value …), given to the canary too",
+  }),
   KLR_VLLM_VERSION: def({
     key: "vllmVersion",
     schema: vllmVersion(),
@@ -186,6 +193,12 @@ export const SETTINGS = {
     schema: text(),
     optional: true,
     meaning: "starts Whisper at GPU_CANARY_WHISPER_SIZE (sh -c)",
+  }),
+  KLR_WHISPER_STEADY_TIMEOUT: def({
+    key: "whisperSteadyTimeoutSeconds",
+    schema: seconds("for a started Whisper's GPU memory to hold still"),
+    defaultValue: "20",
+    meaning: "seconds a started Whisper's memory may take to hold still",
   }),
   KLR_VLLM_PROCESS: def({
     key: "vllmProcess",

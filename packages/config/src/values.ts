@@ -64,6 +64,28 @@ export const argumentText = (expected = "a non-empty command line") =>
     return split.ok ? { ok: true, value } : split;
   });
 
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/**
+ * `NAME=value …` split like a shell splits it (quotes for spaces), for an environment gpu-canary
+ * passes on itself: each word must assign a variable, and nothing else a shell would do is allowed.
+ */
+export function parseEnvAssignments(value: string): { ok: true; value: Record<string, string> } | { ok: false; expected: string } {
+  const expected = "NAME=value pairs separated by spaces, such as VLLM_USE_V1=0 VLLM_LOGGING_LEVEL=DEBUG";
+  const split = splitArguments(value);
+  if (!split.ok) return split;
+  const env: Record<string, string> = {};
+  for (const word of split.value) {
+    const at = word.indexOf("=");
+    const name = at < 0 ? word : word.slice(0, at);
+    if (at < 0 || !ENV_NAME.test(name)) return { ok: false, expected: `${expected} (not an assignment: ${word})` };
+    env[name] = word.slice(at + 1);
+  }
+  return Object.keys(env).length > 0 ? { ok: true, value: env } : { ok: false, expected };
+}
+
+export const envAssignments = () => fromParse(parseEnvAssignments);
+
 export const timeZone = () =>
   fromParse((value) =>
     IANAZone.isValidZone(value) ? { ok: true, value } : { ok: false, expected: "an IANA time zone such as America/New_York or UTC" },

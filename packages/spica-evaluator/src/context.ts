@@ -36,6 +36,8 @@ export interface RunContext {
   onStep?: (phase: string, line: string | null) => void;
   /** the restore watchdog as a transient systemd unit (default: when systemd runs) */
   useSystemdRun?: boolean;
+  /** between two nvidia-smi readings of a started Whisper's memory (default 1 s) */
+  whisperPollMs?: number;
 }
 
 export function managerOf(config: Config): ServiceManager {

@@ -29,7 +29,15 @@ export interface EvaluationResult {
   llmLatencyMs: number | null;
   candidate: Candidate;
   subsystem: string;
-  predicted: (MemoryPrediction & { vllmVersion: string | null; versionSource: string; whisperBasis: string; gpuIndex: number }) | null;
+  predicted:
+    | (MemoryPrediction & {
+        vllmVersion: string | null;
+        versionSource: string;
+        vllmEngine: "V0" | "V1";
+        whisperBasis: string;
+        gpuIndex: number;
+      })
+    | null;
   measured: Measured | null;
   /** the gate that refused the run (status refused) */
   gate: string | null;
@@ -84,6 +92,7 @@ export function resultJson(result: EvaluationResult): Record<string, unknown> {
       max_num_batched_tokens: p.maxNumBatchedTokens,
       vllm_version: p.vllmVersion,
       vllm_version_source: p.versionSource,
+      vllm_engine: p.vllmEngine,
       gpu_index: p.gpuIndex,
       checks: p.checks.map((c) => ({ name: c.name, ok: c.ok, detail: c.detail })),
     },

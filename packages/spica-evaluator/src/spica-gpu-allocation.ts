@@ -30,6 +30,8 @@ export interface SpicaOptions {
   /** who takes the lock, e.g. "gpu-canary evaluate" */
   owner?: string;
   useSystemdRun?: boolean;
+  /** between two nvidia-smi readings of a started Whisper's memory (default 1 s) */
+  whisperPollMs?: number;
 }
 
 export interface RunTestOptions {
@@ -76,6 +78,7 @@ export class SpicaGPUAllocation {
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),
       ...(options.onStep ? { onStep: options.onStep } : {}),
       ...(options.useSystemdRun !== undefined ? { useSystemdRun: options.useSystemdRun } : {}),
+      ...(options.whisperPollMs !== undefined ? { whisperPollMs: options.whisperPollMs } : {}),
     };
   }
 
@@ -180,6 +183,7 @@ export class SpicaGPUAllocation {
               .catch(() => [])
           ).map((p) => p.pid),
         ),
+      productionEnv: () => productionServiceOf(ctx).environment(),
       now: ctx.now,
     };
   }

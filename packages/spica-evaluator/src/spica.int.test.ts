@@ -75,6 +75,48 @@ describe("predictive mode", () => {
     expect(result.validationReason).toContain("no vLLM version known");
   }, 30_000);
 
+  it("says vLLM ignores the utilization when production sizes its KV cache in bytes, naming the flag vLLM accepts", async () => {
+    // The name vLLM's own log suggests (vllm/v1/worker/gpu_worker.py), which its CLI does not know (vllm-project/vllm#52600).
+    const s = await site({ production: false, settings: { KLR_VLLM_EXTRA_ARGS: "--kv-cache-memory=8589934592" } });
+    const result = await s.evaluator().runTest(good, { mode: "predictive" });
+    expect(result.validationReason).toContain(
+      "KLR_VLLM_EXTRA_ARGS sizes the KV cache with --kv-cache-memory-bytes: vLLM then ignores --gpu-memory-utilization",
+    );
+    expect(result.validationReason).not.toMatch(/--kv-cache-memory(?!-bytes)/);
+  }, 30_000);
+
+  it("vLLM 0.9 run with VLLM_USE_V1=0 in production's environment is predicted with V0's accounting; without it, V1's", async () => {
+    const s = await site({ production: false });
+    await s.startProduction({ SIM_VERSION: "0.9.2", VLLM_USE_V1: "0" });
+    const v0 = resultJson(await s.evaluator().runTest(good, { mode: "predictive" }));
+    expect(v0.validation_reason).toMatch(/\(VLLM_USE_V1=0 \(production's process environment \(PID \d+\)\): the V0 engine's accounting\)$/);
+    expect(v0.predicted).toMatchObject({ vllm_version: "0.9.2", vllm_engine: "V0" });
+    // V0 checks no free memory at startup (that came with V1 in 0.9.1).
+    expect((v0.predicted as { checks: { name: string }[] }).checks.map((c) => c.name)).not.toContain("startup_free_memory");
+    // The same production without the variable: V1, another KV cache.
+    await s.stopProduction();
+    await s.startProduction({ SIM_VERSION: "0.9.2" });
+    const v1 = resultJson(await s.evaluator().runTest(good, { mode: "predictive" }));
+    expect(v1.validation_reason).not.toContain("VLLM_USE_V1");
+    expect(v1.predicted).toMatchObject({ vllm_version: "0.9.2", vllm_engine: "V1" });
+    expect((v1.predicted as { kv_tokens: number }).kv_tokens).not.toBe((v0.predicted as { kv_tokens: number }).kv_tokens);
+  }, 60_000);
+
+  it("KLR_VLLM_EXTRA_ENV's VLLM_USE_V1=0 selects V0 for 0.8–0.10, and is said to be ignored from 0.11", async () => {
+    const at = async (version: string) => {
+      const s = await site({ production: false, settings: { KLR_VLLM_VERSION: version, KLR_VLLM_EXTRA_ENV: "VLLM_USE_V1=0" } });
+      return resultJson(await s.evaluator().runTest(good, { mode: "predictive" }));
+    };
+    const old = await at("0.10.1");
+    expect(old.validation_reason).toContain("(VLLM_USE_V1=0 (KLR_VLLM_EXTRA_ENV): the V0 engine's accounting)");
+    expect(old.predicted).toMatchObject({ vllm_engine: "V0" });
+    const current = await at("0.11.0");
+    expect(current.validation_reason).toContain(
+      "(vLLM 0.11.0 has no V0 engine (removed in 0.11.0): VLLM_USE_V1=0 (KLR_VLLM_EXTRA_ENV) is ignored, V1 accounting)",
+    );
+    expect(current.predicted).toMatchObject({ vllm_engine: "V1" });
+  }, 60_000);
+
   it("is an error naming the file when the model folder lacks config.json", async () => {
     const s = await site({ production: false });
     await rm(join(s.modelPath, "config.json"));
@@ -292,10 +334,13 @@ describe("canary mode on the simulated host", () => {
       .filter((p) => p.name.startsWith("whisper"))
       .map((p) => p.name);
 
+  // A run that switches Whisper counts both switches and their steady waits in its worst case: a budget that affords them.
+  const roomy = { KLR_GPU_MAINTENANCE_MAX_DOWNTIME: "300" };
+
   it("Whisper at the candidate's size: nvidia-smi shows it and no other before the canary starts, each switch is audited", async () => {
-    const s = await site({ whisper: "small" });
+    const s = await site({ whisper: "small", settings: roomy });
     await s.startWhisper();
-    const result = await s.evaluator().runTest({ vllm_memory_util: 0.75, whisper_model_size: "base" });
+    const result = await s.evaluator({ whisperPollMs: 200 }).runTest({ vllm_memory_util: 0.75, whisper_model_size: "base" });
     expect(result.status).toBe("passed");
     const audit = await createAuditFeed({ dir: s.layout.auditDir, timeZone: s.timeZone }).query();
     expect(audit.filter((e) => e.event === "whisper_switched")).toEqual([
@@ -317,9 +362,9 @@ describe("canary mode on the simulated host", () => {
   }, 120_000);
 
   it("a Whisper stop command that misses the running Whisper: restored and failed, naming what nvidia-smi showed", async () => {
-    const s = await site({ whisper: "small", settings: { KLR_WHISPER_STOP_COMMAND: "true" } });
+    const s = await site({ whisper: "small", settings: { ...roomy, KLR_WHISPER_STOP_COMMAND: "true" } });
     await s.startWhisper();
-    const run = s.evaluator().runTest({ vllm_memory_util: 0.75, whisper_model_size: "base" });
+    const run = s.evaluator({ whisperPollMs: 200 }).runTest({ vllm_memory_util: 0.75, whisper_model_size: "base" });
     await expect(run).rejects.toThrow(/nvidia-smi shows the old Whisper still running: whisper-server \(small\) \(PID \d+, 2048 MiB\)/);
     const audit = await createAuditFeed({ dir: s.layout.auditDir, timeZone: s.timeZone }).query();
     expect(audit.map((e) => e.event)).not.toContain("canary_started");
@@ -327,6 +372,72 @@ describe("canary mode on the simulated host", () => {
     expect(await fetch(`${s.env.KLR_VLLM_URL}/health`).then((r) => r.ok)).toBe(true);
     expect(existsSync(s.layout.gpuLock)).toBe(false);
   }, 120_000);
+});
+
+describe("no vLLM starts beside a Whisper whose memory still moves", () => {
+  const roomy = { KLR_GPU_MAINTENANCE_MAX_DOWNTIME: "300" };
+  const candidate = { vllm_memory_util: 0.75, whisper_model_size: "medium" };
+  const at = (e: { ts: string }) => Date.parse(e.ts);
+
+  it("the canary and production's restart each start only once two readings of the new Whisper agree", async () => {
+    // Whisper loads, peaks while it warms up and gives the peak back 2 s after each start; each vLLM profiles
+    // for 0.5 s and, as vLLM does, aborts if memory is given back meanwhile (vllm-project/vllm#56830).
+    const s = await site({ whisper: "small", whisperRampMs: 2000, settings: roomy });
+    await s.startWhisper();
+    const result = await s
+      .evaluator({ whisperPollMs: 200 }, { SIM_STARTUP_DELAY_MS: "500", PRODUCTION_STARTUP_DELAY_MS: "500" })
+      .runTest(candidate);
+    expect(result.status).toBe("passed");
+    const audit = await createAuditFeed({ dir: s.layout.auditDir, timeZone: s.timeZone }).query();
+    const [there, back] = audit.filter((e) => e.event === "whisper_switched");
+    const [, steadyThere, steadyBack] = await s.whisperSteadyTimes();
+    for (const [switched, footprint] of [
+      [there, 5120],
+      [back, 2048],
+    ] as const) {
+      // The readings until two in a row agreed, the last two being Whisper's footprint.
+      expect((switched?.steady_readings_mib as number[]).slice(-2)).toEqual([footprint, footprint]);
+    }
+    const started = audit.find((e) => e.event === "canary_started");
+    expect(at(started ?? { ts: "" })).toBeGreaterThanOrEqual(steadyThere?.getTime() ?? NaN);
+    // Production's restart comes after Whisper is back and steady.
+    expect(at(back ?? { ts: "" })).toBeGreaterThanOrEqual(steadyBack?.getTime() ?? NaN);
+    expect(audit.findIndex((e) => e.event === "production_restored")).toBeGreaterThan(audit.findIndex((e) => e === back));
+  }, 180_000);
+
+  it("a Whisper that never holds still: no canary, production restored and charged, WHISPER_NOT_STEADY naming the readings", async () => {
+    const s = await site({ whisper: "small", whisperRampMs: "never", settings: { ...roomy, KLR_WHISPER_STEADY_TIMEOUT: "2" } });
+    await s.startWhisper();
+    const error: unknown = await s
+      .evaluator({ whisperPollMs: 200 })
+      .runTest(candidate)
+      .then(
+        () => null,
+        (e: unknown) => e,
+      );
+    expect(error).toMatchObject({
+      code: "WHISPER_NOT_STEADY",
+      message: expect.stringMatching(/^Whisper \(medium\) did not hold its GPU memory steady within 2 s: nvidia-smi read \d+(, \d+)* MiB/),
+    });
+    const audit = await createAuditFeed({ dir: s.layout.auditDir, timeZone: s.timeZone }).query();
+    const kinds = audit.map((e) => e.event);
+    expect(kinds).not.toContain("canary_started");
+    expect(kinds).toEqual(expect.arrayContaining(["production_stopped", "production_restored", "budget_charged", "run_finished"]));
+    expect(audit.find((e) => e.event === "run_finished")).toMatchObject({ status: "error" });
+    expect(await fetch(`${s.env.KLR_VLLM_URL}/health`).then((r) => r.ok)).toBe(true);
+    expect(existsSync(s.layout.gpuLock)).toBe(false);
+  }, 180_000);
+
+  it("the run's worst case counts both switches and their steady waits: refused by a budget that only affords the rest", async () => {
+    const s = await site({ whisper: "small", settings: { KLR_WHISPER_STEADY_TIMEOUT: "20" } });
+    const pid = await s.productionPid();
+    const result = await s.evaluator().runTest(candidate);
+    expect(result).toMatchObject({ status: "refused", gate: "budget" });
+    expect(result.validationReason).toContain("Whisper there and back 2 × (commands 5 s (default) + steady wait ≤ 20 s)");
+    expect(await s.productionPid()).toBe(pid);
+    // The same run without a Whisper switch fits the default budget.
+    expect((await s.evaluator().runTest(good, { mode: "canary" })).status).toBe("passed");
+  }, 180_000);
 });
 
 describe("signals at either end of a quiesced run", () => {

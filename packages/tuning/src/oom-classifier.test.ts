@@ -125,3 +125,49 @@ describe("createOomDetector", () => {
     expect(detector.feed(traceback[2] ?? "")?.kind).toBe("oom_runtime");
   });
 });
+
+// vLLM's memory account after profiling: the message of vllm/v1/worker/gpu_worker.py
+// `compile_or_warm_up_model` (vllm-project/vllm@35d5cda; INFO in 0.11, DEBUG later), with a logged
+// prefix. The flag it suggests, `--kv-cache-memory`, does not exist: vLLM's CLI has only
+// `--kv-cache-memory-bytes` (vllm-project/vllm#52600).
+const ACCOUNT =
+  "(EngineCore_DP0 pid=9577) DEBUG 02-03 04:44:01 [v1/worker/gpu_worker.py:598] Free memory on device (47.03/47.37 GiB) on startup. Desired GPU memory utilization is (0.9, 42.64 GiB). Actual usage is 15.27 GiB for weight, 1.4 GiB for peak activation, 0.03 GiB for non-torch memory, and 0.54 GiB for CUDAGraph memory. Replace gpu_memory_utilization config with `--kv-cache-memory=22976439705` (21.4 GiB) to fit into requested memory, or `--kv-cache-memory=27692338176` (25.79 GiB) to fully utilize gpu memory. Current kv cache memory in use is 21.55 GiB.";
+// The failure that follows it: the sampler's warm-up comes right after the account (vllm-project/vllm#14452).
+const SAMPLER_OOM =
+  "(VllmWorker rank=0 pid=10948) ERROR 03-16 06:12:38 [multiproc_executor.py:375] RuntimeError: CUDA out of memory occurred when warming up sampler with 1024 dummy requests. Please try lowering `max_num_seqs` or `gpu_memory_utilization` when initializing the engine.";
+
+describe("vLLM's memory account and its misnamed flag", () => {
+  it("goes with the failure of the same start, naming --kv-cache-memory-bytes, never the name vLLM suggests", () => {
+    // No failure itself, though it starts like the startup refusal.
+    expect(classifyLine(ACCOUNT)).toBeNull();
+    let t = Date.parse("2026-11-28T03:00:00Z");
+    const detector = createOomDetector({ now: () => new Date(t) });
+    expect(detector.feed(ACCOUNT)).toBeNull();
+    t += 20_000;
+    const event = detector.feed(SAMPLER_OOM);
+    expect(event?.kind).toBe("oom_runtime");
+    expect(event?.account).toContain("with `--kv-cache-memory-bytes=22976439705` (21.4 GiB) to fit into requested memory");
+    expect(event?.account).toContain("`--kv-cache-memory-bytes=27692338176`");
+    expect(event?.account).not.toMatch(/--kv-cache-memory(?!-bytes)/);
+    // It belonged to that start: a failure of a later start does not inherit it.
+    t += 60_000;
+    expect(detector.feed("ValueError: No available memory for the cache blocks.")?.account).toBeNull();
+  });
+
+  it("is not taken from a logged prompt, nor from an earlier start", () => {
+    let t = Date.parse("2026-11-28T03:00:00Z");
+    const detector = createOomDetector({ now: () => new Date(t) });
+    detector.feed(`INFO 10-01 18:43:27 logger.py:36] Received request cmpl-1: prompt: '${ACCOUNT}', params: SamplingParams(n=1)`);
+    expect(detector.feed(SAMPLER_OOM)?.account).toBeNull();
+    detector.feed(ACCOUNT);
+    t += 11 * 60_000;
+    expect(detector.feed("ValueError: No available memory for the cache blocks.")?.account).toBeNull();
+  });
+
+  it("names the real flag wherever a failure's own line carries vLLM's suggestion", () => {
+    const detector = createOomDetector();
+    const event = detector.feed(`${SAMPLER_OOM} Or set \`--kv-cache-memory=8589934592\` instead.`);
+    expect(event?.line).toContain("`--kv-cache-memory-bytes=8589934592`");
+    expect(event?.line).not.toMatch(/--kv-cache-memory(?!-bytes)/);
+  });
+});

@@ -1,3 +1,5 @@
+import { withRealVllmFlags } from "@gpu-canary/vllm-control";
+
 /** The kinds of memory failure vLLM reports, as intents name them (docs/architecture.md, "Intents"). */
 export type OomKind = "oom_runtime" | "oom_kv_cache" | "oom_max_model_len" | "oom_startup_free_memory";
 
@@ -62,11 +64,34 @@ export function classifyLine(line: string): OomKind | null {
   return null;
 }
 
+/**
+ * vLLM's own account of its memory after profiling, with the KV size that would fit
+ * (vllm/v1/worker/gpu_worker.py, `compile_or_warm_up_model`; INFO in 0.11, DEBUG later). It comes
+ * just before the sampler's warm-up, the step that fails with "CUDA out of memory occurred when
+ * warming up sampler": what the intent's reader needs beside the failure.
+ */
+const MEMORY_ACCOUNT = /Replace gpu_memory_utilization (?:config )?with `?--kv-cache-memory/i;
+
+/** The line as vLLM's memory account, flags named as vLLM accepts them; null when it is none (or a user's text). */
+export function memoryAccountOf(line: string): string | null {
+  const text = cleanLine(line);
+  if (text.length > 8192) return null;
+  const match = MEMORY_ACCOUNT.exec(text);
+  if (!match || REQUEST_LOG.test(text.slice(0, match.index))) return null;
+  return withRealVllmFlags(text);
+}
+
 export interface OomEvent {
   kind: OomKind;
+  /** the failure's line; a flag vLLM's log misnames is given its real name */
   line: string;
   at: Date;
+  /** vLLM's memory account of the same start, when it logged one within ACCOUNT_MAX_AGE_MS before */
+  account: string | null;
 }
+
+/** A memory account older than this belongs to an earlier start, not to this failure. */
+export const ACCOUNT_MAX_AGE_MS = 10 * 60_000;
 
 /**
  * One event per failure, not one per traceback line or tensor-parallel worker: a line of the
@@ -76,15 +101,23 @@ export function createOomDetector(options: { quietMs?: number; now?: () => Date 
   const quietMs = options.quietMs ?? 30_000;
   const now = options.now ?? (() => new Date());
   const last = new Map<OomKind, number>();
+  let account: { text: string; at: number } | null = null;
   return {
     feed(line: string): OomEvent | null {
       const kind = classifyLine(line);
-      if (kind === null) return null;
+      if (kind === null) {
+        const text = memoryAccountOf(line);
+        if (text !== null) account = { text: text.slice(0, 1500), at: now().getTime() };
+        return null;
+      }
       const at = now();
       const previous = last.get(kind);
       last.set(kind, at.getTime());
       if (previous !== undefined && at.getTime() - previous < quietMs) return null;
-      return { kind, line: cleanLine(line).slice(0, 2000), at };
+      const recent = account !== null && at.getTime() - account.at <= ACCOUNT_MAX_AGE_MS ? account.text : null;
+      // One account per start: the next failure of a later start does not inherit it.
+      account = null;
+      return { kind, line: withRealVllmFlags(cleanLine(line)).slice(0, 2000), at, account: recent };
     },
   };
 }

@@ -63,7 +63,8 @@ export function createObserver(deps: { store: IntentStore; audit: AuditFeed; sub
       if (!event) return null;
       if (options.dryRun) return { ...event, intentId: null, merged: false };
       await deps.audit.append({ event: "oom_detected", kind: event.kind, line: event.line });
-      const input: IntentInput = { kind: event.kind, subsystem: deps.subsystem, evidence: event.line };
+      const evidence = event.account === null ? event.line : `${event.line}\nvLLM's memory account of that start: ${event.account}`;
+      const input: IntentInput = { kind: event.kind, subsystem: deps.subsystem, evidence };
       const created = await deps.store.create(input);
       if (!created.merged) await deps.audit.append({ event: "intent_created", intent_id: created.intent.id, kind: event.kind });
       return { ...event, intentId: created.intent.id, merged: created.merged };

@@ -26,6 +26,25 @@ export function readProc(pid: number, root = "/proc"): ProcInfo | null {
   }
 }
 
+/**
+ * The environment a process started with (/proc/PID/environ); null when it is gone or not ours
+ * to read (the kernel lets only its own user, or root, read it).
+ */
+export function readEnviron(pid: number, root = "/proc"): Record<string, string> | null {
+  let text: string;
+  try {
+    text = readFileSync(`${root}/${pid}/environ`, "utf8");
+  } catch {
+    return null;
+  }
+  const env: Record<string, string> = {};
+  for (const entry of text.split("\0")) {
+    const at = entry.indexOf("=");
+    if (at > 0) env[entry.slice(0, at)] = entry.slice(at + 1);
+  }
+  return env;
+}
+
 export function listPids(root = "/proc"): number[] {
   return readdirSync(root)
     .filter((name) => /^\d+$/.test(name))

@@ -1,7 +1,8 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { GpuProbe } from "@gpu-canary/gpu-probe";
 import { ControlError } from "./errors.ts";
-import { type ProcInfo, descendants, listenersOf } from "./procfs.ts";
+import { splitArguments } from "@gpu-canary/config";
+import { type ProcInfo, descendants, listenersOf, readEnviron } from "./procfs.ts";
 import { runArgv, runOperatorCommand } from "./shell.ts";
 
 export type ServiceManager =
@@ -31,6 +32,11 @@ export interface ProductionService {
   processes(): Promise<ProcInfo[]>;
   /** production's processes still on the GPU (orphaned engines hold memory after a hard kill) */
   gpuHolders(): Promise<{ pid: number; name: string; usedMemoryMib: number | null }[]>;
+  /**
+   * The environment production runs with: its processes' own (readable when gpu-canary runs as
+   * production's user, or root), else the systemd unit's `Environment=`; null when neither tells.
+   */
+  environment(): Promise<{ env: Record<string, string>; source: string } | null>;
 }
 
 export function createProductionService(deps: ProductionServiceDeps): ProductionService {
@@ -62,6 +68,24 @@ export function createProductionService(deps: ProductionServiceDeps): Production
     return (gpu?.processes ?? [])
       .filter((p) => known.has(p.pid) || p.name.toLowerCase().includes(match))
       .map((p) => ({ pid: p.pid, name: p.name, usedMemoryMib: p.usedMemoryMib }));
+  };
+
+  const environment = async () => {
+    for (const p of await processes().catch(() => [])) {
+      const env = readEnviron(p.pid);
+      if (env) return { env, source: `production's process environment (PID ${p.pid})` };
+    }
+    if (manager.kind !== "systemd") return null;
+    // Environment= only: what EnvironmentFile= adds shows in the running process's environment.
+    const show = await systemctl(["show", "-p", "Environment", "--value", manager.unit], 10_000);
+    const text = show.output.trim();
+    if (show.exitCode !== 0 || text === "") return null;
+    const split = splitArguments(text);
+    const words = split.ok ? split.value : text.split(/\s+/);
+    const env = Object.fromEntries(
+      words.filter((w) => w.indexOf("=") > 0).map((w) => [w.slice(0, w.indexOf("=")), w.slice(w.indexOf("=") + 1)]),
+    );
+    return Object.keys(env).length > 0 ? { env, source: `${manager.unit}'s Environment=` } : null;
   };
 
   /** `systemctl stop|start UNIT`, or the operator's stop/start command; a failure names what to check. */
@@ -123,6 +147,7 @@ export function createProductionService(deps: ProductionServiceDeps): Production
     description,
     processes,
     gpuHolders,
+    environment,
     async stop(timeoutMs) {
       const started = Date.now();
       await act("stop", timeoutMs);

@@ -45,7 +45,7 @@ async function recordingSystemdRun(dir: string) {
 }
 
 /** Production as a systemd unit of the simulated host (systemd is not PID 1 here: the stand-ins act for it). */
-async function systemdHost() {
+async function systemdHost(unitEnv: Record<string, string> = {}) {
   const dir = await testdir();
   const hostFile = join(dir, "host.json");
   await createHost(hostFile, { gpus: [h200(0)] });
@@ -55,7 +55,7 @@ async function systemdHost() {
   process.env.GPU_CANARY_SIM_HOST = hostFile;
   defineUnit(dir, "vllm.service", {
     exec: [SIM_VLLM, "--port", String(port), "--model", "/m", "--gpu-memory-utilization", "0.5"],
-    env: { GPU_CANARY_SIM_HOST: hostFile },
+    env: { GPU_CANARY_SIM_HOST: hostFile, ...unitEnv },
   });
   const systemctl = join(SYSTEMD_STANDINS, "systemctl");
   onTestFinished(async () => {
@@ -84,6 +84,19 @@ describe("production under systemd (through the stand-ins)", () => {
     await h.service.stop(30_000);
     expect(await h.service.isActive()).toBe("inactive");
     expect(liveProcesses(readHost(h.hostFile))).toEqual([]);
+  }, 90_000);
+
+  it("tells production's environment: the unit's Environment= while it is down, its process's own while it runs", async () => {
+    const h = await systemdHost({ VLLM_USE_V1: "0", HF_HOME: "/srv/hf cache" });
+    expect(await h.service.environment()).toEqual({
+      env: { GPU_CANARY_SIM_HOST: h.hostFile, VLLM_USE_V1: "0", HF_HOME: "/srv/hf cache" },
+      source: "vllm.service's Environment=",
+    });
+    await h.service.start(10_000);
+    await h.client.waitUntilHealthy({ deadlineMs: 30_000 });
+    const running = await h.service.environment();
+    expect(running?.source).toMatch(/^production's process environment \(PID \d+\)$/);
+    expect(running?.env).toMatchObject({ VLLM_USE_V1: "0", HF_HOME: "/srv/hf cache" });
   }, 90_000);
 
   it("restores production from a watchdog in a transient unit of the user's own manager after the run's process group is SIGKILLed", async () => {
@@ -236,8 +249,8 @@ describe("Whisper switching", () => {
     onTestFinished(async () => {
       await runOperatorCommand(`kill -KILL "$(cat ${pidFile})" 2>/dev/null; true`, { timeoutMs: 5000 });
     });
-    expect(await switchWhisper(deps, "none", "small", 60_000)).toEqual({ footprintMib: 2048 });
-    expect(await switchWhisper(deps, "small", "medium", 60_000)).toEqual({ footprintMib: 5120 });
+    expect(await switchWhisper(deps, "none", "small", 60_000, { pollMs: 200 })).toMatchObject({ footprintMib: 2048 });
+    expect(await switchWhisper(deps, "small", "medium", 60_000, { pollMs: 200 })).toMatchObject({ footprintMib: 5120 });
     expect(liveProcesses(readHost(hostFile)).map((p) => p.name)).toEqual(["whisper-server (medium)"]);
     await expect(switchWhisper({ ...deps, startCommand: "exit 7" }, "medium", "tiny", 5000)).rejects.toMatchObject({
       code: "WHISPER_COMMAND_FAILED",

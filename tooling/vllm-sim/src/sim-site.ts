@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createHost, h200, readHost } from "./host-state.ts";
@@ -52,6 +52,11 @@ export interface SimSiteOptions {
    * (KLR_WHISPER_STOP_COMMAND / KLR_WHISPER_START_COMMAND); started by startWhisper()
    */
   whisper?: string;
+  /**
+   * how Whisper's memory moves after each start (SIM_WHISPER_RAMP_MS): it loads, peaks while it
+   * warms up and settles this many ms after its start (default 300), or never holds still
+   */
+  whisperRampMs?: number | "never";
   /** production started without sleep mode (no VLLM_SERVER_DEV_MODE=1 and --enable-sleep-mode): default with */
   sleepMode?: boolean;
   /** production and canaries refuse requests that name no model, as vLLM before 0.8 did */
@@ -102,8 +107,12 @@ export interface SimSite {
   sendTraffic(traffic?: SimTraffic): Promise<number>;
   /** stop the background traffic and wait for its requests to end */
   stopTraffic(): Promise<void>;
+  /** stop production with its stop command and wait until its process is gone */
+  stopProduction(): Promise<void>;
   /** start the site's Whisper at its configured size (options.whisper) */
   startWhisper(): Promise<void>;
+  /** when each Whisper this site started held its memory steady, from its log ("steady at …") */
+  whisperSteadyTimes(): Promise<Date[]>;
   /** stop whatever this site started: production, canaries, Whisper */
   cleanup(): Promise<void>;
 }
@@ -149,13 +158,14 @@ export async function createSimSite(dir: string, options: SimSiteOptions = {}): 
   // Whisper's command line names a file of this folder, so cleanup() finds it too.
   const whisperPid = join(dir, "whisper.pid");
   const whisperStart =
-    `setsid env CUDA_VISIBLE_DEVICES=0 ${join(SIM_BIN, "whisper")} "$GPU_CANARY_WHISPER_SIZE" ${join(dir, "whisper")} ` +
+    `setsid env CUDA_VISIBLE_DEVICES=0 SIM_WHISPER_RAMP_MS=${options.whisperRampMs ?? 300} ${join(SIM_BIN, "whisper")} "$GPU_CANARY_WHISPER_SIZE" ${join(dir, "whisper")} ` +
     `>> ${join(dir, "whisper.log")} 2>&1 < /dev/null & echo $! > ${whisperPid}`;
   const whisperSettings: Record<string, string> = options.whisper
     ? {
         KLR_WHISPER_SIZE: options.whisper,
         KLR_WHISPER_PROCESS: "whisper",
-        KLR_WHISPER_STOP_COMMAND: `kill -TERM "$(cat ${whisperPid})"`,
+        // Like `systemctl stop`, it returns once the Whisper is gone (its memory given back).
+        KLR_WHISPER_STOP_COMMAND: `pid="$(cat ${whisperPid})"; kill -TERM "$pid"; while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done`,
         KLR_WHISPER_START_COMMAND: whisperStart,
       }
     : {};
@@ -241,6 +251,23 @@ export async function createSimSite(dir: string, options: SimSiteOptions = {}): 
       return sendTraffic(productionUrl, modelPath, traffic, traffic.requests);
     },
     stopTraffic,
+    async stopProduction() {
+      const pid = await productionPid();
+      await sh(stop, {}).catch(() => undefined);
+      const alive = (p: number) => {
+        try {
+          process.kill(p, 0);
+          return true;
+        } catch {
+          return false;
+        }
+      };
+      const deadline = Date.now() + 30_000;
+      while (pid !== null && alive(pid)) {
+        if (Date.now() > deadline) throw new Error(`the simulated production (PID ${pid}) did not stop`);
+        await sleep(50);
+      }
+    },
     async startWhisper() {
       if (!options.whisper) throw new Error("this site has no Whisper (SimSiteOptions.whisper)");
       await sh(whisperStart, { GPU_CANARY_SIM_HOST: hostFile, GPU_CANARY_WHISPER_SIZE: options.whisper });
@@ -250,6 +277,10 @@ export async function createSimSite(dir: string, options: SimSiteOptions = {}): 
         await sleep(50);
       }
       throw new Error("the simulated Whisper did not start");
+    },
+    async whisperSteadyTimes() {
+      const log = await readFile(join(dir, "whisper.log"), "utf8").catch(() => "");
+      return [...log.matchAll(/ steady at (\S+) /g)].map((m) => new Date(m[1] ?? ""));
     },
     async cleanup() {
       await stopTraffic();

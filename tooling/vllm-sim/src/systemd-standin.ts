@@ -109,6 +109,15 @@ async function stopUnit(dir: string, unit: string): Promise<number> {
   return 0;
 }
 
+/** The unit's Environment= as systemctl shows it: space-separated, an assignment with a space in double quotes. */
+function environmentOf(definition: string): string {
+  if (!existsSync(definition)) return "";
+  const { env } = unitSchema.parse(JSON.parse(readFileSync(definition, "utf8")));
+  return Object.entries(env)
+    .map(([k, v]) => (/\s/.test(`${k}=${v}`) ? `"${k}=${v}"` : `${k}=${v}`))
+    .join(" ");
+}
+
 export async function systemctl(argv: string[]): Promise<number> {
   const dir = managerDir(argv);
   const args = argv.filter((a) => !a.startsWith("--") || a === "--value");
@@ -128,10 +137,17 @@ export async function systemctl(argv: string[]): Promise<number> {
       return active ? 0 : 3;
     }
     case "show": {
-      // -p MainPID (the default here) or -p LoadState, as gpu-canary asks them.
-      const property = argv.includes("LoadState") ? "LoadState" : "MainPID";
+      // -p MainPID (the default here), -p LoadState or -p Environment, as gpu-canary asks them.
+      const property = argv.includes("LoadState") ? "LoadState" : argv.includes("Environment") ? "Environment" : "MainPID";
+      const definition = paths(dir, unit).definition;
       const value =
-        property === "LoadState" ? (existsSync(paths(dir, unit).definition) ? "loaded" : "not-found") : String(mainPid(dir, unit) ?? 0);
+        property === "LoadState"
+          ? existsSync(definition)
+            ? "loaded"
+            : "not-found"
+          : property === "Environment"
+            ? environmentOf(definition)
+            : String(mainPid(dir, unit) ?? 0);
       process.stdout.write(argv.includes("--value") ? `${value}\n` : `${property}=${value}\n`);
       return 0;
     }

@@ -2,6 +2,7 @@
 //   vllm --port 9011 --model /models/llm/current --gpu-memory-utilization 0.75 [--served-model-name N] [--max-model-len L]
 // Knobs (environment): GPU_CANARY_SIM_HOST (host file to take GPU memory from), CUDA_VISIBLE_DEVICES (GPU index),
 // SIM_STARTUP_DELAY_MS, SIM_TOKEN_LATENCY_MS, SIM_VERSION, SIM_REQUIRE_MODEL (1: refuse requests naming no model, as before 0.8), SIM_SLEEP_RESIDUE_MIB, SIM_PROCESS_NAME,
+// SIM_STARTUP_DELAY_MS is also its profiling window: another process releasing GPU memory meanwhile aborts it, as vLLM does (none without a delay).
 // SIM_FAIL (comma list: health-hang, engine-dead, completion-hang, drop-mid-stream, crash-mid-test:
 // dies with PyTorch's CUDA out-of-memory text after SIM_CRASH_AFTER completions, default 2).
 // Under load (README "Memory under load"): SIM_KV_CACHE_TOKENS (the KV capacity; default derived from
@@ -78,6 +79,15 @@ const flagNumber = (name: string) => (typeof values[name] === "string" ? Number(
 const oomAtUsage = knob("SIM_OOM_AT_USAGE", 0, 1);
 let kvCacheTokens = knob("SIM_KV_CACHE_TOKENS", 1, Number.MAX_SAFE_INTEGER);
 let requestedMib = 0;
+let othersAtStart = 0;
+let initialFreeMib = 0;
+/** GPU memory of the other processes on this GPU, as nvidia-smi would show it. */
+const othersMib = () => {
+  if (!hostFile) return 0;
+  return liveProcesses(readHost(hostFile))
+    .filter((p) => p.gpu_index === gpuIndex && p.pid !== process.pid)
+    .reduce((sum, p) => sum + p.used_memory_mib, 0);
+};
 if (hostFile) {
   const state = readHost(hostFile);
   const gpu = state.gpus.find((g) => g.index === gpuIndex);
@@ -95,6 +105,8 @@ if (hostFile) {
     );
     process.exit(1);
   }
+  othersAtStart = othersMib();
+  initialFreeMib = free;
   await registerProcess(hostFile, { gpu_index: gpuIndex, pid: process.pid, name: processName, used_memory_mib: requestedMib });
   kvCacheTokens ??=
     kvCacheTokensFor({
@@ -177,6 +189,19 @@ if (kvCacheTokens !== undefined) {
 }
 // Like vLLM, nothing answers until the engine is loaded: connections are refused meanwhile.
 await new Promise((resolve) => setTimeout(resolve, Number(env.SIM_STARTUP_DELAY_MS ?? 0)));
+// The load is vLLM's profiling window: memory another process gives back meanwhile makes free memory
+// rise, and vLLM aborts (vllm/v1/worker/gpu_worker.py determine_available_memory's assertion,
+// vllm-project/vllm#56830). Stricter than vLLM, which aborts only when the release outweighs what
+// its own profiling took: any release does it here.
+const profilingMs = Number(env.SIM_STARTUP_DELAY_MS ?? 0);
+const released = hostFile && profilingMs > 0 ? othersAtStart - othersMib() : 0;
+if (released > 0) {
+  process.stderr.write(
+    `AssertionError: Error in memory profiling. Initial free memory ${gib(initialFreeMib)} GiB, current free memory ${gib(initialFreeMib + released)} GiB. This happens when other processes sharing the same container release GPU memory while vLLM is profiling during initialization. To fix this, ensure consistent GPU memory allocation or isolate vLLM in its own container.\n`,
+  );
+  if (hostFile) await unregisterProcess(hostFile, process.pid);
+  process.exit(1);
+}
 await app.listen({ port: Number(values.port), host: String(values.host) });
 log(`Starting vLLM API server 0 on http://${String(values.host)}:${String(values.port)}`);
 // uvicorn's own line, without a timestamp.

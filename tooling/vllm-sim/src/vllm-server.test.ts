@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { testdir } from "@gpu-canary/testing";
 import OpenAI from "openai";
 import { afterEach, describe, expect, it } from "vitest";
-import { createHost, h200, readHost } from "./host-state.ts";
+import { createHost, h200, readHost, registerProcess } from "./host-state.ts";
 import { SIM_VLLM } from "./index.ts";
 import { buildSimVllm } from "./vllm-server.ts";
 
@@ -125,5 +125,29 @@ describe("the simulated vLLM", () => {
     expect(err).toMatch(
       /^ValueError: Free memory on device cuda:0 \(22\.61\/139\.79 GiB\) on startup is less than desired GPU memory utilization \(0\.9, 125\.81 GiB\)\. Decrease GPU memory utilization or reduce GPU memory used by other processes\.$/m,
     );
+  }, 40_000);
+
+  it("aborts its start with vLLM's assertion when another process gives memory back while it profiles (vllm-project/vllm#56830)", async () => {
+    const dir = await testdir();
+    const host = join(dir, "host.json");
+    // A co-tenant (this test's process) holding a Whisper's warm-up peak.
+    const peak = { gpu_index: 0, pid: process.pid, name: "whisper-server (medium)", used_memory_mib: 5888 };
+    await createHost(host, { gpus: [h200(0)], processes: [peak] });
+    const child = spawn(SIM_VLLM, ["--port", "1", "--gpu-memory-utilization", "0.5"], {
+      env: { ...process.env, GPU_CANARY_SIM_HOST: host, SIM_STARTUP_DELAY_MS: "3000" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let err = "";
+    child.stderr.on("data", (c: Buffer) => (err += c.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on("exit", resolve));
+    // Once it took its memory (its snapshot is behind it), the co-tenant gives its peak back.
+    while (!readHost(host).processes.some((p) => p.pid === child.pid)) await new Promise((r) => setTimeout(r, 50));
+    await registerProcess(host, { ...peak, used_memory_mib: 5120 });
+    expect(await exited).toBe(1);
+    expect(err).toMatch(
+      /^AssertionError: Error in memory profiling\. Initial free memory [\d.]+ GiB, current free memory [\d.]+ GiB\. This happens when other processes sharing the same container release GPU memory while vLLM is profiling during initialization\./m,
+    );
+    // It gave its own memory back.
+    expect(readHost(host).processes.map((p) => p.pid)).toEqual([process.pid]);
   }, 40_000);
 });

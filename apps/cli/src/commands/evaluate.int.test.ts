@@ -284,7 +284,11 @@ describe("gpu-canary evaluate", () => {
   }, 300_000);
 
   it("SIGKILL with Whisper switched to the candidate's size: the watchdog switches it back before production restarts; recover leaves it", async () => {
-    const { site, files, events, serves, run } = await simSite(false, { whisper: "small" });
+    // Both Whisper switches and their steady waits count in the run's worst case: a budget that affords them.
+    const { site, files, events, serves, run } = await simSite(false, {
+      whisper: "small",
+      settings: { KLR_GPU_MAINTENANCE_MAX_DOWNTIME: "300" },
+    });
     await site.startWhisper();
     await site.startProduction();
     const proc = evaluateProcess(site.env, JSON.stringify({ vllm_memory_util: 0.75, whisper_model_size: "base" }));

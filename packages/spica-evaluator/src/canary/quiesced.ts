@@ -1,6 +1,6 @@
 import { messageOf } from "@gpu-canary/errors";
 import type { GpuLockHandle } from "@gpu-canary/gpu-lock";
-import { type CanaryProcess, type RestorePlan, type Watchdog, armWatchdog, whisperConfigured } from "@gpu-canary/vllm-control";
+import { type CanaryProcess, type RestorePlan, type Watchdog, armWatchdog } from "@gpu-canary/vllm-control";
 import type { Candidate } from "../candidate.ts";
 import { type RunContext, productionServiceOf, restorePlanOf } from "../context.ts";
 import { rememberVllmSeen } from "../predictive/vllm-seen.ts";
@@ -15,7 +15,7 @@ import {
   restoreUnlessServing,
   stopCanary,
   switchWhisperSeen,
-  whisperDepsOf,
+  switchesWhisper,
   whisperProcesses,
 } from "./undoing.ts";
 import { type WorstCase, watchdogDeadlineSeconds } from "./worst-case.ts";
@@ -47,8 +47,7 @@ const journalQuietly = (s: QuiescedRun, patch: JournalPatch) =>
     s.journalLost ??= error instanceof Error ? error : new Error(messageOf(error));
   });
 
-const switchesWhisper = (s: QuiescedRun) =>
-  whisperConfigured(whisperDepsOf(s.ctx)) && s.candidate.whisperModelSize !== s.ctx.config.whisperSize;
+const switchesWhisperNow = (s: QuiescedRun) => switchesWhisper(s.ctx, s.candidate);
 
 /** The quiesced run as steps (docs/canary-run.md); the undos (read bottom-up) are the way back on every way out. */
 export const quiescedSteps: Step<QuiescedRun>[] = [
@@ -136,7 +135,7 @@ export const quiescedSteps: Step<QuiescedRun>[] = [
   },
   {
     phase: "whisper_switching",
-    when: switchesWhisper,
+    when: switchesWhisperNow,
     says: (s) => `Whisper ${s.ctx.config.whisperSize} → ${s.candidate.whisperModelSize}`,
     journal: (s) => ({ whisper_at: s.candidate.whisperModelSize }),
     do: async (s) => {
@@ -182,7 +181,7 @@ export const quiescedSteps: Step<QuiescedRun>[] = [
       await s.handle.journal({ canary_pgid: s.canary.pgid });
       await s.watchdog?.setCanary(s.canary.pgid);
       s.canary.release();
-      if (!switchesWhisper(s)) s.whisperSeen = (await whisperProcesses(s.ctx).catch(() => [])).length > 0;
+      if (!switchesWhisperNow(s)) s.whisperSeen = (await whisperProcesses(s.ctx).catch(() => [])).length > 0;
       return { port: s.ctx.config.canaryPort, gpu_index: s.ctx.config.productionGpuId, path: "quiesced", pgid: s.canary.pgid };
     },
     event: "canary_started",

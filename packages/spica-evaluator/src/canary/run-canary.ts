@@ -8,6 +8,7 @@ import { choosePath } from "./choose-path.ts";
 import { type Refusal, checkGates } from "./gates.ts";
 import { quiesced } from "./quiesced.ts";
 import { abortReason, announce } from "./steps.ts";
+import { switchesWhisper } from "./undoing.ts";
 import { untouched } from "./untouched.ts";
 import { loggedProductionStart, worstCase } from "./worst-case.ts";
 
@@ -49,7 +50,9 @@ export async function runCanary(ctx: RunContext, candidate: Candidate, run: { ru
   const path = chosen.path;
   // A stopped production restarts as it last started; a sleeping one only wakes.
   const logged = config.quiesce === "stop" ? await loggedProductionStart(config) : null;
-  const worst = await worstCase(audit, config, ctx.now(), logged);
+  const whisper =
+    path === "quiesced" && switchesWhisper(ctx, candidate) ? { steadyTimeoutSeconds: config.whisperSteadyTimeoutSeconds } : null;
+  const worst = await worstCase(audit, config, ctx.now(), logged, whisper);
   const quick = await checkGates(ctx, { subsystem: run.subsystem, path, worst });
   if (quick.refusal) return refused(quick.refusal);
 

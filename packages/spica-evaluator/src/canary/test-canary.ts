@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { percentile } from "@gpu-canary/vllm-client";
-import { type CanaryProcess, launchCanary } from "@gpu-canary/vllm-control";
+import { type CanaryProcess, launchCanary, withRealVllmFlags } from "@gpu-canary/vllm-control";
 import type { Candidate } from "../candidate.ts";
 import { type RunContext, canaryClient } from "../context.ts";
 import type { Measured } from "../result.ts";
@@ -13,15 +13,18 @@ export interface TestVerdict {
   measured: Measured;
 }
 
-/** The last line of the canary's output that says why it died (vLLM's out-of-memory texts). */
-function deathLine(canary: CanaryProcess): string {
+/**
+ * The last line of the canary's output that says why it died (vLLM's out-of-memory texts), with
+ * the flags vLLM's log misnames given their real names: the line becomes the run's reason.
+ */
+export function deathLine(canary: Pick<CanaryProcess, "tail">): string {
   const lines = canary
     .tail()
     .split("\n")
     .map((l) => l.trim())
     .filter(Boolean);
   const telling = lines.filter((l) => /error|memory|Traceback/i.test(l));
-  return (telling.at(-1) ?? lines.at(-1) ?? "no output").slice(0, 500);
+  return withRealVllmFlags(telling.at(-1) ?? lines.at(-1) ?? "no output").slice(0, 500);
 }
 
 /** The test's numbers; a quiesced run adds its downtime once production serves again. */
@@ -102,7 +105,12 @@ export function productionBaseline(ctx: RunContext): Promise<Measured["productio
   return measureBaseline(ctx.production, BASELINE_SAMPLES);
 }
 
-export function launch(ctx: RunContext, candidate: Candidate, gpuIndex: number, options: { held?: boolean } = {}): CanaryProcess {
+export function launch(
+  ctx: Pick<RunContext, "config" | "env">,
+  candidate: Candidate,
+  gpuIndex: number,
+  options: { held?: boolean } = {},
+): CanaryProcess {
   const c = ctx.config;
   return launchCanary(
     {
@@ -116,7 +124,8 @@ export function launch(ctx: RunContext, candidate: Candidate, gpuIndex: number, 
       ...(c.maxNumBatchedTokens !== undefined ? { maxNumBatchedTokens: c.maxNumBatchedTokens } : {}),
       kvCacheDtype: c.kvCacheDtype,
       ...(c.vllmExtraArgs ? { extraArgs: c.vllmExtraArgs } : {}),
-      env: ctx.env,
+      // Production's engine settings (VLLM_USE_V1=0 on 0.8–0.10 is another engine): the canary runs as production does.
+      env: { ...ctx.env, ...c.vllmExtraEnv },
     },
     options,
   );

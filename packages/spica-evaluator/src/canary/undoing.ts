@@ -7,7 +7,9 @@ import {
   productionServes,
   restoreProduction,
   switchWhisper,
+  whisperConfigured,
 } from "@gpu-canary/vllm-control";
+import type { Candidate } from "../candidate.ts";
 import type { RunContext } from "../context.ts";
 import type { AuditFields } from "./steps.ts";
 
@@ -25,6 +27,11 @@ export function whisperDepsOf(ctx: Pick<RunContext, "config" | "probe" | "env">)
   };
 }
 
+/** Whether a quiesced run of this candidate switches Whisper (there, and back before production restarts). */
+export function switchesWhisper(ctx: Pick<RunContext, "config" | "probe" | "env">, candidate: Candidate): boolean {
+  return whisperConfigured(whisperDepsOf(ctx)) && candidate.whisperModelSize !== ctx.config.whisperSize;
+}
+
 /** The Whisper processes nvidia-smi shows on the production GPU. */
 export async function whisperProcesses(ctx: Pick<RunContext, "config" | "probe">): Promise<GpuProcess[]> {
   const uuid = (await ctx.probe.queryGpus()).gpus.find((g) => g.index === ctx.config.productionGpuId)?.uuid;
@@ -36,13 +43,22 @@ const described = (processes: GpuProcess[]) =>
   processes.map((p) => `${p.name} (PID ${p.pid}, ${p.usedMemoryMib ?? "?"} MiB)`).join(", ") || "none";
 
 /**
- * Switch Whisper and see it switched: afterwards nvidia-smi must show a Whisper, and none of the
- * processes that ran before — two Whispers on the card (a stop command that missed the old unit)
- * would make the canary's numbers meaningless. Throws naming what it saw.
+ * Switch Whisper and see it switched: the new Whisper's memory steady (two nvidia-smi readings a
+ * poll apart agree, within KLR_WHISPER_STEADY_TIMEOUT: else WHISPER_NOT_STEADY), then a Whisper on
+ * the card and none of the processes that ran before — two Whispers on the card (a stop command
+ * that missed the old unit) would make the canary's numbers meaningless. Throws naming what it saw.
+ * Every vLLM start that follows (the canary's, production's) comes only after this returned.
  */
-export async function switchWhisperSeen(ctx: Pick<RunContext, "config" | "probe" | "env">, from: string, to: string): Promise<AuditFields> {
+export async function switchWhisperSeen(
+  ctx: Pick<RunContext, "config" | "probe" | "env" | "whisperPollMs">,
+  from: string,
+  to: string,
+): Promise<AuditFields> {
   const before = await whisperProcesses(ctx);
-  const { footprintMib } = await switchWhisper(whisperDepsOf(ctx), from, to, 30_000);
+  const { footprintMib, steady, commandsSeconds } = await switchWhisper(whisperDepsOf(ctx), from, to, 30_000, {
+    timeoutMs: ctx.config.whisperSteadyTimeoutSeconds * 1000,
+    ...(ctx.whisperPollMs !== undefined ? { pollMs: ctx.whisperPollMs } : {}),
+  });
   const after = await whisperProcesses(ctx);
   const stale = after.filter((p) => before.some((b) => b.pid === p.pid));
   if (to !== "none" && (after.length === 0 || stale.length > 0)) {
@@ -55,7 +71,15 @@ export async function switchWhisperSeen(ctx: Pick<RunContext, "config" | "probe"
       },
     );
   }
-  return { from, to, footprint_mib: footprintMib, seen: described(after) };
+  return {
+    from,
+    to,
+    footprint_mib: footprintMib,
+    seen: described(after),
+    // The worst case reads the commands' time; the steady wait is bounded by its timeout.
+    commands_seconds: commandsSeconds,
+    ...(steady ? { steady_readings_mib: steady.readingsMib, steady_seconds: steady.seconds } : {}),
+  };
 }
 
 export interface Restored {

@@ -42,6 +42,27 @@ describe("worstCase", () => {
   });
 });
 
+describe("worstCase of a run that switches Whisper", () => {
+  it("adds the switch there and back, each its commands and the whole steady wait, and says so", async () => {
+    const plain = await worstCase(await trail([]), settings, NOW);
+    const worst = await worstCase(await trail([]), settings, NOW, null, { steadyTimeoutSeconds: 20 });
+    expect(worst.whisperSeconds).toBe(2 * (5 + 20));
+    expect(worst.totalSeconds).toBe(plain.totalSeconds + 50);
+    expect(worst.basis).toContain("Whisper there and back 2 × (commands 5 s (default) + steady wait ≤ 20 s)");
+    expect(plain).toMatchObject({ whisperSeconds: 0 });
+  });
+
+  it("takes the commands' time from the switches measured before", async () => {
+    const dir = await testdir();
+    const audit = createAuditFeed({ dir, timeZone: "UTC", now: () => NOW, fsync: false });
+    for (const seconds of [0.4, 0.5, 1.2])
+      await audit.append({ event: "whisper_switched", run_id: "r", from: "small", to: "base", commands_seconds: seconds });
+    const worst = await worstCase(audit, settings, NOW, null, { steadyTimeoutSeconds: 8 });
+    expect(worst.whisperSeconds).toBe(Math.round(2 * (1.1 + 8) * 10) / 10);
+    expect(worst.basis).toContain("Whisper there and back 2 × (commands 1.1 s (p95 of 3) + steady wait ≤ 8 s)");
+  });
+});
+
 describe("worstCase with production's start from its log", () => {
   it("never estimates the restore below production's last start as its log shows it, even before any restore was measured", async () => {
     const none = await worstCase(await trail([]), settings, NOW, 42);
@@ -94,6 +115,7 @@ describe("watchdogDeadlineSeconds", () => {
     canaryTimeoutSeconds: 30,
     canaryStopSeconds: 5,
     restoreSeconds: 20,
+    whisperSeconds: 0,
     restoreMeasured: true,
     totalSeconds: 60,
     basis: "",

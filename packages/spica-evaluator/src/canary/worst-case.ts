@@ -8,6 +8,8 @@ export interface WorstCase {
   canaryTimeoutSeconds: number;
   canaryStopSeconds: number;
   restoreSeconds: number;
+  /** a run that switches Whisper: there and back, each its commands plus the steady wait's timeout; else 0 */
+  whisperSeconds: number;
   /** false while no restore was ever measured (the restore SLA stands in for it) */
   restoreMeasured: boolean;
   totalSeconds: number;
@@ -23,7 +25,10 @@ const DEFAULT_STOP_SECONDS = 5;
 /**
  * A quiesced run's worst case: quiesce + canary timeout + canary stop + restore, each the p95
  * of what the audit trail measured on earlier runs (production_stopped, canary_stopped,
- * production_restored carry `seconds`); before any, 5 s for each stop and the restore SLA. The
+ * production_restored carry `seconds`); before any, 5 s for each stop and the restore SLA. A run
+ * that switches Whisper adds two switches (there, and back before production restarts), each the
+ * p95 of the Whisper commands (whisper_switched's `commands_seconds`, 5 s before any) plus the
+ * whole steady wait it may take (KLR_WHISPER_STEADY_TIMEOUT): no vLLM starts before it. The
  * restore is never below the slowest of the last seven nights nor production's last start as its
  * log shows it: a real vLLM loads its weights in 30–120 s, and fast restores before a slow one
  * must not let the next run overrun its budget.
@@ -34,6 +39,8 @@ export async function worstCase(
   now: Date,
   /** production's last start as its log shows it (production-start.ts), when known */
   productionStartSeconds: number | null = null,
+  /** the run switches Whisper, whose steady wait may take this long */
+  whisper: { steadyTimeoutSeconds: number } | null = null,
 ): Promise<WorstCase> {
   const since = new Date(now.getTime() - LOOKBACK_DAYS * 86_400_000);
   const events = await audit.query({ since });
@@ -72,12 +79,26 @@ export async function worstCase(
     restoreSeconds = logged;
     restoreMeasured = true;
   }
-  const totalSeconds = Math.round((quiesceSeconds + settings.canaryTimeoutSeconds + canaryStopSeconds + restoreSeconds) * 10) / 10;
+  let whisperSeconds = 0;
+  if (whisper) {
+    const values = events
+      .filter((e) => e.event === "whisper_switched" && typeof e.commands_seconds === "number" && Number.isFinite(e.commands_seconds))
+      .map((e) => e.commands_seconds as number);
+    const p = percentile(values, 95);
+    const each = p === null ? DEFAULT_STOP_SECONDS : Math.round(p * 10) / 10;
+    whisperSeconds = Math.round(2 * (each + whisper.steadyTimeoutSeconds) * 10) / 10;
+    parts.push(
+      `Whisper there and back 2 × (commands ${each} s (${p === null ? "default" : `p95 of ${values.length}`}) + steady wait ≤ ${whisper.steadyTimeoutSeconds} s)`,
+    );
+  }
+  const totalSeconds =
+    Math.round((quiesceSeconds + settings.canaryTimeoutSeconds + canaryStopSeconds + restoreSeconds + whisperSeconds) * 10) / 10;
   return {
     quiesceSeconds,
     canaryTimeoutSeconds: settings.canaryTimeoutSeconds,
     canaryStopSeconds,
     restoreSeconds,
+    whisperSeconds,
     restoreMeasured,
     totalSeconds,
     basis: parts.join(" + "),

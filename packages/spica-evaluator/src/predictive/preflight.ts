@@ -1,10 +1,11 @@
-import type { Config } from "@gpu-canary/config";
+import { type Config, splitArguments } from "@gpu-canary/config";
 import { GpuCanaryError } from "@gpu-canary/errors";
 import type { Gpu, GpuProbe } from "@gpu-canary/gpu-probe";
+import { KV_CACHE_MEMORY_FLAG, setsKvCacheBytes } from "@gpu-canary/vllm-control";
 import type { Candidate } from "../candidate.ts";
 import { type MemoryPrediction, VLLM_CONTEXT_BYTES, predictMemory } from "./memory-model.ts";
 import { readModelShape } from "./model-config.ts";
-import { accountingFor } from "./vllm-accounting.ts";
+import { type EngineChoice, accountingFor } from "./vllm-accounting.ts";
 import { readVllmSeen, rememberVllmSeen } from "./vllm-seen.ts";
 import { readWeightBytes } from "./weights.ts";
 import { whisperBytes } from "./whisper-footprint.ts";
@@ -21,10 +22,19 @@ export interface PreflightDeps {
   askVersion: () => Promise<string>;
   /** production vLLM's own PIDs (its unit's or port's process tree), beyond the name match */
   productionPids?: () => Promise<ReadonlySet<number>>;
+  /** the environment production runs with, and where it was read (null when it cannot be read) */
+  productionEnv?: () => Promise<{ env: Record<string, string>; source: string } | null>;
   now: () => Date;
 }
 
-export type Prediction = MemoryPrediction & { vllmVersion: string | null; versionSource: string; whisperBasis: string; gpuIndex: number };
+export type Prediction = MemoryPrediction & {
+  vllmVersion: string | null;
+  versionSource: string;
+  /** the engine whose accounting applies */
+  vllmEngine: "V0" | "V1";
+  whisperBasis: string;
+  gpuIndex: number;
+};
 
 export interface PreflightResult {
   ok: boolean;
@@ -94,6 +104,29 @@ async function resolveVersion(deps: PreflightDeps, use: GpuUse): Promise<{ versi
   }
 }
 
+/**
+ * Production's flags that size the KV cache in bytes (under either name: vLLM's log suggests
+ * `--kv-cache-memory`, its CLI knows `--kv-cache-memory-bytes`, vllm-project/vllm#52600) make vLLM
+ * ignore --gpu-memory-utilization (vllm-project/vllm#21489): the prediction says so, naming the real flag.
+ */
+function kvBytesNote(config: Pick<Config, "vllmExtraArgs">): string | null {
+  const split = config.vllmExtraArgs ? splitArguments(config.vllmExtraArgs) : null;
+  if (!split?.ok || !setsKvCacheBytes(split.value)) return null;
+  return `KLR_VLLM_EXTRA_ARGS sizes the KV cache with ${KV_CACHE_MEMORY_FLAG}: vLLM then ignores --gpu-memory-utilization, so this prediction for a utilization does not describe it`;
+}
+
+/**
+ * VLLM_USE_V1 as production runs: its own environment says it first, KLR_VLLM_EXTRA_ENV (what the
+ * operator says production runs with, given to the canary too) otherwise.
+ */
+async function engineChoice(deps: PreflightDeps): Promise<EngineChoice | null> {
+  const production = await deps.productionEnv?.().catch(() => null);
+  const running = production?.env.VLLM_USE_V1;
+  if (production && running !== undefined) return { useV1: running, source: production.source };
+  const set = deps.config.vllmExtraEnv?.VLLM_USE_V1;
+  return set === undefined ? null : { useV1: set, source: "KLR_VLLM_EXTRA_ENV" };
+}
+
 function failures(prediction: MemoryPrediction): string {
   return prediction.checks
     .filter((c) => !c.ok)
@@ -115,7 +148,7 @@ export async function runPreflight(
   const [report, pids] = await Promise.all([deps.probe.report(), deps.productionPids?.() ?? Promise.resolve(new Set<number>())]);
   const production = useOf(report.gpus, config.productionGpuId, "production", config, pids);
   const { version, source } = await resolveVersion(deps, production);
-  const accounting = accountingFor(version);
+  const accounting = accountingFor(version, await engineChoice(deps));
   const shape = await readModelShape(config.modelPath);
   const weights = await readWeightBytes(config.modelPath, shape);
   const whisper = whisperBytes(candidate.whisperModelSize, config.whisperSize, production.whisperMeasuredBytes);
@@ -130,7 +163,12 @@ export async function runPreflight(
     ...(config.maxNumSeqs !== undefined ? { maxNumSeqs: config.maxNumSeqs } : {}),
     ...(config.maxNumBatchedTokens !== undefined ? { maxNumBatchedTokens: config.maxNumBatchedTokens } : {}),
   };
-  const extra = { vllmVersion: version, versionSource: source, whisperBasis: whisper.basis };
+  const extra = {
+    vllmVersion: version,
+    versionSource: source,
+    vllmEngine: accounting.v1 ? ("V1" as const) : ("V0" as const),
+    whisperBasis: whisper.basis,
+  };
   const predicted: Prediction = {
     ...predictMemory({
       ...common,
@@ -158,7 +196,8 @@ export async function runPreflight(
       gpuIndex: use.gpu.index,
     };
   }
-  const versionNote = accounting.note ? ` (${accounting.note})` : "";
+  const notes = [accounting.note, kvBytesNote(config)].filter((n): n is string => n !== null);
+  const notesText = notes.length > 0 ? ` (${notes.join("; ")})` : "";
   if (options.besideSleepingProduction && predicted.ok) {
     // A quiesced canary in sleep mode runs beside what the sleeping production keeps on the card
     // (its CUDA context and graphs): measured on an earlier run, else vLLM's context and graphs.
@@ -174,19 +213,19 @@ export async function runPreflight(
     if (!beside.ok) {
       return {
         ok: false,
-        reason: `fits GPU ${production.gpu.index}, but not beside the sleeping production's ${gib(residue)} (${seen?.sleep_residue_mib != null ? "measured" : "estimated"}; KLR_QUIESCE=sleep): ${failures(beside)}${versionNote}`,
+        reason: `fits GPU ${production.gpu.index}, but not beside the sleeping production's ${gib(residue)} (${seen?.sleep_residue_mib != null ? "measured" : "estimated"}; KLR_QUIESCE=sleep): ${failures(beside)}${notesText}`,
         predicted,
         spare,
       };
     }
   }
   if (!predicted.ok) {
-    return { ok: false, reason: `does not fit GPU ${production.gpu.index}: ${failures(predicted)}${versionNote}`, predicted, spare };
+    return { ok: false, reason: `does not fit GPU ${production.gpu.index}: ${failures(predicted)}${notesText}`, predicted, spare };
   }
   if (spare && !spare.ok) {
     return {
       ok: false,
-      reason: `fits production's GPU but not the spare GPU ${spare.gpuIndex}: ${failures(spare)}${versionNote}`,
+      reason: `fits production's GPU but not the spare GPU ${spare.gpuIndex}: ${failures(spare)}${notesText}`,
       predicted,
       spare,
     };
@@ -196,7 +235,7 @@ export async function runPreflight(
     reason:
       `fits GPU ${production.gpu.index}: vLLM ${gib(predicted.requestedBytes)} leaves a KV cache of ${gib(predicted.kvCacheBytes)} ` +
       `(${predicted.kvTokens} tokens, ${predicted.maxConcurrency.toFixed(2)}× ${maxModelLen}-token requests) beside Whisper ${candidate.whisperModelSize} ` +
-      `(${gib(whisper.bytes)}); vLLM ${version ?? "version unknown"} accounting${versionNote}`,
+      `(${gib(whisper.bytes)}); vLLM ${version ?? "version unknown"} accounting${notesText}`,
     predicted,
     spare,
   };
