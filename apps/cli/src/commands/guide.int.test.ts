@@ -16,7 +16,8 @@ function guideCommands(): string[] {
   const text = readFileSync(GUIDE, "utf8").replaceAll("\\|", "|");
   const found = [
     ...text.matchAll(/`(gpu-canary [^`]+)`/g),
-    ...text.matchAll(/^(gpu-canary [^\n#]+)/gm),
+    // a line of a fenced code block (prose may begin with the name too: "gpu-canary needs no root.")
+    ...[...text.matchAll(/^```[^\n]*\n([\s\S]*?)^```/gm)].flatMap((block) => [...(block[1] ?? "").matchAll(/^(gpu-canary [^\n#]+)/gm)]),
     // inside a shell's command substitution: jq . "$(gpu-canary budget --json | jq -r .path)"
     ...text.matchAll(/\$\((gpu-canary [^)`\n]+)\)/g),
   ].map((m) => (m[1] ?? "").trim());
