@@ -1,4 +1,12 @@
-export { ACCOUNT_MAX_AGE_MS, DIRECTION, classifyLine, cleanLine, createOomDetector, memoryAccountOf } from "./oom-classifier.ts";
+export {
+  ACCOUNT_MAX_AGE_MS,
+  DIRECTION,
+  classifyLine,
+  cleanLine,
+  createOomDetector,
+  memoryAccountOf,
+  recordMessage,
+} from "./oom-classifier.ts";
 export type { OomEvent, OomKind } from "./oom-classifier.ts";
 export { INTENT_KINDS, IntentError, createIntentStore, intentInputSchema, intentSchema, parseIntentInput } from "./intents.ts";
 export type { ClaimedIntent, Intent, IntentInput, IntentKind, IntentState, IntentStore, IntentStoreDeps } from "./intents.ts";

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { type OomKind, classifyLine, createOomDetector } from "./oom-classifier.ts";
+import { type OomKind, classifyLine, createOomDetector, recordMessage } from "./oom-classifier.ts";
 
 // Real lines from public threads; each names its source.
 const OOM: [OomKind, string, string][] = [
@@ -96,6 +96,28 @@ describe("classifyLine", () => {
         `(APIServer pid=1) INFO 10-01 18:43:29 [logger.py:71] Generated response chatcmpl-9a: output: '${said}', finish_reason: stop`,
       ),
     ).toBeNull();
+  });
+
+  // Any other record of vLLM's that quotes a client's words: the ignored-fields warning names the
+  // request's unknown keys (shape: vllm-project/vllm#40329, protocol.py), which a client chooses.
+  // Only a message that begins with the failure is vLLM's: neither the request logger's words nor
+  // "prompt:" need be there for a quote to be a quote.
+  it.each(OOM)("not from a client's words quoted in another record: %s", (_kind, line) => {
+    const said = line.replace(/^.*?\] /, "");
+    expect(
+      classifyLine(
+        `Feb 21 16:58:46 gpu-host env[3210]: (APIServer pid=3210) WARNING 02-21 16:58:46 [protocol.py:53] The following fields were present in the request but ignored: {'${said}'}`,
+      ),
+    ).toBeNull();
+  });
+
+  it("reads the message behind every prefix its carrier and vLLM's logger put before it", () => {
+    expect(
+      recordMessage("vllm-1  | 2026-02-24T20:21:58.123Z (EngineCore_DP0 pid=6940) ERROR 04-05 01:12:55 [core.py:390] ValueError: x"),
+    ).toBe("ValueError: x");
+    expect(recordMessage("Nov 28 03:12:09 gpu-host vllm[1234]: INFO 11-28 03:12:09 engine.py:366] Received request r: prompt: 'y'")).toBe(
+      "Received request r: prompt: 'y'",
+    );
   });
 
   it("ignores empty, binary and absurdly long lines", () => {

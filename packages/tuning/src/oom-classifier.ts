@@ -15,19 +15,22 @@ export const DIRECTION: Record<OomKind, "more" | "less"> = {
   oom_startup_free_memory: "less",
 };
 
-// vLLM's and PyTorch's texts across versions (sources in oom-classifier.test.ts).
+// vLLM's and PyTorch's texts across versions (sources in oom-classifier.test.ts). Each is matched
+// at the start of a record's message, after the exception's name when there is one.
 const PATTERNS: { kind: OomKind; pattern: RegExp }[] = [
-  { kind: "oom_startup_free_memory", pattern: /Free memory on device\b.*\bon startup is less than desired GPU memory utilization/i },
-  { kind: "oom_kv_cache", pattern: /No available memory for the cache blocks/i },
-  { kind: "oom_max_model_len", pattern: /max seq len \(\d+\) is larger than the maximum number of tokens that can be stored in KV cache/i },
-  { kind: "oom_max_model_len", pattern: /To serve at least one request with the models?'s max seq len/i },
-  { kind: "oom_runtime", pattern: /CUDA out of memory occurred when warming up/i },
-  { kind: "oom_runtime", pattern: /(?:torch\.(?:cuda\.)?OutOfMemoryError|RuntimeError): CUDA out of memory\b/i },
-  { kind: "oom_runtime", pattern: /^CUDA out of memory\. Tried to allocate/i },
+  { kind: "oom_startup_free_memory", pattern: /^Free memory on device\b.*\bon startup is less than desired GPU memory utilization/i },
+  { kind: "oom_kv_cache", pattern: /^No available memory for the cache blocks/i },
+  {
+    kind: "oom_max_model_len",
+    pattern: /^(?:(?:The|This) models?'s )?max seq len \(\d+\) is larger than the maximum number of tokens that can be stored in KV cache/i,
+  },
+  { kind: "oom_max_model_len", pattern: /^To serve at least one request with the models?'s max seq len/i },
+  { kind: "oom_runtime", pattern: /^CUDA out of memory occurred when warming up/i },
+  // PyTorch's allocator text, under torch.OutOfMemoryError, torch.cuda.OutOfMemoryError or RuntimeError.
+  { kind: "oom_runtime", pattern: /^CUDA out of memory\b/i },
 ];
 
-// ANSI colour codes, then the prefixes put before vLLM's own text: journald/syslog, docker
-// timestamps, process tags ("(EngineCore_DP0 pid=7476)"), log levels and source locations.
+// ANSI colour codes, as a terminal-minded logger or a container runtime may add them.
 // eslint-disable-next-line no-control-regex
 const ANSI = /\u001b\[[0-9;?]*[ -/]*[@-~]/g;
 
@@ -43,24 +46,52 @@ export function cleanLine(line: string): string {
 }
 
 /**
- * The kind of out-of-memory failure a vLLM log line reports, or null. Only a line that states
- * the error counts: the source lines of a traceback (`raise ValueError("No available memory …"`)
- * and advice ("if you are running out of memory, consider …") do not.
+ * What a log's carrier and vLLM's logger put before a record's message, peeled off one at a time:
+ * a docker compose service (`vllm-1  | `), an ISO time (docker --timestamps, `[2026-02-24T20:21:58Z]`),
+ * journald's or syslog's short form (`Nov 28 03:12:09 gpu-host vllm[1234]: `), vLLM's process tag
+ * (`(EngineCore_DP0 pid=6940) `, `(VllmWorker rank=7 pid=10948) `) and vLLM's logger
+ * (`ERROR 04-05 01:12:55 [core.py:390] `, older `ERROR 11-18 18:07:28 engine.py:366] `).
+ */
+const PREFIXES = [
+  /^[\w.-]+\s+\|\s+/,
+  /^\[?\d{4}-\d\d-\d\dT[\d:.,]+(?:Z|[+-]\d\d:?\d\d)?\]?\s+/,
+  /^[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ [^\s:[]+(?:\[\d+\])?:\s+/,
+  /^\([\w.-]+(?: [\w.-]+=[\w.-]+)*\)\s+/,
+  /^(?:DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)\s+(?:\d\d-\d\d\s+)?(?:\d\d:\d\d:\d\d(?:\.\d+)?\s+)?\[?[\w./-]+(?::\d+)?\]\s*/,
+];
+
+/** A traceback's exception line: `ValueError: …`, `torch.OutOfMemoryError: …`. */
+const EXCEPTION = /^[A-Za-z_][\w.]*(?:Error|Exception):\s+/;
+
+/** A record's message: the line without the prefixes its carrier and vLLM's logger put before it. */
+export function recordMessage(text: string): string {
+  let message = text;
+  for (let peeled = true; peeled;) {
+    peeled = false;
+    for (const prefix of PREFIXES) {
+      const match = prefix.exec(message);
+      if (match && match[0].length > 0) {
+        message = message.slice(match[0].length);
+        peeled = true;
+      }
+    }
+  }
+  return message;
+}
+
+/**
+ * The kind of out-of-memory failure a vLLM log line reports, or null. Only vLLM's own record of
+ * the error counts: its message (after the log's prefixes and the exception's name) must begin
+ * with the failure's text. So text quoted inside a logged request or response — a user's prompt
+ * (`Received request …: prompt: '… No available memory for the cache blocks …'`) — never does, nor
+ * a traceback's source line (`raise ValueError("No available memory …"`) or advice ("If you are
+ * running out of memory, consider …").
  */
 export function classifyLine(line: string): OomKind | null {
   const text = cleanLine(line);
   if (text.length === 0 || text.length > 8192) return null;
-  if (/\braise\s+\w+\(/.test(text) || /^\s*(?:\S+\s+)*File "/.test(text)) return null;
-  for (const { kind, pattern } of PATTERNS) {
-    const match = pattern.exec(text);
-    if (!match) continue;
-    // Text inside a logged request or response is a user's, not vLLM's: a prompt quoting an
-    // out-of-memory message must never become an intent (in canary mode, a production stop).
-    if (REQUEST_LOG.test(text.slice(0, match.index))) return null;
-    // The message itself is the error, not a suggestion about one.
-    if (/\bif (?:you are )?(?:running )?out[- ]of[- ]memory\b/i.test(text)) return null;
-    return kind;
-  }
+  const message = recordMessage(text).replace(EXCEPTION, "");
+  for (const { kind, pattern } of PATTERNS) if (pattern.test(message)) return kind;
   return null;
 }
 
