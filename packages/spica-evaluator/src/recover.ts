@@ -2,9 +2,9 @@ import { rm } from "node:fs/promises";
 import { GpuCanaryError, messageOf } from "@gpu-canary/errors";
 import { GpuLockUnreadableError, type GpuLockRecord, timeOf } from "@gpu-canary/gpu-lock";
 import { nightOf } from "@gpu-canary/policy";
-import { readArmFile, stopProcessGroup } from "@gpu-canary/vllm-control";
+import { productionServes, readArmFile, restoreUnlessServing, stopProcessGroup } from "@gpu-canary/vllm-control";
 import { armFilePath, auditReport, auditWatchdogReports, reportFor, waitForWatchdog } from "./canary/watchdog-reports.ts";
-import { chargeOutage, notRestored, restoreUnlessServing, switchWhisperSeen } from "./canary/undoing.ts";
+import { chargeOutage, notRestored, switchWhisperSeen } from "./canary/undoing.ts";
 import { type RunContext, restorePlanOf } from "./context.ts";
 
 export interface RecoveryOutcome {
@@ -125,14 +125,7 @@ export async function recoverIfCrashed(ctx: RunContext): Promise<RecoveryOutcome
   return recover(ctx);
 }
 
-async function serves(ctx: RunContext): Promise<boolean> {
-  try {
-    await ctx.production.servesCompletion({ timeoutMs: 5000 });
-    return true;
-  } catch {
-    return false;
-  }
-}
+const serves = (ctx: RunContext): Promise<boolean> => productionServes(restorePlanOf(ctx.config, ctx.env, ctx.config.quiesce), 5000);
 
 async function finishCrashedRun(
   ctx: RunContext,

@@ -13,14 +13,23 @@ export { descendants, groupMembers, isAlive, listenersOf, readEnviron, readProc,
 export type { ProcInfo } from "./procfs.ts";
 export { createProductionService } from "./production-service.ts";
 export type { ProductionService, ProductionServiceDeps, ServiceManager } from "./production-service.ts";
-export { productionServes, restoreProduction } from "./restore.ts";
+export { productionServes, restoreProduction, restoreUnlessServing } from "./restore.ts";
+export type { Restored } from "./restore.ts";
 export type { RestorePlan } from "./restore.ts";
 export { runOperatorCommand } from "./shell.ts";
 export { armWatchdog, armFileSchema, readArmFile, watchdogLogPath, watchdogPidPath, watchdogRunning } from "./watchdog.ts";
 export { chooseWatchdogLaunch, hostLaunchFacts, lingerEnabled, userManagerRuntimeDir } from "./watchdog-launch.ts";
 export type { LaunchFacts, WatchdogLaunch } from "./watchdog-launch.ts";
 export type { ArmFile, ArmOptions, Watchdog, WatchdogReport, WhisperBack } from "./watchdog.ts";
-export { STEADY_DEFAULTS, readingsAgree, switchWhisper, waitWhisperSteady, whisperConfigured, whisperFootprint } from "./whisper.ts";
+export {
+  STEADY_DEFAULTS,
+  readingsAgree,
+  switchWhisper,
+  waitWhisperSteady,
+  whisperConfigured,
+  whisperFootprint,
+  whisperProcesses,
+} from "./whisper.ts";
 export type { SteadyOptions, SteadyWhisper, WhisperControlDeps } from "./whisper.ts";
 export { productionLogTail } from "./production-log.ts";
 export type { ProductionLogSource } from "./production-log.ts";

@@ -62,3 +62,26 @@ export async function restoreProduction(plan: RestorePlan, signal?: AbortSignal)
   }
   throw lastError instanceof Error ? lastError : new Error(`production did not serve within ${plan.serveTimeoutMs} ms`);
 }
+
+export interface Restored {
+  servingAt: Date;
+  seconds: number;
+  /** production already served: nothing was started (a second start could launch a second instance) */
+  alreadyServing: boolean;
+}
+
+/**
+ * Restore production unless it already serves — the run's undo, `recover` and the watchdog all
+ * restore this way. `serving` is how to tell (default: a quick completion, asked only of a stopped
+ * production: waking an awake vLLM is harmless, and a probe of a sleeping one may hang); `starting`
+ * runs just before a start is issued (the watchdog is told, so it never issues a second).
+ */
+export async function restoreUnlessServing(
+  plan: RestorePlan,
+  options: { serving?: () => Promise<boolean>; starting?: () => Promise<void> } = {},
+): Promise<Restored> {
+  const serving = options.serving ?? (async () => plan.quiesce === "stop" && (await productionServes(plan, 3000)));
+  if (await serving()) return { servingAt: new Date(), seconds: 0, alreadyServing: true };
+  await options.starting?.();
+  return { ...(await restoreProduction(plan)), alreadyServing: false };
+}

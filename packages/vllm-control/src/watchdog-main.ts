@@ -5,7 +5,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { messageOf } from "@gpu-canary/errors";
 import { createProcessInspector, writeJsonAtomic } from "@gpu-canary/state-file";
 import { stopProcessGroup } from "./procfs.ts";
-import { productionServes, restoreProduction } from "./restore.ts";
+import { productionServes, restoreUnlessServing } from "./restore.ts";
 import { switchWhisper } from "./whisper.ts";
 import { type ArmFile, type WatchdogReport, readArmFile, watchdogPidPath } from "./watchdog.ts";
 
@@ -85,18 +85,16 @@ async function fire(arm: ArmFile, reason: string): Promise<void> {
   // best do nothing and at worst (a start command) launch a second instance beside it. One the run
   // was starting is given the time its start takes before a second start is issued.
   const inProgress = startInProgressUntil(arm);
-  const wasServing = inProgress !== null ? await servesBy(arm, inProgress) : await productionServes(arm.restore, 3000);
-  if (wasServing) {
-    servingAt = new Date();
-    seconds = 0;
-  } else {
-    try {
-      const restored = await restoreProduction(arm.restore);
-      servingAt = restored.servingAt;
-      seconds = restored.seconds;
-    } catch (e) {
-      error = messageOf(e);
-    }
+  // Asked in both modes: the run may have died after waking it, and a probe here is bounded.
+  const serving = () => (inProgress !== null ? servesBy(arm, inProgress) : productionServes(arm.restore, 3000));
+  let wasServing = false;
+  try {
+    const restored = await restoreUnlessServing(arm.restore, { serving });
+    wasServing = restored.alreadyServing;
+    servingAt = restored.servingAt;
+    seconds = restored.seconds;
+  } catch (e) {
+    error = messageOf(e);
   }
   const report: WatchdogReport = {
     run_id: arm.run_id,

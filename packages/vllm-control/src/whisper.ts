@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import type { GpuProbe } from "@gpu-canary/gpu-probe";
+import type { GpuProbe, GpuProcess } from "@gpu-canary/gpu-probe";
 import { ControlError } from "./errors.ts";
 import { runOperatorCommand } from "./shell.ts";
 
@@ -41,15 +41,19 @@ async function whisperOnGpu(
   uuid: string | undefined,
   exclude: ReadonlySet<number> = new Set(),
 ): Promise<{ pids: number[]; mib: number | null }> {
-  const match = deps.processMatch.toLowerCase();
-  const mine = (await deps.probe.queryProcesses()).filter(
-    (p) => p.gpuUuid === uuid && p.name.toLowerCase().includes(match) && !exclude.has(p.pid),
-  );
+  const mine = (await whisperProcesses(deps, uuid)).filter((p) => !exclude.has(p.pid));
   return { pids: mine.map((p) => p.pid), mib: mine.length === 0 ? null : mine.reduce((sum, p) => sum + (p.usedMemoryMib ?? 0), 0) };
 }
 
 const gpuUuid = async (deps: WhisperControlDeps & { probe: GpuProbe }) =>
   (await deps.probe.queryGpus()).gpus.find((g) => g.index === deps.gpuIndex)?.uuid;
+
+/** The Whisper processes (KLR_WHISPER_PROCESS) nvidia-smi shows on Whisper's GPU; `uuid` spares a query when known. */
+export async function whisperProcesses(deps: WhisperControlDeps & { probe: GpuProbe }, uuid?: string): Promise<GpuProcess[]> {
+  const gpu = uuid ?? (await gpuUuid(deps));
+  const match = deps.processMatch.toLowerCase();
+  return (await deps.probe.queryProcesses()).filter((p) => p.gpuUuid === gpu && p.name.toLowerCase().includes(match));
+}
 
 /** Whisper's current GPU footprint in MiB (null when nvidia-smi does not show it); `uuid` spares a query when known. */
 export async function whisperFootprint(deps: WhisperControlDeps, uuid?: string): Promise<number | null> {

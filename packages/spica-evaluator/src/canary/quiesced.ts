@@ -1,6 +1,13 @@
 import { messageOf } from "@gpu-canary/errors";
 import type { GpuLockHandle } from "@gpu-canary/gpu-lock";
-import { type CanaryProcess, type RestorePlan, type Watchdog, armWatchdog } from "@gpu-canary/vllm-control";
+import {
+  type CanaryProcess,
+  type RestorePlan,
+  type Restored,
+  type Watchdog,
+  armWatchdog,
+  restoreUnlessServing,
+} from "@gpu-canary/vllm-control";
 import type { Candidate } from "../candidate.ts";
 import { type RunContext, productionServiceOf, restorePlanOf } from "../context.ts";
 import { rememberVllmSeen } from "../predictive/vllm-seen.ts";
@@ -8,16 +15,7 @@ import { armFilePath, runReportPath } from "./watchdog-reports.ts";
 import type { Measured } from "../result.ts";
 import { type JournalPatch, type Step, HaltUnwind, runSteps, stepIoOf } from "./steps.ts";
 import { type TestVerdict, launch, productionBaseline, testAndJudge } from "./test-canary.ts";
-import {
-  type Restored,
-  chargeOutage,
-  notRestored,
-  restoreUnlessServing,
-  stopCanary,
-  switchWhisperSeen,
-  switchesWhisper,
-  whisperProcesses,
-} from "./undoing.ts";
+import { chargeOutage, notRestored, stopCanary, switchWhisperSeen, switchesWhisper, whisperOnCard } from "./undoing.ts";
 import { type WorstCase, watchdogDeadlineSeconds } from "./worst-case.ts";
 
 /** One quiesced run as it goes: what the steps did so far, for their undos. */
@@ -120,7 +118,9 @@ export const quiescedSteps: Step<QuiescedRun>[] = [
       do: async (s) => {
         try {
           // Telling the watchdog is worth a try, never the restore itself (a full disk fails that write).
-          s.restored = await restoreUnlessServing(s.plan, () => s.watchdog?.restoring().catch(() => undefined) ?? Promise.resolve());
+          s.restored = await restoreUnlessServing(s.plan, {
+            starting: () => s.watchdog?.restoring().catch(() => undefined) ?? Promise.resolve(),
+          });
         } catch (error) {
           // Production is not back: the watchdog stays armed and retries at its deadline; the lock keeps the journal for `recover`.
           throw new HaltUnwind(notRestored(error, "the canary run"));
@@ -181,7 +181,7 @@ export const quiescedSteps: Step<QuiescedRun>[] = [
       await s.handle.journal({ canary_pgid: s.canary.pgid });
       await s.watchdog?.setCanary(s.canary.pgid);
       s.canary.release();
-      if (!switchesWhisperNow(s)) s.whisperSeen = (await whisperProcesses(s.ctx).catch(() => [])).length > 0;
+      if (!switchesWhisperNow(s)) s.whisperSeen = (await whisperOnCard(s.ctx).catch(() => [])).length > 0;
       return { port: s.ctx.config.canaryPort, gpu_index: s.ctx.config.productionGpuId, path: "quiesced", pgid: s.canary.pgid };
     },
     event: "canary_started",

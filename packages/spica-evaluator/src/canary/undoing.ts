@@ -4,10 +4,9 @@ import {
   type CanaryProcess,
   type RestorePlan,
   type WhisperControlDeps,
-  productionServes,
-  restoreProduction,
   switchWhisper,
   whisperConfigured,
+  whisperProcesses,
 } from "@gpu-canary/vllm-control";
 import type { Candidate } from "../candidate.ts";
 import type { RunContext } from "../context.ts";
@@ -33,10 +32,8 @@ export function switchesWhisper(ctx: Pick<RunContext, "config" | "probe" | "env"
 }
 
 /** The Whisper processes nvidia-smi shows on the production GPU. */
-export async function whisperProcesses(ctx: Pick<RunContext, "config" | "probe">): Promise<GpuProcess[]> {
-  const uuid = (await ctx.probe.queryGpus()).gpus.find((g) => g.index === ctx.config.productionGpuId)?.uuid;
-  const match = ctx.config.whisperProcess.toLowerCase();
-  return (await ctx.probe.queryProcesses()).filter((p) => p.gpuUuid === uuid && p.name.toLowerCase().includes(match));
+export function whisperOnCard(ctx: Pick<RunContext, "config" | "probe" | "env">): Promise<GpuProcess[]> {
+  return whisperProcesses({ ...whisperDepsOf(ctx), probe: ctx.probe });
 }
 
 const described = (processes: GpuProcess[]) =>
@@ -54,12 +51,12 @@ export async function switchWhisperSeen(
   from: string,
   to: string,
 ): Promise<AuditFields> {
-  const before = await whisperProcesses(ctx);
+  const before = await whisperOnCard(ctx);
   const { footprintMib, steady, commandsSeconds } = await switchWhisper(whisperDepsOf(ctx), from, to, 30_000, {
     timeoutMs: ctx.config.whisperSteadyTimeoutSeconds * 1000,
     ...(ctx.whisperPollMs !== undefined ? { pollMs: ctx.whisperPollMs } : {}),
   });
-  const after = await whisperProcesses(ctx);
+  const after = await whisperOnCard(ctx);
   const stale = after.filter((p) => before.some((b) => b.pid === p.pid));
   if (to !== "none" && (after.length === 0 || stale.length > 0)) {
     throw new GpuCanaryError(
@@ -80,25 +77,6 @@ export async function switchWhisperSeen(
     commands_seconds: commandsSeconds,
     ...(steady ? { steady_readings_mib: steady.readingsMib, steady_seconds: steady.seconds } : {}),
   };
-}
-
-export interface Restored {
-  servingAt: Date;
-  seconds: number;
-  /** production already served: nothing was started (a second start could launch a second instance) */
-  alreadyServing: boolean;
-}
-
-/**
- * Bring production back; a stopped production that already serves is left alone. `starting` is
- * called as the start is issued, so the watchdog waits for that start instead of issuing a second.
- */
-export async function restoreUnlessServing(plan: RestorePlan, starting?: () => Promise<void>): Promise<Restored> {
-  // Waking an awake vLLM is harmless, and a sleeping one may hang a probe instead of refusing it.
-  if (plan.quiesce === "stop" && (await productionServes(plan, 3000))) return { servingAt: new Date(), seconds: 0, alreadyServing: true };
-  await starting?.();
-  const restored = await restoreProduction(plan);
-  return { ...restored, alreadyServing: false };
 }
 
 export function notRestored(error: unknown, by: "the canary run" | "recovery"): GpuCanaryError {
