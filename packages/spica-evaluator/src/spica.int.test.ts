@@ -337,6 +337,16 @@ describe("canary mode on the simulated host", () => {
   // A run that switches Whisper counts both switches and their steady waits in its worst case: a budget that affords them.
   const roomy = { KLR_GPU_MAINTENANCE_MAX_DOWNTIME: "300" };
 
+  it("without Whisper's commands a candidate's other size is not verified, though a Whisper runs (at the old size)", async () => {
+    const s = await site({ whisper: "small" });
+    await s.startWhisper();
+    const config = { ...s.config, whisperStopCommand: undefined, whisperStartCommand: undefined };
+    const result = await s.evaluator({ config }).runTest({ vllm_memory_util: 0.75, whisper_model_size: "base" });
+    expect(result.status).toBe("passed");
+    expect(JSON.parse(readFileSync(result.promotionPath ?? "", "utf8"))).toMatchObject({ whisper_verified: false });
+    expect(whispers(s.hostFile)).toEqual(["whisper-server (small)"]);
+  }, 120_000);
+
   it("Whisper at the candidate's size: nvidia-smi shows it and no other before the canary starts, each switch is audited", async () => {
     const s = await site({ whisper: "small", settings: roomy });
     await s.startWhisper();

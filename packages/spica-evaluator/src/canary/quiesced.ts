@@ -181,7 +181,10 @@ export const quiescedSteps: Step<QuiescedRun>[] = [
       await s.handle.journal({ canary_pgid: s.canary.pgid });
       await s.watchdog?.setCanary(s.canary.pgid);
       s.canary.release();
-      if (!switchesWhisperNow(s)) s.whisperSeen = (await whisperOnCard(s.ctx).catch(() => [])).length > 0;
+      // Not switched, the Whisper on the card runs at the configured size: it verifies only a candidate of that size.
+      if (!switchesWhisperNow(s))
+        s.whisperSeen =
+          s.candidate.whisperModelSize === s.ctx.config.whisperSize && (await whisperOnCard(s.ctx).catch(() => [])).length > 0;
       return { port: s.ctx.config.canaryPort, gpu_index: s.ctx.config.productionGpuId, path: "quiesced", pgid: s.canary.pgid };
     },
     event: "canary_started",
