@@ -1,4 +1,4 @@
-import { writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { testdir } from "@gpu-canary/testing";
 import { describe, expect, it } from "vitest";
@@ -23,6 +23,7 @@ describe("the command line", () => {
       "observe",
       "tune",
       "gpus",
+      "lock",
     ]) {
       const sub = await cli([command, "--help"], {});
       expect(sub.code).toBe(0);
@@ -54,6 +55,13 @@ describe("the command line", () => {
       expect(result.stderr).toContain(`warning: ${join(home, ".kloros_env")}:1`);
       expect(result.stderr).toContain(`${join(home, ".kloros_env")}:2`);
     }
+  });
+
+  it("prints its package's version with --version", async () => {
+    const result = await cli(["--version"], {});
+    expect(result.code).toBe(0);
+    const pkg = JSON.parse(await readFile(join(import.meta.dirname, "..", "package.json"), "utf8")) as { version: string };
+    expect(result.stdout).toBe(`${pkg.version}\n`);
   });
 
   it("exits 2 on an unknown command or option, without a stack trace", async () => {

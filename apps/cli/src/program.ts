@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
 import { EXIT } from "@gpu-canary/errors";
 import type { GlobalOptions, Io } from "./io.ts";
@@ -9,6 +10,14 @@ const examples = (lines: string[]) => `\nExamples:\n${lines.map((l) => `  $ ${l}
  * The command line. Commands load their modules when they run, so `window` never pays for
  * what `evaluate` needs (cold start is measured by `pnpm bench`).
  */
+/** The version in this package's package.json (src/ and dist/ both sit one level below it). */
+function packageVersion(): string {
+  const parsed: unknown = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8"));
+  return typeof parsed === "object" && parsed !== null && "version" in parsed && typeof parsed.version === "string"
+    ? parsed.version
+    : "unknown";
+}
+
 export function createProgram(io: Io, setExitCode: (code: number) => void): Command {
   const program = new Command("gpu-canary");
   const globals = (command: Command): GlobalOptions => command.optsWithGlobals();
@@ -27,6 +36,7 @@ export function createProgram(io: Io, setExitCode: (code: number) => void): Comm
     .description("Change a production vLLM server's GPU settings without hurting production.")
     .option("--json", 'print one JSON document on stdout (errors as {"error": {code, message, hint}})')
     .option("--debug", "show stack traces of errors")
+    .version(packageVersion(), "-V, --version", "print gpu-canary's version")
     .exitOverride()
     .configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
     .showHelpAfterError("(run with --help for usage)")
@@ -34,7 +44,7 @@ export function createProgram(io: Io, setExitCode: (code: number) => void): Comm
     .addHelpText(
       "after",
       `${examples(["gpu-canary status", "gpu-canary doctor", `gpu-canary evaluate --candidate '{"vllm_memory_util": 0.75, "whisper_model_size": "small"}'`])}
-Exit codes: 0 ok, 1 checked and not passed, 2 usage or settings error, 3 refused by a safety gate, 4 needs an operator.`,
+Exit codes: 0 ok, 1 checked and not passed, 2 usage or settings error, 3 refused by a safety gate, 4 needs an operator; 128+N after signal N.`,
     );
 
   program
@@ -100,7 +110,10 @@ Exit codes: 0 ok, 1 checked and not passed, 2 usage or settings error, 3 refused
       }),
     );
 
-  const lock = program.command("lock").description("the GPU maintenance lock: who holds it, release it, run a command under it");
+  const lock = program
+    .command("lock")
+    .description("the GPU maintenance lock: who holds it, release it, run a command under it")
+    .addHelpText("after", examples(["gpu-canary lock status", "gpu-canary lock release", "gpu-canary lock run --wait 60 -- nvidia-smi"]));
   lock
     .command("status")
     .description("who holds the GPU lock, for how long, alive or stale and why (exit 0 whatever it finds)")

@@ -1,5 +1,5 @@
 import { spawnSync } from "node:child_process";
-import { readdirSync } from "node:fs";
+import { readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { testdir, tsNodeArgs } from "@gpu-canary/testing";
 import { describe, expect, it } from "vitest";
@@ -19,6 +19,10 @@ describe("gpu-canaryd's command line", () => {
     expect(help.stdout).toMatch(/^Usage: gpu-canaryd/);
     expect(help.stdout).toContain("$ KLR_CANARY_MODE=predictive gpu-canaryd");
     expect(parse(["-V"])).toMatchObject({ result: 0, stdout: `${VERSION}\n` });
+    // The package's own version, not a number written twice.
+    expect(VERSION).toBe(
+      (JSON.parse(readFileSync(join(import.meta.dirname, "..", "package.json"), "utf8")) as { version: string }).version,
+    );
     const bad = parse(["--port", "80"]);
     expect(bad.result).toBe(2);
     expect(bad.stderr).toContain("unknown option '--port'");

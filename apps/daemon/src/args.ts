@@ -1,6 +1,13 @@
+import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
 
-export const VERSION = "0.2.0";
+/** The version in this package's package.json (src/ and dist/ both sit one level below it). */
+export const VERSION: string = (() => {
+  const parsed: unknown = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8"));
+  return typeof parsed === "object" && parsed !== null && "version" in parsed && typeof parsed.version === "string"
+    ? parsed.version
+    : "unknown";
+})();
 
 /**
  * gpu-canaryd's command line: it takes no arguments (its settings are KLR_* variables), but
