@@ -154,7 +154,8 @@ export async function createSimSite(dir: string, options: SimSiteOptions = {}): 
     (options.sleepMode === false ? "" : "VLLM_SERVER_DEV_MODE=1 ") +
     `${join(SIM_BIN, "vllm")} --port ${productionPort} --model ${modelPath} --gpu-memory-utilization ${util}${options.sleepMode === false ? "" : " --enable-sleep-mode"} ` +
     `>> ${join(dir, "production.log")} 2>&1 < /dev/null & echo $! > ${pidFile}`;
-  const stop = `kill -TERM "$(cat ${pidFile})"`;
+  // Like `systemctl stop`: stopping a production that is not running succeeds.
+  const stop = `pid="$(cat ${pidFile} 2>/dev/null)"; if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid"; fi`;
   // Whisper's command line names a file of this folder, so cleanup() finds it too.
   const whisperPid = join(dir, "whisper.pid");
   const whisperStart =

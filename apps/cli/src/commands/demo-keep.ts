@@ -1,3 +1,4 @@
+import { existsSync } from "node:fs";
 import { chmod, mkdir, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
@@ -15,6 +16,12 @@ export function selfArgv(): string[] {
     return ["--conditions=@gpu-canary/source", "--import", tsx, join(dirname(here), "..", "bin.ts")];
   }
   return [join(dirname(here), "..", "bin.js")];
+}
+
+/** gpu-canaryd's bin in the same checkout (apps/daemon beside apps/cli), built by `pnpm install`; null elsewhere. */
+function daemonBin(): string | null {
+  const path = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "daemon", "bin", "gpu-canaryd.js");
+  return existsSync(path) ? path : null;
 }
 
 /** A word the shell reads back exactly: single quotes, each quote of its own closed and escaped. */
@@ -55,6 +62,16 @@ export async function keepDemo(dir: string, home: string, env: Record<string, st
     `#!/bin/sh\n# gpu-canary, as \`gpu-canary demo --keep\` ran it\nexec ${[process.execPath, ...selfArgv()].map(shellWord).join(" ")} "$@"\n`,
   );
   await chmod(wrapper, 0o755);
+  // The daemon beside it, in a checkout (the guide's gpu-canaryd commands run as written too).
+  const daemon = daemonBin();
+  if (daemon !== null) {
+    const daemonWrapper = join(bin, "gpu-canaryd");
+    await writeFile(
+      daemonWrapper,
+      `#!/bin/sh\n# gpu-canaryd of this checkout\nexec ${[process.execPath, daemon].map(shellWord).join(" ")} "$@"\n`,
+    );
+    await chmod(daemonWrapper, 0o755);
+  }
 
   // The simulator's own variables (GPU_CANARY_SIM_HOST, …): the stand-ins read them, gpu-canary does not.
   const sim = Object.entries(env).filter(([key]) => !key.startsWith("KLR_"));

@@ -77,22 +77,26 @@ describe("gpu-canary demo", () => {
 
     // An operator's shell, sourcing the env file the demo kept: `gpu-canary` as the guide writes it
     // answers from the kept simulated host, whatever KLR_* settings that shell exported before.
-    const shell = execFileSync("bash", ["-c", 'source "$1" && gpu-canary status --json', "bash", doc.env_file], {
-      cwd: tmpdir(),
-      env: {
-        // Without any gpu-canary of its own: the one the env file puts on PATH must answer.
-        PATH: (process.env.PATH ?? "/usr/bin:/bin")
-          .split(":")
-          .filter((d) => !existsSync(join(d, "gpu-canary")))
-          .join(":"),
-        HOME: tmpdir(),
-        KLR_HOME: "/nonexistent",
-        KLR_ENV_FILE: "/nonexistent/.kloros_env",
-        KLR_VLLM_URL: "http://127.0.0.1:1",
+    const shell = execFileSync(
+      "bash",
+      ["-c", 'source "$1" && gpu-canaryd --version >&2 && gpu-canary status --json', "bash", doc.env_file],
+      {
+        cwd: tmpdir(),
+        env: {
+          // Without any gpu-canary of its own: the one the env file puts on PATH must answer.
+          PATH: (process.env.PATH ?? "/usr/bin:/bin")
+            .split(":")
+            .filter((d) => !existsSync(join(d, "gpu-canary")) && !existsSync(join(d, "gpu-canaryd")))
+            .join(":"),
+          HOME: tmpdir(),
+          KLR_HOME: "/nonexistent",
+          KLR_ENV_FILE: "/nonexistent/.kloros_env",
+          KLR_VLLM_URL: "http://127.0.0.1:1",
+        },
+        encoding: "utf8",
+        timeout: 60_000,
       },
-      encoding: "utf8",
-      timeout: 60_000,
-    });
+    );
     const status = JSON.parse(shell) as {
       budget: { date: string; seconds_used: number };
       gpus: { name: string }[];
