@@ -1,13 +1,6 @@
 import { GpuCanaryError, messageOf } from "@gpu-canary/errors";
 import type { GpuProcess } from "@gpu-canary/gpu-probe";
-import {
-  type CanaryProcess,
-  type RestorePlan,
-  type WhisperControlDeps,
-  switchWhisper,
-  whisperConfigured,
-  whisperProcesses,
-} from "@gpu-canary/vllm-control";
+import { type CanaryProcess, type WhisperControlDeps, switchWhisper, whisperConfigured, whisperProcesses } from "@gpu-canary/vllm-control";
 import type { Candidate } from "../candidate.ts";
 import type { RunContext } from "../context.ts";
 import type { AuditFields } from "./steps.ts";
