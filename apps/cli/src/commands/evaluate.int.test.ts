@@ -10,6 +10,7 @@ import { testdir, tsNodeArgs, until } from "@gpu-canary/testing";
 import { type SimSiteOptions, createSimSite, liveProcesses, readHost } from "@gpu-canary/vllm-sim";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { cli } from "../test-fixtures/cli.ts";
+import { QUIESCED_RUN_PHASES } from "../test-fixtures/phases.ts";
 
 const bin = join(import.meta.dirname, "..", "bin.ts");
 const candidate = JSON.stringify({ vllm_memory_util: 0.75, whisper_model_size: "small" });
@@ -337,19 +338,7 @@ describe("evaluate's progress when stderr is not a terminal (cron, systemd, a pi
     const endedAt = Date.now();
     expect(JSON.parse(json.output().stdout)).toMatchObject({ mode: "canary", status: "passed" });
     const log = progressLog(json.output().stderr);
-    expect(log.phases).toEqual([
-      "started",
-      "admitted",
-      "baseline",
-      "watchdog_armed",
-      "quiescing",
-      "canary_starting",
-      "testing",
-      "canary_stopping",
-      "restoring",
-      "disarming",
-      "finished",
-    ]);
+    expect(log.phases).toEqual([...QUIESCED_RUN_PHASES]);
     expect(log.lines[0]).toContain(`started: candidate ${candidate.replaceAll(" ", "")}`);
     expect(log.lines.find((l) => l.includes(" evaluate: quiescing"))).toContain(
       "quiescing: quiescing production (stop) — the downtime starts now",

@@ -5,6 +5,7 @@ import { testdir } from "@gpu-canary/testing";
 import { createSimSite } from "@gpu-canary/vllm-sim";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { cli } from "../test-fixtures/cli.ts";
+import { QUIESCED_RUN_PHASES } from "../test-fixtures/phases.ts";
 
 // Lines of a vLLM log: ordinary ones, then one failure reported by three workers and the engine.
 const LOG = [
@@ -108,19 +109,7 @@ describe("gpu-canary observe and tune", () => {
     const lines = tuned.stderr.trimEnd().split("\n");
     for (const line of lines) expect(line.startsWith(`${stamp} tune: `)).toBe(true);
     const phases = lines.map((l) => l.slice(stamp.length + 7).split(":")[0]).filter((p, i, all) => p !== all[i - 1]);
-    expect(phases).toEqual([
-      "started",
-      "admitted",
-      "baseline",
-      "watchdog_armed",
-      "quiescing",
-      "canary_starting",
-      "testing",
-      "canary_stopping",
-      "restoring",
-      "disarming",
-      "finished",
-    ]);
+    expect(phases).toEqual([...QUIESCED_RUN_PHASES]);
     expect(lines[0]).toBe(`${stamp} tune: started: intent ${file}`);
     expect(lines.at(-1)).toBe(`${stamp} tune: finished: exit 0`);
   }, 120_000);
