@@ -150,13 +150,17 @@ describe("production under systemd (through the stand-ins)", () => {
     // One call, to the user's manager, given its runtime folder: nothing asked of the system manager.
     const calls = systemdRun.calls();
     expect(calls).toHaveLength(1);
-    expect(calls[0]?.slice(0, 8)).toEqual([
+    expect(calls[0]?.slice(0, 11)).toEqual([
       `XDG_RUNTIME_DIR=${runtimeDir}`,
       "--user",
       "--unit",
       "gpu-canary-watchdog-test-run",
       "--collect",
       "--quiet",
+      // What the watchdog restarts must outlive it; the operator's commands get the run's PATH.
+      "-p",
+      "KillMode=process",
+      `--setenv=PATH=${process.env.PATH ?? ""}`,
       "--",
       process.execPath,
     ]);

@@ -9,13 +9,21 @@ function facts(over: Partial<LaunchFacts>, paths: string[]): LaunchFacts {
 const SYSTEMD = "/run/systemd/system";
 
 describe("where the restore watchdog runs", () => {
-  it("in the user's own manager when its socket is there: from a login ($XDG_RUNTIME_DIR) or a service (/run/user/<uid>)", () => {
-    expect(chooseWatchdogLaunch(facts({ runtimeDir: "/run/user/1001" }, [SYSTEMD, "/run/user/1001/systemd/private"]))).toEqual({
+  it("in the user's own manager when its socket is there and lingering keeps it: from a login ($XDG_RUNTIME_DIR) or a service (/run/user/<uid>)", () => {
+    const LINGER = "/var/lib/systemd/linger/kloros";
+    expect(chooseWatchdogLaunch(facts({ runtimeDir: "/run/user/1001" }, [SYSTEMD, LINGER, "/run/user/1001/systemd/private"]))).toEqual({
       mode: "user",
       runtimeDir: "/run/user/1001",
     });
+    // Without lingering the manager stops after the last session: a dropped SSH login would take the
+    // watchdog along mid-restore. Detached, it survives the logout.
+    const session = chooseWatchdogLaunch(facts({ runtimeDir: "/run/user/1001" }, [SYSTEMD, "/run/user/1001/systemd/private"]));
+    expect(session).toMatchObject({ mode: "detached" });
+    expect(session.mode === "detached" && session.reason).toContain(
+      "(lingering is off): enable lingering with `loginctl enable-linger kloros`",
+    );
     // gpu-canaryd.service has no $XDG_RUNTIME_DIR; lingering keeps the manager (and its folder) up.
-    expect(chooseWatchdogLaunch(facts({ inUnit: true }, [SYSTEMD, "/run/user/1001/systemd/private"]))).toEqual({
+    expect(chooseWatchdogLaunch(facts({ inUnit: true }, [SYSTEMD, LINGER, "/run/user/1001/systemd/private"]))).toEqual({
       mode: "user",
       runtimeDir: "/run/user/1001",
     });

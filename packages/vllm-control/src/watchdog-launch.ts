@@ -55,19 +55,27 @@ export function lingerEnabled(facts: LaunchFacts): boolean | null {
   return facts.user === null ? null : facts.exists(`/var/lib/systemd/linger/${facts.user}`);
 }
 
-/** The rule: root → the system manager; a reachable user manager → it; else detached. */
+/**
+ * The rule: root → the system manager; a user manager that outlives the session (lingering) → it;
+ * else detached. A user manager without lingering stops seconds after the last session ends — an
+ * SSH connection that drops kills the run and then, mid-restore, the watchdog meant to survive it.
+ */
 export function chooseWatchdogLaunch(facts: LaunchFacts): WatchdogLaunch {
   const systemd = facts.exists("/run/systemd/system");
   if (facts.uid === 0 && systemd) return { mode: "system" };
   const runtimeDir = userManagerRuntimeDir(facts);
-  if (runtimeDir !== null) return { mode: "user", runtimeDir };
+  if (runtimeDir !== null && lingerEnabled(facts) === true) return { mode: "user", runtimeDir };
   if (!systemd) return { mode: "detached", reason: "systemd does not run here" };
   const dir = facts.runtimeDir ?? `/run/user/${facts.uid}`;
   const linger = facts.user ? `loginctl enable-linger ${facts.user}` : "loginctl enable-linger";
+  const why =
+    runtimeDir === null
+      ? `no user manager for UID ${facts.uid} (${join(dir, "systemd", "private")} is missing)`
+      : `the user manager of UID ${facts.uid} stops when its last session ends (lingering is off)`;
   return {
     mode: "detached",
     reason:
-      `no user manager for UID ${facts.uid} (${join(dir, "systemd", "private")} is missing): enable lingering with \`${linger}\`` +
+      `${why}: enable lingering with \`${linger}\`` +
       // In a unit's cgroup a detached process is stopped along with the unit.
       (facts.inUnit ? "; a detached watchdog stays in this service's cgroup, so stopping the service stops it too" : ""),
   };

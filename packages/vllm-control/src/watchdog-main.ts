@@ -1,5 +1,5 @@
 // The restore watchdog process: `watchdog-main <arm file>`. See watchdog.ts.
-import { mkdir, rm } from "node:fs/promises";
+import { mkdir, readFile, rm } from "node:fs/promises";
 import { dirname } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { messageOf } from "@gpu-canary/errors";
@@ -117,6 +117,7 @@ async function fire(arm: ArmFile, reason: string): Promise<void> {
   await writeJsonAtomic(arm.report_path, report);
 }
 
+let runId: string | null = null;
 for (;;) {
   let arm: ArmFile | null;
   try {
@@ -125,6 +126,9 @@ for (;;) {
     arm = null;
   }
   if (arm === null || arm.disarmed) break;
+  // The file names another run (this one was disarmed, and the next armed it): its own watchdog watches it.
+  if (runId !== null && arm.run_id !== runId) break;
+  runId = arm.run_id;
   if (armerDead(arm)) {
     // A report it could not write (a full disk) must not leave the arm file behind for recovery to wait on.
     await fire(arm, `the arming process ${arm.armer_pid} died`).catch(() => undefined);
@@ -138,6 +142,11 @@ for (;;) {
   }
   await sleep(50);
 }
-await rm(armFile, { force: true });
-await rm(pidFile, { force: true });
+// Only this run's files: a newer run's arm file and its watchdog's PID are that watchdog's to remove.
+const left = await readArmFile(armFile).catch(() => null);
+if (left === null || left.run_id === runId) await rm(armFile, { force: true });
+const pidNow = await readFile(pidFile, "utf8")
+  .then((t) => (JSON.parse(t) as { pid?: unknown }).pid ?? null)
+  .catch(() => null);
+if (pidNow === null || pidNow === process.pid) await rm(pidFile, { force: true });
 process.exit(0);

@@ -178,7 +178,23 @@ export async function armWatchdog(options: ArmOptions): Promise<Watchdog> {
     const user = launch.mode === "user";
     const started = await systemdRun(
       options.systemdRun ?? "systemd-run",
-      [...(user ? ["--user"] : []), "--unit", unit, "--collect", "--quiet", "--", process.execPath, ...args],
+      [
+        ...(user ? ["--user"] : []),
+        "--unit",
+        unit,
+        "--collect",
+        "--quiet",
+        // A production (or Whisper) its start command leaves running belongs to this unit's cgroup:
+        // systemd's default control-group kill would stop it the moment the watchdog exits.
+        "-p",
+        "KillMode=process",
+        // A manager starts units with its own environment, not the caller's: the operator's
+        // commands must find what they found in the run (its PATH).
+        ...(process.env.PATH ? [`--setenv=PATH=${process.env.PATH}`] : []),
+        "--",
+        process.execPath,
+        ...args,
+      ],
       // A service has no $XDG_RUNTIME_DIR of its own: systemd-run --user finds the manager through it.
       user ? { ...process.env, XDG_RUNTIME_DIR: launch.runtimeDir } : process.env,
     );

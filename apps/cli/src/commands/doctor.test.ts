@@ -158,10 +158,11 @@ describe("doctor's watchdog_launch check", () => {
       detail: "the restore watchdog runs in the user's own systemd manager (systemd-run --user, /run/user/1000)",
       fix: null,
     });
+    // Without lingering the user's manager stops at logout: the watchdog runs detached, said so.
     expect(watchdogLaunchCheck(facts(1000, ["/run/systemd/system", "/run/user/1000/systemd/private"]))).toMatchObject({
       ok: true,
       warning: true,
-      fix: "loginctl enable-linger kloros",
+      detail: expect.stringContaining("(lingering is off): enable lingering with `loginctl enable-linger kloros`"),
     });
     expect(watchdogLaunchCheck(facts(1000, ["/run/systemd/system"]))).toMatchObject({
       ok: true,

@@ -3,7 +3,7 @@ import { accessSync, constants } from "node:fs";
 import { type Config, layoutFor, loadConfig } from "@gpu-canary/config";
 import { messageOf } from "@gpu-canary/errors";
 import { crossesMidnight, nightLabel, windowAt } from "@gpu-canary/policy";
-import { type LaunchFacts, chooseWatchdogLaunch, hostLaunchFacts, lingerEnabled } from "@gpu-canary/vllm-control";
+import { type LaunchFacts, chooseWatchdogLaunch, hostLaunchFacts } from "@gpu-canary/vllm-control";
 import type { GlobalOptions, Io } from "../io.ts";
 import { answer } from "../output.ts";
 import { type Settings, gpuLockFor, hostEnv } from "../settings.ts";
@@ -328,8 +328,8 @@ function midnightWarning(spec: string, night: string): Check {
 
 /**
  * Where a run's restore watchdog would run. Detached inside a systemd host it shares the
- * caller's fate (a stop of gpu-canaryd's unit takes it along); the user's manager without
- * lingering stops at logout.
+ * caller's fate (a stop of gpu-canaryd's unit takes it along); the user's manager is used only
+ * with lingering (without, it stops at logout).
  */
 export function watchdogLaunchCheck(facts: LaunchFacts): Check {
   const name = "watchdog_launch";
@@ -337,15 +337,6 @@ export function watchdogLaunchCheck(facts: LaunchFacts): Check {
   if (launch.mode === "system")
     return { name, ok: true, detail: "the restore watchdog runs as a transient unit of the system manager (root)", fix: null };
   if (launch.mode === "user") {
-    const linger = lingerEnabled(facts);
-    if (linger === false)
-      return {
-        name,
-        ok: true,
-        warning: true,
-        detail: `the restore watchdog runs in ${facts.user ?? "this user"}'s own systemd manager, which stops at logout: lingering is off`,
-        fix: `loginctl enable-linger ${facts.user ?? "$USER"}`,
-      };
     return {
       name,
       ok: true,
