@@ -111,6 +111,37 @@ describe("classifyLine", () => {
     ).toBeNull();
   });
 
+  // The same failures as other carriers write them. Formats: rsyslog's default RFC 3339 template and
+  // `journalctl -o short-iso` / `-o short-precise` (systemd's journalctl(1)), the CRI log-file line
+  // Kubernetes writes (`<time> <stream> <F|P> <message>`), Ray's worker prefix `(Name pid=N, ip=…)`.
+  it.each([
+    [
+      "oom_kv_cache",
+      "2026-12-02T03:12:09.123456+00:00 gpu-host vllm[1234]: (EngineCore_DP0 pid=6940) ERROR 12-02 03:12:09 [core.py:390] ValueError: No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when initializing the engine.",
+    ],
+    ["oom_kv_cache", "2026-12-02T03:12:09+0000 gpu-host vllm[1234]: ValueError: No available memory for the cache blocks."],
+    ["oom_runtime", "Dec 02 03:12:09.123456 gpu-host vllm[1234]: torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB."],
+    [
+      "oom_runtime",
+      "2026-12-02T03:12:09.123456789Z stderr F RuntimeError: CUDA out of memory occurred when warming up sampler with 256 dummy requests.",
+    ],
+    [
+      "oom_runtime",
+      "(RayWorkerWrapper pid=5123, ip=10.0.0.2) ERROR 12-02 03:12:09 [worker_base.py:620] torch.cuda.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.00 GiB.",
+    ],
+    ["oom_kv_cache", "(pid=5123) ValueError: No available memory for the cache blocks."],
+  ] as const)("%s as another carrier writes it: %s", (kind, line) => {
+    expect(classifyLine(line)).toBe(kind);
+  });
+
+  it("not from an exception a client can raise: a chat template's own error quoting a failure", () => {
+    expect(
+      classifyLine(
+        "(APIServer pid=1) ERROR 12-02 03:12:09 [serving_chat.py:222] jinja2.exceptions.TemplateError: No available memory for the cache blocks.",
+      ),
+    ).toBeNull();
+  });
+
   it("reads the message behind every prefix its carrier and vLLM's logger put before it", () => {
     expect(
       recordMessage("vllm-1  | 2026-02-24T20:21:58.123Z (EngineCore_DP0 pid=6940) ERROR 04-05 01:12:55 [core.py:390] ValueError: x"),

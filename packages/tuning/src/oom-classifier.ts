@@ -40,6 +40,11 @@ const ANSI = /\u001b\[[0-9;?]*[ -/]*[@-~]/g;
  */
 const REQUEST_LOG = /\b(?:Received request|Generated response)\b|\b(?:prompt|output)s?:\s/i;
 
+// eslint-disable-next-line no-control-regex
+const OSC = /\u001b\][^\u0007\u001b]*(?:\u0007|\u001b\\)?/g;
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/g;
+
 /** The line without colour codes and surrounding whitespace. */
 export function cleanLine(line: string): string {
   return line.replace(ANSI, "").replace(/\r$/, "").trim();
@@ -47,21 +52,31 @@ export function cleanLine(line: string): string {
 
 /**
  * What a log's carrier and vLLM's logger put before a record's message, peeled off one at a time:
- * a docker compose service (`vllm-1  | `), an ISO time (docker --timestamps, `[2026-02-24T20:21:58Z]`),
- * journald's or syslog's short form (`Nov 28 03:12:09 gpu-host vllm[1234]: `), vLLM's process tag
- * (`(EngineCore_DP0 pid=6940) `, `(VllmWorker rank=7 pid=10948) `) and vLLM's logger
- * (`ERROR 04-05 01:12:55 [core.py:390] `, older `ERROR 11-18 18:07:28 engine.py:366] `).
+ * a docker compose service (`vllm-1  | `); syslog with an RFC 3339 time (rsyslog's default on
+ * Debian 12 and Ubuntu 24.04, `journalctl -o short-iso`: `2026-12-02T03:12:09+0000 gpu-host vllm[1234]: `);
+ * a container runtime's log file (CRI: `<time> stderr F `); an ISO time (docker --timestamps,
+ * `[2026-02-24T20:21:58Z]`); journald's or syslog's short form, to the microsecond with
+ * `-o short-precise` (`Nov 28 03:12:09 gpu-host vllm[1234]: `); vLLM's or Ray's process tag
+ * (`(EngineCore_DP0 pid=6940) `, `(VllmWorker rank=7 pid=10948) `, `(RayWorkerWrapper pid=5123, ip=10.0.0.2) `,
+ * `(pid=5123) `) and vLLM's logger (`ERROR 04-05 01:12:55 [core.py:390] `, older `ERROR 11-18 18:07:28 engine.py:366] `).
  */
+const ISO_TIME = String.raw`\d{4}-\d\d-\d\dT[\d:.,]+(?:Z|[+-]\d\d:?\d\d)?`;
 const PREFIXES = [
   /^[\w.-]+\s+\|\s+/,
-  /^\[?\d{4}-\d\d-\d\dT[\d:.,]+(?:Z|[+-]\d\d:?\d\d)?\]?\s+/,
-  /^[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \S+ [^\s:[]+(?:\[\d+\])?:\s+/,
-  /^\([\w.-]+(?: [\w.-]+=[\w.-]+)*\)\s+/,
+  new RegExp(String.raw`^${ISO_TIME}\s+\S+\s+[^\s:[]+\[\d+\]:\s+`),
+  new RegExp(String.raw`^${ISO_TIME}\s+(?:stdout|stderr)\s+[FP]\s+`),
+  new RegExp(String.raw`^\[?${ISO_TIME}\]?\s+`),
+  /^[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)? \S+ [^\s:[]+(?:\[\d+\])?:\s+/,
+  /^\((?:[\w.-]+(?=[ )]))?(?:,?\s*[\w.-]+=[\w.:-]+)*\)\s+/,
   /^(?:DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)\s+(?:\d\d-\d\d\s+)?(?:\d\d:\d\d:\d\d(?:\.\d+)?\s+)?\[?[\w./-]+(?::\d+)?\]\s*/,
 ];
 
-/** A traceback's exception line: `ValueError: …`, `torch.OutOfMemoryError: …`. */
-const EXCEPTION = /^[A-Za-z_][\w.]*(?:Error|Exception):\s+/;
+/**
+ * The exception line of the failures vLLM and PyTorch raise: `ValueError: …`, `RuntimeError: …`,
+ * `torch.OutOfMemoryError: …`. Only these: any other class is someone else's words — a chat
+ * template a client sent can raise its own (`jinja2.exceptions.TemplateError: No available memory …`).
+ */
+const EXCEPTION = /^(?:ValueError|RuntimeError|(?:torch\.(?:cuda\.)?)?OutOfMemoryError):\s+/;
 
 /** A record's message: the line without the prefixes its carrier and vLLM's logger put before it. */
 export function recordMessage(text: string): string {
@@ -90,7 +105,9 @@ export function recordMessage(text: string): string {
 export function classifyLine(line: string): OomKind | null {
   const text = cleanLine(line);
   if (text.length === 0 || text.length > 8192) return null;
-  const message = recordMessage(text).replace(EXCEPTION, "");
+  // Terminal sequences (an OSC title, stray control characters) say nothing about the record; the
+  // event's line keeps them, for observe to show escaped.
+  const message = recordMessage(text.replace(OSC, "").replace(CONTROL, "")).replace(EXCEPTION, "");
   for (const { kind, pattern } of PATTERNS) if (pattern.test(message)) return kind;
   return null;
 }
