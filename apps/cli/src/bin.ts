@@ -2,6 +2,11 @@ import { homedir } from "node:os";
 import type { Io } from "./io.ts";
 import { runCli } from "./program.ts";
 
+// A reader of our output that went away (a closed pipe: EPIPE) is not a crash of ours: a run in
+// progress goes on and unwinds as it would, its lines unread.
+process.stdout.on("error", () => undefined);
+process.stderr.on("error", () => undefined);
+
 // The one place that touches the real process: argv, env, stdio and the exit code.
 const io: Io = {
   stdout: (text: string) => void process.stdout.write(text),

@@ -27,8 +27,8 @@ describe("runLoad", () => {
     expect(report.totals.started).toBeGreaterThan(8);
     expect(report.totals.completed).toBe(report.totals.started);
     expect(report.totals.failed + report.totals.stopped).toBe(0);
-    // the last requests are 18 ms long: the rest is slack for a busy machine
-    expect(took).toBeLessThan(600 + 2000);
+    // It stops by itself: well before a load that ran on would (the slack is for a busy machine).
+    expect(took).toBeLessThan(600 + 9000);
     expect(report.requests.every((r) => r.startedMs < 601)).toBe(true);
     // the server sees the last responses close a moment after the client has read them
     await expect.poll(() => vllm.state.inFlight).toBe(0);
@@ -186,7 +186,8 @@ describe("runLoad", () => {
     const vllm = await fake({ behaviour: (n) => (n === 1 ? { kind: "answer" } : { kind: "hang" }) });
     const started = performance.now();
     const report = await runLoad({ ...base, concurrency: 2, baseUrl: vllm.url, durationSeconds: 0.2, deadlineSeconds: 0.8 });
-    expect(performance.now() - started).toBeLessThan(800 + 700);
+    // The hanging request would run on forever: the deadline ends it (the slack is for a busy machine).
+    expect(performance.now() - started).toBeLessThan(800 + 9000);
     expect(report.stoppedBy).toBe("deadline");
     expect(report.totals).toMatchObject({ started: 2, completed: 0, failed: 0, stopped: 2 });
     expect(report.requests[0]?.failure).toEqual({ kind: "stopped", message: "stopped: still running at the load's deadline (0.8 s)" });
@@ -199,7 +200,8 @@ describe("runLoad", () => {
     setTimeout(() => controller.abort(), 250);
     const started = performance.now();
     const report = await runLoad({ ...base, outputTokens: 1000, baseUrl: vllm.url, durationSeconds: 60, signal: controller.signal });
-    expect(performance.now() - started).toBeLessThan(1500);
+    // Long before the 60 s the load asked for (the slack is for a busy machine).
+    expect(performance.now() - started).toBeLessThan(10_000);
     expect(report.stoppedBy).toBe("signal");
     expect(report.totals.stopped).toBe(4);
     expect(report.requests[0]?.failure?.message).toBe("stopped: the load was cancelled");

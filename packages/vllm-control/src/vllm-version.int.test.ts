@@ -72,6 +72,17 @@ describe("checkVllmCommand runs vLLM the harmless way", () => {
     expect(Date.now() - started).toBeLessThan(10_000);
   });
 
+  it("says a command that could not be started, naming why (a script whose interpreter is gone)", async () => {
+    const dir = join(await testdir(), "bin");
+    await mkdir(dir, { recursive: true });
+    const orphan = join(dir, "vllm");
+    await writeFile(orphan, "#!/nonexistent/venv/bin/python3\n");
+    await chmod(orphan, 0o755);
+    const result = await checkVllmCommand(orphan, env);
+    expect(result.ok).toBe(false);
+    expect(result.detail).toMatch(new RegExp(`^\`${orphan} --version\` could not be started: .*ENOENT`));
+  });
+
   it("names a missing executable without running anything", async () => {
     expect(await checkVllmCommand("/nonexistent/vllm serve", env)).toEqual({
       ok: false,

@@ -36,6 +36,11 @@ export async function checkVllmCommand(
   const shown = [found, ...probe.args].join(" ");
   const output = (result.all ?? "").trim();
   if (timedOut) return { ok: false, detail: `\`${shown}\` did not finish in ${timeoutMs / 1000} s` };
+  if (result.exitCode === undefined && result.signal === undefined) {
+    // Found but not started (EACCES on a noexec mount, a missing interpreter of a script).
+    const why = "shortMessage" in result && typeof result.shortMessage === "string" ? result.shortMessage : "it did not start";
+    return { ok: false, detail: `\`${shown}\` could not be started: ${why}` };
+  }
   if (result.exitCode !== 0) {
     // Python's last line names the failure (ModuleNotFoundError, an ImportError of torch, a CUDA library).
     const last = output.split("\n").at(-1) ?? "";
