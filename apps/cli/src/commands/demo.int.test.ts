@@ -89,6 +89,13 @@ describe("gpu-canary demo", () => {
             .filter((d) => !existsSync(join(d, "gpu-canary")) && !existsSync(join(d, "gpu-canaryd")))
             .join(":"),
           HOME: tmpdir(),
+          // The clock the demo ran under (`pnpm test:midnight` fakes it with libfaketime): the
+          // shell's gpu-canary must read the same night.
+          ...Object.fromEntries(
+            Object.entries(process.env).filter(
+              (e): e is [string, string] => (e[0] === "LD_PRELOAD" || e[0].startsWith("FAKETIME")) && e[1] !== undefined,
+            ),
+          ),
           KLR_HOME: "/nonexistent",
           KLR_ENV_FILE: "/nonexistent/.kloros_env",
           KLR_VLLM_URL: "http://127.0.0.1:1",
