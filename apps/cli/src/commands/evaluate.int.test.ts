@@ -269,7 +269,9 @@ describe("gpu-canary evaluate", () => {
     });
     expect(checks.find((c) => c.name === "worst_case_fits_budget")).toMatchObject({ ok: false });
 
-    const proc = evaluateProcess({ ...site.env, ...slow, KLR_GPU_MAINTENANCE_MAX_DOWNTIME: "60" });
+    // The worst case is 5 + 30 + 5 + the logged start (20 s and a little more on a busy machine): 65 s holds it.
+    const budget = 65;
+    const proc = evaluateProcess({ ...site.env, ...slow, KLR_GPU_MAINTENANCE_MAX_DOWNTIME: String(budget) });
     expect((await proc.exited).code).toBe(1);
     expect(JSON.parse(proc.output().stdout)).toMatchObject({ status: "inconclusive" });
     const trail = await events();
@@ -279,7 +281,7 @@ describe("gpu-canary evaluate", () => {
     const restored = trail.find((e) => e.event === "production_restored");
     const charged = trail.find((e) => e.event === "budget_charged");
     const estimateError = Math.max(0, Number(restored?.seconds) - 20);
-    expect(Number(charged?.seconds)).toBeLessThanOrEqual(60 + estimateError + 0.5);
+    expect(Number(charged?.seconds)).toBeLessThanOrEqual(budget + estimateError + 0.5);
     expect(trail.filter((e) => e.event === "run_finished")).toHaveLength(2);
     expect(existsSync(files.lock)).toBe(false);
   }, 300_000);
