@@ -24,6 +24,8 @@ export const loadOptionsSchema = z
     outputTokens: tokens("outputTokens"),
     /** how long steady requests keep starting */
     durationSeconds: z.number().positive("durationSeconds must be above 0").max(3600, "durationSeconds above 3600 is not a canary's load"),
+    /** the steady requests' first starts spread evenly over this many seconds (as production's arrive one by one), extras after it (default 0: all at once) */
+    rampUpSeconds: z.number().min(0, "rampUpSeconds must be 0 or more").default(0),
     /** from runLoad's call: past it, requests still in flight are stopped (default durationSeconds + 30) */
     deadlineSeconds: z.number().positive().optional(),
     /** requests started in all, extras included */
@@ -45,6 +47,13 @@ export const loadOptionsSchema = z
         input: o.deadlineSeconds,
         path: ["deadlineSeconds"],
         message: `deadlineSeconds (${o.deadlineSeconds}) must be at least durationSeconds (${o.durationSeconds})`,
+      });
+    if (o.rampUpSeconds > o.durationSeconds)
+      ctx.issues.push({
+        code: "custom",
+        input: o.rampUpSeconds,
+        path: ["rampUpSeconds"],
+        message: `rampUpSeconds (${o.rampUpSeconds}) must be at most durationSeconds (${o.durationSeconds})`,
       });
     if (o.extra.length > o.maxRequests)
       ctx.issues.push({

@@ -113,6 +113,21 @@ describe("runLoad", () => {
     expect(vllm.state.bodies).toHaveLength(8); // and the calibration
   });
 
+  it("spreads the first wave over rampUpSeconds, as production's requests arrive one by one, and sends the extras after it", async () => {
+    // each request outlasts the ramp, so the first four to start are the four slots' first
+    const vllm = await fake({ tokenDelayMs: 100 });
+    const extra = [{ promptTokens: 100, outputTokens: 4 }];
+    const report = await runLoad({ ...base, baseUrl: vllm.url, durationSeconds: 0.8, rampUpSeconds: 0.4, extra });
+    const firsts = report.requests.filter((r) => r.kind === "steady").slice(0, 4);
+    // slots start 0, 100, 200 and 300 ms into the load (timers never fire early; a busy machine makes them late)
+    firsts.forEach((r, slot) => expect(r.startedMs).toBeGreaterThanOrEqual(slot * 100 - 1));
+    expect(report.requests.find((r) => r.kind === "extra")?.startedMs).toBeGreaterThanOrEqual(399);
+    expect(report.totals.failed + report.totals.stopped).toBe(0);
+    await expect(runLoad({ ...base, baseUrl: vllm.url, rampUpSeconds: 1 })).rejects.toThrow(
+      /rampUpSeconds \(1\) must be at most durationSeconds \(0.6\)/,
+    );
+  });
+
   it("runs the extra requests once each beside the steady load", async () => {
     const vllm = await fake({ tokenDelayMs: 5 });
     const extra = [

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import { setMaxListeners } from "node:events";
 import { performance } from "node:perf_hooks";
 import { Agent, type Dispatcher, request } from "undici";
@@ -128,12 +129,19 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
     };
 
     const mayStart = () => !stop.signal.aborted && records.length < settings.maxRequests;
-    const extras = settings.extra.map((shape) => one(shape, "extra"));
+    const rampMs = settings.rampUpSeconds * 1000;
+    // Resolves early (never rejects) when the load is stopped: nothing starts after that anyway.
+    const wait = (ms: number) => (ms > 0 ? sleep(ms, undefined, { signal: stop.signal }).catch(() => undefined) : Promise.resolve());
+    const extras = settings.extra.map(async (shape) => {
+      await wait(rampMs);
+      if (mayStart()) await one(shape, "extra");
+    });
     const steadyShape = { promptTokens: settings.promptTokens, outputTokens: settings.outputTokens };
-    const worker = async () => {
+    const worker = async (slot: number) => {
+      await wait((rampMs * slot) / settings.concurrency);
       while (mayStart() && now() < loadEndsAt) await one(steadyShape, "steady");
     };
-    await Promise.all([...extras, ...Array.from({ length: settings.concurrency }, worker)]);
+    await Promise.all([...extras, ...Array.from({ length: settings.concurrency }, (_, slot) => worker(slot))]);
     const durationMs = now() - loadStart;
     if (stoppedBy === null) stoppedBy = records.length >= settings.maxRequests && now() < loadEndsAt ? "max_requests" : "duration";
 

@@ -208,9 +208,39 @@ export const SETTINGS = {
   }),
   KLR_CANARY_SAMPLES: def({
     key: "canarySamples",
-    schema: positiveInt("timed completions"),
+    schema: positiveInt("completed load requests"),
     defaultValue: "5",
-    meaning: "timed test completions after the warm-up",
+    meaning: "completed load requests a canary's verdict needs (fewer: inconclusive)",
+  }),
+  KLR_CANARY_CONCURRENCY: def({
+    key: "canaryConcurrency",
+    schema: number({ min: 1, max: 4096, integer: true, expected: "a whole number of requests 1-4096" }),
+    optional: true,
+    meaning: "requests in flight during a canary's load (default: production's highest seen, at least 2)",
+  }),
+  KLR_CANARY_PROMPT_TOKENS: def({
+    key: "canaryPromptTokens",
+    schema: positiveInt("prompt tokens per load request"),
+    optional: true,
+    meaning: "prompt tokens per load request (default: p95 of production's vllm:request_prompt_tokens)",
+  }),
+  KLR_CANARY_OUTPUT_TOKENS: def({
+    key: "canaryOutputTokens",
+    schema: positiveInt("generated tokens per load request"),
+    optional: true,
+    meaning: "generated tokens per load request (default: p95 of production's vllm:request_generation_tokens)",
+  }),
+  KLR_CANARY_LOAD_SECONDS: def({
+    key: "canaryLoadSeconds",
+    schema: number({ above: 0, max: 3600, expected: "seconds above 0, at most 3600" }),
+    defaultValue: "10",
+    meaning: "seconds a canary's load keeps starting requests (inside KLR_CANARY_TIMEOUT)",
+  }),
+  KLR_CANARY_MAX_PREEMPTIONS: def({
+    key: "canaryMaxPreemptions",
+    schema: number({ min: 0, integer: true, expected: "a whole number of at least 0" }),
+    defaultValue: "0",
+    meaning: "preemptions a canary may show under its load (vllm:num_preemptions_total)",
   }),
   KLR_SUBSYSTEMS: def({
     key: "subsystems",

@@ -93,9 +93,13 @@ export function productionClient(config: Config): VllmClient {
   return createVllmClient({ baseUrl: config.vllmUrl, ...(config.vllmApiKey ? { apiKey: config.vllmApiKey } : {}) });
 }
 
+export function canaryUrl(config: Pick<Config, "canaryPort">): string {
+  return `http://127.0.0.1:${config.canaryPort}`;
+}
+
 export function canaryClient(config: Config): VllmClient {
   return createVllmClient({
-    baseUrl: `http://127.0.0.1:${config.canaryPort}`,
+    baseUrl: canaryUrl(config),
     ...(config.vllmApiKey ? { apiKey: config.vllmApiKey } : {}),
   });
 }

@@ -1,7 +1,51 @@
 import { EXIT } from "@gpu-canary/errors";
 import type { Candidate } from "./candidate.ts";
 import { candidateJson } from "./candidate.ts";
+import type { ProductionBaseline, ServerLatency } from "./canary/production-observed.ts";
 import type { MemoryPrediction } from "./predictive/memory-model.ts";
+
+export interface MeasuredLoad {
+  concurrency: number;
+  promptTokens: number;
+  outputTokens: number;
+  /** sent once each beside the steady load, for the intent's failure */
+  extra: { promptTokens: number; outputTokens: number }[];
+  why: string | null;
+  /** where each number came from */
+  basis: string;
+  promptTokensSeenP50: number | null;
+  outputTokensSeen: number | null;
+  started: number;
+  completed: number;
+  failed: number;
+  stopped: number;
+  requestsPerSecond: number | null;
+  outputTokensPerSecond: number | null;
+  durationSeconds: number | null;
+}
+
+/** The load in snake_case, as `measured.load` and the audit's canary_tested carry it. */
+export function loadJson(load: MeasuredLoad | null): Record<string, unknown> | null {
+  return (
+    load && {
+      concurrency: load.concurrency,
+      prompt_tokens: load.promptTokens,
+      output_tokens: load.outputTokens,
+      extra: load.extra.map((e) => ({ prompt_tokens: e.promptTokens, output_tokens: e.outputTokens })),
+      extra_why: load.why,
+      basis: load.basis,
+      prompt_tokens_seen_p50: load.promptTokensSeenP50,
+      output_tokens_seen: load.outputTokensSeen,
+      requests_started: load.started,
+      requests_completed: load.completed,
+      requests_failed: load.failed,
+      requests_stopped: load.stopped,
+      requests_per_second: load.requestsPerSecond,
+      output_tokens_per_second: load.outputTokensPerSecond,
+      duration_seconds: load.durationSeconds,
+    }
+  );
+}
 
 export type EvaluationStatus = "passed" | "failed" | "inconclusive" | "refused" | "error";
 export type EvaluationMode = "predictive" | "canary";
@@ -14,7 +58,16 @@ export interface Measured {
   e2eP50Ms: number | null;
   samples: number;
   errors: string[];
-  productionBaseline: { ttftP50Ms: number | null; e2eP50Ms: number | null } | null;
+  /** production's latency from its own /metrics histograms (no extra load on production) */
+  productionBaseline: ProductionBaseline | null;
+  /** the load the canary was tested under; null when it never served */
+  load: MeasuredLoad | null;
+  /** vllm:num_preemptions_total's rise during the load; null where the canary does not export it */
+  preemptions: number | null;
+  /** the highest vllm:kv_cache_usage_perc (0–1) seen during the load */
+  kvCacheUsagePeak: number | null;
+  /** the load's latency by the canary's own /metrics histograms, as production's baseline is measured */
+  canaryServer: ServerLatency | null;
   /** how the canary ran: on the spare GPU, beside a quiesced production, or one already serving */
   path: "spare" | "quiesced" | "attached";
   downtimeSeconds: number | null;
@@ -105,9 +158,23 @@ export function resultJson(result: EvaluationResult): Record<string, unknown> {
       e2e_p50_ms: m.e2eP50Ms,
       samples: m.samples,
       errors: m.errors,
+      load: loadJson(m.load),
+      preemptions: m.preemptions,
+      kv_cache_usage_peak: m.kvCacheUsagePeak,
+      canary_server: m.canaryServer && {
+        ttft_p50_ms: m.canaryServer.ttftP50Ms,
+        ttft_p95_ms: m.canaryServer.ttftP95Ms,
+        itl_p50_ms: m.canaryServer.itlP50Ms,
+        itl_p95_ms: m.canaryServer.itlP95Ms,
+        requests: m.canaryServer.requests,
+      },
       production_baseline: m.productionBaseline && {
         ttft_p50_ms: m.productionBaseline.ttftP50Ms,
-        e2e_p50_ms: m.productionBaseline.e2eP50Ms,
+        ttft_p95_ms: m.productionBaseline.ttftP95Ms,
+        itl_p50_ms: m.productionBaseline.itlP50Ms,
+        itl_p95_ms: m.productionBaseline.itlP95Ms,
+        requests: m.productionBaseline.requests,
+        source: m.productionBaseline.source,
       },
       downtime_seconds: m.downtimeSeconds,
     },

@@ -39,6 +39,8 @@ export interface RunTestOptions {
   mode?: EvaluationMode;
   /** default: the first of KLR_SUBSYSTEMS */
   subsystem?: string;
+  /** the intent the run answers (oom_kv_cache, oom_runtime, oom_max_model_len, …): the canary's load reproduces its failure */
+  intentKind?: string | null;
 }
 
 export function newRunId(now: Date): string {
@@ -140,7 +142,8 @@ export class SpicaGPUAllocation {
 
     let outcome;
     try {
-      outcome = await runCanary(ctx, candidate, { runId, subsystem });
+      const target = { intentKind: options.intentKind ?? null, kvTokens: preflight.predicted.kvTokens };
+      outcome = await runCanary(ctx, candidate, { runId, subsystem, target });
     } catch (error) {
       // The run's own error says more than a failure to record it (both name their file on a full disk).
       await finish({ status: "error", validationReason: messageOf(error) }).catch(() => undefined);

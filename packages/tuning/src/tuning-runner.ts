@@ -176,7 +176,11 @@ export function createTuningRunner(deps: TuningRunnerDeps) {
           result: null,
         });
       }
-      const result = await evaluator.runTest(candidateJson(best.candidate), { mode: "canary", subsystem: intent.subsystem });
+      const result = await evaluator.runTest(candidateJson(best.candidate), {
+        mode: "canary",
+        subsystem: intent.subsystem,
+        intentKind: intent.kind,
+      });
       const status: TuningStatus =
         result.status === "passed"
           ? "promoted"

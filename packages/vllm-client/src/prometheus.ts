@@ -84,3 +84,23 @@ export function maxOf(samples: readonly Sample[], name: string): number | null {
   const values = samples.filter((s) => s.name === name && Number.isFinite(s.value)).map((s) => s.value);
   return values.length === 0 ? null : Math.max(...values);
 }
+
+/**
+ * A histogram's observations between two readings of the same /metrics: `<name>_bucket` and
+ * `<name>_count` of `after` less the same series (by labels) in `before` — what a load added,
+ * ready for histogramQuantile. A series that went down (the process restarted) counts from 0.
+ */
+export function histogramDelta(before: readonly Sample[], after: readonly Sample[], name: string): Sample[] {
+  const key = (s: Sample) =>
+    `${s.name}{${Object.entries(s.labels)
+      .sort(([a], [b]) => a.localeCompare(b))
+      .map(([k, v]) => `${k}=${v}`)
+      .join(",")}}`;
+  const earlier = new Map(before.filter((s) => s.name.startsWith(name)).map((s) => [key(s), s.value]));
+  return after
+    .filter((s) => s.name === `${name}_bucket` || s.name === `${name}_count`)
+    .map((s) => {
+      const was = earlier.get(key(s)) ?? 0;
+      return { ...s, value: s.value >= was ? s.value - was : s.value };
+    });
+}

@@ -191,6 +191,8 @@ export async function createSimSite(dir: string, options: SimSiteOptions = {}): 
     KLR_GPU_MAINTENANCE_TZ: zone,
     KLR_GPU_MAINTENANCE_WINDOW: window,
     KLR_CANARY_MODE: "canary",
+    // A short load keeps the many runs of a test suite quick; the simulated vLLM serves in milliseconds.
+    KLR_CANARY_LOAD_SECONDS: "2",
     KLR_ALLOW_SPARE_GPU: "false",
     GPU_CANARY_SIM_HOST: hostFile,
     ...whisperSettings,

@@ -355,8 +355,9 @@ export function watchdogLaunchCheck(facts: LaunchFacts): Check {
   };
 }
 
-/** Time the canary needs beyond loading the model: health, a warm-up and the timed completions. */
-const TEST_SECONDS = 15;
+/** Time the canary needs beyond loading the model and its load's seconds: health and a warm-up, then the last requests' end. */
+const WARM_UP_SECONDS = 5;
+const DRAIN_SECONDS = 10;
 
 /**
  * A canary loads the same model production does: a timeout no longer than production's own
@@ -377,14 +378,15 @@ function canaryTimeoutCheck(
       fix: null,
     };
   const start = Math.max(restarts ?? 0, logged ?? 0);
-  const ok = config.canaryTimeoutSeconds >= start + TEST_SECONDS;
+  const test = WARM_UP_SECONDS + config.canaryLoadSeconds + DRAIN_SECONDS;
+  const ok = config.canaryTimeoutSeconds >= start + test;
   return {
     name,
     ok,
-    detail: `production starts in ${start} s (measured); KLR_CANARY_TIMEOUT is ${config.canaryTimeoutSeconds} s, ${ok ? "enough" : "too little"} to load the same model and test it (about ${TEST_SECONDS} s more)`,
+    detail: `production starts in ${start} s (measured); KLR_CANARY_TIMEOUT is ${config.canaryTimeoutSeconds} s, ${ok ? "enough" : "too little"} to load the same model and test it under load (about ${test} s more: ${WARM_UP_SECONDS} s warm-up, KLR_CANARY_LOAD_SECONDS ${config.canaryLoadSeconds} s, ${DRAIN_SECONDS} s for the last requests)`,
     fix: ok
       ? null
-      : `set KLR_CANARY_TIMEOUT to at least ${Math.ceil(start + TEST_SECONDS)} and KLR_GPU_MAINTENANCE_MAX_DOWNTIME to the worst case it gives, or test on a spare GPU (KLR_ALLOW_SPARE_GPU=true)`,
+      : `set KLR_CANARY_TIMEOUT to at least ${Math.ceil(start + test)} (or lower KLR_CANARY_LOAD_SECONDS) and KLR_GPU_MAINTENANCE_MAX_DOWNTIME to the worst case it gives, or test on a spare GPU (KLR_ALLOW_SPARE_GPU=true)`,
   };
 }
 

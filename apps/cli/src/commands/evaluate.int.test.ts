@@ -265,7 +265,7 @@ describe("gpu-canary evaluate", () => {
     const checks = ((await run(["doctor", "--json"])).json() as { checks: { name: string; ok: boolean; fix: string | null }[] }).checks;
     expect(checks.find((c) => c.name === "canary_timeout_covers_start")).toMatchObject({
       ok: false,
-      fix: expect.stringMatching(/set KLR_CANARY_TIMEOUT to at least 3\d/),
+      fix: expect.stringMatching(/set KLR_CANARY_TIMEOUT to at least 4\d/),
     });
     expect(checks.find((c) => c.name === "worst_case_fits_budget")).toMatchObject({ ok: false });
 

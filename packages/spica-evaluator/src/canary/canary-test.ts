@@ -1,53 +1,75 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import { type LoadReport, runLoad } from "@gpu-canary/canary-load";
 import { messageOf } from "@gpu-canary/errors";
-import { type VllmClient, percentile } from "@gpu-canary/vllm-client";
+import { type Sample, type VllmClient, histogramDelta, maxOf } from "@gpu-canary/vllm-client";
+import type { LoadPlan } from "./load-shape.ts";
+import { LATENCY_HISTOGRAMS, type ProductionBaseline, type ServerLatency, latencyOf } from "./production-observed.ts";
 
-export interface LatencySamples {
-  ttftMs: number[];
-  itlMs: number[];
-  e2eMs: number[];
+/** What the canary showed: from its health and warm-up, the load's requests, and its own /metrics. */
+export interface CanaryEvidence {
+  /** health and warm-up problems, and why no load could be generated */
   errors: string[];
   /** why the canary died (its own last words), when it did: a failure, not a missing answer */
   death: string | null;
   /** the canary's timeout ran out before the test was done */
   timedOut: boolean;
+  /** the load planned once the canary served; null when it never did */
+  plan: LoadPlan | null;
+  /** null: no load ran (the canary never served, or the load could not start) */
+  load: LoadReport | null;
+  /** vllm:num_preemptions_total after the load less before it; null where the canary does not export it */
+  preemptions: number | null;
+  /** the highest KV-cache usage (0–1) the canary's /metrics showed during the load */
+  kvCacheUsagePeak: number | null;
+  /** the load's latency as the canary's own histograms counted it: measured as production's baseline is */
+  server: ServerLatency | null;
 }
 
 export interface CanaryTestOptions {
-  /** timed completions after the warm-up (KLR_CANARY_SAMPLES) */
-  samples: number;
+  /** the canary, e.g. http://127.0.0.1:9011 */
+  baseUrl: string;
+  apiKey?: string;
+  /** the load, planned once the canary serves (the plan may ask it its max_model_len) */
+  plan: () => Promise<LoadPlan>;
   /** the test must end by then (epoch ms): the canary's timeout */
   deadline: number;
   signal?: AbortSignal;
   onProgress?: (line: string) => void;
   /** why the canary died, once it did (its exit), to stop waiting early */
   died?: () => string | null;
+  /** between two readings of the canary's /metrics during the load (default 250 ms) */
+  pollMs?: number;
 }
 
-const PROMPT = "Write one sentence about the sea.";
-const MAX_TOKENS = 16;
+const PREEMPTIONS = "vllm:num_preemptions_total";
+/** KV-cache usage, a fraction despite the name: vLLM ≥ 0.10's name first, then the older one. */
+const KV_USAGE = ["vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"] as const;
 
-/**
- * The evidence (invariant 2): health, one warm-up completion, then timed streamed completions.
- * Health alone proves nothing; errors are kept, and the caller judges too few samples inconclusive.
- */
-export async function timedCompletions(client: VllmClient, options: CanaryTestOptions): Promise<LatencySamples> {
-  const out: LatencySamples = { ttftMs: [], itlMs: [], e2eMs: [], errors: [], death: null, timedOut: false };
+/** Summed over engines and models; null when the counter is absent. */
+export function preemptionsOf(samples: readonly Sample[]): number | null {
+  const values = samples.filter((s) => s.name === PREEMPTIONS && Number.isFinite(s.value));
+  return values.length === 0 ? null : values.reduce((sum, s) => sum + s.value, 0);
+}
+
+export function kvUsageOf(samples: readonly Sample[]): number | null {
+  for (const name of KV_USAGE) {
+    const value = maxOf(samples, name);
+    if (value !== null) return value;
+  }
+  return null;
+}
+
+/** Health, polled until the deadline or the canary's death, then one warm-up completion. False: the reason is in `out`. */
+async function readyForLoad(client: VllmClient, options: CanaryTestOptions, out: CanaryEvidence): Promise<boolean> {
   const left = () => options.deadline - Date.now();
-  const request = (prompt: string) => ({
-    prompt,
-    maxTokens: MAX_TOKENS,
-    timeoutMs: Math.max(1, Math.min(left(), 20_000)),
-    ...(options.signal ? { signal: options.signal } : {}),
-  });
-  // Health, polled until the deadline or until the canary dies.
   for (;;) {
     options.signal?.throwIfAborted();
     out.death = options.died?.() ?? null;
-    if (out.death) return out;
+    if (out.death) return false;
     if (left() <= 0) {
       out.errors.push("the canary was not healthy before its timeout");
       out.timedOut = true;
-      return out;
+      return false;
     }
     try {
       await client.waitUntilHealthy({ deadlineMs: Math.min(left(), 500), ...(options.signal ? { signal: options.signal } : {}) });
@@ -56,58 +78,116 @@ export async function timedCompletions(client: VllmClient, options: CanaryTestOp
       options.signal?.throwIfAborted();
       if (error instanceof Error && "code" in error && error.code === "VLLM_ENGINE_DEAD") {
         out.errors.push(error.message);
-        return out;
+        return false;
       }
     }
   }
   options.onProgress?.("canary healthy; warm-up completion");
   try {
-    await client.completion(request("Hello"));
+    await client.completion({
+      prompt: "Hello",
+      maxTokens: 16,
+      timeoutMs: Math.max(1, Math.min(left(), 20_000)),
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
+    return true;
   } catch (error) {
     options.signal?.throwIfAborted();
     out.errors.push(`warm-up: ${messageOf(error)}`);
-    return out;
+    out.death = options.died?.() ?? null;
+    return false;
   }
-  for (let i = 0; i < options.samples; i += 1) {
-    options.signal?.throwIfAborted();
-    if (left() <= 0) {
-      out.errors.push(`timed out after ${i} of ${options.samples} completions`);
-      out.timedOut = true;
-      break;
-    }
-    try {
-      const result = await client.streamCompletion(request(`${PROMPT} (${i + 1})`));
-      if (result.ttftMs === null) {
-        out.errors.push(`completion ${i + 1} streamed no tokens`);
-        continue;
-      }
-      out.ttftMs.push(result.ttftMs);
-      out.itlMs.push(...result.itlMs);
-      out.e2eMs.push(result.e2eMs);
-      options.onProgress?.(
-        `completion ${i + 1}/${options.samples}: TTFT ${result.ttftMs.toFixed(0)} ms, ${result.e2eMs.toFixed(0)} ms total`,
-      );
-    } catch (error) {
-      options.signal?.throwIfAborted();
-      out.errors.push(`completion ${i + 1}: ${messageOf(error)}`);
-      out.death = options.died?.() ?? null;
-      if (out.death) break;
-    }
-  }
-  return out;
 }
 
 /**
- * Production's own latency, for the relative limit; null when it does not answer. Requests name
- * the model the client found served (vllm-client's modelOf), as vLLM before 0.8 requires.
+ * The evidence (invariant 2): health, a warm-up completion, then the load shaped like
+ * production's (load-shape.ts) while the canary's /metrics are read — before, every poll, after.
+ * Health alone proves nothing; a canary that dies mid-load stops the load at once.
  */
-export async function measureBaseline(
-  client: VllmClient,
-  samples: number,
-): Promise<{ ttftP50Ms: number | null; e2eP50Ms: number | null } | null> {
-  const result = await timedCompletions(client, { samples, deadline: Date.now() + 15_000 }).catch(() => null);
-  if (!result || result.e2eMs.length === 0) return null;
-  return { ttftP50Ms: percentile(result.ttftMs, 50), e2eP50Ms: percentile(result.e2eMs, 50) };
+export async function testUnderLoad(client: VllmClient, options: CanaryTestOptions): Promise<CanaryEvidence> {
+  const out: CanaryEvidence = {
+    errors: [],
+    death: null,
+    timedOut: false,
+    plan: null,
+    load: null,
+    preemptions: null,
+    kvCacheUsagePeak: null,
+    server: null,
+  };
+  if (!(await readyForLoad(client, options, out))) return out;
+  const plan = await options.plan();
+  out.plan = plan;
+  const metrics = () => client.metrics(1000).catch(() => null);
+  const before = await metrics();
+  let peak = before ? kvUsageOf(before) : null;
+  const extra = plan.extra.length > 0 ? ` and ${plan.extra.length} more (${plan.extra[0]?.why ?? ""})` : "";
+  options.onProgress?.(
+    `load: ${plan.concurrency} requests in flight of ${plan.promptTokens} prompt + ${plan.outputTokens} output tokens for ${plan.durationSeconds} s${extra}`,
+  );
+  const stop = new AbortController();
+  const signal = options.signal ? AbortSignal.any([options.signal, stop.signal]) : stop.signal;
+  let loading = true;
+  const poll = (async () => {
+    while (loading) {
+      const death = options.died?.() ?? null;
+      if (death) {
+        out.death = death;
+        stop.abort(new Error(`the canary exited: ${death}`));
+        return;
+      }
+      const now = await metrics();
+      const usage = now ? kvUsageOf(now) : null;
+      if (usage !== null) peak = Math.max(peak ?? 0, usage);
+      await sleep(options.pollMs ?? 250);
+    }
+  })();
+  try {
+    const secondsLeft = (options.deadline - Date.now()) / 1000;
+    if (secondsLeft < plan.durationSeconds) {
+      out.errors.push(
+        `only ${Math.max(0, secondsLeft).toFixed(1)} s of the canary's timeout were left for a ${plan.durationSeconds} s load (KLR_CANARY_TIMEOUT covers the start, the warm-up and KLR_CANARY_LOAD_SECONDS)`,
+      );
+      out.timedOut = true;
+      return out;
+    }
+    out.load = await runLoad({
+      baseUrl: options.baseUrl,
+      ...(options.apiKey ? { apiKey: options.apiKey } : {}),
+      concurrency: plan.concurrency,
+      promptTokens: plan.promptTokens,
+      outputTokens: plan.outputTokens,
+      durationSeconds: plan.durationSeconds,
+      rampUpSeconds: plan.rampUpSeconds,
+      deadlineSeconds: secondsLeft,
+      extra: plan.extra.map((e) => ({ promptTokens: e.promptTokens, outputTokens: e.outputTokens })),
+      setupTimeoutMs: Math.max(1, Math.min(30_000, Math.floor(secondsLeft * 1000))),
+      signal,
+    });
+    out.timedOut = out.load.stoppedBy === "deadline";
+  } catch (error) {
+    options.signal?.throwIfAborted();
+    if (!out.death) out.errors.push(`the load could not start: ${messageOf(error)}`);
+  } finally {
+    loading = false;
+    await poll;
+  }
+  options.signal?.throwIfAborted();
+  const after = await metrics();
+  const usage = after ? kvUsageOf(after) : null;
+  if (usage !== null) peak = Math.max(peak ?? 0, usage);
+  out.kvCacheUsagePeak = peak;
+  const [b, a] = [before && preemptionsOf(before), after && preemptionsOf(after)];
+  out.preemptions = a !== null && b !== null ? Math.max(0, a - b) : null;
+  if (before && after) out.server = latencyOf(LATENCY_HISTOGRAMS.flatMap((name) => histogramDelta(before, after, name)));
+  out.death ??= options.died?.() ?? null;
+  if (out.load) {
+    const t = out.load.totals;
+    options.onProgress?.(
+      `load done: ${t.completed} of ${t.started} requests completed, ${t.outputTokensPerSecond.toFixed(0)} output tokens/s, ${out.preemptions ?? "?"} preemptions`,
+    );
+  }
+  return out;
 }
 
 export interface Verdict {
@@ -116,36 +196,98 @@ export interface Verdict {
 }
 
 export interface VerdictLimits {
+  /** completed load requests needed (KLR_CANARY_SAMPLES) */
   samplesWanted: number;
   ttftP95Ms: number;
   maxSlowdown: number;
+  maxPreemptions: number;
 }
 
-/** Judge the evidence: enough real samples, TTFT p95 under the absolute limit, not slower than production by more than the ratio. */
-export function judge(samples: LatencySamples, baseline: { e2eP50Ms: number | null } | null, limits: VerdictLimits): Verdict {
-  const n = samples.e2eMs.length;
-  if (n < limits.samplesWanted) {
-    const why = samples.errors.length > 0 ? `: ${samples.errors.slice(-2).join("; ")}` : "";
-    return { status: "inconclusive", reason: `only ${n} of ${limits.samplesWanted} test completions succeeded${why}` };
+const pct = (fraction: number) => `${(fraction * 100).toFixed(0)} %`;
+const msText = (value: number) => `${value.toFixed(value < 10 ? 1 : 0)} ms`;
+const fmt = (value: number | null) => (value === null ? "?" : msText(value));
+
+/** The first failure of the load's requests that vLLM gave (or the stream showed), for the reason. */
+function firstFailure(load: LoadReport): string {
+  const failed = load.requests.find((r) => r.failure !== null && r.failure.kind !== "stopped");
+  if (!failed?.failure) return "";
+  const f = failed.failure;
+  return `: ${f.kind === "http" ? `HTTP ${f.status} ` : ""}${f.message}`.slice(0, 300);
+}
+
+/**
+ * Judge the evidence (docs/architecture.md, "The canary's test under load"): passed only with no
+ * death, no request error, preemptions within the limit, TTFT p95 under the absolute limit and
+ * TTFT and inter-token p95 within the slowdown of production's own. A load that could not run,
+ * or too few completed requests, is inconclusive. The reason names the deciding number.
+ */
+export function judge(evidence: CanaryEvidence, baseline: ProductionBaseline | null, limits: VerdictLimits): Verdict {
+  const { load } = evidence;
+  if (evidence.death !== null) {
+    const under = load || evidence.preemptions !== null ? " under load" : "";
+    return { status: "failed", reason: `the canary exited${under}: ${evidence.death}` };
   }
-  const ttftP95 = percentile(samples.ttftMs, 95) ?? Infinity;
-  const e2eP50 = percentile(samples.e2eMs, 50) ?? Infinity;
+  if (!load) return { status: "inconclusive", reason: evidence.errors.slice(-2).join("; ") || "no load was generated" };
+  const t = load.totals;
+  const shape = `${load.asked.concurrency} in flight of ${load.asked.promptTokens} + ${load.asked.outputTokens} tokens${
+    load.asked.extra.length > 0 ? ` and ${load.asked.extra.length} more` : ""
+  }`;
+  const peak = evidence.kvCacheUsagePeak === null ? "" : `; KV-cache usage peaked at ${pct(evidence.kvCacheUsagePeak)}`;
+  if (evidence.preemptions !== null && evidence.preemptions > limits.maxPreemptions) {
+    return {
+      status: "failed",
+      reason: `${evidence.preemptions} preemptions under the load (${shape}), above ${limits.maxPreemptions} (KLR_CANARY_MAX_PREEMPTIONS): its KV cache cannot hold production's requests${peak}`,
+    };
+  }
+  if (t.failed > 0) {
+    return { status: "failed", reason: `${t.failed} of ${t.started} load requests failed (${shape})${firstFailure(load)}` };
+  }
+  if (t.completed < limits.samplesWanted) {
+    const stopped =
+      t.stopped > 0 ? `, ${t.stopped} stopped at the canary's timeout (raise KLR_CANARY_TIMEOUT or lower KLR_CANARY_LOAD_SECONDS)` : "";
+    return {
+      status: "inconclusive",
+      reason: `only ${t.completed} load requests completed, KLR_CANARY_SAMPLES wants ${limits.samplesWanted}${stopped}`,
+    };
+  }
+  const ttftP95 = t.ttftMs.p95 ?? Infinity;
+  const itlP95 = t.itlMs.p95;
   if (ttftP95 > limits.ttftP95Ms) {
     return {
       status: "failed",
-      reason: `TTFT p95 ${ttftP95.toFixed(0)} ms is above the limit ${limits.ttftP95Ms} ms (KLR_CANARY_TTFT_P95_MS)`,
+      reason: `TTFT p95 ${msText(ttftP95)} under the load (${shape}) is above the limit ${limits.ttftP95Ms} ms (KLR_CANARY_TTFT_P95_MS)${peak}`,
     };
   }
-  if (baseline?.e2eP50Ms && e2eP50 > baseline.e2eP50Ms * limits.maxSlowdown) {
-    return {
-      status: "failed",
-      reason: `median latency ${e2eP50.toFixed(0)} ms is ${(e2eP50 / baseline.e2eP50Ms).toFixed(2)}× production's ${baseline.e2eP50Ms.toFixed(0)} ms, above ${limits.maxSlowdown}× (KLR_CANARY_MAX_SLOWDOWN)`,
-    };
+  // Production's baseline is vLLM's own histograms (server side): the canary's are compared with it, like with like.
+  const server = evidence.server;
+  const slower = (what: string, canary: number | null | undefined, production: number | null) =>
+    canary != null && production !== null && production > 0 && canary > production * limits.maxSlowdown
+      ? `${what} p95 ${msText(canary)} is ${(canary / production).toFixed(2)}× production's ${msText(production)} (vLLM's histograms of each), above ${limits.maxSlowdown}× (KLR_CANARY_MAX_SLOWDOWN)`
+      : null;
+  const comparable = baseline !== null && baseline.requests >= MIN_BASELINE_REQUESTS && server !== null;
+  if (comparable) {
+    // Requests longer than production's (the intent's) have the long prefills production never has: TTFT is not comparable then.
+    const ttft = load.asked.extra.length === 0 ? slower("TTFT", server.ttftP95Ms, baseline.ttftP95Ms) : null;
+    const why = ttft ?? slower("inter-token latency", server.itlP95Ms, baseline.itlP95Ms);
+    if (why) return { status: "failed", reason: `${why} under the load (${shape})${peak}` };
   }
+  const against =
+    baseline === null
+      ? "; no production baseline (its /metrics counted no request)"
+      : baseline.requests < MIN_BASELINE_REQUESTS
+        ? `; production's ${baseline.requests} requests are too few to compare with (${MIN_BASELINE_REQUESTS})`
+        : server === null
+          ? "; the canary's /metrics gave no latency histograms to compare with production's"
+          : load.asked.extra.length > 0
+            ? ` (not compared with production's: the load's extra requests are longer than any it serves)`
+            : ` (vLLM's own: canary ${fmt(server.ttftP95Ms)}, production ${fmt(baseline.ttftP95Ms)})`;
   return {
     status: "passed",
-    reason: `${n} streamed completions: TTFT p95 ${ttftP95.toFixed(0)} ms (limit ${limits.ttftP95Ms}), median ${e2eP50.toFixed(0)} ms${
-      baseline?.e2eP50Ms ? ` (production ${baseline.e2eP50Ms.toFixed(0)} ms)` : ""
-    }`,
+    reason: `${t.completed} requests under the load (${shape}) in ${(load.durationMs / 1000).toFixed(1)} s: TTFT p95 ${msText(ttftP95)}${against}, inter-token p95 ${
+      itlP95 === null ? "n/a" : msText(itlP95)
+    }, ${evidence.preemptions ?? "unreported"} preemptions${peak}, ${t.outputTokensPerSecond.toFixed(0)} output tokens/s`,
   };
 }
+
+/** Fewer requests in production's histograms say too little of its latency to judge a canary by. */
+export const MIN_BASELINE_REQUESTS = 20;

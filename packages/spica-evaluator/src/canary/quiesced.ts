@@ -12,9 +12,9 @@ import type { Candidate } from "../candidate.ts";
 import { type RunContext, productionServiceOf, restorePlanOf } from "../context.ts";
 import { rememberVllmSeen } from "../predictive/vllm-seen.ts";
 import { armFilePath, runReportPath } from "./watchdog-reports.ts";
-import type { Measured } from "../result.ts";
 import { type JournalPatch, type Step, HaltUnwind, runSteps, stepIoOf } from "./steps.ts";
-import { type TestVerdict, launch, productionBaseline, testAndJudge } from "./test-canary.ts";
+import type { ProductionObserved } from "./production-observed.ts";
+import { type LoadTarget, type TestVerdict, launch, observeProductionOf, testAndJudge } from "./test-canary.ts";
 import { chargeOutage, notRestored, stopCanary, switchWhisperSeen, switchesWhisper, whisperOnCard } from "./undoing.ts";
 import { type WorstCase, watchdogDeadlineSeconds } from "./worst-case.ts";
 
@@ -27,7 +27,9 @@ export interface QuiescedRun {
   night: string;
   worst: WorstCase;
   plan: RestorePlan;
-  baseline: Measured["productionBaseline"];
+  /** production's latency and traffic, read before it stops */
+  observed: ProductionObserved;
+  target: LoadTarget;
   watchdog: Watchdog | null;
   stoppedAt: Date | null;
   whisperAt: string;
@@ -52,7 +54,7 @@ export const quiescedSteps: Step<QuiescedRun>[] = [
   {
     phase: "baseline",
     do: async (s) => {
-      s.baseline = await productionBaseline(s.ctx);
+      s.observed = await observeProductionOf(s.ctx);
       return undefined;
     },
   },
@@ -205,7 +207,7 @@ export const quiescedSteps: Step<QuiescedRun>[] = [
     do: async (s) => {
       s.verdict = await testAndJudge(
         s.ctx,
-        { canary: s.canary, path: "quiesced", baseline: s.baseline, runId: s.runId },
+        { canary: s.canary, path: "quiesced", observed: s.observed, runId: s.runId, target: s.target },
         s.worst.restoreMeasured ? s.worst.restoreSeconds : null,
       );
       return undefined;
@@ -223,13 +225,13 @@ export interface QuiescedOutcome {
 /** Run the quiesced steps; any way out other than a verdict with production back and charged throws. */
 export async function quiesced(
   ctx: RunContext,
-  run: { candidate: Candidate; runId: string; handle: GpuLockHandle; night: string; worst: WorstCase },
+  run: { candidate: Candidate; runId: string; handle: GpuLockHandle; night: string; worst: WorstCase; target: LoadTarget },
 ): Promise<QuiescedOutcome> {
   const state: QuiescedRun = {
     ...run,
     ctx,
     plan: restorePlanOf(ctx.config, ctx.env),
-    baseline: null,
+    observed: { baseline: null, shape: null },
     watchdog: null,
     stoppedAt: null,
     whisperAt: ctx.config.whisperSize,

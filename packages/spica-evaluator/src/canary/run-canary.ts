@@ -8,6 +8,7 @@ import { choosePath } from "./choose-path.ts";
 import { type Refusal, checkGates } from "./gates.ts";
 import { quiesced } from "./quiesced.ts";
 import { abortReason, announce } from "./steps.ts";
+import type { LoadTarget } from "./test-canary.ts";
 import { switchesWhisper } from "./undoing.ts";
 import { untouched } from "./untouched.ts";
 import { loggedProductionStart, worstCase } from "./worst-case.ts";
@@ -25,7 +26,11 @@ export interface CanaryOutcome {
  * The canary run (docs/architecture.md, "The canary run"): quick gates, lock, the gates again, then the path's steps
  * (quiesced.ts, untouched.ts), whose undos leave production serving and charged on every way out.
  */
-export async function runCanary(ctx: RunContext, candidate: Candidate, run: { runId: string; subsystem: string }): Promise<CanaryOutcome> {
+export async function runCanary(
+  ctx: RunContext,
+  candidate: Candidate,
+  run: { runId: string; subsystem: string; target: LoadTarget },
+): Promise<CanaryOutcome> {
   const { config, audit } = ctx;
   const progress = (line: string) => ctx.onProgress?.(line);
   const refused = async (refusal: Refusal): Promise<CanaryOutcome> => {
@@ -76,11 +81,11 @@ export async function runCanary(ctx: RunContext, candidate: Candidate, run: { ru
     announce(ctx, "admitted", `gates passed (${path}); ${admitted.reason}`);
     const inner = { ...ctx, signal };
     if (path === "quiesced") {
-      const done = await quiesced(inner, { candidate, runId: run.runId, handle, night: under.night, worst });
+      const done = await quiesced(inner, { candidate, runId: run.runId, handle, night: under.night, worst, target: run.target });
       done.verdict.measured.downtimeSeconds = done.downtimeSeconds;
       return outcomeOf(done.verdict, done.notes, done.whisperVerified, signal);
     }
-    const done = await untouched(inner, { candidate, runId: run.runId, handle, path });
+    const done = await untouched(inner, { candidate, runId: run.runId, handle, path, target: run.target });
     return outcomeOf(done.verdict, done.notes, false, signal);
   } finally {
     stopRenewal();

@@ -1,11 +1,12 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import { percentile } from "@gpu-canary/vllm-client";
 import { type CanaryProcess, launchCanary, withRealVllmFlags } from "@gpu-canary/vllm-control";
 import type { Candidate } from "../candidate.ts";
-import { type RunContext, canaryClient } from "../context.ts";
-import type { Measured } from "../result.ts";
-import { type LatencySamples, judge, measureBaseline, timedCompletions } from "./canary-test.ts";
+import { type RunContext, canaryClient, canaryUrl } from "../context.ts";
+import { type Measured, loadJson } from "../result.ts";
+import { type CanaryEvidence, judge, testUnderLoad } from "./canary-test.ts";
 import type { CanaryPath } from "./gates.ts";
+import { type LoadIntentKind, type LoadPlan, planLoad } from "./load-shape.ts";
+import { type ProductionObserved, observeProduction } from "./production-observed.ts";
 
 export interface TestVerdict {
   status: "passed" | "failed" | "inconclusive";
@@ -28,81 +29,146 @@ export function deathLine(canary: Pick<CanaryProcess, "tail">): string {
 }
 
 /** The test's numbers; a quiesced run adds its downtime once production serves again. */
-function measuredOf(path: CanaryPath, samples: LatencySamples, baseline: Measured["productionBaseline"]): Measured {
-  const errors = samples.death ? [...samples.errors, `the canary exited: ${samples.death}`] : samples.errors;
+function measuredOf(path: CanaryPath, evidence: CanaryEvidence, observed: ProductionObserved): Measured {
+  const { load, plan } = evidence;
+  const t = load?.totals;
+  const failures = load ? load.requests.filter((r) => r.failure !== null && r.failure.kind !== "stopped") : [];
+  const errors = [
+    ...evidence.errors,
+    ...failures.slice(0, 5).map((r) => `request ${r.index + 1} (${r.kind}): ${r.failure?.message ?? ""}`),
+    ...(evidence.death ? [`the canary exited: ${evidence.death}`] : []),
+  ];
   return {
     path,
-    ttftP50Ms: percentile(samples.ttftMs, 50),
-    ttftP95Ms: percentile(samples.ttftMs, 95),
-    itlP50Ms: percentile(samples.itlMs, 50),
-    itlP95Ms: percentile(samples.itlMs, 95),
-    e2eP50Ms: percentile(samples.e2eMs, 50),
-    samples: samples.e2eMs.length,
+    ttftP50Ms: t?.ttftMs.p50 ?? null,
+    ttftP95Ms: t?.ttftMs.p95 ?? null,
+    itlP50Ms: t?.itlMs.p50 ?? null,
+    itlP95Ms: t?.itlMs.p95 ?? null,
+    e2eP50Ms: t?.e2eMs.p50 ?? null,
+    samples: t?.completed ?? 0,
     errors,
-    productionBaseline: baseline,
+    productionBaseline: observed.baseline,
+    load: plan && {
+      concurrency: plan.concurrency,
+      promptTokens: plan.promptTokens,
+      outputTokens: plan.outputTokens,
+      extra: plan.extra.map((e) => ({ promptTokens: e.promptTokens, outputTokens: e.outputTokens })),
+      why: plan.extra[0]?.why ?? null,
+      basis: plan.basis,
+      promptTokensSeenP50: t?.promptTokensSeenP50 ?? null,
+      outputTokensSeen: t?.outputTokens ?? null,
+      started: t?.started ?? 0,
+      completed: t?.completed ?? 0,
+      failed: t?.failed ?? 0,
+      stopped: t?.stopped ?? 0,
+      requestsPerSecond: t ? round1(t.requestsPerSecond) : null,
+      outputTokensPerSecond: t ? round1(t.outputTokensPerSecond) : null,
+      durationSeconds: load ? round1(load.durationMs / 1000) : null,
+    },
+    preemptions: evidence.preemptions,
+    kvCacheUsagePeak: evidence.kvCacheUsagePeak,
+    canaryServer: evidence.server,
     downtimeSeconds: null,
   };
 }
 
-async function testCanary(ctx: RunContext, canary: CanaryProcess | null, deadline: number): Promise<LatencySamples> {
+const round1 = (n: number) => Math.round(n * 10) / 10;
+
+async function testCanary(
+  ctx: RunContext,
+  canary: CanaryProcess | null,
+  plan: () => Promise<LoadPlan>,
+  deadline: number,
+): Promise<CanaryEvidence> {
   const died = canary ? () => (canary.hasExited() ? deathLine(canary) : null) : undefined;
-  const samples = await timedCompletions(canaryClient(ctx.config), {
-    samples: ctx.config.canarySamples,
+  const { config } = ctx;
+  const evidence = await testUnderLoad(canaryClient(config), {
+    baseUrl: canaryUrl(config),
+    ...(config.vllmApiKey ? { apiKey: config.vllmApiKey } : {}),
+    plan,
     deadline,
     ...(ctx.signal ? { signal: ctx.signal } : {}),
     ...(ctx.onProgress ? { onProgress: ctx.onProgress } : {}),
     ...(died ? { died } : {}),
   });
   // A dying canary refuses connections before its exit is seen: give the exit a moment to tell why.
-  if (canary && died && samples.e2eMs.length < ctx.config.canarySamples && samples.death === null) {
+  const short = !evidence.load || evidence.load.totals.failed > 0 || evidence.load.totals.completed < config.canarySamples;
+  if (canary && died && short && evidence.death === null) {
     await Promise.race([canary.exited, sleep(2000)]);
-    samples.death = died();
+    evidence.death = died();
   }
-  return samples;
+  return evidence;
+}
+
+/** What the canary's load must reproduce, from the run's intent and the candidate's predicted KV cache. */
+export interface LoadTarget {
+  intentKind: LoadIntentKind | null;
+  kvTokens: number | null;
+}
+
+/** The canary's max_model_len: the setting, else what the canary's /v1/models says (vLLM's default from the model). */
+async function maxModelLenOf(ctx: RunContext): Promise<number | null> {
+  if (ctx.config.maxModelLen !== undefined) return ctx.config.maxModelLen;
+  const models = await canaryClient(ctx.config)
+    .models(3000)
+    .catch(() => []);
+  return models[0]?.maxModelLen ?? null;
 }
 
 /**
- * Test the canary within the timeout, audit what came back, and judge it against production's
- * baseline. A canary that died (vLLM's own out-of-memory exit) failed; one that never answered
- * in time is inconclusive — with the reason when the timeout is shorter than production's own start.
+ * Test the canary under production's load within the timeout, audit what came back, and judge it
+ * against production's baseline. A canary that died (vLLM's own out-of-memory exit) failed; one
+ * that never answered in time is inconclusive — with the reason when the timeout is shorter than
+ * production's own start.
  */
 export async function testAndJudge(
   ctx: RunContext,
-  test: { canary: CanaryProcess | null; path: CanaryPath; baseline: Measured["productionBaseline"]; runId: string },
+  test: { canary: CanaryProcess | null; path: CanaryPath; observed: ProductionObserved; runId: string; target: LoadTarget },
   productionStartSeconds: number | null = null,
 ): Promise<TestVerdict> {
   const { config } = ctx;
-  const samples = await testCanary(ctx, test.canary, Date.now() + config.canaryTimeoutSeconds * 1000);
-  const measured = measuredOf(test.path, samples, test.baseline);
+  const deadline = Date.now() + config.canaryTimeoutSeconds * 1000;
+  // Planned once the canary serves: its /v1/models says its max_model_len.
+  const plan = async () =>
+    planLoad({
+      settings: config,
+      production: test.observed.shape,
+      intentKind: test.target.intentKind,
+      kvTokens: test.target.kvTokens,
+      maxModelLen: await maxModelLenOf(ctx),
+    });
+  const evidence = await testCanary(ctx, test.canary, plan, deadline);
+  const measured = measuredOf(test.path, evidence, test.observed);
   await ctx.audit.append({
     event: "canary_tested",
     run_id: test.runId,
     path: test.path,
-    samples: samples.e2eMs.length,
+    samples: measured.samples,
     errors: measured.errors,
-    died: samples.death !== null,
-    timed_out: samples.timedOut,
+    died: evidence.death !== null,
+    timed_out: evidence.timedOut,
+    load: loadJson(measured.load),
+    preemptions: evidence.preemptions,
+    kv_cache_usage_peak: evidence.kvCacheUsagePeak,
+    ttft_p95_ms: measured.ttftP95Ms,
+    itl_p95_ms: measured.itlP95Ms,
   });
-  const verdict = judge(samples, test.baseline, {
+  const verdict = judge(evidence, test.observed.baseline, {
     samplesWanted: config.canarySamples,
     ttftP95Ms: config.canaryTtftP95Ms,
     maxSlowdown: config.canaryMaxSlowdown,
+    maxPreemptions: config.canaryMaxPreemptions,
   });
-  if (samples.death !== null && verdict.status === "inconclusive")
-    return { status: "failed", reason: `the canary exited: ${samples.death}`, measured };
-  if (samples.timedOut && productionStartSeconds !== null && productionStartSeconds >= config.canaryTimeoutSeconds) {
+  if (evidence.timedOut && productionStartSeconds !== null && productionStartSeconds >= config.canaryTimeoutSeconds) {
     const why = `; KLR_CANARY_TIMEOUT (${config.canaryTimeoutSeconds} s) is not above production's own start (${productionStartSeconds.toFixed(1)} s): a canary loading the same model needs at least as long — raise it, or test on a spare GPU`;
     return { ...verdict, reason: `${verdict.reason}${why}`, measured };
   }
   return { ...verdict, measured };
 }
 
-const BASELINE_SAMPLES = 3;
-
-/** Production's own latency now, for the relative limit (null when it does not answer). */
-export function productionBaseline(ctx: RunContext): Promise<Measured["productionBaseline"]> {
-  // Named by what production serves (--served-model-name may differ from the model's path).
-  return measureBaseline(ctx.production, BASELINE_SAMPLES);
+/** Production's latency and traffic from its own /metrics, read before anything stops it (no extra load on production). */
+export function observeProductionOf(ctx: RunContext): Promise<ProductionObserved> {
+  return observeProduction({ metrics: () => ctx.production.metrics(3000), vllmSeenPath: ctx.layout.vllmSeen, now: ctx.now() });
 }
 
 export function launch(

@@ -2,9 +2,9 @@ import type { GpuLockHandle } from "@gpu-canary/gpu-lock";
 import type { CanaryProcess } from "@gpu-canary/vllm-control";
 import type { Candidate } from "../candidate.ts";
 import type { RunContext } from "../context.ts";
-import type { Measured } from "../result.ts";
 import { type Step, runSteps, stepIoOf } from "./steps.ts";
-import { type TestVerdict, launch, productionBaseline, testAndJudge } from "./test-canary.ts";
+import type { ProductionObserved } from "./production-observed.ts";
+import { type LoadTarget, type TestVerdict, launch, observeProductionOf, testAndJudge } from "./test-canary.ts";
 import { stopCanary } from "./undoing.ts";
 
 // The paths that leave production untouched: a canary on the spare GPU, or the vLLM already on the canary port.
@@ -14,7 +14,8 @@ interface UntouchedRun {
   candidate: Candidate;
   runId: string;
   path: "spare" | "attached";
-  baseline: Measured["productionBaseline"];
+  observed: ProductionObserved;
+  target: LoadTarget;
   canary: CanaryProcess | null;
   verdict: TestVerdict | null;
 }
@@ -22,7 +23,7 @@ interface UntouchedRun {
 const baseline: Step<UntouchedRun> = {
   phase: "baseline",
   do: async (s) => {
-    s.baseline = await productionBaseline(s.ctx);
+    s.observed = await observeProductionOf(s.ctx);
     return undefined;
   },
 };
@@ -30,7 +31,7 @@ const baseline: Step<UntouchedRun> = {
 const testing: Step<UntouchedRun> = {
   phase: "testing",
   do: async (s) => {
-    s.verdict = await testAndJudge(s.ctx, { canary: s.canary, path: s.path, baseline: s.baseline, runId: s.runId });
+    s.verdict = await testAndJudge(s.ctx, { canary: s.canary, path: s.path, observed: s.observed, runId: s.runId, target: s.target });
     return undefined;
   },
 };
@@ -65,14 +66,15 @@ const attachedSteps: Step<UntouchedRun>[] = [
 /** Test the candidate without touching production; throws on any way out other than a verdict. */
 export async function untouched(
   ctx: RunContext,
-  run: { candidate: Candidate; runId: string; handle: GpuLockHandle; path: "spare" | "attached" },
+  run: { candidate: Candidate; runId: string; handle: GpuLockHandle; path: "spare" | "attached"; target: LoadTarget },
 ): Promise<{ verdict: TestVerdict; notes: string[] }> {
   const state: UntouchedRun = {
     ctx,
     candidate: run.candidate,
     runId: run.runId,
     path: run.path,
-    baseline: null,
+    target: run.target,
+    observed: { baseline: null, shape: null },
     canary: null,
     verdict: null,
   };

@@ -10,6 +10,18 @@ export const vllmSeenSchema = z.looseObject({
   production_mib: z.number().nonnegative().nullable().optional(),
   /** what a sleeping production kept on the card (context, CUDA graphs), when measured */
   sleep_residue_mib: z.number().nonnegative().nullable().optional(),
+  /** production's traffic as its /metrics last showed it: a canary's load is shaped after it */
+  load_shape: z
+    .object({
+      concurrency: z.number().nonnegative().nullable(),
+      concurrency_seen_at: z.string().optional(),
+      prompt_tokens_p50: z.number().positive().nullable(),
+      prompt_tokens_p95: z.number().positive().nullable(),
+      output_tokens_p50: z.number().positive().nullable(),
+      output_tokens_p95: z.number().positive().nullable(),
+      seen_at: z.string(),
+    })
+    .optional(),
 });
 export type VllmSeen = z.infer<typeof vllmSeenSchema>;
 

@@ -1,0 +1,86 @@
+import { describe, expect, it } from "vitest";
+import { createAuditFeed } from "@gpu-canary/audit-feed";
+import { resultJson } from "./result.ts";
+import { site } from "./test-fixtures/site.ts";
+
+/**
+ * The issue's case on the simulated host: production's histograms show 8 concurrent requests of
+ * about 2,000 prompt tokens (and 500 generated). On this H200 a util of 0.15 leaves the simulated
+ * vLLM a KV cache of about 9,000 tokens (the memory model's arithmetic): four such requests
+ * outgrow it while they decode, and vLLM preempts; at 0.75 it holds them all.
+ */
+const traffic = { concurrency: 8, promptTokens: 2000, outputTokens: 500, requests: 24, background: true };
+const settings = {
+  KLR_VLLM_MEMORY_UTIL_MIN: "0.1",
+  KLR_MAX_MODEL_LEN: "8192",
+  KLR_CANARY_LOAD_SECONDS: "3",
+  KLR_CANARY_TIMEOUT: "90",
+  KLR_GPU_MAINTENANCE_MAX_DOWNTIME: "600",
+  KLR_RATE_LIMIT_COOLDOWN_HOURS: "0",
+  KLR_RATE_LIMIT_MAX_RUNS: "10",
+};
+const small = { vllm_memory_util: 0.15, whisper_model_size: "small" };
+const roomy = { vllm_memory_util: 0.75, whisper_model_size: "small" };
+
+async function canaryTested(home: string) {
+  const feed = createAuditFeed({ dir: `${home}/out/orchestration/epochs`, timeZone: "UTC" });
+  return (await feed.query()).filter((e) => e.event === "canary_tested");
+}
+
+describe("the canary's test under production's load", () => {
+  it("passes a candidate with room, with the load's numbers; fails one whose KV cache cannot hold production's requests, on its preemptions", async () => {
+    const s = await site({ traffic, settings, tokenLatencyMs: 2 });
+    const passed = await s.evaluator().runTest(roomy);
+    expect(passed.status).toBe("passed");
+    const measured = resultJson(passed).measured as Record<string, unknown>;
+    expect(measured).toMatchObject({
+      preemptions: 0,
+      load: {
+        concurrency: 8,
+        prompt_tokens: 1950,
+        output_tokens: 485,
+        requests_failed: 0,
+        basis: "concurrency 8, prompt tokens 1950, output tokens 485 (production's /metrics)",
+      },
+      production_baseline: { source: expect.stringMatching(/^production's \/metrics histograms \(\d+ requests since it started\)$/) },
+    });
+    const load = measured.load as Record<string, number> & { prompt_tokens_seen_p50: number };
+    expect(load.requests_completed).toBeGreaterThanOrEqual(8);
+    // vLLM's own count of the prompt's tokens, within a few percent of what was asked (no tokenizer here)
+    expect(Math.abs(load.prompt_tokens_seen_p50 - 1950) / 1950).toBeLessThan(0.05);
+    expect(measured.kv_cache_usage_peak).toBeGreaterThan(0);
+    expect(measured.kv_cache_usage_peak).toBeLessThan(0.2);
+    expect(passed.validationReason).toMatch(/^\d+ requests under the load \(8 in flight of 1950 \+ 485 tokens\)/);
+
+    const tight = await s.evaluator().runTest(small);
+    expect(tight.status).toBe("failed");
+    expect(tight.validationReason).toMatch(
+      /^\d+ preemptions under the load \(8 in flight of 1950 \+ 485 tokens\), above 0 \(KLR_CANARY_MAX_PREEMPTIONS\): its KV cache cannot hold production's requests; KV-cache usage peaked at \d+ %/,
+    );
+    expect(tight.measured?.preemptions).toBeGreaterThan(0);
+    expect(tight.promotionPath).toBeNull();
+    // Production restarted after the first run: its fresh histograms hold our readiness checks, so the shape seen before holds.
+    expect(tight.measured?.load?.basis).toMatch(
+      /^concurrency 8, prompt tokens 1950, output tokens 485 \(production's \/metrics as last seen at /,
+    );
+
+    expect((await canaryTested(s.home)).map((e) => (e.load as Record<string, number>).concurrency)).toEqual([8, 8]);
+  }, 240_000);
+
+  it("an oom_max_model_len intent's canary sends a request at max_model_len; production down, the last shape seen is used and said so", async () => {
+    const s = await site({ traffic, settings, tokenLatencyMs: 1 });
+    const first = await s.evaluator().runTest(roomy, { intentKind: "oom_max_model_len" });
+    expect(first.status).toBe("passed");
+    expect(first.measured?.load).toMatchObject({ extra: [{ promptTokens: 7930, outputTokens: 16 }], failed: 0 });
+    expect(first.measured?.load?.why).toContain("one request at max_model_len 8192");
+
+    await s.stopTraffic();
+    await s.stopProduction();
+    const down = await s.evaluator().runTest(roomy);
+    expect(down.measured?.load?.basis).toMatch(
+      /^concurrency 8, prompt tokens 1950, output tokens 485 \(production's \/metrics as last seen at \S+ \(vllm_seen\.json\): production does not answer now\)$/,
+    );
+    expect(down.measured?.productionBaseline).toBeNull();
+    expect(down.validationReason).toContain("no production baseline");
+  }, 240_000);
+});
