@@ -24,6 +24,23 @@ export interface MeasuredLoad {
   durationSeconds: number | null;
 }
 
+/** One line for an operator: the load the canary carried and what vLLM showed under it; null without a load. */
+export function loadSummary(m: Pick<Measured, "load" | "preemptions" | "kvCacheUsagePeak"> | null): string | null {
+  const load = m?.load;
+  if (!m || !load) return null;
+  const extra = load.extra.length > 0 ? `, with ${load.why ?? `${load.extra.length} more`}` : "";
+  if (load.started === 0)
+    return `${load.concurrency} in flight of ${load.promptTokens} + ${load.outputTokens} tokens${extra}: no request was sent`;
+  const rate = load.outputTokensPerSecond === null ? "" : `, ${load.outputTokensPerSecond.toFixed(0)} output tokens/s`;
+  const peak =
+    m.kvCacheUsagePeak === null ? "KV-cache usage not reported" : `KV-cache usage peak ${(m.kvCacheUsagePeak * 100).toFixed(0)} %`;
+  return (
+    `${load.concurrency} in flight of ${load.promptTokens} + ${load.outputTokens} tokens${extra}; ` +
+    `${load.completed} of ${load.started} requests completed${load.failed > 0 ? `, ${load.failed} failed` : ""}${rate}; ` +
+    `${m.preemptions ?? "unreported"} preemptions, ${peak}`
+  );
+}
+
 /** The load in snake_case, as `measured.load` and the audit's canary_tested carry it. */
 export function loadJson(load: MeasuredLoad | null): Record<string, unknown> | null {
   return (

@@ -81,6 +81,15 @@ describe("the tuning loop on the simulated host", () => {
     expect(outcome?.status).toBe("promoted");
     expect(state).toBe("processed");
     expect(outcome?.chosen?.vllmMemoryUtil).toBeGreaterThanOrEqual(0.6);
+    // A runtime OOM's canary carries long requests filling 90 % of the KV cache the memory model predicts, and held them.
+    const load = outcome?.result?.measured?.load;
+    const kvTokens = outcome?.result?.predicted?.kvTokens ?? 0;
+    expect(load?.why).toContain(`of the predicted KV cache of ${kvTokens} tokens`);
+    const asked = (load?.extra ?? []).reduce((sum, e) => sum + e.promptTokens + e.outputTokens, 0);
+    expect(asked + (load?.concurrency ?? 0) * ((load?.promptTokens ?? 0) + (load?.outputTokens ?? 0))).toBeGreaterThanOrEqual(
+      kvTokens * 0.9,
+    );
+    expect(outcome?.result?.measured).toMatchObject({ preemptions: 0, load: { failed: 0 } });
     const promotion = JSON.parse(readFileSync(outcome?.result?.promotionPath ?? "", "utf8"));
     expect(promotion).toMatchObject({ path: "spare" });
     const processed = await t.store.list("processed");

@@ -21,7 +21,7 @@ export async function runEvaluate(options: EvaluateOptions, io: Io): Promise<num
     throw usageError(`--mode must be predictive or canary, got ${JSON.stringify(options.mode)}`, "leave it out to use KLR_CANARY_MODE");
   }
   const settings = loadSettings(io);
-  const { candidateJson, exitCodeOfResult, resultJson, parseCandidate } = await import("@gpu-canary/spica-evaluator");
+  const { candidateJson, exitCodeOfResult, loadSummary, resultJson, parseCandidate } = await import("@gpu-canary/spica-evaluator");
   const candidate = parseCandidate(options.candidate);
   const style = progressStyle(io, options);
   const controller = new AbortController();
@@ -49,6 +49,7 @@ export async function runEvaluate(options: EvaluateOptions, io: Io): Promise<num
       },
     );
     logLine(io, "evaluate", style, `finished: ${result.mode} ${result.status} (exit ${exitCodeOfResult(result)})`);
+    const load = loadSummary(result.measured);
     answer(io, options, resultJson(result), () =>
       [
         `Mode: ${result.mode}`,
@@ -56,6 +57,7 @@ export async function runEvaluate(options: EvaluateOptions, io: Io): Promise<num
         `Validation: ${result.validationPassed}`,
         `Reason: ${result.validationReason}`,
         `LLM latency: ${result.llmLatencyMs === null ? "n/a (no canary completions)" : `${result.llmLatencyMs.toFixed(1)}ms`}`,
+        ...(load ? [`Load: ${load}`, `Load shape: ${result.measured?.load?.basis ?? ""}`] : []),
         ...(result.measured?.downtimeSeconds != null ? [`Downtime: ${result.measured.downtimeSeconds.toFixed(1)} s charged`] : []),
         ...(result.promotionPath ? [`Promotion: ${result.promotionPath}`] : []),
         `Run: ${result.runId}`,

@@ -41,6 +41,7 @@ function evidence(records: RequestRecord[], over: Partial<CanaryEvidence> = {}):
     preemptions: 0,
     kvCacheUsagePeak: 0.62,
     server: { ttftP50Ms: 50, ttftP95Ms: 90, itlP50Ms: 18, itlP95Ms: 21, requests: 20 },
+    metricsLost: false,
     ...over,
   };
 }
@@ -122,6 +123,38 @@ describe("the verdict on a canary's load", () => {
     );
     // The client's TTFT (HTTP, streaming) is not held against production's server-side one.
     expect(judge(evidence(many(20, { ttftMs: 400 })), baseline(), limits).status).toBe("passed");
+  });
+
+  it("with the intent's longer requests: they must finish; TTFT is judged on the requests before them, the rest reported", () => {
+    const withExtra = (records: RequestRecord[], over: Partial<CanaryEvidence> = {}) => {
+      const e = evidence(records, over);
+      return { ...e, load: e.load && { ...e.load, asked: { ...e.load.asked, extra: [{ promptTokens: 7930, outputTokens: 16 }] } } };
+    };
+    const early = many(8, { ttftMs: 80 });
+    const beside = Array.from({ length: 12 }, (_, i) => request({ index: 8 + i, startedMs: 2000, ttftMs: 3000 }));
+    const extra = request({ index: 20, kind: "extra", startedMs: 1000, promptTokensAsked: 7930, outputTokensAsked: 16 });
+    expect(judge(withExtra([...early, ...beside, extra]), baseline(), limits)).toEqual({
+      status: "passed",
+      reason:
+        "21 requests under the load (8 in flight of 2000 + 200 tokens and 1 more) in 12.0 s: 0 preemptions; KV-cache usage peaked at 62 %, 350 output tokens/s; TTFT p95 80 ms of the 8 before them; beside the intent's longer requests TTFT p95 3000 ms, inter-token p95 22 ms (reported, not judged)",
+    });
+    const slowEarly = many(8, { ttftMs: 2500 });
+    expect(judge(withExtra([...slowEarly, ...beside, extra]), baseline(), limits).reason).toMatch(
+      /^TTFT p95 2500 ms of the 8 requests before the intent's longer ones is above the limit 2000 ms/,
+    );
+    expect(judge(withExtra([...early, ...beside, extra], { preemptions: 2 }), baseline(), limits).status).toBe("failed");
+    const stopped = { ...extra, failure: { kind: "stopped" as const, message: "deadline" } };
+    expect(judge(withExtra([...early, ...beside, stopped]), baseline(), limits)).toEqual({
+      status: "inconclusive",
+      reason: "1 of the intent's 1 longer requests did not finish before the canary's timeout (raise KLR_CANARY_TIMEOUT)",
+    });
+  });
+
+  it("is inconclusive when the canary's /metrics stopped answering during the load: its preemptions are unknown", () => {
+    expect(judge(evidence(many(20), { metricsLost: true, preemptions: null }), baseline(), limits)).toEqual({
+      status: "inconclusive",
+      reason: "the canary's /metrics answered before the load and not after it: its preemptions are unknown",
+    });
   });
 
   it("compares with production only when its histograms counted enough requests, and the canary's gave numbers", () => {

@@ -35,6 +35,12 @@ export interface LoadPlan {
 export const FALLBACK_SHAPE = { concurrency: 2, promptTokens: 512, outputTokens: 128 } as const;
 /** vLLM refuses prompt + max_tokens past max_model_len, and the calibration is close, not exact. */
 const MAX_MODEL_LEN_MARGIN = 0.97;
+/**
+ * The share of the predicted KV cache the intent's long requests fill, with the steady ones: a
+ * cache as large as predicted holds it without preempting; a smaller one (the prediction wrong,
+ * the memory taken at runtime) preempts or dies.
+ */
+const FILL_SHARE = 0.9;
 /** At most this many long requests to fill a KV cache: a canary's load, not a flood. */
 const MAX_FILL_REQUESTS = 32;
 const MAX_MODEL_LEN_OUTPUT = 16;
@@ -122,7 +128,7 @@ export interface PlanInput {
  * seen, at least 2; the p95 lengths — a candidate must hold production's long requests, not only
  * its median ones), else a small fallback. Then what the intent's failure needs: one request at
  * max_model_len for `oom_max_model_len`; for `oom_kv_cache` and `oom_runtime`, long requests
- * beside the steady ones until the predicted KV cache is full.
+ * beside the steady ones until FILL_SHARE of the predicted KV cache is taken.
  */
 export function planLoad(input: PlanInput): LoadPlan {
   const { settings, production } = input;
@@ -199,7 +205,7 @@ export function planLoad(input: PlanInput): LoadPlan {
   };
 }
 
-/** Long requests that, beside the steady ones, hold the predicted KV cache full. */
+/** Long requests that, beside the steady ones, take FILL_SHARE of the predicted KV cache; the reason says when they cannot. */
 function fillRequests(
   kvTokens: number | null,
   steadyTokens: number,
@@ -207,16 +213,26 @@ function fillRequests(
   outputTokens: number,
   limit: number | null,
 ): LoadPlan["extra"] {
-  if (kvTokens === null || kvTokens <= steadyTokens) return [];
-  const missing = kvTokens - steadyTokens;
-  // As long as production's long requests, longer (up to max_model_len) when that many would be a flood.
+  const target = kvTokens === null ? null : Math.floor(kvTokens * FILL_SHARE);
+  if (target === null || target <= steadyTokens) return [];
+  const missing = target - steadyTokens;
+  // As long as production's long requests; longer, up to max_model_len, when that many would be a flood —
+  // never longer while max_model_len is unknown (vLLM would refuse them).
   const wanted = Math.max(promptTokens + outputTokens, Math.ceil(missing / MAX_FILL_REQUESTS));
-  const each = limit === null ? wanted : Math.min(wanted, limit);
+  const each = limit === null ? promptTokens + outputTokens : Math.min(wanted, limit);
   const output = Math.min(outputTokens, Math.max(1, each - 1));
   const count = Math.min(MAX_FILL_REQUESTS, Math.ceil(missing / each));
+  const reached = steadyTokens + count * each;
+  const share = Math.round(FILL_SHARE * 100);
+  const short =
+    reached < target
+      ? ` (they reach ${Math.floor((100 * reached) / (kvTokens ?? 1))} %: at most ${MAX_FILL_REQUESTS} of at most ${
+          limit === null ? "production's length, max_model_len being unknown" : `max_model_len's ${limit} tokens`
+        })`
+      : "";
   return Array.from({ length: count }, () => ({
     promptTokens: Math.max(1, each - output),
     outputTokens: output,
-    why: `${count} long requests to fill the predicted KV cache of ${kvTokens} tokens`,
+    why: `${count} long requests to fill ${share} % of the predicted KV cache of ${kvTokens} tokens${short}`,
   }));
 }

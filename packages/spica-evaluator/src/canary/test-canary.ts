@@ -92,7 +92,8 @@ async function testCanary(
     ...(died ? { died } : {}),
   });
   // A dying canary refuses connections before its exit is seen: give the exit a moment to tell why.
-  const short = !evidence.load || evidence.load.totals.failed > 0 || evidence.load.totals.completed < config.canarySamples;
+  const short =
+    !evidence.load || evidence.metricsLost || evidence.load.totals.failed > 0 || evidence.load.totals.completed < config.canarySamples;
   if (canary && died && short && evidence.death === null) {
     await Promise.race([canary.exited, sleep(2000)]);
     evidence.death = died();
