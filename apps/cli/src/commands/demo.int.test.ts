@@ -38,7 +38,7 @@ describe("gpu-canary demo", () => {
     };
     expect(doc.steps.filter((s) => !s.ok)).toEqual([]);
     expect(result.code).toBe(0);
-    expect(doc.steps).toHaveLength(9);
+    expect(doc.steps).toHaveLength(11);
     const home = doc.home;
     // The kept folder carries the demo's settings: its window and zone name the night, as they do for the product.
     const { config } = requireConfig(loadConfig({ env: { KLR_HOME: home }, homeDir: home }));
@@ -70,9 +70,56 @@ describe("gpu-canary demo", () => {
     expect(readdirSync(join(home, "out", "promotions"))).toHaveLength(3);
     expect(readdirSync(join(home, "out", "orchestration", "intents", "processed"))).toHaveLength(1);
     // The summaries tell what the files show.
-    expect(doc.steps[5]?.summary).toMatch(/passed; [\d.]+ s of downtime charged/);
-    expect(doc.steps[6]?.summary).toMatch(/recover: recovered, [\d.]+ s charged, lock released/);
-    expect(doc.steps[7]?.summary).toMatch(/oom_kv_cache → intent i-\S+ → promoted/);
+    expect(doc.steps[1]?.summary).toMatch(
+      /^production's \/metrics: 8 requests running, \d+ finished of \d+ prompt \+ \d+ generated tokens/,
+    );
+    expect(doc.steps[7]?.summary).toMatch(/passed; [\d.]+ s of downtime charged/);
+    expect(doc.steps[8]?.summary).toMatch(/recover: recovered, [\d.]+ s charged, lock released/);
+    expect(doc.steps[9]?.summary).toMatch(/oom_kv_cache → intent i-\S+ → promoted/);
+
+    // Under production's load: the tight candidate failed on its preemptions, as printed; the passing canaries had none.
+    type Tested = {
+      run_id: string;
+      preemptions: number | null;
+      kv_cache_usage_peak: number | null;
+      load: { concurrency: number; basis: string };
+    };
+    type Finished = { run_id: string; status: string; reason: string; candidate?: { vllm_memory_util: number } };
+    const tested = audit.filter((e) => e.event === "canary_tested") as unknown as Tested[];
+    const finished = audit.filter((e) => e.event === "run_finished") as unknown as Finished[];
+    const tight = /^FAILED \(run (\S+)\): (\d+) preemptions under production's load, KV-cache peak (\d+) %; no promotion$/.exec(
+      doc.steps[6]?.summary ?? "",
+    );
+    expect(tight, doc.steps[6]?.summary).not.toBeNull();
+    const [, tightRun, preemptions, peak] = tight ?? [];
+    expect(finished.find((e) => e.run_id === tightRun)).toMatchObject({
+      status: "failed",
+      candidate: { vllm_memory_util: 0.15 },
+      reason: expect.stringMatching(
+        new RegExp(
+          `^${preemptions} preemptions under the load \\(8 in flight of \\d+ \\+ \\d+ tokens\\), above 0 \\(KLR_CANARY_MAX_PREEMPTIONS\\)`,
+        ),
+      ),
+    });
+    const tightTested = tested.find((e) => e.run_id === tightRun);
+    expect(tightTested?.preemptions).toBe(Number(preemptions));
+    expect(tightTested?.preemptions).toBeGreaterThan(0);
+    expect(Math.round((tightTested?.kv_cache_usage_peak ?? 0) * 100)).toBe(Number(peak));
+    expect(tightTested?.load).toMatchObject({ concurrency: 8, basis: expect.stringContaining("(production's /metrics") });
+    const promoted = readdirSync(join(home, "out", "promotions")).map(
+      (f) =>
+        JSON.parse(readFileSync(join(home, "out", "promotions", f), "utf8")) as { run_id: string; candidate: { vllm_memory_util: number } },
+    );
+    expect(promoted.map((p) => p.run_id)).not.toContain(tightRun);
+    expect(promoted.map((p) => p.candidate.vllm_memory_util)).not.toContain(0.15);
+    // The spare and the quiesced canary passed under the same load, without a preemption.
+    const passed = new Set(finished.filter((e) => e.status === "passed").map((e) => e.run_id));
+    const passedTested = tested.filter((e) => passed.has(e.run_id));
+    expect(passedTested.length).toBeGreaterThanOrEqual(3);
+    for (const t of passedTested) {
+      expect(t.preemptions).toBe(0);
+      expect(t.load.concurrency).toBe(8);
+    }
     expect(processesUnder(join(home, ".."))).toEqual([]);
 
     // An operator's shell, sourcing the env file the demo kept: `gpu-canary` as the guide writes it

@@ -27,8 +27,53 @@ class DemoStepError extends Error {}
 const candidate = (util: number, whisper: string) => JSON.stringify({ vllm_memory_util: util, whisper_model_size: whisper });
 
 /**
- * The whole system on a simulated GPU host, start to finish: production vLLM, doctor and status,
- * predictive screening, a spare-GPU canary, a quiesced canary with its downtime charged, a run
+ * Production's traffic, as in issue 14: 8 requests in flight of about 2,000 prompt tokens (and 500
+ * generated), kept up in the background so production's /metrics show its shape. A candidate at
+ * util 0.15 leaves the simulated vLLM a KV cache of about 9,000 tokens: it cannot hold them.
+ */
+const TRAFFIC = { concurrency: 8, promptTokens: 2000, outputTokens: 500, requests: 24, background: true };
+const TIGHT_UTIL = 0.15;
+
+interface MeasuredLoadJson {
+  concurrency: number;
+  prompt_tokens: number;
+  output_tokens: number;
+  basis: string;
+  requests_completed: number;
+  requests_failed: number;
+  output_tokens_per_second: number;
+}
+
+/** A canary's evidence under the load, in one line: its shape and where it came from, what it did, vLLM's own counts. */
+function loadEvidence(measured: {
+  load: MeasuredLoadJson | null;
+  preemptions: number | null;
+  kv_cache_usage_peak: number | null;
+  ttft_p95_ms: number | null;
+}): string {
+  const l = measured.load;
+  if (!l) return "no load ran (the canary never served)";
+  const peak = measured.kv_cache_usage_peak === null ? "?" : `${Math.round(measured.kv_cache_usage_peak * 100)} %`;
+  return [
+    `load: ${l.basis}`,
+    `${l.requests_completed} requests completed (${l.requests_failed} failed), ${l.output_tokens_per_second} output tokens/s, TTFT p95 ${measured.ttft_p95_ms === null ? "?" : Math.round(measured.ttft_p95_ms)} ms, ${measured.preemptions ?? "?"} preemptions, KV-cache peak ${peak}`,
+  ].join("\n");
+}
+
+/** The last value of a metric (summed over its labels) in a Prometheus text page. */
+function metric(page: string, name: string): number | null {
+  let total: number | null = null;
+  for (const line of page.split("\n")) {
+    const m = /^(\S+?)(?:\{[^}]*\})? (\S+)$/.exec(line);
+    if (m && m[1] === name) total = (total ?? 0) + Number(m[2]);
+  }
+  return total;
+}
+
+/**
+ * The whole system on a simulated GPU host, start to finish: production vLLM under traffic, doctor
+ * and status, predictive screening, a spare-GPU canary passing under production's load and one whose
+ * KV cache cannot hold it failing on its preemptions, a quiesced canary with its downtime charged, a run
  * killed mid-way and brought back by the watchdog and `recover`, an OOM line becoming an intent
  * and a tuning result, then the audit trail and the promotions. It ignores the caller's KLR_*
  * settings, so it never touches a real vLLM or GPU.
@@ -38,8 +83,18 @@ export async function runDemo(options: GlobalOptions & { keep?: boolean }, io: I
   const dir = await mkdtemp(join(tmpdir(), "gpu-canary-demo-"));
   const site = await createSimSite(dir, {
     productionUtil: 0.7,
+    // A simulated token every millisecond: the load's requests drain in about a second.
+    tokenLatencyMs: 1,
+    traffic: TRAFFIC,
     settings: {
-      KLR_CANARY_TIMEOUT: "20",
+      // The tight candidate (0.15) must be allowed to run, and production's requests must fit its max_model_len.
+      KLR_VLLM_MEMORY_UTIL_MIN: "0.1",
+      KLR_MAX_MODEL_LEN: "8192",
+      KLR_CANARY_LOAD_SECONDS: "1",
+      // The tuning step's oom_kv_cache canary decodes 32 requests filling its KV cache beside production's 8:
+      // each token is slower than production's own with 8 (the simulated step grows with the requests running).
+      KLR_CANARY_MAX_SLOWDOWN: "5",
+      KLR_CANARY_TIMEOUT: "30",
       KLR_GPU_MAINTENANCE_MAX_DOWNTIME: "120",
       KLR_RATE_LIMIT_MAX_RUNS: "10",
       KLR_RATE_LIMIT_COOLDOWN_HOURS: "0",
@@ -77,10 +132,18 @@ export async function runDemo(options: GlobalOptions & { keep?: boolean }, io: I
   });
   const auditEvents = () => audit.query();
   type Result = {
+    run_id: string;
     status: string;
     validation_reason: string;
     llm_latency_ms: number | null;
-    measured: { path: string; downtime_seconds: number | null } | null;
+    measured: {
+      path: string;
+      downtime_seconds: number | null;
+      load: MeasuredLoadJson | null;
+      preemptions: number | null;
+      kv_cache_usage_peak: number | null;
+      ttft_p95_ms: number | null;
+    } | null;
     predicted: { kv_tokens: number } | null;
   };
 
@@ -90,6 +153,26 @@ export async function runDemo(options: GlobalOptions & { keep?: boolean }, io: I
       run: async () => {
         await site.startProduction();
         return { summary: `production serves on ${site.env.KLR_VLLM_URL}; a spare H200 is GPU 1 (all simulated: nothing real is touched)` };
+      },
+    },
+    {
+      title: `production's traffic: ${TRAFFIC.concurrency} clients keep ~${TRAFFIC.promptTokens}-token prompts in flight (${TRAFFIC.outputTokens} tokens generated each)`,
+      run: async () => {
+        // The background clients have just begun: read until they are all in flight (a few ms), as a canary's look will.
+        let page = "";
+        let running: number | null = null;
+        for (const deadline = Date.now() + 5000; Date.now() < deadline && (running ?? 0) < TRAFFIC.concurrency; await sleep(50)) {
+          page = await fetch(`${site.env.KLR_VLLM_URL}/metrics`).then((r) => r.text());
+          running = metric(page, "vllm:num_requests_running");
+        }
+        const count = metric(page, "vllm:request_prompt_tokens_count");
+        const prompt = metric(page, "vllm:request_prompt_tokens_sum");
+        const output = metric(page, "vllm:request_generation_tokens_sum");
+        if (!running || !count || prompt === null || output === null)
+          throw new DemoStepError(`production's /metrics show no traffic (running ${running}, requests ${count})`);
+        return {
+          summary: `production's /metrics: ${running} requests running, ${count} finished of ${Math.round(prompt / count)} prompt + ${Math.round(output / count)} generated tokens on average; canaries are tested under this shape`,
+        };
       },
     },
     {
@@ -144,9 +227,23 @@ export async function runDemo(options: GlobalOptions & { keep?: boolean }, io: I
         const r = await json<Result>(["evaluate", "--candidate", candidate(0.75, "small")], { KLR_ALLOW_SPARE_GPU: "true" });
         if (r.status !== "passed" || (await site.productionPid()) !== pid)
           throw new DemoStepError(`the spare canary should pass without touching production: ${r.validation_reason}`);
+        if (r.measured?.load?.concurrency !== TRAFFIC.concurrency || r.measured.preemptions !== 0)
+          throw new DemoStepError(`the spare canary should run production's load without preemptions: ${JSON.stringify(r.measured?.load)}`);
         return {
-          summary: `passed on GPU 1, median latency ${r.llm_latency_ms ?? "?"} ms, no downtime charged`,
-          detail: r.validation_reason,
+          summary: `passed on GPU 1 under production's load, median latency ${r.llm_latency_ms ?? "?"} ms, no downtime charged`,
+          detail: `${r.validation_reason}\n${loadEvidence(r.measured)}`,
+        };
+      },
+    },
+    {
+      title: `a candidate whose KV cache cannot hold production's traffic (vllm_memory_util ${TIGHT_UTIL}), on the spare GPU`,
+      run: async () => {
+        const r = await json<Result>(["evaluate", "--candidate", candidate(TIGHT_UTIL, "small")], { KLR_ALLOW_SPARE_GPU: "true" }, [1]);
+        if (r.status !== "failed" || !r.measured?.preemptions)
+          throw new DemoStepError(`the tight candidate should fail on its preemptions: ${r.status}: ${r.validation_reason}`);
+        return {
+          summary: `FAILED (run ${r.run_id}): ${r.measured.preemptions} preemptions under production's load, KV-cache peak ${Math.round((r.measured.kv_cache_usage_peak ?? 0) * 100)} %; no promotion`,
+          detail: `${r.validation_reason}\n${loadEvidence(r.measured)}`,
         };
       },
     },
@@ -158,6 +255,7 @@ export async function runDemo(options: GlobalOptions & { keep?: boolean }, io: I
         const budget = await json<{ seconds_used: number; max_seconds: number }>(["budget"]);
         return {
           summary: `passed; ${r.measured?.downtime_seconds?.toFixed(1) ?? "?"} s of downtime charged (budget ${budget.seconds_used.toFixed(1)} of ${budget.max_seconds} s used tonight)`,
+          detail: r.measured ? `${r.validation_reason}\n${loadEvidence(r.measured)}` : r.validation_reason,
         };
       },
     },
