@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { firstOf, histogramQuantile, maxOf, parsePrometheusText } from "./prometheus.ts";
+import { firstOf, histogramDelta, histogramQuantile, histogramQuantileBucket, maxOf, parsePrometheusText } from "./prometheus.ts";
 
 // Lines in vLLM's /metrics format (vllm/v1/metrics/loggers.py; cache_config_info labels as CacheConfig fields).
 const TEXT = `# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig
@@ -69,6 +69,30 @@ describe("histogramQuantile", () => {
   it("is null for a histogram that is absent or saw nothing", () => {
     expect(histogramQuantile(one, "vllm:request_generation_tokens", 0.5)).toBeNull();
     expect(histogramQuantile(parsePrometheusText(PROMPTS("0", [0])), "vllm:request_prompt_tokens", 0.5)).toBeNull();
+  });
+});
+
+describe("histogramQuantileBucket and histogramDelta", () => {
+  it("says the bucket a quantile fell in: it is only known to lie between its bounds", () => {
+    const one = parsePrometheusText(PROMPTS("0", [0, 0, 0, 0, 0, 0, 0, 10, 10, 10, 30, 40, 40]));
+    expect(histogramQuantileBucket(one, "vllm:request_prompt_tokens", 0.95)).toEqual({ value: 4400, lower: 2000, upper: 5000 });
+  });
+
+  it("takes what a load added between two readings, series by series; a series that went down counts from 0", () => {
+    const before = parsePrometheusText(
+      `${PROMPTS("0", [0, 0, 0, 0, 0, 0, 0, 10, 10, 10, 30, 40, 40])}\nvllm:request_prompt_tokens_count{engine="0",model_name="m"} 40`,
+    );
+    // 20 more requests, all of 2000-5000 tokens
+    const after = parsePrometheusText(
+      `${PROMPTS("0", [0, 0, 0, 0, 0, 0, 0, 10, 10, 10, 30, 60, 60])}\nvllm:request_prompt_tokens_count{engine="0",model_name="m"} 60`,
+    );
+    const delta = histogramDelta(before, after, "vllm:request_prompt_tokens");
+    expect(delta.find((s) => s.name === "vllm:request_prompt_tokens_count")?.value).toBe(20);
+    expect(histogramQuantile(delta, "vllm:request_prompt_tokens", 0.5)).toBe(3500);
+    const restarted = parsePrometheusText(PROMPTS("0", [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 5, 5]));
+    expect(histogramQuantile(histogramDelta(before, restarted, "vllm:request_prompt_tokens"), "vllm:request_prompt_tokens", 0.5)).toBe(
+      3500,
+    );
   });
 });
 

@@ -58,6 +58,18 @@ export function firstOf(samples: Sample[], names: readonly string[]): Sample | u
  * +Inf). Null when the histogram is absent or has no observations.
  */
 export function histogramQuantile(samples: readonly Sample[], name: string, q: number): number | null {
+  return histogramQuantileBucket(samples, name, q)?.value ?? null;
+}
+
+/**
+ * histogramQuantile with the bucket it fell in: the quantile is only known to lie between `lower`
+ * and `upper`; the interpolated `value` assumes the observations spread evenly inside.
+ */
+export function histogramQuantileBucket(
+  samples: readonly Sample[],
+  name: string,
+  q: number,
+): { value: number; lower: number; upper: number } | null {
   const counts = new Map<number, number>();
   for (const s of samples) {
     if (s.name !== `${name}_bucket` || s.labels.le === undefined) continue;
@@ -72,9 +84,9 @@ export function histogramQuantile(samples: readonly Sample[], name: string, q: n
   for (let i = 0; i < buckets.length; i += 1) {
     const [upper, count] = buckets[i] ?? [0, 0];
     if (count < rank) continue;
-    if (upper === Number.POSITIVE_INFINITY) return buckets[i - 1]?.[0] ?? null;
     const [lower, below] = i === 0 ? [0, 0] : (buckets[i - 1] ?? [0, 0]);
-    return count === below ? upper : lower + ((upper - lower) * (rank - below)) / (count - below);
+    if (upper === Number.POSITIVE_INFINITY) return i === 0 ? null : { value: lower, lower, upper };
+    return { value: count === below ? upper : lower + ((upper - lower) * (rank - below)) / (count - below), lower, upper };
   }
   return null;
 }

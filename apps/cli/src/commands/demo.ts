@@ -91,9 +91,6 @@ export async function runDemo(options: GlobalOptions & { keep?: boolean }, io: I
       KLR_VLLM_MEMORY_UTIL_MIN: "0.1",
       KLR_MAX_MODEL_LEN: "8192",
       KLR_CANARY_LOAD_SECONDS: "1",
-      // The tuning step's oom_kv_cache canary decodes 32 requests filling its KV cache beside production's 8:
-      // each token is slower than production's own with 8 (the simulated step grows with the requests running).
-      KLR_CANARY_MAX_SLOWDOWN: "5",
       KLR_CANARY_TIMEOUT: "30",
       KLR_GPU_MAINTENANCE_MAX_DOWNTIME: "120",
       KLR_RATE_LIMIT_MAX_RUNS: "10",

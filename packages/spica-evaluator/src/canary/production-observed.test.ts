@@ -31,6 +31,8 @@ describe("production's baseline from its own histograms", () => {
         itlP50Ms: 17.5,
         itlP95Ms: 24.3,
         requests: 40,
+        ttftP95FloorMs: 40,
+        itlP95FloorMs: 10,
         source: "production's /metrics histograms (40 requests since it started)",
       });
     }

@@ -1,4 +1,4 @@
-import { type Sample, histogramQuantile } from "@gpu-canary/vllm-client";
+import { type Sample, histogramQuantile, histogramQuantileBucket } from "@gpu-canary/vllm-client";
 import { readVllmSeen, rememberVllmSeen } from "../predictive/vllm-seen.ts";
 import type { VllmSeen } from "../predictive/vllm-seen.ts";
 import { type ProductionShape, mergeShapes, shapeFromMetrics } from "./load-shape.ts";
@@ -11,6 +11,9 @@ export interface ServerLatency {
   itlP95Ms: number | null;
   /** the requests the TTFT histogram counted */
   requests: number;
+  /** the lower bounds of the buckets the p95s fell in: the least each p95 can be */
+  ttftP95FloorMs: number | null;
+  itlP95FloorMs: number | null;
 }
 
 /** Production's own latency, from its /metrics histograms: the canary is compared with it, and production gets no extra load. */
@@ -31,12 +34,16 @@ export function latencyOf(samples: readonly Sample[]): ServerLatency | null {
   const requests = samples.filter((s) => s.name === `${TTFT}_count`).reduce((sum, s) => sum + (Number.isFinite(s.value) ? s.value : 0), 0);
   if (requests <= 0) return null;
   const itl = ITL_NAMES.find((name) => histogramQuantile(samples, name, 0.5) !== null);
+  const ttft95 = histogramQuantileBucket(samples, TTFT, 0.95);
+  const itl95 = itl ? histogramQuantileBucket(samples, itl, 0.95) : null;
   return {
     ttftP50Ms: ms(histogramQuantile(samples, TTFT, 0.5)),
-    ttftP95Ms: ms(histogramQuantile(samples, TTFT, 0.95)),
+    ttftP95Ms: ms(ttft95?.value ?? null),
     itlP50Ms: itl ? ms(histogramQuantile(samples, itl, 0.5)) : null,
-    itlP95Ms: itl ? ms(histogramQuantile(samples, itl, 0.95)) : null,
+    itlP95Ms: ms(itl95?.value ?? null),
     requests: Math.round(requests),
+    ttftP95FloorMs: ms(ttft95?.lower ?? null),
+    itlP95FloorMs: ms(itl95?.lower ?? null),
   };
 }
 
