@@ -157,6 +157,12 @@ export const SETTINGS = {
     optional: true,
     meaning: "further vLLM flags production uses, given to the canary too",
   }),
+  KLR_VLLM_CONFIG: def({
+    key: "vllmConfigFile",
+    schema: absolutePath(),
+    optional: true,
+    meaning: "production vLLM's --config YAML file, where gpu-canary reads (and will apply) what it tunes",
+  }),
   KLR_VLLM_EXTRA_ENV: def({
     key: "vllmExtraEnv",
     schema: envAssignments(),
