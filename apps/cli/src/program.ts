@@ -264,6 +264,17 @@ Exit codes: 0 passed, 1 failed or inconclusive, 2 malformed candidate, 3 refused
     );
 
   program
+    .command("production")
+    .description("what production serves with now, what its --config file says, and what the newest promotion would change")
+    .addHelpText("after", examples(["gpu-canary production", "gpu-canary production --json | jq '.newest_promotion.changes'"]))
+    .action(
+      run(async (command) => {
+        const { runProduction } = await import("./commands/production.ts");
+        return runProduction(globals(command), io);
+      }),
+    );
+
+  program
     .command("observe")
     .description("scan vLLM log lines for out-of-memory events: one line per event; creates intents unless --dry-run")
     .option("--from <FILE>", "the log file to scan, or - for standard input")

@@ -19,10 +19,6 @@ export interface Layout {
   intentsProcessed: string;
   intentsFailed: string;
   promotionsDir: string;
-  /** production's settings as gpu-canary applied them: applied.json and each applied version */
-  vllmSettingsDir: string;
-  appliedSettings: string;
-  settingsHistoryDir: string;
   modelPath: string;
   daemonTokenFile: string;
 }
@@ -57,9 +53,6 @@ export function layoutFor(settings: { home: string; modelPath: string; daemonTok
     intentsProcessed: join(intentsDir, "processed"),
     intentsFailed: join(intentsDir, "failed"),
     promotionsDir: join(home, "out", "promotions"),
-    vllmSettingsDir: join(home, ".kloros", "vllm"),
-    appliedSettings: join(home, ".kloros", "vllm", "applied.json"),
-    settingsHistoryDir: join(home, ".kloros", "vllm", "history"),
     modelPath: settings.modelPath,
     daemonTokenFile: settings.daemonTokenFile,
   };

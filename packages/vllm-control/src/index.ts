@@ -34,3 +34,12 @@ export type { SteadyOptions, SteadyWhisper, WhisperControlDeps } from "./whisper
 export { productionLogTail } from "./production-log.ts";
 export type { ProductionLogSource } from "./production-log.ts";
 export { KV_CACHE_MEMORY_FLAG, setsKvCacheBytes, withRealVllmFlags } from "./vllm-flags.ts";
+export {
+  TUNED_FLAGS,
+  commandLineProblems,
+  execStartArgvs,
+  readVllmConfig,
+  withGpuMemoryUtilization,
+  writeVllmConfig,
+} from "./vllm-config-file.ts";
+export type { VllmConfigFile } from "./vllm-config-file.ts";

@@ -6,6 +6,7 @@ import { crossesMidnight, nightLabel, windowAt } from "@gpu-canary/policy";
 import { type LaunchFacts, chooseWatchdogLaunch, hostLaunchFacts } from "@gpu-canary/vllm-control";
 import type { GlobalOptions, Io } from "../io.ts";
 import { answer } from "../output.ts";
+import { vllmConfigCheck } from "./doctor-vllm-config.ts";
 import { type Settings, gpuLockFor, hostEnv } from "../settings.ts";
 
 export interface Check {
@@ -119,6 +120,7 @@ export async function doctorChecks(settings: Settings, io: Io): Promise<Check[]>
   );
   if (config.quiesce === "sleep") checks.push(await sleepModeCheck(config, spica.productionClient(config)));
   checks.push(await managerCheck(config, io));
+  checks.push(await vllmConfigCheck(config, processEnv(io)));
   checks.push(
     await check(
       "vllm_command",
