@@ -21,7 +21,7 @@ export { kvCacheTokensFor } from "./kv-capacity.ts";
 export type { KvCapacityInput } from "./kv-capacity.ts";
 export type { SimVllmOptions } from "./vllm-server.ts";
 
-/** The simulated vLLM server executable, started with vLLM's flags (`--port`, `--model`, `--gpu-memory-utilization`). */
+/** The simulated vLLM server executable, started with vLLM's flags (`--port`, `--model`, `--gpu-memory-utilization`, `--config FILE`). */
 export const SIM_VLLM = join(import.meta.dirname, "..", "bin", "vllm");
 
 export { defineUnit } from "./systemd-standin.ts";

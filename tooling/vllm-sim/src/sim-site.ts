@@ -61,6 +61,12 @@ export interface SimSiteOptions {
   sleepMode?: boolean;
   /** production and canaries refuse requests that name no model, as vLLM before 0.8 did */
   requireModel?: boolean;
+  /**
+   * production reads its utilization from vLLM's own config file: its start passes `--config
+   * <dir>/vllm-config.yaml` (holding `gpu-memory-utilization: <productionUtil>` and a few neutral keys)
+   * instead of `--gpu-memory-utilization`, and KLR_VLLM_CONFIG names the file (default false)
+   */
+  configFile?: boolean;
   /** more KLR_* settings */
   settings?: Record<string, string>;
   /** per generated token, production's and the canaries' (SIM_TOKEN_LATENCY_MS; default the sim's 5 ms) */
@@ -97,6 +103,8 @@ export interface SimSite {
   canaryPort: number;
   /** the maintenance zone its window is written in (KLR_GPU_MAINTENANCE_TZ) */
   timeZone: string;
+  /** production's vLLM config file (KLR_VLLM_CONFIG) with SimSiteOptions.configFile, else null */
+  vllmConfigFile: string | null;
   /** the KLR_* environment of this site plus GPU_CANARY_SIM_HOST */
   env: Record<string, string>;
   /** production's current PID (from its pid file) */
@@ -146,13 +154,21 @@ export async function createSimSite(dir: string, options: SimSiteOptions = {}): 
   const canaryPort = productionPort + 1;
   const pidFile = join(dir, "production.pid");
   const util = options.productionUtil ?? 0.5;
+  const vllmConfigFile = options.configFile ? join(dir, "vllm-config.yaml") : null;
+  if (vllmConfigFile)
+    await writeFile(
+      vllmConfigFile,
+      "# production vLLM's config file (vllm serve --config), written by createSimSite\n" +
+        `gpu-memory-utilization: ${util}\nmax-model-len: 32768\nkv-cache-dtype: auto\n`,
+    );
+  const utilFlags = vllmConfigFile ? `--config ${vllmConfigFile}` : `--gpu-memory-utilization ${util}`;
   // The production command drops the canary-only knobs (failures, OOM, a forced KV capacity) and takes its own start delay.
   const latency = options.tokenLatencyMs === undefined ? "" : `SIM_TOKEN_LATENCY_MS=${options.tokenLatencyMs} `;
   const start =
     `setsid env -u SIM_FAIL -u SIM_OOM_AT_USAGE -u SIM_KV_CACHE_TOKENS SIM_STARTUP_DELAY_MS="\${PRODUCTION_STARTUP_DELAY_MS:-0}" CUDA_VISIBLE_DEVICES=0 ${latency}` +
     (options.requireModel ? "SIM_REQUIRE_MODEL=1 " : "") +
     (options.sleepMode === false ? "" : "VLLM_SERVER_DEV_MODE=1 ") +
-    `${join(SIM_BIN, "vllm")} --port ${productionPort} --model ${modelPath} --gpu-memory-utilization ${util}${options.sleepMode === false ? "" : " --enable-sleep-mode"} ` +
+    `${join(SIM_BIN, "vllm")} --port ${productionPort} --model ${modelPath} ${utilFlags}${options.sleepMode === false ? "" : " --enable-sleep-mode"} ` +
     `>> ${join(dir, "production.log")} 2>&1 < /dev/null & echo $! > ${pidFile}`;
   // Like `systemctl stop`: stopping a production that is not running succeeds.
   const stop = `pid="$(cat ${pidFile} 2>/dev/null)"; if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill -TERM "$pid"; fi`;
@@ -195,6 +211,7 @@ export async function createSimSite(dir: string, options: SimSiteOptions = {}): 
     KLR_CANARY_LOAD_SECONDS: "2",
     KLR_ALLOW_SPARE_GPU: "false",
     GPU_CANARY_SIM_HOST: hostFile,
+    ...(vllmConfigFile ? { KLR_VLLM_CONFIG: vllmConfigFile } : {}),
     ...whisperSettings,
     ...(options.requireModel ? { SIM_REQUIRE_MODEL: "1" } : {}),
     ...(options.tokenLatencyMs === undefined ? {} : { SIM_TOKEN_LATENCY_MS: String(options.tokenLatencyMs) }),
@@ -224,6 +241,7 @@ export async function createSimSite(dir: string, options: SimSiteOptions = {}): 
     productionPort,
     canaryPort,
     timeZone: zone,
+    vllmConfigFile,
     env,
     productionPid,
     async startProduction(extra = {}) {

@@ -26,6 +26,32 @@ describe("the systemd stand-ins", () => {
     expect(run("systemctl", ["start", "nope.service"], dir)).toMatchObject({ status: 5, stderr: expect.stringContaining("not found") });
   }, 30_000);
 
+  it("shows a unit's ExecStart= in systemd's own format, with and without --value", async () => {
+    const dir = await testdir();
+    defineUnit(dir, "vllm.service", { exec: ["/bin/sh", "-c", "sleep 30", "a b"] });
+    const stopped =
+      '{ path=/bin/sh ; argv[]=/bin/sh -c "sleep 30" "a b" ; ignore_errors=no ; start_time=[n/a] ; stop_time=[n/a] ; pid=0 ; code=(null) ; status=0/0 }';
+    expect(run("systemctl", ["show", "-p", "ExecStart", "vllm.service"], dir)).toMatchObject({
+      status: 0,
+      stdout: `ExecStart=${stopped}\n`,
+    });
+    expect(run("systemctl", ["show", "-p", "ExecStart", "--value", "vllm.service"], dir).stdout).toBe(`${stopped}\n`);
+    expect(run("systemctl", ["start", "vllm.service"], dir).status).toBe(0);
+    onTestFinished(() => void run("systemctl", ["stop", "vllm.service"], dir));
+    const pid = Number(run("systemctl", ["show", "-p", "MainPID", "--value", "vllm.service"], dir).stdout);
+    expect(run("systemctl", ["show", "vllm.service", "-p", "ExecStart", "--value"], dir).stdout).toMatch(
+      new RegExp(
+        `^\\{ path=/bin/sh ; argv\\[\\]=/bin/sh -c "sleep 30" "a b" ; ignore_errors=no ; start_time=\\[\\w{3} \\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d UTC\\] ; stop_time=\\[n/a\\] ; pid=${pid} ; code=\\(null\\) ; status=0/0 \\}\n$`,
+      ),
+    );
+    // A command named without its folder shows the executable systemd found; a unit that is not there shows nothing.
+    defineUnit(dir, "bare.service", { exec: ["sh", "-c", "true"] });
+    expect(run("systemctl", ["show", "-p", "ExecStart", "--value", "bare.service"], dir).stdout).toMatch(
+      /^\{ path=\/\S*\/sh ; argv\[\]=sh -c true ; /,
+    );
+    expect(run("systemctl", ["show", "-p", "ExecStart", "nope.service"], dir).stdout).toBe("ExecStart=\n");
+  }, 30_000);
+
   it("runs a transient unit detached from the caller, with a runtime cap", async () => {
     const dir = await testdir();
     const result = run(

@@ -118,11 +118,58 @@ function environmentOf(definition: string): string {
     .join(" ");
 }
 
+/** An executable as systemd resolves a unit's command: an absolute path as is, else the first match in PATH. */
+function resolveExecutable(file: string): string {
+  if (file.includes("/")) return file;
+  for (const folder of (process.env.PATH ?? "").split(":").filter(Boolean)) {
+    const candidate = join(folder, file);
+    if (existsSync(candidate)) return candidate;
+  }
+  return file;
+}
+
+/** systemd's timestamp, as `systemctl show` writes it (here in UTC): `Sun 2026-12-06 23:01:20 UTC`. */
+const systemdStamp = new Intl.DateTimeFormat("en-US", {
+  timeZone: "UTC",
+  weekday: "short",
+  year: "numeric",
+  month: "2-digit",
+  day: "2-digit",
+  hour: "2-digit",
+  minute: "2-digit",
+  second: "2-digit",
+  hourCycle: "h23",
+});
+function systemdTime(iso: string): string {
+  const parts = systemdStamp.formatToParts(new Date(iso));
+  const part = (type: Intl.DateTimeFormatPartTypes) => parts.find((p) => p.type === type)?.value ?? "";
+  return `${part("weekday")} ${part("year")}-${part("month")}-${part("day")} ${part("hour")}:${part("minute")}:${part("second")} UTC`;
+}
+
+/**
+ * The unit's ExecStart= as systemctl shows it: `{ path=… ; argv[]=… ; ignore_errors=no ; start_time=[…] ;
+ * stop_time=[n/a] ; pid=… ; code=(null) ; status=0/0 }`, with the running main process' start and PID;
+ * empty for a unit that is not there.
+ */
+function execStartOf(dir: string, unit: string): string {
+  const p = paths(dir, unit);
+  if (!existsSync(p.definition)) return "";
+  const { exec } = unitSchema.parse(JSON.parse(readFileSync(p.definition, "utf8")));
+  const pid = mainPid(dir, unit);
+  const startedAt = pid === null ? null : stateSchema.parse(JSON.parse(readFileSync(p.state, "utf8"))).started_at;
+  const argv = exec.map((a) => (a === "" || /[\s"]/.test(a) ? `"${a.replace(/(["\\])/g, "\\$1")}"` : a)).join(" ");
+  return (
+    `{ path=${resolveExecutable(exec[0] ?? "")} ; argv[]=${argv} ; ignore_errors=no ; ` +
+    `start_time=[${startedAt === null ? "n/a" : systemdTime(startedAt)}] ; stop_time=[n/a] ; pid=${pid ?? 0} ; code=(null) ; status=0/0 }`
+  );
+}
+
 export async function systemctl(argv: string[]): Promise<number> {
   const dir = managerDir(argv);
   const args = argv.filter((a) => !a.startsWith("--") || a === "--value");
   const [verb, ...rest] = args;
-  const unit = rest.filter((a) => a !== "--value" && !a.startsWith("-p") && !a.startsWith("MainPID")).at(-1) ?? "";
+  const unit =
+    rest.filter((a) => a !== "--value" && !a.startsWith("-p") && !/^(MainPID|LoadState|Environment|ExecStart)$/.test(a)).at(-1) ?? "";
   switch (verb) {
     case "start":
       return startUnit(dir, unit);
@@ -137,8 +184,14 @@ export async function systemctl(argv: string[]): Promise<number> {
       return active ? 0 : 3;
     }
     case "show": {
-      // -p MainPID (the default here), -p LoadState or -p Environment, as gpu-canary asks them.
-      const property = argv.includes("LoadState") ? "LoadState" : argv.includes("Environment") ? "Environment" : "MainPID";
+      // -p MainPID (the default here), -p LoadState, -p Environment or -p ExecStart, as gpu-canary asks them.
+      const property = argv.includes("LoadState")
+        ? "LoadState"
+        : argv.includes("Environment")
+          ? "Environment"
+          : argv.includes("ExecStart")
+            ? "ExecStart"
+            : "MainPID";
       const definition = paths(dir, unit).definition;
       const value =
         property === "LoadState"
@@ -147,7 +200,9 @@ export async function systemctl(argv: string[]): Promise<number> {
             : "not-found"
           : property === "Environment"
             ? environmentOf(definition)
-            : String(mainPid(dir, unit) ?? 0);
+            : property === "ExecStart"
+              ? execStartOf(dir, unit)
+              : String(mainPid(dir, unit) ?? 0);
       process.stdout.write(argv.includes("--value") ? `${value}\n` : `${property}=${value}\n`);
       return 0;
     }

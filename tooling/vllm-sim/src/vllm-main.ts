@@ -1,5 +1,7 @@
 // The simulated vLLM as a process, started like vLLM's OpenAI server:
 //   vllm --port 9011 --model /models/llm/current --gpu-memory-utilization 0.75 [--served-model-name N] [--max-model-len L]
+// or with vLLM's own config file (`--config FILE`, YAML, since vLLM 0.6): its keys, dash or underscore spelled, are flags
+// the command line did not give (the command line wins); a file that cannot be read as a YAML mapping exits 1 naming it.
 // Knobs (environment): GPU_CANARY_SIM_HOST (host file to take GPU memory from), CUDA_VISIBLE_DEVICES (GPU index),
 // SIM_STARTUP_DELAY_MS, SIM_TOKEN_LATENCY_MS, SIM_VERSION, SIM_REQUIRE_MODEL (1: refuse requests naming no model, as before 0.8), SIM_SLEEP_RESIDUE_MIB, SIM_PROCESS_NAME,
 // SIM_STARTUP_DELAY_MS is also its profiling window: another process releasing GPU memory meanwhile aborts it, as vLLM does (none without a delay).
@@ -10,28 +12,74 @@
 // SIM_LOAD_SLOWDOWN (k in token latency × (1 + k × (scheduled − 1)), default 0.02), SIM_PREFILL_MS_PER_1K,
 // SIM_EOS_AFTER_TOKENS (the model's own answer length; ignore_eos overrides), SIM_OOM_AT_USAGE (a KV usage
 // 0…1 past which the process dies with PyTorch's CUDA out-of-memory text).
+import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
+import { parse as parseYaml } from "yaml";
 import { readHost, registerProcess, unregisterProcess, freeMib, liveProcesses } from "./host-state.ts";
 import { kvCacheTokensFor } from "./kv-capacity.ts";
 import { buildSimVllm } from "./vllm-server.ts";
 
-const { values } = parseArgs({
-  options: {
-    port: { type: "string", default: "8000" },
-    host: { type: "string", default: "127.0.0.1" },
-    model: { type: "string" },
-    "served-model-name": { type: "string" },
-    "gpu-memory-utilization": { type: "string", default: "0.9" },
-    "max-model-len": { type: "string" },
-    "max-num-seqs": { type: "string" },
-    "max-num-batched-tokens": { type: "string" },
-    "kv-cache-dtype": { type: "string" },
-    "enable-sleep-mode": { type: "boolean" },
-    "enforce-eager": { type: "boolean" },
-    version: { type: "boolean" },
-  },
-  strict: false,
-});
+const flags = {
+  port: { type: "string" },
+  host: { type: "string" },
+  model: { type: "string" },
+  "served-model-name": { type: "string" },
+  "gpu-memory-utilization": { type: "string" },
+  "max-model-len": { type: "string" },
+  "max-num-seqs": { type: "string" },
+  "max-num-batched-tokens": { type: "string" },
+  "kv-cache-dtype": { type: "string" },
+  "enable-sleep-mode": { type: "boolean" },
+  "enforce-eager": { type: "boolean" },
+  version: { type: "boolean" },
+  config: { type: "string" },
+} as const;
+const { values: given } = parseArgs({ options: flags, strict: false });
+
+/**
+ * vLLM's `--config FILE`: a YAML mapping of long argument names (dashes or underscores) to values, taken
+ * for the flags the command line did not give. A file that cannot be read as a mapping ends the start.
+ */
+function fromConfigFile(file: string): Record<string, string | boolean> {
+  const refuse = (why: string): never => {
+    process.stderr.write(`ValueError: Unable to read the config file at ${file}: ${why}\n`);
+    process.exit(1);
+  };
+  let text = "";
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (error) {
+    refuse(error instanceof Error && "code" in error && error.code === "ENOENT" ? "no such file" : String(error));
+  }
+  let config: unknown;
+  try {
+    config = parseYaml(text);
+  } catch (error) {
+    refuse(`not YAML (${error instanceof Error ? (error.message.split("\n")[0] ?? "") : String(error)})`);
+  }
+  if (config === null || typeof config !== "object" || Array.isArray(config)) refuse("not a YAML mapping of argument names to values");
+  const taken: Record<string, string | boolean> = {};
+  for (const [key, raw] of Object.entries(config as Record<string, unknown>)) {
+    const name = key.replace(/_/g, "-");
+    if (!(name in flags) || name === "config") continue;
+    // A list (served-model-name takes several) gives its first value.
+    const value: unknown = Array.isArray(raw) ? raw[0] : raw;
+    if (typeof value !== "string" && typeof value !== "number" && typeof value !== "boolean") continue;
+    if (flags[name as keyof typeof flags].type === "boolean") {
+      if (value === true || value === "true") taken[name] = true;
+    } else taken[name] = String(value);
+  }
+  return taken;
+}
+
+const fileValues = typeof given.config === "string" ? fromConfigFile(given.config) : {};
+const values: Record<string, string | boolean | undefined> = {
+  port: "8000",
+  host: "127.0.0.1",
+  "gpu-memory-utilization": "0.9",
+  ...fileValues,
+};
+for (const [name, value] of Object.entries(given)) if (value !== undefined) values[name] = value;
 
 const env = process.env;
 // `vllm --version` prints the version alone and exits, as vLLM's CLI does.
