@@ -117,6 +117,27 @@ describe("the operator's guide", () => {
     );
     const checks = (doctor.json() as { checks: { name: string; ok: boolean; detail: string }[] }).checks;
     expect(checks.find((c) => c.name === "production_manager")).toMatchObject({ ok: true, detail: "systemd unit vllm.service is loaded" });
+    // The unit's ExecStart, as systemctl shows it, is what production_config reads: this one passes the flag, not the file.
+    const configFile = join(site.dir, "vllm.yaml");
+    await writeFile(configFile, "gpu-memory-utilization: 0.7\n");
+    const withConfig = await cli(
+      ["doctor", "--json"],
+      {
+        ...site.env,
+        KLR_SERVICE_MANAGER: "systemd",
+        KLR_VLLM_SERVICE: "vllm.service",
+        KLR_VLLM_CONFIG: configFile,
+        PATH: env.PATH,
+        SIM_SYSTEMD_DIR: systemd,
+      },
+      new Date().toISOString(),
+    );
+    expect(
+      (withConfig.json() as { checks: { name: string; ok: boolean; detail: string }[] }).checks.find((c) => c.name === "production_config"),
+    ).toMatchObject({
+      ok: false,
+      detail: `${configFile} sets gpu-memory-utilization 0.7, but vllm.service's ExecStart: it passes no --config ${configFile}; it also passes --gpu-memory-utilization, which vLLM takes over the file's value`,
+    });
     execFileSync("systemctl", ["stop", "vllm.service"], { env });
   }, 120_000);
 });

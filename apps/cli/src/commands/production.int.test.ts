@@ -38,6 +38,21 @@ describe("production's --config file", () => {
     expect(unset).toMatchObject({ ok: true, detail: expect.stringContaining("KLR_VLLM_CONFIG is not set") });
   }, 60_000);
 
+  it("a production started with --config <KLR_VLLM_CONFIG> passes doctor, and serves what its file says", async () => {
+    const { site, run } = await simSite({ configFile: true, productionUtil: 0.62 });
+    const path = site.vllmConfigFile ?? "";
+    expect(site.env.KLR_VLLM_CONFIG).toBe(path);
+    const checks = (await run(["doctor", "--json"])).json().checks as Check[];
+    expect(checks.find((c) => c.name === "production_config")).toMatchObject({
+      ok: true,
+      detail: `${path} sets gpu-memory-utilization 0.62; KLR_PRODUCTION_START_COMMAND passes --config ${path} and no tuned flag`,
+    });
+    expect((await run(["production", "--json"])).json()).toMatchObject({
+      serving: { gpu_memory_utilization: 0.62 },
+      config_file: { path, gpu_memory_utilization: 0.62 },
+    });
+  }, 60_000);
+
   it("`production` shows what production serves, what the file says and what the newest promotion would change", async () => {
     const { dir, run } = await simSite({ productionUtil: 0.7 });
     const path = join(dir, "vllm.yaml");
