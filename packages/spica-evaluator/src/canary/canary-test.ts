@@ -124,7 +124,7 @@ export async function testUnderLoad(client: VllmClient, options: CanaryTestOptio
   const metrics = () => client.metrics(1000).catch(() => null);
   const before = await metrics();
   let peak = before ? kvUsageOf(before) : null;
-  const extra = plan.extra.length > 0 ? ` and ${plan.extra.length} more (${plan.extra[0]?.why ?? ""})` : "";
+  const extra = plan.extra.length > 0 ? `, with ${plan.extra[0]?.why ?? `${plan.extra.length} more`}` : "";
   options.onProgress?.(
     `load: ${plan.concurrency} requests in flight of ${plan.promptTokens} prompt + ${plan.outputTokens} output tokens for ${plan.durationSeconds} s${extra}`,
   );

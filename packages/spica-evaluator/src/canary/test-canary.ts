@@ -160,7 +160,12 @@ export async function testAndJudge(
     maxSlowdown: config.canaryMaxSlowdown,
     maxPreemptions: config.canaryMaxPreemptions,
   });
-  if (evidence.timedOut && productionStartSeconds !== null && productionStartSeconds >= config.canaryTimeoutSeconds) {
+  if (
+    verdict.status === "inconclusive" &&
+    evidence.timedOut &&
+    productionStartSeconds !== null &&
+    productionStartSeconds >= config.canaryTimeoutSeconds
+  ) {
     const why = `; KLR_CANARY_TIMEOUT (${config.canaryTimeoutSeconds} s) is not above production's own start (${productionStartSeconds.toFixed(1)} s): a canary loading the same model needs at least as long — raise it, or test on a spare GPU`;
     return { ...verdict, reason: `${verdict.reason}${why}`, measured };
   }
