@@ -28,6 +28,8 @@ export const loadOptionsSchema = z
     rampUpSeconds: z.number().min(0, "rampUpSeconds must be 0 or more").default(0),
     /** from runLoad's call: past it, requests still in flight are stopped (default durationSeconds + 30) */
     deadlineSeconds: z.number().positive().optional(),
+    /** steady requests keep starting past durationSeconds until this many started (a verdict needs them; the deadline still bounds it) */
+    minRequests: z.number().int().min(0, "minRequests must be 0 or more").default(0),
     /** requests started in all, extras included */
     maxRequests: z.number().int().min(1, "maxRequests must be at least 1").default(100_000),
     /** started once each, with the steady load, e.g. one request at max_model_len */
@@ -54,6 +56,13 @@ export const loadOptionsSchema = z
         input: o.rampUpSeconds,
         path: ["rampUpSeconds"],
         message: `rampUpSeconds (${o.rampUpSeconds}) must be at most durationSeconds (${o.durationSeconds})`,
+      });
+    if (o.minRequests > o.maxRequests)
+      ctx.issues.push({
+        code: "custom",
+        input: o.minRequests,
+        path: ["minRequests"],
+        message: `minRequests (${o.minRequests}) must be at most maxRequests (${o.maxRequests})`,
       });
     if (o.extra.length > o.maxRequests)
       ctx.issues.push({

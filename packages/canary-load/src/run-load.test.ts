@@ -113,6 +113,17 @@ describe("runLoad", () => {
     expect(vllm.state.bodies).toHaveLength(8); // and the calibration
   });
 
+  it("keeps starting steady requests past the duration until minRequests started, when each outlasts it", async () => {
+    // 6 tokens of 100 ms: each request outlasts the 0.2 s load, so two slots alone would start two
+    const vllm = await fake({ tokenDelayMs: 100 });
+    const report = await runLoad({ ...base, concurrency: 2, baseUrl: vllm.url, durationSeconds: 0.2, minRequests: 5 });
+    expect(report.totals.started).toBeGreaterThanOrEqual(5);
+    expect(report.totals.started).toBeLessThanOrEqual(6);
+    expect(report.totals.completed).toBe(report.totals.started);
+    const short = await runLoad({ ...base, concurrency: 2, baseUrl: vllm.url, durationSeconds: 0.2 });
+    expect(short.totals.started).toBe(2);
+  });
+
   it("spreads the first wave over rampUpSeconds, as production's requests arrive one by one, and sends the extras after it", async () => {
     // each request outlasts the ramp, so the first four to start are the four slots' first
     const vllm = await fake({ tokenDelayMs: 100 });

@@ -129,6 +129,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
     };
 
     const mayStart = () => !stop.signal.aborted && records.length < settings.maxRequests;
+    const steadyStarted = () => records.filter((r) => r.kind === "steady").length;
     const rampMs = settings.rampUpSeconds * 1000;
     // Resolves early (never rejects) when the load is stopped: nothing starts after that anyway.
     const wait = (ms: number) => (ms > 0 ? sleep(ms, undefined, { signal: stop.signal }).catch(() => undefined) : Promise.resolve());
@@ -139,7 +140,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
     const steadyShape = { promptTokens: settings.promptTokens, outputTokens: settings.outputTokens };
     const worker = async (slot: number) => {
       await wait((rampMs * slot) / settings.concurrency);
-      while (mayStart() && now() < loadEndsAt) await one(steadyShape, "steady");
+      while (mayStart() && (now() < loadEndsAt || steadyStarted() < settings.minRequests)) await one(steadyShape, "steady");
     };
     await Promise.all([...extras, ...Array.from({ length: settings.concurrency }, (_, slot) => worker(slot))]);
     const durationMs = now() - loadStart;

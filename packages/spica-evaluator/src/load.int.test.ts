@@ -37,31 +37,31 @@ describe("the canary's test under production's load", () => {
       preemptions: 0,
       load: {
         concurrency: 8,
-        prompt_tokens: 1950,
-        output_tokens: 485,
+        prompt_tokens: expect.toSatisfy((n: number) => n === 1999 || n === 2000),
+        output_tokens: 500,
         requests_failed: 0,
-        basis: "concurrency 8, prompt tokens 1950, output tokens 485 (production's /metrics)",
+        basis: expect.stringMatching(/^concurrency 8, prompt tokens (1999|2000), output tokens 500 \(production's \/metrics\)$/),
       },
       production_baseline: { source: expect.stringMatching(/^production's \/metrics histograms \(\d+ requests since it started\)$/) },
     });
     const load = measured.load as Record<string, number> & { prompt_tokens_seen_p50: number };
     expect(load.requests_completed).toBeGreaterThanOrEqual(8);
     // vLLM's own count of the prompt's tokens, within a few percent of what was asked (no tokenizer here)
-    expect(Math.abs(load.prompt_tokens_seen_p50 - 1950) / 1950).toBeLessThan(0.05);
+    expect(Math.abs(load.prompt_tokens_seen_p50 - 2000) / 2000).toBeLessThan(0.05);
     expect(measured.kv_cache_usage_peak).toBeGreaterThan(0);
     expect(measured.kv_cache_usage_peak).toBeLessThan(0.2);
-    expect(passed.validationReason).toMatch(/^\d+ requests under the load \(8 in flight of 1950 \+ 485 tokens\)/);
+    expect(passed.validationReason).toMatch(/^\d+ requests under the load \(8 in flight of (?:1999|2000) \+ 500 tokens\)/);
 
     const tight = await s.evaluator().runTest(small);
     expect(tight.status).toBe("failed");
     expect(tight.validationReason).toMatch(
-      /^\d+ preemptions under the load \(8 in flight of 1950 \+ 485 tokens\), above 0 \(KLR_CANARY_MAX_PREEMPTIONS\): its KV cache cannot hold production's requests; KV-cache usage peaked at \d+ %/,
+      /^\d+ preemptions under the load \(8 in flight of (?:1999|2000) \+ 500 tokens\), above 0 \(KLR_CANARY_MAX_PREEMPTIONS\): its KV cache cannot hold production's requests; KV-cache usage peaked at \d+ %/,
     );
     expect(tight.measured?.preemptions).toBeGreaterThan(0);
     expect(tight.promotionPath).toBeNull();
     // Production restarted after the first run: its fresh histograms hold our readiness checks, so the shape seen before holds.
     expect(tight.measured?.load?.basis).toMatch(
-      /^concurrency 8, prompt tokens 1950, output tokens 485 \(production's \/metrics as last seen at /,
+      /^concurrency 8, prompt tokens (?:1999|2000), output tokens 500 \(production's \/metrics as last seen at /,
     );
 
     expect((await canaryTested(s.home)).map((e) => (e.load as Record<string, number>).concurrency)).toEqual([8, 8]);
@@ -78,9 +78,9 @@ describe("the canary's test under production's load", () => {
     await s.stopProduction();
     const down = await s.evaluator().runTest(roomy);
     expect(down.measured?.load?.basis).toMatch(
-      /^concurrency 8, prompt tokens 1950, output tokens 485 \(production's \/metrics as last seen at \S+ \(vllm_seen\.json\): production does not answer now\)$/,
+      /^concurrency 8, prompt tokens (?:1999|2000), output tokens 500 \(production's \/metrics as last seen at \S+ \(vllm_seen\.json\): production does not answer now\)$/,
     );
     expect(down.measured?.productionBaseline).toBeNull();
-    expect(down.validationReason).toContain("no production baseline");
+    expect(down.validationReason).toContain("not compared with production: its /metrics did not answer");
   }, 240_000);
 });

@@ -70,6 +70,16 @@ describe("production's --config file", () => {
     const after = await run(["production"], { KLR_VLLM_CONFIG: path });
     expect(after.stdout).toMatch(/^\s+serving now\s+config file\s+promotion r-\S+\ngpu_memory_utilization\s+0\.7\s+0\.7\s+0\.75\n/);
     expect(after.stdout).toContain("The newest promotion would change: gpu_memory_utilization 0.7 → 0.75.");
+    // A file production does not follow is said, with where to look.
+    await writeFile(path, "gpu_memory_utilization: 0.6\n");
+    const ignored = await run(["production", "--json"], { KLR_VLLM_CONFIG: path });
+    expect(ignored.json().problems).toEqual([
+      `production serves gpu_memory_utilization 0.7 but ${path} says 0.6: it has not restarted since the file changed, or its command line overrides the file (see \`gpu-canary doctor\`'s production_config)`,
+    ]);
+    const promotions = await run(["promotions"]);
+    expect(promotions.stdout).toMatch(
+      / load 2 × 512\+128 tokens \(concurrency 2, prompt tokens 512, output tokens 128 \(default: production showed none\)\), 0 preemptions$/m,
+    );
     // An unreadable file is named, the rest still shown.
     await writeFile(path, "- a list\n");
     const broken = await run(["production", "--json"], { KLR_VLLM_CONFIG: path });

@@ -47,6 +47,15 @@ export async function runProduction(options: GlobalOptions, io: Io): Promise<num
     }
   }
 
+  if (
+    serving &&
+    configFile &&
+    configFile.gpu_memory_utilization !== null &&
+    serving.gpu_memory_utilization !== configFile.gpu_memory_utilization
+  )
+    problems.push(
+      `production serves gpu_memory_utilization ${serving.gpu_memory_utilization ?? "?"} but ${configFile.path} says ${configFile.gpu_memory_utilization}: it has not restarted since the file changed, or its command line overrides the file (see \`gpu-canary doctor\`'s production_config)`,
+    );
   const listing = await listPromotions(layout.promotionsDir);
   for (const bad of listing.unreadable) problems.push(`${bad.file} is not a promotion: ${bad.reason}`);
   const newest = listing.promotions.at(-1) ?? null;

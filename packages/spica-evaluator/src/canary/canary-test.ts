@@ -31,6 +31,8 @@ export interface CanaryTestOptions {
   /** the canary, e.g. http://127.0.0.1:9011 */
   baseUrl: string;
   apiKey?: string;
+  /** steady requests started at least, past the load's seconds when each outlasts them (KLR_CANARY_SAMPLES) */
+  minRequests: number;
   /** the load, planned once the canary serves (the plan may ask it its max_model_len) */
   plan: () => Promise<LoadPlan>;
   /** the test must end by then (epoch ms): the canary's timeout */
@@ -162,6 +164,7 @@ export async function testUnderLoad(client: VllmClient, options: CanaryTestOptio
       outputTokens: plan.outputTokens,
       durationSeconds: plan.durationSeconds,
       rampUpSeconds: plan.rampUpSeconds,
+      minRequests: options.minRequests,
       deadlineSeconds: secondsLeft,
       extra: plan.extra.map((e) => ({ promptTokens: e.promptTokens, outputTokens: e.outputTokens })),
       setupTimeoutMs: Math.max(1, Math.min(30_000, Math.floor(secondsLeft * 1000))),
@@ -210,7 +213,8 @@ export interface VerdictLimits {
   maxPreemptions: number;
 }
 
-const pct = (fraction: number) => `${(fraction * 100).toFixed(0)} %`;
+const pct = (fraction: number) => `${(fraction * 100).toFixed(fraction > 0 && fraction < 0.1 ? 1 : 0)} %`;
+const plural = (n: number, what: string) => `${n} ${what}${n === 1 ? "" : "s"}`;
 const msText = (value: number) => `${value.toFixed(value < 10 ? 1 : 0)} ms`;
 const fmt = (value: number | null) => (value === null ? "?" : msText(value));
 
@@ -267,7 +271,7 @@ export function judge(evidence: CanaryEvidence, baseline: ProductionBaseline | n
   const itlP95 = t.itlMs.p95;
   const latencies = `TTFT p95 ${msText(ttftP95)}, inter-token p95 ${itlP95 === null ? "n/a" : msText(itlP95)}`;
   const tail = `${evidence.preemptions ?? "unreported"} preemptions${peak}, ${t.outputTokensPerSecond.toFixed(0)} output tokens/s`;
-  const done = `${t.completed} requests under the load (${shape}) in ${(load.durationMs / 1000).toFixed(1)} s`;
+  const done = `${plural(t.completed, "request")} under the load (${shape}) in ${(load.durationMs / 1000).toFixed(1)} s`;
   const extras = load.requests.filter((r) => r.kind === "extra");
   if (load.asked.extra.length > 0) {
     // The intent's requests prove memory only if they ran to the end.
@@ -318,16 +322,14 @@ export function judge(evidence: CanaryEvidence, baseline: ProductionBaseline | n
   }
   const against =
     baseline === null
-      ? "; no production baseline (its /metrics did not answer, or counted no request)"
+      ? "; not compared with production: its /metrics did not answer, or counted no request"
       : baseline.requests < MIN_BASELINE_REQUESTS
-        ? `; production's ${baseline.requests} requests are too few to compare with (${MIN_BASELINE_REQUESTS})`
+        ? `; not compared with production: its histograms counted ${plural(baseline.requests, "request")} since it started (${MIN_BASELINE_REQUESTS} needed)`
         : server === null
-          ? "; the canary's /metrics gave no latency histograms to compare with production's"
-          : ` (vLLM's own: canary ${fmt(server.ttftP95Ms)}, production ${fmt(baseline.ttftP95Ms)})`;
-  return {
-    status: "passed",
-    reason: `${done}: TTFT p95 ${msText(ttftP95)}${against}, inter-token p95 ${itlP95 === null ? "n/a" : msText(itlP95)}, ${tail}`,
-  };
+          ? "; not compared with production: the canary's /metrics gave no latency histograms"
+          : ` (TTFT p95 by vLLM's own histograms: canary ${fmt(server.ttftP95Ms)}, production ${fmt(baseline.ttftP95Ms)})`;
+  const [compared, note] = against.startsWith(";") ? ["", against] : [against, ""];
+  return { status: "passed", reason: `${done}: ${latencies}${compared}, ${tail}${note}` };
 }
 
 /** Fewer requests in production's histograms say too little of its latency to judge a canary by. */

@@ -58,6 +58,13 @@ describe("production's shape from its /metrics", () => {
     expect(shapeFromMetrics(parsePrometheusText(fresh), at)).toBeNull();
   });
 
+  it("never takes a p95 below the mean, which the histogram's _sum and _count give exactly", () => {
+    // 20 prompts of exactly 2,000 tokens: interpolation inside the 1,000–2,000 bucket reads a p95 of 1,950
+    const exact = `${PRODUCTION}vllm:request_prompt_tokens_sum{engine="0",model_name="llama"} 40000.0\nvllm:request_generation_tokens_sum{engine="0",model_name="llama"} 3000.0\nvllm:request_generation_tokens_count{engine="0",model_name="llama"} 20.0\n`;
+    const shape = shapeFromMetrics(parsePrometheusText(exact), at);
+    expect(shape).toMatchObject({ promptTokensP95: 2000, promptTokensP50: 1500, outputTokensP95: 195 });
+  });
+
   it("takes no lengths from a production that has counted fewer than 20 requests (after a restart: our own readiness checks)", () => {
     const restarted = PRODUCTION.replace(/ 20\.0$/gm, " 9.0");
     expect(shapeFromMetrics(parsePrometheusText(restarted), at)).toMatchObject({

@@ -50,6 +50,13 @@ const positive = (v: number | null): number | null => (v !== null && Number.isFi
 /** Fewer requests in a length histogram say nothing of production's traffic. */
 export const MIN_SHAPE_REQUESTS = 20;
 
+function meanOf(samples: readonly Sample[], name: string): number | null {
+  const total = (suffix: string) =>
+    samples.filter((s) => s.name === `${name}${suffix}` && Number.isFinite(s.value)).reduce((sum, s) => sum + s.value, 0);
+  const count = total("_count");
+  return count > 0 ? total("_sum") / count : null;
+}
+
 function observations(samples: readonly Sample[], name: string): number {
   return samples
     .filter((s) => s.name === `${name}_bucket` && s.labels.le === "+Inf" && Number.isFinite(s.value))
@@ -66,7 +73,10 @@ export function shapeFromMetrics(samples: readonly Sample[], seenAt: Date): Prod
     // A production just restarted has counted little but our own readiness checks (one-token prompts): not its traffic.
     if (observations(samples, name) < MIN_SHAPE_REQUESTS) return null;
     const v = positive(histogramQuantile(samples, name, quantile));
-    return v === null ? null : Math.round(v);
+    if (v === null) return null;
+    // Interpolated inside vLLM's 1-2-5 buckets, a p95 can fall well below production's real lengths (all
+    // 2,000-token prompts read 1,950): never below the mean, which the histogram's _sum and _count give exactly.
+    return Math.round(quantile >= 0.95 ? Math.max(v, meanOf(samples, name) ?? 0) : v);
   };
   const shape: ProductionShape = {
     concurrency: maxOf(samples, "vllm:num_requests_running"),

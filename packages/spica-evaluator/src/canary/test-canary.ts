@@ -86,6 +86,7 @@ async function testCanary(
     baseUrl: canaryUrl(config),
     ...(config.vllmApiKey ? { apiKey: config.vllmApiKey } : {}),
     plan,
+    minRequests: config.canarySamples,
     deadline,
     ...(ctx.signal ? { signal: ctx.signal } : {}),
     ...(ctx.onProgress ? { onProgress: ctx.onProgress } : {}),
