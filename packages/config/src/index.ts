@@ -20,7 +20,7 @@ export class SettingsError extends GpuCanaryError {
   constructor(errors: string[]) {
     super("SETTINGS_INVALID", errors.length === 1 ? `invalid setting: ${errors[0] ?? ""}` : `invalid settings:\n  ${errors.join("\n  ")}`, {
       kind: "usage",
-      hint: "fix the variable in the environment or in the env file ($KLR_HOME/.kloros_env or KLR_ENV_FILE); `gpu-canary config` shows where each value comes from",
+      hint: "fix each variable where the message says it comes from: the environment, or the env file ($KLR_HOME/.kloros_env or KLR_ENV_FILE)",
       details: { errors },
     });
     this.errors = errors;

@@ -25,7 +25,9 @@ const hint = (path: string) =>
 
 function parse(path: string, text: string) {
   const doc = parseDocument(text, { keepSourceTokens: false });
-  if (doc.errors.length > 0) throw new StateUnreadableError(path, `not YAML: ${doc.errors[0]?.message ?? ""}`.trim(), hint(path));
+  // The parser's message goes on to quote the line with a caret under it: its first line says it on one line.
+  if (doc.errors.length > 0)
+    throw new StateUnreadableError(path, `not YAML: ${doc.errors[0]?.message.split("\n")[0] ?? ""}`.trim(), hint(path));
   if (doc.contents !== null && !isMap(doc.contents))
     throw new StateUnreadableError(path, "is YAML but not a mapping of vLLM's arguments", hint(path));
   const present = UTIL_KEYS.filter((key) => doc.has(key));

@@ -2,7 +2,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { testdir } from "@gpu-canary/testing";
 import { afterEach, describe, expect, it } from "vitest";
-import { createHost, h200 } from "./host-state.ts";
+import { createHost, h200, readHost } from "./host-state.ts";
 import { SIM_VLLM } from "./index.ts";
 import { kvCacheTokensFor } from "./kv-capacity.ts";
 import { createSimSite, writeModelFolder } from "./sim-site.ts";
@@ -261,6 +261,26 @@ describe("the simulated vLLM process under load", () => {
     await complete(vllm.url, { prompt: promptOf(600), max_tokens: 2 }).catch(() => undefined);
     expect(await vllm.exited).toBe(1);
     expect(vllm.err()).toMatch(/^torch\.OutOfMemoryError: CUDA out of memory\. Tried to allocate /m);
+  }, 40_000);
+
+  it("on SIGTERM gives an open request 5 s to finish, then goes and frees its GPU memory (a request must not keep it alive)", async () => {
+    const dir = await testdir();
+    const host = join(dir, "host.json");
+    await createHost(host, { gpus: [h200(0)] });
+    const vllm = await start(["--model", "m", "--gpu-memory-utilization", "0.3"], {
+      GPU_CANARY_SIM_HOST: host,
+      CUDA_VISIBLE_DEVICES: "0",
+      SIM_TOKEN_LATENCY_MS: "100",
+    });
+    // 600 tokens at 100 ms: a minute, far past the grace
+    const open = complete(vllm.url, { prompt: "hello", max_tokens: 600, ignore_eos: true }).catch(() => null);
+    await new Promise((r) => setTimeout(r, 300));
+    const stopped = Date.now();
+    vllm.child.kill("SIGTERM");
+    expect(await vllm.exited).toBe(0);
+    expect(Date.now() - stopped).toBeLessThan(15_000);
+    expect(readHost(host).processes.filter((p) => p.pid === vllm.child.pid)).toEqual([]);
+    await open;
   }, 40_000);
 
   it("refuses a knob that is not a number in range, naming it", async () => {

@@ -219,9 +219,15 @@ const app = buildSimVllm({
   },
 });
 
+/** In-flight requests get this long to finish on SIGTERM, as vLLM's --shutdown-timeout gives them; then the process goes anyway. */
+const SHUTDOWN_GRACE_MS = 5000;
+
 const shutdown = async (signal: string) => {
   log(`received ${signal}, shutting down`);
-  await app.close();
+  // A client that went away mid-request (a load stopped at its deadline) must not keep the server, and
+  // its GPU memory in nvidia-smi, alive: fastify's close waits for every open request.
+  const grace = new Promise<void>((resolve) => setTimeout(resolve, SHUTDOWN_GRACE_MS).unref());
+  await Promise.race([app.close(), grace]);
   if (hostFile) await unregisterProcess(hostFile, process.pid);
   process.exit(0);
 };

@@ -406,7 +406,7 @@ export async function runDoctor(options: GlobalOptions, io: Io): Promise<number>
       name: "settings",
       ok: false,
       detail: e,
-      fix: "fix the variable in the environment or the env file; `gpu-canary config` shows where each comes from",
+      fix: "fix the variable where it comes from: the environment, or the env file ($KLR_HOME/.kloros_env or KLR_ENV_FILE)",
     }));
   } else {
     const settings: Settings = { ...loaded, layout: layoutFor(loaded.config) };
