@@ -2,6 +2,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { open, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { testdir, tsNodeArgs } from "@gpu-canary/testing";
+import { freePort } from "@gpu-canary/vllm-sim";
 import { describe, expect, it } from "vitest";
 
 const bin = join(import.meta.dirname, "bin.ts");
@@ -12,7 +13,7 @@ describe("gpu-canaryd", () => {
     const home = await testdir();
     // The env file is shared with the wider system: its shell lines must not stop the daemon.
     await writeFile(join(home, ".kloros_env"), "alias ll='ls -l'\nKLR_CANARY_MODE=predictive\n");
-    const port = 20000 + Math.floor(Math.random() * 20000);
+    const port = freePort();
     const child = spawn(process.execPath, tsNodeArgs(bin), {
       env: { ...process.env, KLR_HOME: home, KLR_DAEMON_LISTEN: `127.0.0.1:${port}` },
       stdio: ["ignore", "pipe", "pipe"],

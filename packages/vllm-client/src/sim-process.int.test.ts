@@ -1,11 +1,11 @@
 import { spawn } from "node:child_process";
-import { SIM_VLLM } from "@gpu-canary/vllm-sim";
+import { SIM_VLLM, freePort } from "@gpu-canary/vllm-sim";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { createVllmClient } from "./client.ts";
 
 describe("the vLLM client against the simulated vLLM process", () => {
   it("waits through a startup that refuses connections, then streams a timed completion", async () => {
-    const port = 20000 + Math.floor(Math.random() * 20000);
+    const port = freePort();
     const child = spawn(SIM_VLLM, ["--port", String(port), "--model", "/m", "--gpu-memory-utilization", "0.6"], {
       env: { ...process.env, SIM_STARTUP_DELAY_MS: "800", SIM_TOKEN_LATENCY_MS: "10" },
       stdio: "ignore",

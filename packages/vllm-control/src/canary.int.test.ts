@@ -4,13 +4,13 @@ import { createServer } from "node:net";
 import { join } from "node:path";
 import { testdir, tsNodeArgs, until } from "@gpu-canary/testing";
 import { createVllmClient } from "@gpu-canary/vllm-client";
-import { SIM_VLLM, createHost, h200 } from "@gpu-canary/vllm-sim";
+import { SIM_VLLM, createHost, freePort, h200 } from "@gpu-canary/vllm-sim";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { launchCanary } from "./canary-launcher.ts";
 import { portState } from "./ports.ts";
 import { groupMembers } from "./procfs.ts";
 
-const port = () => 20000 + Math.floor(Math.random() * 20000);
+const port = freePort;
 
 describe("the canary process", () => {
   it("starts on its port in its own group, serves, and stops with nothing left", async () => {

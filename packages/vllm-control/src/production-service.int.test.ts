@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { createGpuProbe } from "@gpu-canary/gpu-probe";
 import { testdir } from "@gpu-canary/testing";
 import { createVllmClient } from "@gpu-canary/vllm-client";
-import { NVIDIA_SMI_STANDIN, SIM_VLLM, createHost, h200, liveProcesses, readHost, registerProcess } from "@gpu-canary/vllm-sim";
+import { NVIDIA_SMI_STANDIN, SIM_VLLM, createHost, freePort, h200, liveProcesses, readHost, registerProcess } from "@gpu-canary/vllm-sim";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { createProductionService } from "./production-service.ts";
 import { restoreProduction } from "./restore.ts";
@@ -13,7 +13,7 @@ async function production() {
   const dir = await testdir();
   const hostFile = join(dir, "host.json");
   await createHost(hostFile, { gpus: [h200(0)] });
-  const port = 20000 + Math.floor(Math.random() * 20000);
+  const port = freePort();
   const env = { GPU_CANARY_SIM_HOST: hostFile, SIM_SLEEP_RESIDUE_MIB: "1500" };
   // Started as a sleep-mode production is: dev mode and --enable-sleep-mode.
   const startCommand = `VLLM_SERVER_DEV_MODE=1 setsid ${SIM_VLLM} --port ${port} --model /m --gpu-memory-utilization 0.5 --enable-sleep-mode > ${dir}/prod.log 2>&1 < /dev/null & echo $! > ${dir}/prod.pid`;

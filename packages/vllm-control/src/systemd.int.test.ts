@@ -12,6 +12,7 @@ import {
   SYSTEMD_STANDINS,
   createHost,
   defineUnit,
+  freePort,
   h200,
   liveProcesses,
   readHost,
@@ -49,7 +50,7 @@ async function systemdHost(unitEnv: Record<string, string> = {}) {
   const dir = await testdir();
   const hostFile = join(dir, "host.json");
   await createHost(hostFile, { gpus: [h200(0)] });
-  const port = 20000 + Math.floor(Math.random() * 20000);
+  const port = freePort();
   // The stand-ins find their state through SIM_SYSTEMD_DIR, and units the host through GPU_CANARY_SIM_HOST.
   process.env.SIM_SYSTEMD_DIR = dir;
   process.env.GPU_CANARY_SIM_HOST = hostFile;

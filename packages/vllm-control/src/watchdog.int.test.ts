@@ -4,14 +4,14 @@ import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { testdir, tsNodeArgs, until } from "@gpu-canary/testing";
 import { createVllmClient } from "@gpu-canary/vllm-client";
-import { SIM_VLLM, createHost, h200, liveProcesses, readHost } from "@gpu-canary/vllm-sim";
+import { SIM_VLLM, createHost, freePort, h200, liveProcesses, readHost } from "@gpu-canary/vllm-sim";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { groupMembers } from "./procfs.ts";
 import { runOperatorCommand } from "./shell.ts";
 import type { WatchdogReport } from "./watchdog.ts";
 
 const armer = join(import.meta.dirname, "test-fixtures", "armer.ts");
-const port = () => 20000 + Math.floor(Math.random() * 20000);
+const port = freePort;
 
 /** A simulated host with production running as a detached sim vLLM, managed by commands. */
 async function host(options: { startDelayMs?: number } = {}) {

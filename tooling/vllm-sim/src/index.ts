@@ -17,6 +17,7 @@ export type { HostState, SimGpu, SimProcess } from "./host-state.ts";
 export { FAILURE_OUTPUT, answer as nvidiaSmiAnswer } from "./nvidia-smi-standin.ts";
 
 export { PROMPT_TOKENS_PER_WORD, buildSimVllm, promptTokensOf } from "./vllm-server.ts";
+export { freePort } from "./free-port.ts";
 export { kvCacheTokensFor } from "./kv-capacity.ts";
 export type { KvCapacityInput } from "./kv-capacity.ts";
 export type { SimVllmOptions } from "./vllm-server.ts";

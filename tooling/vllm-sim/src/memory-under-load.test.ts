@@ -2,6 +2,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { testdir } from "@gpu-canary/testing";
 import { afterEach, describe, expect, it } from "vitest";
+import { freePort } from "./free-port.ts";
 import { createHost, h200, readHost } from "./host-state.ts";
 import { SIM_VLLM } from "./index.ts";
 import { kvCacheTokensFor } from "./kv-capacity.ts";
@@ -220,7 +221,7 @@ describe("the simulated vLLM's memory under load", () => {
 
 describe("the simulated vLLM process under load", () => {
   async function start(args: string[], env: Record<string, string>) {
-    const port = 20000 + Math.floor(Math.random() * 20000);
+    const port = freePort();
     const child = spawn(SIM_VLLM, ["--port", String(port), ...args], {
       env: { ...process.env, ...env },
       stdio: ["ignore", "pipe", "pipe"],

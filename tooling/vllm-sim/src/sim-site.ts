@@ -2,6 +2,7 @@ import { execFile } from "node:child_process";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { freePort } from "./free-port.ts";
 import { createHost, h200, readHost } from "./host-state.ts";
 import { PROMPT_TOKENS_PER_WORD } from "./vllm-server.ts";
 
@@ -124,8 +125,6 @@ export interface SimSite {
   /** stop whatever this site started: production, canaries, Whisper */
   cleanup(): Promise<void>;
 }
-
-const freePort = () => 20000 + Math.floor(Math.random() * 25000);
 
 /** HH:MM of an instant on the wall clock of `timeZone`. */
 const hhmm = (date: Date, timeZone: string) =>

@@ -3,11 +3,10 @@ import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { testdir } from "@gpu-canary/testing";
 import { describe, expect, it, onTestFinished } from "vitest";
+import { freePort } from "./free-port.ts";
 import { createHost, h200, readHost } from "./host-state.ts";
 import { SIM_VLLM } from "./index.ts";
 import { createSimSite } from "./sim-site.ts";
-
-const freePort = () => 20000 + Math.floor(Math.random() * 20000);
 
 /** Start the simulated vLLM as a process; resolves once it serves (or exits). */
 async function startVllm(args: string[], env: Record<string, string> = {}) {

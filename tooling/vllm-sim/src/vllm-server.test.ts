@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { testdir } from "@gpu-canary/testing";
 import OpenAI from "openai";
 import { afterEach, describe, expect, it } from "vitest";
+import { freePort } from "./free-port.ts";
 import { createHost, h200, readHost, registerProcess } from "./host-state.ts";
 import { SIM_VLLM } from "./index.ts";
 import { buildSimVllm } from "./vllm-server.ts";
@@ -67,7 +68,7 @@ describe("the simulated vLLM", () => {
     const dir = await testdir();
     const host = join(dir, "host.json");
     await createHost(host, { gpus: [h200(0)] });
-    const port = 20000 + Math.floor(Math.random() * 20000);
+    const port = freePort();
     const child = spawn(SIM_VLLM, ["--port", String(port), "--model", "/m", "--gpu-memory-utilization", "0.5"], {
       env: { ...process.env, GPU_CANARY_SIM_HOST: host, CUDA_VISIBLE_DEVICES: "0" },
       stdio: ["ignore", "pipe", "pipe"],
@@ -86,7 +87,7 @@ describe("the simulated vLLM", () => {
   }, 40_000);
 
   it("dies mid-test with CUDA's out-of-memory text when asked to", async () => {
-    const port = 20000 + Math.floor(Math.random() * 20000);
+    const port = freePort();
     const child = spawn(SIM_VLLM, ["--port", String(port), "--gpu-memory-utilization", "0.5"], {
       env: { ...process.env, SIM_FAIL: "crash-mid-test", SIM_CRASH_AFTER: "1" },
       stdio: ["ignore", "pipe", "pipe"],
