@@ -275,6 +275,39 @@ Exit codes: 0 passed, 1 failed or inconclusive, 2 malformed candidate, 3 refused
     );
 
   program
+    .command("apply")
+    .description(
+      "put a promotion into production's --config file, restart production and verify it under load; rolled back by itself when it fails",
+    )
+    .argument("<run_id>", "the promotion's run id (`gpu-canary promotions list`)")
+    .addHelpText(
+      "after",
+      `${examples(["gpu-canary apply r-20261203T031200-a1b2c3", "gpu-canary apply r-20261203T031200-a1b2c3 --json | jq .status"])}
+Exit codes: 0 applied and verified, 1 verification failed (production put back on its previous settings), 2 unknown promotion or KLR_VLLM_CONFIG unset, 3 refused by a safety gate, 4 error; 128+N after signal N (previous settings restored first).`,
+    )
+    .action(
+      run(async (command) => {
+        const { runApply } = await import("./commands/apply.ts");
+        return runApply(command.args[0] ?? "", globals(command), io);
+      }),
+    );
+
+  program
+    .command("rollback")
+    .description("go back to the settings applied before the current ones, gated and verified as an apply")
+    .addHelpText(
+      "after",
+      `${examples(["gpu-canary rollback", "gpu-canary rollback --json"])}
+Exit codes: as apply's; 3 also when no earlier settings are recorded.`,
+    )
+    .action(
+      run(async (command) => {
+        const { runRollback } = await import("./commands/apply.ts");
+        return runRollback(globals(command), io);
+      }),
+    );
+
+  program
     .command("observe")
     .description("scan vLLM log lines for out-of-memory events: one line per event; creates intents unless --dry-run")
     .option("--from <FILE>", "the log file to scan, or - for standard input")

@@ -57,6 +57,10 @@ const EVENT_FIELDS = {
   intent_created: { intent_id: z.string(), kind: z.string() },
   oom_detected: { kind: z.string(), line: z.string() },
   promotion_written: { path: z.string() },
+  /** production's vLLM config file changed and verified (`apply`, `rollback`): from and to what utilization */
+  settings_applied: { from: z.number().nullable(), to: z.number().nullable(), history_file: z.string() },
+  /** an apply whose verification failed, put back: production serves `to` again */
+  settings_rolled_back: { from: z.number().nullable(), to: z.number().nullable(), reason: z.string() },
   /** the tuning runner's decision on an intent: promoted, ranked, no_fit, deferred, refused, failed, error */
   tuning_decision: { intent_id: z.string().nullable(), outcome: z.string() },
 } satisfies Record<string, z.ZodRawShape>;

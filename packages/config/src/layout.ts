@@ -10,6 +10,10 @@ export interface Layout {
   watchdogReports: string;
   maintenanceDir: string;
   vllmSeen: string;
+  /** what is applied to production's vLLM config file now, and what was before (applied.json) */
+  appliedFile: string;
+  /** every version of production's vLLM config file that an apply wrote, and the one before the first */
+  vllmHistoryDir: string;
   rateLimits: string;
   budgetFile: (date: string) => string;
   auditDir: string;
@@ -44,6 +48,8 @@ export function layoutFor(settings: { home: string; modelPath: string; daemonTok
     watchdogReports: join(locksDir, "watchdog-reports"),
     maintenanceDir,
     vllmSeen: join(maintenanceDir, "vllm_seen.json"),
+    appliedFile: join(home, ".kloros", "vllm", "applied.json"),
+    vllmHistoryDir: join(home, ".kloros", "vllm", "history"),
     rateLimits: join(maintenanceDir, "rate_limits.json"),
     budgetFile: (date) => join(maintenanceDir, `gpu_budget_${checkDate(date)}.json`),
     auditDir,

@@ -23,6 +23,8 @@ export const gpuLockRecordSchema = baseLockRecordSchema.extend({
   canary_pgid: z.number().int().positive().optional(),
   /** the size Whisper may have been switched to (recovery switches it back) */
   whisper_at: z.string().optional(),
+  /** an apply: the config file to put back before production restarts, and what production then serves with */
+  settings_restore: z.object({ config_path: z.string(), restore_from: z.string(), gpu_memory_utilization: z.number() }).optional(),
 });
 export type GpuLockRecord = z.infer<typeof gpuLockRecordSchema>;
 

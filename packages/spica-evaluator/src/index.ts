@@ -7,6 +7,8 @@ export type { Candidate } from "./candidate.ts";
 export { exitCodeOfResult, loadSummary, resultJson } from "./result.ts";
 export type { EvaluationMode, EvaluationResult, EvaluationStatus, Measured, MeasuredLoad } from "./result.ts";
 export { recover, recoverIfCrashed } from "./recover.ts";
+export { APPLY_SUBSYSTEM, applyWorstCase } from "./apply/change-settings.ts";
+export type { SettingsChangeOutcome } from "./apply/change-settings.ts";
 export { armFilePath, auditWatchdogReports } from "./canary/watchdog-reports.ts";
 export type { RecoveryOutcome } from "./recover.ts";
 export { listPromotions, promotionFile, promotionSchema, writePromotion } from "./promotions.ts";

@@ -2,7 +2,16 @@ import { rm } from "node:fs/promises";
 import { GpuCanaryError, messageOf } from "@gpu-canary/errors";
 import { GpuLockUnreadableError, type GpuLockRecord, timeOf } from "@gpu-canary/gpu-lock";
 import { nightOf } from "@gpu-canary/policy";
-import { productionServes, readArmFile, restoreUnlessServing, stopProcessGroup } from "@gpu-canary/vllm-control";
+import {
+  type RestorePlan,
+  productionServes,
+  putBackSettings,
+  readApplied,
+  readArmFile,
+  restoreUnlessServing,
+  stopProcessGroup,
+  writeApplied,
+} from "@gpu-canary/vllm-control";
 import { armFilePath, auditReport, auditWatchdogReports, reportFor, waitForWatchdog } from "./canary/watchdog-reports.ts";
 import { chargeOutage, notRestored, switchWhisperSeen } from "./canary/undoing.ts";
 import { type RunContext, restorePlanOf } from "./context.ts";
@@ -60,6 +69,8 @@ export async function recover(ctx: RunContext): Promise<RecoveryOutcome> {
   const runId = evicted?.run_id ?? null;
   if (!evicted || evicted.production_stopped_at === undefined || evicted.charged_at !== undefined) {
     try {
+      // An apply that died after writing the new file and before stopping production: production still runs the old one.
+      if (evicted?.settings_restore && evicted.charged_at === undefined) await settingsBack(ctx, evicted, runId);
       await ctx.audit.append({ event: "recovery", run_id: runId, action: "released_stale" });
       // A canary run that died before it stopped production (or after its charge) never said how it ended.
       if (runId !== null)
@@ -102,6 +113,32 @@ export async function recover(ctx: RunContext): Promise<RecoveryOutcome> {
   return outcome;
 }
 
+/** An apply's way back, from its journal: the previous file, and what production serves with then. */
+function planOf(ctx: RunContext, record: GpuLockRecord): RestorePlan {
+  const plan = restorePlanOf(ctx.config, ctx.env, record.quiesce ?? ctx.config.quiesce);
+  const s = record.settings_restore;
+  return s
+    ? {
+        ...plan,
+        quiesce: "stop",
+        settings: { configPath: s.config_path, restoreFrom: s.restore_from, gpuMemoryUtilization: s.gpu_memory_utilization },
+      }
+    : plan;
+}
+
+/**
+ * A crashed apply's settings put back: the file, and applied.json when the run had recorded its
+ * unverified settings as applied (it died before it could disarm, and the watchdog put them back).
+ */
+async function settingsBack(ctx: RunContext, record: GpuLockRecord, runId: string | null): Promise<void> {
+  const settings = planOf(ctx, record).settings;
+  if (!settings) return;
+  await putBackSettings(settings);
+  const applied = await readApplied(ctx.layout.appliedFile);
+  if (applied && runId !== null && applied.run_id === runId && applied.previous)
+    await writeApplied(ctx.layout.appliedFile, { ...applied.previous, run_id: runId, previous: null });
+}
+
 /** The fields of a crashed run's record that recovery needs: when production stopped, how, and whether it serves. */
 function journalOf(record: GpuLockRecord): Partial<GpuLockRecord> {
   return {
@@ -109,6 +146,7 @@ function journalOf(record: GpuLockRecord): Partial<GpuLockRecord> {
     ...(record.quiesce ? { quiesce: record.quiesce } : {}),
     ...(record.production_stopped_at ? { production_stopped_at: record.production_stopped_at } : {}),
     ...(record.production_serving_at ? { production_serving_at: record.production_serving_at } : {}),
+    ...(record.settings_restore ? { settings_restore: record.settings_restore } : {}),
   };
 }
 
@@ -152,26 +190,32 @@ async function finishCrashedRun(
       await ctx.audit.append({ event: "whisper_switched", run_id: runId, ...back, from: evicted.whisper_at, to: ctx.config.whisperSize });
   }
 
-  let servingAt: number | null = timeOf(evicted.production_serving_at);
+  // An apply's "serving at" is its new settings' start, which the way back undoes: not the end of the outage.
+  const apply = evicted.settings_restore !== undefined;
+  let servingAt: number | null = apply ? null : timeOf(evicted.production_serving_at);
   let restoredBy: RecoveryOutcome["restoredBy"] = servingAt === null ? null : "already_serving";
   if (servingAt === null && fired?.production_serving_at) {
     servingAt = Date.parse(fired.production_serving_at);
     restoredBy = "watchdog";
   }
-  const servingNow = await serves(ctx);
+  const plan = planOf(ctx, evicted);
+  const servingNow = apply ? false : await serves(ctx);
   if (servingAt === null && servingNow) {
     // Brought back by hand or by a watchdog that left no report: the first completion seen is now.
     servingAt = Date.now();
     restoredBy = "already_serving";
   }
   if (servingAt === null || !servingNow) {
-    ctx.onProgress?.("production is not serving: restoring it");
+    ctx.onProgress?.(apply ? "putting production back on its settings before the apply" : "production is not serving: restoring it");
     try {
-      const restored = await restoreUnlessServing(restorePlanOf(ctx.config, ctx.env, evicted.quiesce ?? ctx.config.quiesce));
-      servingAt = restored.servingAt.getTime();
-      restoredBy = "recover";
-      await journal({ production_serving_at: restored.servingAt.toISOString() });
-      await ctx.audit.append({ event: "production_restored", run_id: runId, seconds: restored.seconds, by: "recover" });
+      const restored = await restoreUnlessServing(plan);
+      if (apply) await settingsBack(ctx, evicted, runId);
+      // Already serving the previous settings: the watchdog's report (read above) says when they came back.
+      servingAt = restored.alreadyServing && servingAt !== null ? servingAt : restored.servingAt.getTime();
+      restoredBy = restored.alreadyServing ? (fired?.production_serving_at ? "watchdog" : "already_serving") : "recover";
+      await journal({ production_serving_at: new Date(servingAt).toISOString() });
+      if (!restored.alreadyServing)
+        await ctx.audit.append({ event: "production_restored", run_id: runId, seconds: restored.seconds, by: "recover" });
     } catch (error) {
       await ctx.audit.append({ event: "recovery", run_id: runId, action: "restore_failed", error: messageOf(error) });
       throw notRestored(error, "recovery");
@@ -186,8 +230,8 @@ async function finishCrashedRun(
     event: "run_finished",
     run_id: runId,
     status: "error",
-    mode: "canary",
-    reason: "crashed; finished by recovery",
+    mode: apply ? "apply" : "canary",
+    reason: apply ? "crashed; production put back on its settings before the change by recovery" : "crashed; finished by recovery",
   });
   return {
     action: "recovered",

@@ -85,8 +85,8 @@ export interface Measured {
   kvCacheUsagePeak: number | null;
   /** the load's latency by the canary's own /metrics histograms, as production's baseline is measured */
   canaryServer: ServerLatency | null;
-  /** how the canary ran: on the spare GPU, beside a quiesced production, or one already serving */
-  path: "spare" | "quiesced" | "attached";
+  /** how the canary ran: on the spare GPU, beside a quiesced production, or one already serving; "apply": production itself, verified after an apply */
+  path: "spare" | "quiesced" | "attached" | "apply";
   downtimeSeconds: number | null;
 }
 

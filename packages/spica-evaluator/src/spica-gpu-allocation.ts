@@ -4,6 +4,8 @@ import { type Config, type Layout, layoutFor } from "@gpu-canary/config";
 import { GpuCanaryError, InterruptedError, messageOf } from "@gpu-canary/errors";
 import { createGpuLock } from "@gpu-canary/gpu-lock";
 import { type GpuProbe, createGpuProbe } from "@gpu-canary/gpu-probe";
+import { applyPromotion, rollbackSettings } from "./apply/apply.ts";
+import type { SettingsChangeOutcome } from "./apply/change-settings.ts";
 import { type Candidate, parseCandidate } from "./candidate.ts";
 import { runCanary } from "./canary/run-canary.ts";
 import { type RunContext, policyOf, productionClient, productionServiceOf } from "./context.ts";
@@ -164,6 +166,19 @@ export class SpicaGPUAllocation {
       await ctx.audit.append({ event: "promotion_written", run_id: runId, path: result.promotionPath });
     }
     return result;
+  }
+
+  /** Put a promotion into production's config file, restart and verify it; rolled back by itself when it fails (apply/apply.ts). */
+  async apply(promotionRunId: string): Promise<SettingsChangeOutcome> {
+    return applyPromotion(this.context, promotionRunId, {
+      runId: newRunId(this.context.now()),
+      predict: (candidate) => this.predict(candidate),
+    });
+  }
+
+  /** Go back to the settings applied before the current ones, gated and verified as an apply is. */
+  async rollback(): Promise<SettingsChangeOutcome> {
+    return rollbackSettings(this.context, { runId: newRunId(this.context.now()) });
   }
 
   /** Only the arithmetic: the predictive pre-flight for a candidate, audited nowhere (the tuning runner ranks with it). */

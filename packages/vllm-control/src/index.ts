@@ -13,8 +13,10 @@ export { descendants, groupMembers, isAlive, listenersOf, readEnviron, readProc,
 export type { ProcInfo } from "./procfs.ts";
 export { createProductionService } from "./production-service.ts";
 export type { ProductionService, ProductionServiceDeps, ServiceManager } from "./production-service.ts";
-export { productionServes, restoreProduction, restoreUnlessServing } from "./restore.ts";
-export type { Restored } from "./restore.ts";
+export { productionServes, putBackSettings, restoreProduction, restoreUnlessServing, servedUtilization } from "./restore.ts";
+export type { Restored, SettingsRestore } from "./restore.ts";
+export { appliedEntrySchema, appliedSchema, historyFileName, keepInHistory, readApplied, writeApplied } from "./applied-settings.ts";
+export type { Applied, AppliedEntry } from "./applied-settings.ts";
 export type { RestorePlan } from "./restore.ts";
 export { runOperatorCommand } from "./shell.ts";
 export { armWatchdog, armFileSchema, readArmFile, watchdogLogPath, watchdogPidPath, watchdogRunning } from "./watchdog.ts";

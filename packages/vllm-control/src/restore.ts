@@ -1,6 +1,21 @@
+import { readFile } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createVllmClient } from "@gpu-canary/vllm-client";
 import { createProductionService, type ServiceManager } from "./production-service.ts";
+import { writeVllmConfig } from "./vllm-config-file.ts";
+
+/**
+ * An apply's way back: production's config file is put back as it was before production starts,
+ * and production counts as restored only when it serves with that file's utilization.
+ */
+export interface SettingsRestore {
+  /** production's --config file (KLR_VLLM_CONFIG) */
+  configPath: string;
+  /** the copy to put back: a file in the history, which nothing changes */
+  restoreFrom: string;
+  /** what production served with before the apply (its vllm:cache_config_info) */
+  gpuMemoryUtilization: number;
+}
 
 /** What it takes to bring production back: serializable, so the watchdog can carry it. */
 export interface RestorePlan {
@@ -15,6 +30,30 @@ export interface RestorePlan {
   /** how long to keep trying until production serves a completion */
   serveTimeoutMs: number;
   env?: Record<string, string>;
+  /** an apply in progress: the settings to go back to (quiesce is "stop") */
+  settings?: SettingsRestore;
+}
+
+const serviceOf = (plan: RestorePlan) =>
+  createProductionService({
+    manager: plan.manager,
+    port: plan.port,
+    vllmProcess: plan.vllmProcess,
+    gpuIndex: plan.gpuIndex,
+    env: plan.env,
+  });
+
+/** Put production's config file back as the restore plan says (before production starts). */
+export async function putBackSettings(settings: SettingsRestore): Promise<void> {
+  await writeVllmConfig(settings.configPath, await readFile(settings.restoreFrom, "utf8"));
+}
+
+/** The utilization production serves with, from its /metrics; null when it does not say. */
+export async function servedUtilization(plan: Pick<RestorePlan, "vllmUrl" | "apiKey">, timeoutMs = 3000): Promise<number | null> {
+  const client = createVllmClient({ baseUrl: plan.vllmUrl, ...(plan.apiKey ? { apiKey: plan.apiKey } : {}) });
+  const labels = await client.cacheConfig(timeoutMs).catch(() => null);
+  const util = Number(labels?.gpu_memory_utilization);
+  return labels && Number.isFinite(util) ? util : null;
 }
 
 /** Whether production answers a real completion now (a quick look, not a wait). */
@@ -38,14 +77,8 @@ export async function restoreProduction(plan: RestorePlan, signal?: AbortSignal)
   if (plan.quiesce === "sleep") {
     await client.wakeUp(plan.serveTimeoutMs);
   } else {
-    const service = createProductionService({
-      manager: plan.manager,
-      port: plan.port,
-      vllmProcess: plan.vllmProcess,
-      gpuIndex: plan.gpuIndex,
-      env: plan.env,
-    });
-    await service.start(plan.serveTimeoutMs);
+    if (plan.settings) await putBackSettings(plan.settings);
+    await serviceOf(plan).start(plan.serveTimeoutMs);
   }
   const deadline = started + plan.serveTimeoutMs;
   let lastError: unknown = null;
@@ -74,14 +107,23 @@ export interface Restored {
  * Restore production unless it already serves — the run's undo, `recover` and the watchdog all
  * restore this way. `serving` is how to tell (default: a quick completion, asked only of a stopped
  * production: waking an awake vLLM is harmless, and a probe of a sleeping one may hang); `starting`
- * runs just before a start is issued (the watchdog is told, so it never issues a second).
+ * runs just before a start is issued (the watchdog is told, so it never issues a second). With an
+ * apply's settings, a production serving anything but them (the apply's new file) is stopped first.
  */
 export async function restoreUnlessServing(
   plan: RestorePlan,
   options: { serving?: () => Promise<boolean>; starting?: () => Promise<void> } = {},
 ): Promise<Restored> {
   const serving = options.serving ?? (async () => plan.quiesce === "stop" && (await productionServes(plan, 3000)));
-  if (await serving()) return { servingAt: new Date(), seconds: 0, alreadyServing: true };
+  if (await serving()) {
+    if (!plan.settings) return { servingAt: new Date(), seconds: 0, alreadyServing: true };
+    if ((await servedUtilization(plan)) === plan.settings.gpuMemoryUtilization) {
+      // Serving as before, but the file may already be the new one (a run that died just after writing it).
+      await putBackSettings(plan.settings);
+      return { servingAt: new Date(), seconds: 0, alreadyServing: true };
+    }
+    await serviceOf(plan).stop(plan.serveTimeoutMs);
+  }
   await options.starting?.();
   return { ...(await restoreProduction(plan)), alreadyServing: false };
 }

@@ -12,11 +12,14 @@ function ephemeralStart(): number {
   }
 }
 
+/** The simulated site uses the port after its production's too (the canary's, the daemon's). */
+const NEIGHBOURS = 10;
+
 /**
  * A port for a simulated server, chosen at random below the kernel's ephemeral range: a port inside it may
  * already be the local end of some outgoing connection (or of a health check connecting to itself), and then
- * the server cannot bind it and never answers.
+ * the server cannot bind it and never answers — or a gate finds the canary's port taken.
  */
 export function freePort(): number {
-  return LOWEST + Math.floor(Math.random() * (ephemeralStart() - LOWEST));
+  return LOWEST + Math.floor(Math.random() * (ephemeralStart() - LOWEST - NEIGHBOURS));
 }

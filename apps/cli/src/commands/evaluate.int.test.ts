@@ -109,7 +109,10 @@ describe("gpu-canary evaluate", () => {
     const checks = (doctor.json() as { checks: { name: string; ok: boolean; detail: string }[] }).checks;
     expect(checks.filter((c) => !c.ok)).toEqual([]);
     expect(doctor.code).toBe(0);
-    expect(checks.find((c) => c.name === "worst_case_fits_budget")?.detail).toMatch(/restore [\d.]+ s \(p95 of 1\)/);
+    // The run's own restore is one sample; production's log counts whole seconds, so on a slow second its start may read longer and be the one named.
+    const basis = checks.find((c) => c.name === "worst_case_fits_budget")?.detail;
+    expect(basis).toMatch(/quiesce [\d.]+ s \(p95 of 1\)/);
+    expect(basis).toMatch(/restore [\d.]+ s \((p95 of 1|production's last start in its log)\)/);
   }, 120_000);
 
   it("SIGTERM mid-run: production restored, downtime charged, lock released, exit 143", async () => {

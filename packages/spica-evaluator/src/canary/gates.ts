@@ -13,6 +13,8 @@ export interface Refusal {
 }
 
 export type CanaryPath = "spare" | "quiesced" | "attached";
+/** what a run's gates guard: a canary's path, or a change of production's settings (`apply`, `rollback`) */
+export type GatedRun = CanaryPath | "apply";
 
 /**
  * The safety gates, in the order docs/architecture.md ("The canary run") gives; the first that says no refuses the run (exit 3).
@@ -21,26 +23,28 @@ export type CanaryPath = "spare" | "quiesced" | "attached";
  */
 export async function checkGates(
   ctx: RunContext,
-  run: { subsystem: string; path: CanaryPath; worst: WorstCase; underLock?: boolean },
+  run: { subsystem: string; path: GatedRun; worst: WorstCase; underLock?: boolean },
 ): Promise<{ refusal: Refusal | null; night: string }> {
   const { config } = ctx;
   const now = ctx.now();
   const window = windowAt(config.maintenanceWindow, config.maintenanceTimeZone, now);
   const night = window.night;
   const refuse = (gate: GateName, reason: string) => ({ refusal: { gate, reason }, night });
-  if (!config.subsystems.includes(run.subsystem)) {
+  // A settings change is its own subsystem (`apply`): its rate limit counts applies and rollbacks.
+  if (run.path !== "apply" && !config.subsystems.includes(run.subsystem)) {
     return refuse("subsystem", `subsystem ${JSON.stringify(run.subsystem)} is not one of KLR_SUBSYSTEMS (${config.subsystems.join(", ")})`);
   }
   const rate = await ctx.rate.check(run.subsystem);
   if (!rate.allowed) return refuse("rate_limit", rate.reason);
-  if (run.path !== "attached") {
+  if (run.path === "spare" || run.path === "quiesced") {
     const missing = canaryCommandProblem(ctx);
     if (missing) return refuse("canary_command", missing);
     const port = await portState(config.canaryPort);
     if (!port.free) return refuse("canary_port", `${port.description}; the canary could not bind it (KLR_CANARY_PORT)`);
   }
-  if (run.path === "quiesced") {
-    const manager = managerProblem(ctx);
+  if (run.path === "quiesced" || run.path === "apply") {
+    // An apply restarts production whatever KLR_QUIESCE says: a woken vLLM keeps the settings it started with.
+    const manager = managerProblem(ctx, run.path === "apply" ? "stop" : ctx.config.quiesce);
     if (manager) return refuse("production_manager", manager);
     if (!window.open) {
       return refuse(
@@ -77,9 +81,9 @@ function canaryCommandProblem(ctx: RunContext): string | null {
 }
 
 /** Whether production could be stopped and started again at all: never stop what cannot be restarted. */
-function managerProblem(ctx: RunContext): string | null {
+function managerProblem(ctx: RunContext, quiesce: "stop" | "sleep"): string | null {
   const { config } = ctx;
-  if (config.quiesce === "sleep") return null;
+  if (quiesce === "sleep") return null;
   if (config.serviceManager === "command") {
     const missing = [
       ...(config.productionStopCommand ? [] : ["KLR_PRODUCTION_STOP_COMMAND"]),

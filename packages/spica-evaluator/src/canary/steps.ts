@@ -27,7 +27,8 @@ export interface Step<S> {
 
 export interface Undo<S> {
   phase: string;
-  says?: (state: S) => string;
+  /** its progress line, if it has one to say (null: it has nothing to do this time) */
+  says?: (state: S) => string | null;
   /** returns the audit event's fields, or a note for the run's reason; throws to fail the run */
   do: (state: S) => Promise<AuditFields | string | undefined>;
   event?: AuditEventName;

@@ -1,10 +1,11 @@
 import { setTimeout as sleep } from "node:timers/promises";
+import type { VllmClient } from "@gpu-canary/vllm-client";
 import { type CanaryProcess, launchCanary, withRealVllmFlags } from "@gpu-canary/vllm-control";
 import type { Candidate } from "../candidate.ts";
 import { type RunContext, canaryClient, canaryUrl } from "../context.ts";
-import { type Measured, loadJson } from "../result.ts";
+import { loadJson } from "../result.ts";
 import { type CanaryEvidence, judge, testUnderLoad } from "./canary-test.ts";
-import type { CanaryPath } from "./gates.ts";
+import type { Measured } from "../result.ts";
 import { type LoadIntentKind, type LoadPlan, planLoad } from "./load-shape.ts";
 import { type ProductionObserved, observeProduction } from "./production-observed.ts";
 
@@ -29,7 +30,7 @@ export function deathLine(canary: Pick<CanaryProcess, "tail">): string {
 }
 
 /** The test's numbers; a quiesced run adds its downtime once production serves again. */
-function measuredOf(path: CanaryPath, evidence: CanaryEvidence, observed: ProductionObserved): Measured {
+function measuredOf(path: Measured["path"], evidence: CanaryEvidence, observed: ProductionObserved): Measured {
   const { load, plan } = evidence;
   const t = load?.totals;
   const failures = load ? load.requests.filter((r) => r.failure !== null && r.failure.kind !== "stopped") : [];
@@ -74,16 +75,25 @@ function measuredOf(path: CanaryPath, evidence: CanaryEvidence, observed: Produc
 
 const round1 = (n: number) => Math.round(n * 10) / 10;
 
+/** Which vLLM takes the load: the canary's port, or production's own after an apply. */
+export interface LoadedServer {
+  client: VllmClient;
+  baseUrl: string;
+}
+
+const canaryServer = (ctx: RunContext): LoadedServer => ({ client: canaryClient(ctx.config), baseUrl: canaryUrl(ctx.config) });
+
 async function testCanary(
   ctx: RunContext,
+  server: LoadedServer,
   canary: CanaryProcess | null,
   plan: () => Promise<LoadPlan>,
   deadline: number,
 ): Promise<CanaryEvidence> {
   const died = canary ? () => (canary.hasExited() ? deathLine(canary) : null) : undefined;
   const { config } = ctx;
-  const evidence = await testUnderLoad(canaryClient(config), {
-    baseUrl: canaryUrl(config),
+  const evidence = await testUnderLoad(server.client, {
+    baseUrl: server.baseUrl,
     ...(config.vllmApiKey ? { apiKey: config.vllmApiKey } : {}),
     plan,
     minRequests: config.canarySamples,
@@ -108,12 +118,10 @@ export interface LoadTarget {
   kvTokens: number | null;
 }
 
-/** The canary's max_model_len: the setting, else what the canary's /v1/models says (vLLM's default from the model). */
-async function maxModelLenOf(ctx: RunContext): Promise<number | null> {
+/** The server's max_model_len: the setting, else what its /v1/models says (vLLM's default from the model). */
+async function maxModelLenOf(ctx: RunContext, server: LoadedServer): Promise<number | null> {
   if (ctx.config.maxModelLen !== undefined) return ctx.config.maxModelLen;
-  const models = await canaryClient(ctx.config)
-    .models(3000)
-    .catch(() => []);
+  const models = await server.client.models(3000).catch(() => []);
   return models[0]?.maxModelLen ?? null;
 }
 
@@ -125,10 +133,19 @@ async function maxModelLenOf(ctx: RunContext): Promise<number | null> {
  */
 export async function testAndJudge(
   ctx: RunContext,
-  test: { canary: CanaryProcess | null; path: CanaryPath; observed: ProductionObserved; runId: string; target: LoadTarget },
+  test: {
+    canary: CanaryProcess | null;
+    path: Measured["path"];
+    observed: ProductionObserved;
+    runId: string;
+    target: LoadTarget;
+    /** default: the canary on KLR_CANARY_PORT */
+    server?: LoadedServer;
+  },
   productionStartSeconds: number | null = null,
 ): Promise<TestVerdict> {
   const { config } = ctx;
+  const server = test.server ?? canaryServer(ctx);
   const deadline = Date.now() + config.canaryTimeoutSeconds * 1000;
   // Planned once the canary serves: its /v1/models says its max_model_len.
   const plan = async () =>
@@ -137,9 +154,9 @@ export async function testAndJudge(
       production: test.observed.shape,
       intentKind: test.target.intentKind,
       kvTokens: test.target.kvTokens,
-      maxModelLen: await maxModelLenOf(ctx),
+      maxModelLen: await maxModelLenOf(ctx, server),
     });
-  const evidence = await testCanary(ctx, test.canary, plan, deadline);
+  const evidence = await testCanary(ctx, server, test.canary, plan, deadline);
   const measured = measuredOf(test.path, evidence, test.observed);
   await ctx.audit.append({
     event: "canary_tested",

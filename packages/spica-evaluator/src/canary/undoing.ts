@@ -72,7 +72,7 @@ export async function switchWhisperSeen(
   };
 }
 
-export function notRestored(error: unknown, by: "the canary run" | "recovery"): GpuCanaryError {
+export function notRestored(error: unknown, by: "the canary run" | "the settings change" | "recovery"): GpuCanaryError {
   return new GpuCanaryError("PRODUCTION_NOT_RESTORED", `production could not be restored after ${by}: ${messageOf(error)}`, {
     kind: "fault",
     hint:

@@ -1,0 +1,163 @@
+import { spawn } from "node:child_process";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { createAuditFeed } from "@gpu-canary/audit-feed";
+import { layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
+import { nightOf } from "@gpu-canary/policy";
+import { testdir, tsNodeArgs, until } from "@gpu-canary/testing";
+import { createSimSite } from "@gpu-canary/vllm-sim";
+import { describe, expect, it, onTestFinished } from "vitest";
+import { cli } from "../test-fixtures/cli.ts";
+
+const bin = join(import.meta.dirname, "..", "bin.ts");
+
+/** Production's traffic as the demo sends it: 8 requests in flight of ~2,000 prompt tokens; util 0.15 cannot hold them. */
+const TRAFFIC = { concurrency: 8, promptTokens: 2000, outputTokens: 500, requests: 24, background: true };
+
+async function simSite() {
+  const site = await createSimSite(await testdir(), {
+    configFile: true,
+    productionUtil: 0.7,
+    tokenLatencyMs: 1,
+    traffic: TRAFFIC,
+    settings: {
+      KLR_VLLM_MEMORY_UTIL_MIN: "0.1",
+      KLR_MAX_MODEL_LEN: "8192",
+      KLR_CANARY_LOAD_SECONDS: "1",
+      KLR_CANARY_TIMEOUT: "30",
+      KLR_GPU_MAINTENANCE_MAX_DOWNTIME: "120",
+      KLR_RATE_LIMIT_MAX_RUNS: "10",
+      KLR_RATE_LIMIT_COOLDOWN_HOURS: "0",
+    },
+  });
+  onTestFinished(() => site.cleanup());
+  await site.startProduction();
+  const { config } = requireConfig(loadConfig({ env: site.env, homeDir: site.home }));
+  const layout = layoutFor(config);
+  const night = nightOf(config.maintenanceWindow, config.maintenanceTimeZone, new Date());
+  const audit = createAuditFeed({ dir: layout.auditDir, timeZone: config.maintenanceTimeZone });
+  const run = (argv: string[]) => cli(argv, site.env, new Date().toISOString());
+  const servedUtil = async () => {
+    const text = await (await fetch(`${site.env.KLR_VLLM_URL}/metrics`)).text();
+    return Number(/vllm:cache_config_info\{[^}]*gpu_memory_utilization="([\d.]+)"/.exec(text)?.[1]);
+  };
+  const configFile = site.vllmConfigFile ?? "";
+  const budgetUsed = () => (JSON.parse(readFileSync(layout.budgetFile(night), "utf8")) as { seconds_used: number }).seconds_used;
+  /** A promotion as a passed canary writes it (the tests force a candidate the canary would not pass). */
+  const promote = async (runId: string, util: number) => {
+    await mkdir(layout.promotionsDir, { recursive: true });
+    await writeFile(
+      join(layout.promotionsDir, `${runId}.json`),
+      JSON.stringify({
+        run_id: runId,
+        created_at: new Date().toISOString(),
+        subsystem: "gpu_allocation",
+        candidate: { vllm_memory_util: util, whisper_model_size: config.whisperSize },
+        path: "quiesced",
+        whisper_verified: false,
+        llm_latency_ms: 12,
+      }),
+    );
+  };
+  return { site, layout, audit, run, servedUtil, configFile, budgetUsed, promote };
+}
+
+describe("apply and rollback on a production that starts with --config", () => {
+  it("apply: production serves the promoted utilization, verified under load; applied.json, the history and the audit trail agree; rollback goes back", async () => {
+    const s = await simSite();
+    const before = await readFile(s.configFile, "utf8");
+    await s.promote("r-good", 0.8);
+    const applied = await s.run(["apply", "r-good", "--json"]);
+    expect(applied.json()).toMatchObject({ status: "applied", from: 0.7, to: 0.8 });
+    expect(applied.code).toBe(0);
+    expect(await s.servedUtil()).toBe(0.8);
+    // Only the tuned key changed: the operator's other keys stay as they were.
+    expect(await readFile(s.configFile, "utf8")).toBe(before.replace("gpu-memory-utilization: 0.7", "gpu-memory-utilization: 0.8"));
+    const record = JSON.parse(readFileSync(s.layout.appliedFile, "utf8")) as Record<string, unknown>;
+    expect(record).toMatchObject({
+      vllm_memory_util: 0.8,
+      promotion_run_id: "r-good",
+      previous: { vllm_memory_util: 0.7, promotion_run_id: null },
+    });
+    expect(readFileSync(record.file as string, "utf8")).toBe(await readFile(s.configFile, "utf8"));
+    const history = readdirSync(s.layout.vllmHistoryDir);
+    expect(history.some((f) => f.endsWith("-r-good.yaml"))).toBe(true);
+    const events = await s.audit.query();
+    const runId = (applied.json() as { run_id: string }).run_id;
+    const mine = events.filter((e) => e.run_id === runId).map((e) => e.event);
+    expect(mine).toEqual(
+      expect.arrayContaining([
+        "production_stopped",
+        "production_restored",
+        "canary_tested",
+        "budget_charged",
+        "settings_applied",
+        "run_finished",
+      ]),
+    );
+    // The charge is the outage: from the stop to the first completion with the new settings.
+    const charged = events.find((e) => e.event === "budget_charged" && e.run_id === runId)?.seconds as number;
+    expect(charged).toBeGreaterThan(0);
+    expect(s.budgetUsed()).toBeCloseTo(charged, 3);
+
+    const back = await s.run(["rollback", "--json"]);
+    expect(back.json()).toMatchObject({ status: "applied", from: 0.8, to: 0.7 });
+    expect(back.code).toBe(0);
+    expect(await s.servedUtil()).toBe(0.7);
+    expect(await readFile(s.configFile, "utf8")).toBe(before);
+    expect(JSON.parse(readFileSync(s.layout.appliedFile, "utf8"))).toMatchObject({
+      vllm_memory_util: 0.7,
+      previous: { vllm_memory_util: 0.8, promotion_run_id: "r-good" },
+    });
+  }, 180_000);
+
+  it("a promotion that fails its verification under production's load is rolled back by itself: exit 1, production on the previous file", async () => {
+    const s = await simSite();
+    const before = await readFile(s.configFile, "utf8");
+    await s.promote("r-tight", 0.15);
+    const result = await s.run(["apply", "r-tight", "--json"]);
+    expect(result.json()).toMatchObject({
+      status: "rolled_back",
+      from: 0.7,
+      to: 0.15,
+      reason: expect.stringMatching(/verification failed/),
+    });
+    expect(result.code).toBe(1);
+    expect(await s.servedUtil()).toBe(0.7);
+    expect(await readFile(s.configFile, "utf8")).toBe(before);
+    // Nothing recorded as applied but what production had before.
+    expect(JSON.parse(readFileSync(s.layout.appliedFile, "utf8"))).toMatchObject({ vllm_memory_util: 0.7, promotion_run_id: null });
+    const events = await s.audit.query();
+    expect(events.find((e) => e.event === "settings_rolled_back")).toMatchObject({ from: 0.15, to: 0.7 });
+    // Both outages charged: the restart with the new file and the rollback's.
+    const charged = events.find((e) => e.event === "budget_charged")?.seconds as number;
+    expect(s.budgetUsed()).toBeCloseTo(charged, 3);
+    expect(existsSync(s.layout.gpuLock)).toBe(false);
+  }, 180_000);
+
+  it("SIGKILL while production runs the new file: the watchdog puts the previous file back and restarts production; recover charges", async () => {
+    const s = await simSite();
+    const before = await readFile(s.configFile, "utf8");
+    await s.promote("r-killed", 0.8);
+    const clean = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("KLR_")));
+    // A long verification load keeps the run at `verifying` long enough to be killed there.
+    const child = spawn(process.execPath, tsNodeArgs(bin, ["apply", "r-killed", "--json"]), {
+      env: { ...clean, ...s.site.env, KLR_CANARY_LOAD_SECONDS: "20" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    onTestFinished(() => void child.kill("SIGKILL"));
+    const exited = new Promise((resolve) => child.once("exit", resolve));
+    await until(async () => (await s.servedUtil().catch(() => 0)) === 0.8, "production serving the new file", { timeoutMs: 60_000 });
+    child.kill("SIGKILL");
+    await exited;
+    await until(() => existsSync(s.layout.watchdogReport), "the watchdog's report", { timeoutMs: 90_000 });
+    expect(await s.servedUtil()).toBe(0.7);
+    expect(await readFile(s.configFile, "utf8")).toBe(before);
+    const recovered = await s.run(["recover", "--json"]);
+    expect(recovered.json()).toMatchObject({ action: "recovered", restored_by: "watchdog", production_serving: true });
+    expect(s.budgetUsed()).toBeGreaterThan(0);
+    expect(existsSync(s.layout.gpuLock)).toBe(false);
+    expect(JSON.parse(readFileSync(s.layout.appliedFile, "utf8"))).toMatchObject({ vllm_memory_util: 0.7 });
+  }, 240_000);
+});

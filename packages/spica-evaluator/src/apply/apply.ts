@@ -1,0 +1,111 @@
+import { GpuCanaryError, messageOf } from "@gpu-canary/errors";
+import { readApplied } from "@gpu-canary/vllm-control";
+import { type Candidate, parseCandidate } from "../candidate.ts";
+import type { RunContext } from "../context.ts";
+import { listPromotions } from "../promotions.ts";
+import { type SettingsChange, type SettingsChangeOutcome, changeSettings, configPathOf } from "./change-settings.ts";
+
+/** The predictive check, asked again at apply time: the card may have changed since the canary. */
+export type Predict = (candidate: Candidate) => Promise<{ ok: boolean; reason: string }>;
+
+const refusal = (code: string, message: string, hint: string) => new GpuCanaryError(code, message, { kind: "refused", hint });
+
+/** Run a change and end it in the audit trail with one run_finished, whatever its way out. */
+async function finished(ctx: RunContext, change: SettingsChange, run: () => Promise<SettingsChangeOutcome>) {
+  let outcome: SettingsChangeOutcome;
+  try {
+    outcome = await run();
+  } catch (error) {
+    await ctx.audit
+      .append({ event: "run_finished", run_id: change.runId, status: "error", mode: change.kind, reason: messageOf(error) })
+      .catch(() => undefined);
+    throw error;
+  }
+  await ctx.audit.append({
+    event: "run_finished",
+    run_id: change.runId,
+    status: outcome.status,
+    mode: change.kind,
+    reason: outcome.reason,
+    ...(outcome.gate ? { gate: outcome.gate } : {}),
+  });
+  return outcome;
+}
+
+/**
+ * `gpu-canary apply <run_id>`: put a promotion's utilization into production's config file, restart
+ * production and verify it; a failed verification puts the previous file back (docs/applying.md).
+ */
+export async function applyPromotion(
+  ctx: RunContext,
+  promotionRunId: string,
+  deps: { runId: string; predict: Predict },
+): Promise<SettingsChangeOutcome> {
+  configPathOf(ctx);
+  const listing = await listPromotions(ctx.layout.promotionsDir);
+  const promotion = listing.promotions.find((p) => p.run_id === promotionRunId);
+  if (!promotion) {
+    const bad = listing.unreadable.find((u) => u.file.includes(promotionRunId));
+    throw new GpuCanaryError(
+      "NO_SUCH_PROMOTION",
+      bad ? `${bad.file} is not a promotion: ${bad.reason}` : `no promotion of run ${promotionRunId} in ${ctx.layout.promotionsDir}`,
+      { kind: "usage", hint: "`gpu-canary promotions list` shows the promotions and their run ids" },
+    );
+  }
+  const state = typeof promotion.state === "string" ? promotion.state : "proposed";
+  if (state === "rolled_back" || state === "stale")
+    throw refusal(
+      "PROMOTION_NOT_APPLICABLE",
+      `promotion ${promotionRunId} is ${state}${typeof promotion.state_reason === "string" ? `: ${promotion.state_reason}` : ""}`,
+      "run a new canary for the candidate (`gpu-canary evaluate --mode canary`) to prove it on the host as it is now",
+    );
+  // A hand-edited promotion is checked as any candidate is (usage error, exit 2).
+  const candidate = parseCandidate({
+    vllm_memory_util: promotion.candidate.vllm_memory_util,
+    whisper_model_size: promotion.candidate.whisper_model_size,
+  });
+  if (candidate.whisperModelSize !== ctx.config.whisperSize)
+    throw refusal(
+      "APPLY_CHANGES_WHISPER",
+      `promotion ${promotionRunId} runs Whisper ${candidate.whisperModelSize}, production's is ${ctx.config.whisperSize}: apply changes vLLM's config file only`,
+      "switch Whisper's service to that size and set KLR_WHISPER_SIZE by hand, then apply again",
+    );
+  const predicted = await deps.predict(candidate);
+  if (!predicted.ok)
+    throw refusal(
+      "PREDICTIVE_REJECTS",
+      `the predictive check rejects promotion ${promotionRunId} on the card as it is now: ${predicted.reason}`,
+      "`gpu-canary gpus` shows what holds the card; run a new canary once it has room",
+    );
+  const change: SettingsChange = {
+    kind: "apply",
+    runId: deps.runId,
+    to: { gpuMemoryUtilization: candidate.vllmMemoryUtil, name: promotionRunId },
+    entry: { vllm_memory_util: candidate.vllmMemoryUtil, whisper_model_size: candidate.whisperModelSize, promotion_run_id: promotionRunId },
+  };
+  return finished(ctx, change, () => changeSettings(ctx, change));
+}
+
+/** `gpu-canary rollback`: back to the settings applied before the current ones, the same way as an apply. */
+export async function rollbackSettings(ctx: RunContext, deps: { runId: string }): Promise<SettingsChangeOutcome> {
+  configPathOf(ctx);
+  const applied = await readApplied(ctx.layout.appliedFile);
+  const previous = applied?.previous ?? null;
+  if (!applied || !previous || previous.vllm_memory_util === null)
+    throw refusal(
+      "NOTHING_TO_ROLL_BACK",
+      applied ? `${ctx.layout.appliedFile} names no earlier settings to go back to` : "no apply is recorded: nothing to roll back",
+      "`gpu-canary production` shows what production serves with",
+    );
+  const change: SettingsChange = {
+    kind: "rollback",
+    runId: deps.runId,
+    to: { gpuMemoryUtilization: previous.vllm_memory_util, name: "rollback" },
+    entry: {
+      vllm_memory_util: previous.vllm_memory_util,
+      whisper_model_size: previous.whisper_model_size,
+      promotion_run_id: previous.promotion_run_id,
+    },
+  };
+  return finished(ctx, change, () => changeSettings(ctx, change));
+}
