@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { firstOf, histogramDelta, histogramQuantile, histogramQuantileBucket, maxOf, parsePrometheusText } from "./prometheus.ts";
+import { firstOf, histogramDelta, histogramQuantile, histogramQuantileBucket, maxOf, parsePrometheusText, sumOf } from "./prometheus.ts";
 
 // Lines in vLLM's /metrics format (vllm/v1/metrics/loggers.py; cache_config_info labels as CacheConfig fields).
 const TEXT = `# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig
@@ -101,5 +101,13 @@ describe("maxOf", () => {
     const samples = parsePrometheusText('vllm:num_requests_running{engine="0"} 3\nvllm:num_requests_running{engine="1"} 7\n');
     expect(maxOf(samples, "vllm:num_requests_running")).toBe(7);
     expect(maxOf(samples, "vllm:num_requests_waiting")).toBeNull();
+  });
+});
+
+describe("sumOf", () => {
+  it("totals a counter over every label set, null when absent", () => {
+    const samples = parsePrometheusText('vllm:num_preemptions_total{engine="0"} 3\nvllm:num_preemptions_total{engine="1"} 2\n');
+    expect(sumOf(samples, "vllm:num_preemptions_total")).toBe(5);
+    expect(sumOf(samples, "vllm:prompt_tokens_total")).toBeNull();
   });
 });

@@ -116,3 +116,9 @@ export function histogramDelta(before: readonly Sample[], after: readonly Sample
       return { ...s, value: s.value >= was ? s.value - was : s.value };
     });
 }
+
+/** A counter's (or a histogram's `_count`/`_sum`) total over its label sets (every engine, every model); null when absent. */
+export function sumOf(samples: readonly Sample[], name: string): number | null {
+  const values = samples.filter((s) => s.name === name && Number.isFinite(s.value));
+  return values.length === 0 ? null : values.reduce((sum, s) => sum + s.value, 0);
+}

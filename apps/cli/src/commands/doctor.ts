@@ -1,4 +1,3 @@
-import { execFile } from "node:child_process";
 import { accessSync, constants } from "node:fs";
 import { type Config, layoutFor, loadConfig } from "@gpu-canary/config";
 import { messageOf } from "@gpu-canary/errors";
@@ -7,6 +6,7 @@ import { type LaunchFacts, chooseWatchdogLaunch, hostLaunchFacts } from "@gpu-ca
 import type { GlobalOptions, Io } from "../io.ts";
 import { answer } from "../output.ts";
 import { vllmConfigCheck } from "./doctor-vllm-config.ts";
+import { systemctl } from "./systemctl.ts";
 import { type Settings, gpuLockFor, hostEnv } from "../settings.ts";
 
 export interface Check {
@@ -120,7 +120,13 @@ export async function doctorChecks(settings: Settings, io: Io): Promise<Check[]>
   );
   if (config.quiesce === "sleep") checks.push(await sleepModeCheck(config, spica.productionClient(config)));
   checks.push(await managerCheck(config, io));
-  checks.push(await vllmConfigCheck(config, processEnv(io)));
+  checks.push(
+    await check(
+      "production_config",
+      () => vllmConfigCheck(config, processEnv(io)),
+      `fix ${config.vllmConfigFile ?? "it"}, or unset KLR_VLLM_CONFIG`,
+    ),
+  );
   checks.push(
     await check(
       "vllm_command",
@@ -202,16 +208,8 @@ async function managerCheck(config: Config, io: Io): Promise<Check> {
           ? { ok: true, detail: "production is stopped and started by KLR_PRODUCTION_STOP_COMMAND / _START_COMMAND" }
           : { ok: false, detail: `the command manager needs ${missing.join(" and ")}` };
       }
-      const shown = await new Promise<{ stdout: string; problem: string }>((resolve) => {
-        // The caller's environment (its PATH finds systemctl).
-        const env = processEnv(io);
-        execFile(
-          "systemctl",
-          ["show", "-p", "LoadState", "--value", config.vllmService],
-          { timeout: 10_000, env },
-          (error, stdout, stderr) => resolve({ stdout, problem: error ? stderr.trim() || error.message : "" }),
-        );
-      });
+      // The caller's environment (its PATH finds systemctl).
+      const shown = await systemctl(["show", "-p", "LoadState", "--value", config.vllmService], processEnv(io));
       const state = shown.stdout.trim();
       return state === "loaded"
         ? { ok: true, detail: `systemd unit ${config.vllmService} is loaded` }

@@ -16,12 +16,11 @@ interface Column {
 export async function runProduction(options: GlobalOptions, io: Io): Promise<number> {
   const settings = loadSettings(io);
   const { config, layout } = settings;
-  const { createVllmClient } = await import("@gpu-canary/vllm-client");
   const { readVllmConfig } = await import("@gpu-canary/vllm-control");
-  const { listPromotions } = await import("@gpu-canary/spica-evaluator");
+  const { listPromotions, productionClient } = await import("@gpu-canary/spica-evaluator");
   const problems: string[] = [];
 
-  const client = createVllmClient({ baseUrl: config.vllmUrl, ...(config.vllmApiKey ? { apiKey: config.vllmApiKey } : {}) });
+  const client = productionClient(config);
   let serving: (Column & { source: string }) | null = null;
   try {
     const labels = await client.cacheConfig(3000);

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { type LoadReport, percentile, runLoad } from "@gpu-canary/canary-load";
 import { messageOf } from "@gpu-canary/errors";
-import { type Sample, type VllmClient, histogramDelta, maxOf } from "@gpu-canary/vllm-client";
+import { type Sample, type VllmClient, histogramDelta, maxOf, sumOf } from "@gpu-canary/vllm-client";
 import type { LoadPlan } from "./load-shape.ts";
 import { LATENCY_HISTOGRAMS, type ProductionBaseline, type ServerLatency, latencyOf } from "./production-observed.ts";
 
@@ -51,8 +51,7 @@ const KV_USAGE = ["vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"] as co
 
 /** Summed over engines and models; null when the counter is absent. */
 export function preemptionsOf(samples: readonly Sample[]): number | null {
-  const values = samples.filter((s) => s.name === PREEMPTIONS && Number.isFinite(s.value));
-  return values.length === 0 ? null : values.reduce((sum, s) => sum + s.value, 0);
+  return sumOf(samples, PREEMPTIONS);
 }
 
 export function kvUsageOf(samples: readonly Sample[]): number | null {

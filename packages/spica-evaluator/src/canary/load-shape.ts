@@ -1,5 +1,5 @@
 import type { RequestShape } from "@gpu-canary/canary-load";
-import { type Sample, histogramQuantile, maxOf } from "@gpu-canary/vllm-client";
+import { type Sample, histogramQuantile, maxOf, sumOf } from "@gpu-canary/vllm-client";
 
 /** What production's own /metrics say of its traffic: the canary's load is shaped after it. */
 export interface ProductionShape {
@@ -51,10 +51,8 @@ const positive = (v: number | null): number | null => (v !== null && Number.isFi
 export const MIN_SHAPE_REQUESTS = 20;
 
 function meanOf(samples: readonly Sample[], name: string): number | null {
-  const total = (suffix: string) =>
-    samples.filter((s) => s.name === `${name}${suffix}` && Number.isFinite(s.value)).reduce((sum, s) => sum + s.value, 0);
-  const count = total("_count");
-  return count > 0 ? total("_sum") / count : null;
+  const count = sumOf(samples, `${name}_count`) ?? 0;
+  return count > 0 ? (sumOf(samples, `${name}_sum`) ?? 0) / count : null;
 }
 
 function observations(samples: readonly Sample[], name: string): number {

@@ -1,4 +1,4 @@
-import { type Sample, histogramQuantile, histogramQuantileBucket } from "@gpu-canary/vllm-client";
+import { type Sample, histogramQuantile, histogramQuantileBucket, sumOf } from "@gpu-canary/vllm-client";
 import { readVllmSeen, rememberVllmSeen } from "../predictive/vllm-seen.ts";
 import type { VllmSeen } from "../predictive/vllm-seen.ts";
 import { type ProductionShape, mergeShapes, shapeFromMetrics } from "./load-shape.ts";
@@ -31,7 +31,7 @@ const ms = (seconds: number | null) => (seconds === null || !Number.isFinite(sec
 
 /** Null when the histograms counted no request (a fresh start, or a load that finished none). */
 export function latencyOf(samples: readonly Sample[]): ServerLatency | null {
-  const requests = samples.filter((s) => s.name === `${TTFT}_count`).reduce((sum, s) => sum + (Number.isFinite(s.value) ? s.value : 0), 0);
+  const requests = sumOf(samples, `${TTFT}_count`) ?? 0;
   if (requests <= 0) return null;
   const itl = ITL_NAMES.find((name) => histogramQuantile(samples, name, 0.5) !== null);
   const ttft95 = histogramQuantileBucket(samples, TTFT, 0.95);
