@@ -11,8 +11,21 @@ export { APPLY_SUBSYSTEM, applyWorstCase } from "./apply/change-settings.ts";
 export type { SettingsChangeOutcome } from "./apply/change-settings.ts";
 export { armFilePath, auditWatchdogReports } from "./canary/watchdog-reports.ts";
 export type { RecoveryOutcome } from "./recover.ts";
-export { listPromotions, promotionFile, promotionSchema, writePromotion } from "./promotions.ts";
-export type { Promotion, PromotionListing } from "./promotions.ts";
+export {
+  PROMOTION_STATES,
+  PromotionNotFoundError,
+  listPromotions,
+  promotionFile,
+  promotionPassSchema,
+  promotionSchema,
+  readPromotion,
+  sameHost,
+  setPromotionState,
+  writePromotion,
+} from "./promotions.ts";
+export type { Promotion, PromotionListing, PromotionPass, PromotionState } from "./promotions.ts";
+export { fingerprintDifferences, fingerprintSchema, hostFingerprint } from "./promotion-fingerprint.ts";
+export type { Fingerprint } from "./promotion-fingerprint.ts";
 export { canaryClient, managerOf, policyOf, productionClient, productionServiceOf, restorePlanOf } from "./context.ts";
 export type { RunContext } from "./context.ts";
 export { loggedProductionStart, worstCase } from "./canary/worst-case.ts";

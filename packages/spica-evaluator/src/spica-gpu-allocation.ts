@@ -10,6 +10,7 @@ import { type Candidate, parseCandidate } from "./candidate.ts";
 import { runCanary } from "./canary/run-canary.ts";
 import { type RunContext, policyOf, productionClient, productionServiceOf } from "./context.ts";
 import { runPreflight } from "./predictive/preflight.ts";
+import { hostFingerprint } from "./promotion-fingerprint.ts";
 import { writePromotion } from "./promotions.ts";
 import type { EvaluationMode, EvaluationResult } from "./result.ts";
 import { GPUAllocationTestConfig } from "./test-config.ts";
@@ -162,7 +163,9 @@ export class SpicaGPUAllocation {
       gate: outcome.gate,
     });
     if (outcome.status === "passed") {
-      result.promotionPath = await writePromotion(ctx.layout.promotionsDir, result, outcome.whisperVerified, new Date());
+      // What the canary ran on: the promotion holds only on a host that still looks like this.
+      const fingerprint = await hostFingerprint(ctx);
+      result.promotionPath = await writePromotion(ctx.layout.promotionsDir, result, outcome.whisperVerified, fingerprint, new Date());
       await ctx.audit.append({ event: "promotion_written", run_id: runId, path: result.promotionPath });
     }
     return result;

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { mkdir, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
@@ -177,6 +178,38 @@ describe("canary mode on the simulated host", () => {
     expect(existsSync(s.layout.maintenanceDir) ? readFileSync(s.layout.rateLimits, "utf8") : "").toContain(result.runId);
     expect((await events(s.home)).filter((e) => e.startsWith("production_") || e === "budget_charged")).toEqual([]);
   }, 120_000);
+
+  it("a promotion carries the fingerprint of the host its canary ran on; the same candidate passing again adds a pass to it", async () => {
+    const s = await site({
+      settings: { KLR_ALLOW_SPARE_GPU: "true", KLR_SPARE_GPU_ID: "1", KLR_RATE_LIMIT_COOLDOWN_HOURS: "0", KLR_MAX_MODEL_LEN: "4096" },
+    });
+    const first = await s.evaluator().runTest(good);
+    expect(first.status).toBe("passed");
+    const promotion = JSON.parse(readFileSync(first.promotionPath ?? "", "utf8"));
+    const digest = createHash("sha256")
+      .update(readFileSync(join(s.modelPath, "config.json")))
+      .digest("hex");
+    expect(promotion).toMatchObject({
+      state: "proposed",
+      passes: [],
+      fingerprint: {
+        vllm_version: expect.any(String),
+        gpu_name: expect.any(String),
+        gpu_total_mib: expect.any(Number),
+        model_config_sha256: digest,
+        whisper_size: "small",
+        kv_cache_dtype: "auto",
+        tuned_flags: { "max-model-len": "4096" },
+      },
+    });
+    const again = await s.evaluator().runTest(good);
+    expect(again.status).toBe("passed");
+    expect(again.promotionPath).toBe(first.promotionPath);
+    expect(readdirSync(s.layout.promotionsDir).filter((n) => n.endsWith(".json"))).toHaveLength(1);
+    expect(JSON.parse(readFileSync(first.promotionPath ?? "", "utf8")).passes).toEqual([
+      expect.objectContaining({ run_id: again.runId, llm_latency_ms: again.llmLatencyMs, validation_reason: again.validationReason }),
+    ]);
+  }, 180_000);
 
   it("attached: tests a vLLM already serving the candidate on the canary port, and refuses one that serves something else", async () => {
     const s = await site();

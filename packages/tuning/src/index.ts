@@ -11,7 +11,7 @@ export type { OomEvent, OomKind } from "./oom-classifier.ts";
 export { INTENT_KINDS, IntentError, createIntentStore, intentInputSchema, intentSchema, parseIntentInput } from "./intents.ts";
 export type { ClaimedIntent, Intent, IntentInput, IntentKind, IntentState, IntentStore, IntentStoreDeps } from "./intents.ts";
 export { createTuningRunner, proposeCandidates, rank } from "./tuning-runner.ts";
-export type { CurrentConfig, Screened, TuningOutcome, TuningRunner, TuningRunnerDeps, TuningStatus } from "./tuning-runner.ts";
+export type { CurrentConfig, RolledBack, Screened, TuningOutcome, TuningRunner, TuningRunnerDeps, TuningStatus } from "./tuning-runner.ts";
 export { createObserver, workIntent } from "./worker.ts";
 export type { ObservedEvent } from "./worker.ts";
 export { followLog } from "./log-follower.ts";

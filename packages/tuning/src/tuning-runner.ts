@@ -1,14 +1,16 @@
 import type { AuditFeed } from "@gpu-canary/audit-feed";
 import type { Config, WhisperSize } from "@gpu-canary/config";
-import { messageOf } from "@gpu-canary/errors";
+import { GpuCanaryError, messageOf } from "@gpu-canary/errors";
 import {
   type Candidate,
   type EvaluationResult,
   type PreflightResult,
   type SpicaGPUAllocation,
   candidateJson,
+  hostFingerprint,
   listPromotions,
   parseCandidate,
+  sameHost,
 } from "@gpu-canary/spica-evaluator";
 import type { Intent } from "./intents.ts";
 import { DIRECTION } from "./oom-classifier.ts";
@@ -36,11 +38,21 @@ const WAITS_FOR = new Set(["window", "lock", "crashed_run"]);
 
 export type TuningStatus = "promoted" | "ranked" | "no_fit" | "deferred" | "refused" | "failed" | "error";
 
+/** A candidate that fits but is not proposed: production ran it and rolled it back, on a host like this one. */
+export interface RolledBack {
+  candidate: Candidate;
+  /** the promotion that was rolled back */
+  runId: string;
+  reason: string;
+}
+
 export interface TuningOutcome {
   status: TuningStatus;
   reason: string;
   current: CurrentConfig;
   ranking: Screened[];
+  /** fitting candidates left out of the choice because they were rolled back here */
+  rolledBack: RolledBack[];
   chosen: Candidate | null;
   result: EvaluationResult | null;
 }
@@ -118,6 +130,34 @@ export function createTuningRunner(deps: TuningRunnerDeps) {
     };
   };
 
+  /**
+   * The candidates among `candidates` that a promotion says were rolled back on this host (an equal
+   * fingerprint): production showed they fail, so they are not proposed again. An unreadable
+   * promotion could be such a one: it fails closed, naming the file.
+   */
+  const rolledBackHere = async (candidates: Candidate[]): Promise<RolledBack[]> => {
+    if (candidates.length === 0) return [];
+    const listing = await listPromotions(deps.promotionsDir);
+    const bad = listing.unreadable[0];
+    if (bad) {
+      throw new GpuCanaryError("PROMOTION_UNREADABLE", `cannot tell which candidates were rolled back: ${bad.reason}`, {
+        kind: "fault",
+        hint: `repair or remove ${bad.file}; the tuning runner does not propose a candidate it cannot rule out`,
+        details: { path: bad.file },
+      });
+    }
+    const rolledBack = listing.promotions.filter((p) => p.state === "rolled_back" && p.fingerprint !== undefined);
+    const matching = (c: Candidate) =>
+      rolledBack.filter((p) => p.candidate.vllm_memory_util === c.vllmMemoryUtil && p.candidate.whisper_model_size === c.whisperModelSize);
+    // The host is asked only when a rolled-back candidate is among them (nvidia-smi, production's /version).
+    if (!candidates.some((c) => matching(c).length > 0)) return [];
+    const here = await hostFingerprint(evaluator.context);
+    return candidates.flatMap((candidate) => {
+      const promotion = matching(candidate).find((p) => sameHost(p.fingerprint, here));
+      return promotion ? [{ candidate, runId: promotion.run_id, reason: promotion.state_reason ?? "rolled back" }] : [];
+    });
+  };
+
   const screen = async (candidate: Candidate): Promise<Screened> => {
     try {
       const p: PreflightResult = await evaluator.predict(candidate);
@@ -145,7 +185,8 @@ export function createTuningRunner(deps: TuningRunnerDeps) {
             : proposeCandidates(current.candidate, DIRECTION[intent.kind], bounds());
       const screened = await Promise.all(proposals.map(screen));
       const ranking = rank(screened);
-      const decide = async (outcome: Omit<TuningOutcome, "current" | "ranking">): Promise<TuningOutcome> => {
+      let rolledBack: RolledBack[] = [];
+      const decide = async (outcome: Omit<TuningOutcome, "current" | "ranking" | "rolledBack">): Promise<TuningOutcome> => {
         await audit.append({
           event: "tuning_decision",
           run_id: outcome.result?.runId ?? null,
@@ -155,11 +196,32 @@ export function createTuningRunner(deps: TuningRunnerDeps) {
           current: { ...candidateJson(current.candidate), source: current.source },
           ranking: ranking.map((s) => ({ ...candidateJson(s.candidate), kv_tokens: s.kvTokens })),
           rejected: screened.filter((s) => !s.fits).map((s) => ({ ...candidateJson(s.candidate), reason: s.reason })),
+          rolled_back: rolledBack.map((r) => ({ ...candidateJson(r.candidate), run_id: r.runId, reason: r.reason })),
           dry_run: options.dryRun === true,
         });
-        return { ...outcome, current, ranking };
+        return { ...outcome, current, ranking, rolledBack };
       };
-      const best = ranking[0];
+      try {
+        rolledBack = await rolledBackHere(ranking.map((s) => s.candidate));
+      } catch (error) {
+        return decide({ status: "error", reason: messageOf(error), chosen: null, result: null });
+      }
+      const skipped = new Set(rolledBack.map((r) => r.candidate));
+      const eligible = ranking.filter((s) => !skipped.has(s.candidate));
+      // Said in every decision that skipped one: the operator sees why the best fit was not tried.
+      const skippedText =
+        rolledBack.length === 0
+          ? ""
+          : `; not proposed again, rolled back on this host: ${rolledBack.map((r) => `${fmt(r.candidate)} (${r.runId}: ${r.reason})`).join("; ")}`;
+      const best = eligible[0];
+      if (!best && ranking.length > 0) {
+        return decide({
+          status: "no_fit",
+          reason: `every candidate that fits around ${fmt(current.candidate)} was rolled back on this host${skippedText}`,
+          chosen: null,
+          result: null,
+        });
+      }
       if (!best) {
         return decide({
           status: "no_fit",
@@ -171,7 +233,7 @@ export function createTuningRunner(deps: TuningRunnerDeps) {
       if (options.dryRun || config.canaryMode === "predictive") {
         return decide({
           status: "ranked",
-          reason: `${ranking.length} of ${screened.length} candidates fit; best ${fmt(best.candidate)} with ${best.kvTokens} KV tokens${options.dryRun ? " (dry run: no canary)" : " (predictive mode: no canary)"}`,
+          reason: `${ranking.length} of ${screened.length} candidates fit; best ${fmt(best.candidate)} with ${best.kvTokens} KV tokens${options.dryRun ? " (dry run: no canary)" : " (predictive mode: no canary)"}${skippedText}`,
           chosen: best.candidate,
           result: null,
         });
@@ -191,7 +253,7 @@ export function createTuningRunner(deps: TuningRunnerDeps) {
             : result.status === "error"
               ? "error"
               : "failed";
-      return decide({ status, reason: `${fmt(best.candidate)}: ${result.validationReason}`, chosen: best.candidate, result });
+      return decide({ status, reason: `${fmt(best.candidate)}: ${result.validationReason}${skippedText}`, chosen: best.candidate, result });
     },
   };
 

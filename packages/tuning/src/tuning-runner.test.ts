@@ -1,0 +1,153 @@
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { createAuditFeed } from "@gpu-canary/audit-feed";
+import { layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
+import {
+  type Candidate,
+  type EvaluationResult,
+  type SpicaGPUAllocation,
+  hostFingerprint,
+  parseCandidate,
+  setPromotionState,
+  writePromotion,
+} from "@gpu-canary/spica-evaluator";
+import { testdir } from "@gpu-canary/testing";
+import { describe, expect, it } from "vitest";
+import { createTuningRunner } from "./tuning-runner.ts";
+
+const NOW = new Date("2026-12-07T02:10:00.000Z");
+
+function result(runId: string, candidate: Candidate): EvaluationResult {
+  return {
+    runId,
+    mode: "canary",
+    status: "passed",
+    validationPassed: true,
+    validationReason: "passed under load",
+    llmLatencyMs: 40,
+    candidate,
+    subsystem: "gpu_allocation",
+    predicted: null,
+    measured: null,
+    gate: null,
+    promotionPath: null,
+    startedAt: NOW.toISOString(),
+    finishedAt: NOW.toISOString(),
+  };
+}
+
+/**
+ * A runner over a stand-in evaluator: production runs at 0.7, every candidate fits with KV tokens
+ * growing with its util (so the highest util ranks first), and a canary passes whatever it is given.
+ */
+async function runnerOn(version = "0.11.0") {
+  const home = await testdir();
+  const { config } = requireConfig(
+    loadConfig({ env: { KLR_HOME: home, KLR_MODEL_PATH: join(home, "model"), KLR_CANARY_MODE: "canary" }, homeDir: home }),
+  );
+  const layout = layoutFor(config);
+  const audit = createAuditFeed({ dir: layout.auditDir, timeZone: config.maintenanceTimeZone });
+  const canaried: Candidate[] = [];
+  const context = {
+    config,
+    layout,
+    production: { version: () => Promise.resolve(version), cacheConfig: () => Promise.resolve({ gpu_memory_utilization: "0.7" }) },
+    probe: {
+      queryGpus: () =>
+        Promise.resolve({
+          gpus: [{ index: 0, uuid: "GPU-a", name: "NVIDIA L40S", memoryTotalMib: 46068, memoryReservedMib: 0 }],
+          reservedKnown: true,
+        }),
+    },
+  };
+  const evaluator = {
+    context,
+    predict: (c: Candidate) =>
+      Promise.resolve({
+        ok: true,
+        reason: "fits",
+        predicted: { kvTokens: Math.round(c.vllmMemoryUtil * 1000), freeAtStartBytes: 10, requestedBytes: 5 },
+      }),
+    runTest: (input: unknown) => {
+      const candidate = parseCandidate(input);
+      canaried.push(candidate);
+      return Promise.resolve(result("r-canary", candidate));
+    },
+  } as unknown as SpicaGPUAllocation;
+  const runner = createTuningRunner({ config, evaluator, audit, promotionsDir: layout.promotionsDir });
+  /** A promotion of `candidate` whose canary ran on this host (with `version`), rolled back afterwards. */
+  const rolledBack = async (runId: string, candidate: Candidate, asIf: { vllm_version?: string } = {}) => {
+    const fingerprint = { ...(await hostFingerprint(evaluator.context)), ...asIf };
+    await writePromotion(layout.promotionsDir, result(runId, candidate), true, fingerprint, NOW);
+    await setPromotionState(layout.promotionsDir, runId, "rolled_back", "vLLM ran out of memory 2 h after the apply", NOW);
+  };
+  return { runner, audit, layout, canaried, rolledBack };
+}
+
+const intent = { id: "i-1", kind: "oom_kv_cache" as const, subsystem: "gpu_allocation" };
+const small = (u: number): Candidate => ({ vllmMemoryUtil: u, whisperModelSize: "small" });
+
+describe("the tuning runner and rolled-back promotions", () => {
+  it("without a rollback, the best fit (0.8) is canaried", async () => {
+    const t = await runnerOn();
+    const outcome = await t.runner.run(intent);
+    expect(outcome.status).toBe("promoted");
+    expect(t.canaried).toEqual([small(0.8)]);
+    expect(outcome.rolledBack).toEqual([]);
+  });
+
+  it("does not propose a candidate rolled back on this host: the next best is canaried, and the decision says why", async () => {
+    const t = await runnerOn();
+    await t.rolledBack("r-bad", small(0.8));
+    const outcome = await t.runner.run(intent);
+    expect(t.canaried).toEqual([small(0.78)]);
+    expect(outcome.chosen).toEqual(small(0.78));
+    expect(outcome.rolledBack).toEqual([{ candidate: small(0.8), runId: "r-bad", reason: "vLLM ran out of memory 2 h after the apply" }]);
+    expect(outcome.reason).toContain(
+      "not proposed again, rolled back on this host: vllm_memory_util 0.8 with Whisper small (r-bad: vLLM ran out of memory 2 h after the apply)",
+    );
+    const [decision] = await t.audit.query({ event: "tuning_decision" });
+    expect(decision).toMatchObject({
+      rolled_back: [
+        { vllm_memory_util: 0.8, whisper_model_size: "small", run_id: "r-bad", reason: "vLLM ran out of memory 2 h after the apply" },
+      ],
+    });
+  });
+
+  it("the same in a dry run: the ranking's choice skips it", async () => {
+    const t = await runnerOn();
+    await t.rolledBack("r-bad", small(0.8));
+    const outcome = await t.runner.run(intent, { dryRun: true });
+    expect(outcome).toMatchObject({ status: "ranked", chosen: small(0.78) });
+    expect(t.canaried).toEqual([]);
+  });
+
+  it("a rollback on another host (another vLLM) does not rule the candidate out here", async () => {
+    const t = await runnerOn("0.11.0");
+    await t.rolledBack("r-elsewhere", small(0.8), { vllm_version: "0.10.2" });
+    const outcome = await t.runner.run(intent);
+    expect(t.canaried).toEqual([small(0.8)]);
+    expect(outcome.rolledBack).toEqual([]);
+  });
+
+  it("an intent naming a rolled-back candidate is not canaried: no fit, saying why", async () => {
+    const t = await runnerOn();
+    await t.rolledBack("r-bad", small(0.8));
+    const outcome = await t.runner.run({ ...intent, candidate: { vllm_memory_util: 0.8, whisper_model_size: "small" } });
+    expect(outcome.status).toBe("no_fit");
+    expect(outcome.reason).toContain("was rolled back on this host");
+    expect(outcome.reason).toContain("r-bad");
+    expect(t.canaried).toEqual([]);
+  });
+
+  it("an unreadable promotion could be a rollback: the run fails closed, naming the file", async () => {
+    const t = await runnerOn();
+    await t.rolledBack("r-bad", small(0.8));
+    const file = join(t.layout.promotionsDir, "r-torn.json");
+    await writeFile(file, "{ torn");
+    const outcome = await t.runner.run(intent);
+    expect(outcome.status).toBe("error");
+    expect(outcome.reason).toContain(file);
+    expect(t.canaried).toEqual([]);
+  });
+});
