@@ -63,12 +63,12 @@ describe("hostFingerprint", () => {
     expect(fingerprintSchema.parse(fingerprint)).toEqual(fingerprint);
   });
 
-  it("reads production's gpu-memory-utilization from its --config file (KLR_VLLM_CONFIG)", async () => {
+  it("reads what sizes vLLM's memory from its --config file (KLR_VLLM_CONFIG), but not the utilization an apply changes", async () => {
     const home = await testdir();
     const file = join(home, "production.yaml");
-    await writeFile(file, "# tuned by gpu-canary\ngpu-memory-utilization: 0.72\nmax-num-seqs: 64\n");
+    await writeFile(file, "# tuned by gpu-canary\ngpu-memory-utilization: 0.72\nmax_num_seqs: 64\nmodel: /m\n");
     const h = await host({ KLR_VLLM_CONFIG: file });
-    expect((await hostFingerprint(h.ctx)).tuned_flags).toEqual({ "gpu-memory-utilization": "0.72" });
+    expect((await hostFingerprint(h.ctx)).tuned_flags).toEqual({ "max-num-seqs": "64" });
   });
 
   it("KLR_VLLM_VERSION wins; with production down, the version last seen; else null", async () => {
@@ -123,7 +123,7 @@ const base: Fingerprint = {
   model_config_sha256: "a".repeat(64),
   whisper_size: "small",
   kv_cache_dtype: "auto",
-  tuned_flags: { "gpu-memory-utilization": "0.7" },
+  tuned_flags: { "max-num-seqs": "64" },
 };
 
 describe("fingerprintDifferences", () => {
@@ -139,7 +139,7 @@ describe("fingerprintDifferences", () => {
       model_config_sha256: "b".repeat(64),
       whisper_size: "medium",
       kv_cache_dtype: "fp8",
-      tuned_flags: { "gpu-memory-utilization": "0.75", "max-model-len": "8192" },
+      tuned_flags: { "max-num-seqs": "128", "max-model-len": "8192" },
     };
     expect(fingerprintDifferences(base, now)).toEqual([
       "vLLM version 0.11.0 → 0.12.0",
@@ -148,8 +148,8 @@ describe("fingerprintDifferences", () => {
       `model config.json sha256 ${"a".repeat(12)}… → ${"b".repeat(12)}…`,
       "Whisper size small → medium",
       "KV cache dtype auto → fp8",
-      "--gpu-memory-utilization 0.7 → 0.75",
       "--max-model-len unset → 8192",
+      "--max-num-seqs 64 → 128",
     ]);
   });
 

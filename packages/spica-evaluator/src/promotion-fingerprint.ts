@@ -27,9 +27,10 @@ export const fingerprintSchema = z.object({
   whisper_size: z.string(),
   kv_cache_dtype: z.string().nullable(),
   /**
-   * The flags that size vLLM's memory beside the candidate, as production has them (its --config
-   * file's gpu-memory-utilization; KLR_MAX_MODEL_LEN and the like, which the canary is given too):
-   * a flag changed since the canary makes its evidence about another vLLM. Keys as vLLM spells them.
+   * The flags that size vLLM's memory beside the candidate's utilization, as production has them (its
+   * --config file's max-model-len and the like; KLR_MAX_MODEL_LEN and the like, which the canary is
+   * given too): a flag changed since the canary makes its evidence about another vLLM. Keys as vLLM
+   * spells them. The utilization itself is the candidate's, and an apply changes production's.
    */
   tuned_flags: z.record(z.string(), z.string()),
 });
@@ -93,7 +94,10 @@ async function tunedFlags(config: Config): Promise<Record<string, string>> {
   if (config.vllmConfigFile) {
     try {
       const file = await readVllmConfig(config.vllmConfigFile);
-      if (file.gpuMemoryUtilization !== null) flags["gpu-memory-utilization"] = String(file.gpuMemoryUtilization);
+      for (const flag of EXTRA_FLAGS) {
+        const value = file.values[flag.slice(2)];
+        if (value !== undefined) flags[flag === "--kv-cache-memory" ? "kv-cache-memory-bytes" : flag.slice(2)] = value;
+      }
     } catch (error) {
       // A file that is not there yet is a missing piece; one that is there but unreadable fails closed.
       if (!(error instanceof StateUnreadableError && error.reason === "does not exist")) throw error;

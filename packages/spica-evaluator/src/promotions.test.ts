@@ -18,7 +18,7 @@ const HOST: Fingerprint = {
   model_config_sha256: "a".repeat(64),
   whisper_size: "small",
   kv_cache_dtype: "auto",
-  tuned_flags: { "gpu-memory-utilization": "0.7" },
+  tuned_flags: { "max-num-seqs": "64" },
 };
 
 function passed(

@@ -14,6 +14,8 @@ export interface VllmConfigFile {
   text: string;
   /** `gpu-memory-utilization`, null when the file does not set it (vLLM's default then applies) */
   gpuMemoryUtilization: number | null;
+  /** every top-level key with a plain value, spelt with dashes as on the command line (`max-model-len` → "8192") */
+  values: Record<string, string>;
 }
 
 /** The flags gpu-canary tunes, as the command line spells them: on the command line they would override the file. */
@@ -61,8 +63,15 @@ export async function readVllmConfig(path: string): Promise<VllmConfigFile> {
     const problem = fileSystemProblem(code, path);
     throw new StateUnreadableError(path, problem?.reason ?? messageOf(error), problem?.fix ?? hint(path), error, true);
   }
-  const { util } = parse(path, text);
-  return { path, text, gpuMemoryUtilization: util };
+  const { doc, util } = parse(path, text);
+  const values: Record<string, string> = {};
+  if (isMap(doc.contents))
+    for (const pair of doc.contents.items) {
+      const key = isScalar(pair.key) ? pair.key.value : null;
+      const value = isScalar(pair.value) ? pair.value.value : null;
+      if (typeof key === "string" && value !== null && typeof value !== "object") values[key.replaceAll("_", "-")] = String(value);
+    }
+  return { path, text, gpuMemoryUtilization: util, values };
 }
 
 /**

@@ -45,7 +45,7 @@ async function simSite() {
   const configFile = site.vllmConfigFile ?? "";
   const budgetUsed = () => (JSON.parse(readFileSync(layout.budgetFile(night), "utf8")) as { seconds_used: number }).seconds_used;
   /** A promotion as a passed canary writes it (the tests force a candidate the canary would not pass). */
-  const promote = async (runId: string, util: number) => {
+  const promote = async (runId: string, util: number, fingerprint?: Record<string, unknown>) => {
     await mkdir(layout.promotionsDir, { recursive: true });
     await writeFile(
       join(layout.promotionsDir, `${runId}.json`),
@@ -57,10 +57,13 @@ async function simSite() {
         path: "quiesced",
         whisper_verified: false,
         llm_latency_ms: 12,
+        ...(fingerprint ? { fingerprint } : {}),
       }),
     );
   };
-  return { site, layout, audit, run, servedUtil, configFile, budgetUsed, promote };
+  const promotion = (runId: string) =>
+    JSON.parse(readFileSync(join(layout.promotionsDir, `${runId}.json`), "utf8")) as { state: string; state_reason?: string };
+  return { site, layout, audit, run, servedUtil, configFile, budgetUsed, promote, promotion };
 }
 
 describe("apply and rollback on a production that starts with --config", () => {
@@ -81,6 +84,7 @@ describe("apply and rollback on a production that starts with --config", () => {
       previous: { vllm_memory_util: 0.7, promotion_run_id: null },
     });
     expect(readFileSync(record.file as string, "utf8")).toBe(await readFile(s.configFile, "utf8"));
+    expect(s.promotion("r-good").state).toBe("applied");
     const history = readdirSync(s.layout.vllmHistoryDir);
     expect(history.some((f) => f.endsWith("-r-good.yaml"))).toBe(true);
     const events = await s.audit.query();
@@ -110,7 +114,47 @@ describe("apply and rollback on a production that starts with --config", () => {
       vllm_memory_util: 0.7,
       previous: { vllm_memory_util: 0.8, promotion_run_id: "r-good" },
     });
+    expect(s.promotion("r-good")).toMatchObject({ state: "rolled_back", state_reason: expect.stringContaining("gpu-canary rollback") });
+    // A rolled-back promotion is not applied again without a new canary.
+    const again = await s.run(["apply", "r-good", "--json"]);
+    expect(again.code).toBe(3);
+    expect(again.json().error?.message).toContain("promotion r-good is rolled_back");
   }, 180_000);
+
+  it("a promotion whose canary ran on another host is stale: refused (exit 3) and marked, production untouched", async () => {
+    const s = await simSite();
+    const before = await readFile(s.configFile, "utf8");
+    const fingerprint = {
+      vllm_version: "0.6.3",
+      gpu_name: null,
+      gpu_total_mib: null,
+      model_config_sha256: null,
+      whisper_size: "small",
+      kv_cache_dtype: null,
+      tuned_flags: {},
+    };
+    await s.promote("r-old", 0.8, fingerprint);
+    const result = await s.run(["apply", "r-old", "--json"]);
+    expect(result.code).toBe(3);
+    expect(result.json().error).toMatchObject({ code: "PROMOTION_STALE", message: expect.stringMatching(/vLLM version 0\.6\.3 → \d/) });
+    expect(s.promotion("r-old").state).toBe("stale");
+    expect(await readFile(s.configFile, "utf8")).toBe(before);
+    expect(existsSync(s.layout.appliedFile)).toBe(false);
+  }, 120_000);
+
+  it("refuses plainly without KLR_VLLM_CONFIG, or for a promotion that does not exist", async () => {
+    const s = await simSite();
+    const missing = await s.run(["apply", "r-nothing", "--json"]);
+    expect(missing.code).toBe(2);
+    expect(missing.json().error?.code).toBe("PROMOTION_NOT_FOUND");
+    const env = Object.fromEntries(Object.entries(s.site.env).filter(([key]) => key !== "KLR_VLLM_CONFIG"));
+    const unset = await cli(["apply", "r-nothing", "--json"], env, new Date().toISOString());
+    expect(unset.code).toBe(2);
+    expect(unset.json().error?.code).toBe("NO_VLLM_CONFIG");
+    const nothing = await s.run(["rollback", "--json"]);
+    expect(nothing.code).toBe(3);
+    expect(nothing.json().error?.code).toBe("NOTHING_TO_ROLL_BACK");
+  }, 120_000);
 
   it("a promotion that fails its verification under production's load is rolled back by itself: exit 1, production on the previous file", async () => {
     const s = await simSite();
@@ -130,6 +174,7 @@ describe("apply and rollback on a production that starts with --config", () => {
     expect(JSON.parse(readFileSync(s.layout.appliedFile, "utf8"))).toMatchObject({ vllm_memory_util: 0.7, promotion_run_id: null });
     const events = await s.audit.query();
     expect(events.find((e) => e.event === "settings_rolled_back")).toMatchObject({ from: 0.15, to: 0.7 });
+    expect(s.promotion("r-tight")).toMatchObject({ state: "rolled_back", state_reason: expect.stringMatching(/verification failed/) });
     // Both outages charged: the restart with the new file and the rollback's.
     const charged = events.find((e) => e.event === "budget_charged")?.seconds as number;
     expect(s.budgetUsed()).toBeCloseTo(charged, 3);

@@ -2,13 +2,25 @@ import { GpuCanaryError, messageOf } from "@gpu-canary/errors";
 import { readApplied } from "@gpu-canary/vllm-control";
 import { type Candidate, parseCandidate } from "../candidate.ts";
 import type { RunContext } from "../context.ts";
-import { listPromotions } from "../promotions.ts";
+import { fingerprintDifferences, hostFingerprint } from "../promotion-fingerprint.ts";
+import { type PromotionState, readPromotion, setPromotionState } from "../promotions.ts";
 import { type SettingsChange, type SettingsChangeOutcome, changeSettings, configPathOf } from "./change-settings.ts";
 
 /** The predictive check, asked again at apply time: the card may have changed since the canary. */
 export type Predict = (candidate: Candidate) => Promise<{ ok: boolean; reason: string }>;
 
 const refusal = (code: string, message: string, hint: string) => new GpuCanaryError(code, message, { kind: "refused", hint });
+
+/** A promotion's new state; one that is gone or unreadable is said, never fatal to a change already made. */
+async function mark(ctx: RunContext, runId: string | null, state: PromotionState, reason: string): Promise<string | null> {
+  if (runId === null) return null;
+  try {
+    await setPromotionState(ctx.layout.promotionsDir, runId, state, reason, ctx.now());
+    return null;
+  } catch (error) {
+    return `promotion ${runId} could not be marked ${state}: ${messageOf(error)}`;
+  }
+}
 
 /** Run a change and end it in the audit trail with one run_finished, whatever its way out. */
 async function finished(ctx: RunContext, change: SettingsChange, run: () => Promise<SettingsChangeOutcome>) {
@@ -42,23 +54,22 @@ export async function applyPromotion(
   deps: { runId: string; predict: Predict },
 ): Promise<SettingsChangeOutcome> {
   configPathOf(ctx);
-  const listing = await listPromotions(ctx.layout.promotionsDir);
-  const promotion = listing.promotions.find((p) => p.run_id === promotionRunId);
-  if (!promotion) {
-    const bad = listing.unreadable.find((u) => u.file.includes(promotionRunId));
-    throw new GpuCanaryError(
-      "NO_SUCH_PROMOTION",
-      bad ? `${bad.file} is not a promotion: ${bad.reason}` : `no promotion of run ${promotionRunId} in ${ctx.layout.promotionsDir}`,
-      { kind: "usage", hint: "`gpu-canary promotions list` shows the promotions and their run ids" },
-    );
-  }
-  const state = typeof promotion.state === "string" ? promotion.state : "proposed";
-  if (state === "rolled_back" || state === "stale")
+  const promotion = await readPromotion(ctx.layout.promotionsDir, promotionRunId);
+  const anew = "run a new canary for the candidate (`gpu-canary evaluate --mode canary`) to prove it on the host as it is now";
+  if (promotion.state === "rolled_back" || promotion.state === "stale")
     throw refusal(
       "PROMOTION_NOT_APPLICABLE",
-      `promotion ${promotionRunId} is ${state}${typeof promotion.state_reason === "string" ? `: ${promotion.state_reason}` : ""}`,
-      "run a new canary for the candidate (`gpu-canary evaluate --mode canary`) to prove it on the host as it is now",
+      `promotion ${promotionRunId} is ${promotion.state}${promotion.state_reason ? `: ${promotion.state_reason}` : ""}`,
+      anew,
     );
+  if (promotion.fingerprint) {
+    const changed = fingerprintDifferences(promotion.fingerprint, await hostFingerprint(ctx));
+    if (changed.length > 0) {
+      const reason = `the host changed since its canary: ${changed.join("; ")}`;
+      await mark(ctx, promotionRunId, "stale", reason);
+      throw refusal("PROMOTION_STALE", `promotion ${promotionRunId} is stale: ${reason}`, anew);
+    }
+  }
   // A hand-edited promotion is checked as any candidate is (usage error, exit 2).
   const candidate = parseCandidate({
     vllm_memory_util: promotion.candidate.vllm_memory_util,
@@ -83,8 +94,21 @@ export async function applyPromotion(
     to: { gpuMemoryUtilization: candidate.vllmMemoryUtil, name: promotionRunId },
     entry: { vllm_memory_util: candidate.vllmMemoryUtil, whisper_model_size: candidate.whisperModelSize, promotion_run_id: promotionRunId },
   };
-  return finished(ctx, change, () => changeSettings(ctx, change));
+  const outcome = await finished(ctx, change, () => changeSettings(ctx, change));
+  const notes: (string | null)[] = [];
+  if (outcome.status === "applied") {
+    const replaced = outcome.applied?.previous?.promotion_run_id ?? null;
+    if (replaced !== promotionRunId)
+      notes.push(await mark(ctx, replaced, "superseded", `promotion ${promotionRunId} was applied by run ${deps.runId}`));
+    notes.push(await mark(ctx, promotionRunId, "applied", `applied and verified by run ${deps.runId}`));
+  } else if (outcome.status === "rolled_back") notes.push(await mark(ctx, promotionRunId, "rolled_back", outcome.reason));
+  return withNotes(outcome, notes);
 }
+
+const withNotes = (outcome: SettingsChangeOutcome, notes: (string | null)[]): SettingsChangeOutcome => {
+  const said = notes.filter((n): n is string => n !== null);
+  return said.length === 0 ? outcome : { ...outcome, reason: `${outcome.reason}; ${said.join("; ")}` };
+};
 
 /** `gpu-canary rollback`: back to the settings applied before the current ones, the same way as an apply. */
 export async function rollbackSettings(ctx: RunContext, deps: { runId: string }): Promise<SettingsChangeOutcome> {
@@ -107,5 +131,10 @@ export async function rollbackSettings(ctx: RunContext, deps: { runId: string })
       promotion_run_id: previous.promotion_run_id,
     },
   };
-  return finished(ctx, change, () => changeSettings(ctx, change));
+  const outcome = await finished(ctx, change, () => changeSettings(ctx, change));
+  if (outcome.status !== "applied") return outcome;
+  return withNotes(outcome, [
+    await mark(ctx, applied.promotion_run_id, "rolled_back", `rolled back by \`gpu-canary rollback\` (run ${deps.runId})`),
+    await mark(ctx, previous.promotion_run_id, "applied", `applied again by \`gpu-canary rollback\` (run ${deps.runId})`),
+  ]);
 }
