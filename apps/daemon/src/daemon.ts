@@ -4,7 +4,7 @@ import type { Config, Layout } from "@gpu-canary/config";
 import { messageOf } from "@gpu-canary/errors";
 import { windowAt } from "@gpu-canary/policy";
 import { type SpicaGPUAllocation, recoverIfCrashed } from "@gpu-canary/spica-evaluator";
-import { type IntentStore, type TuningRunner, createObserver, followLog, workIntent } from "@gpu-canary/tuning";
+import { type IntentStore, type TuningRunner, createObserver, followLog, lastAppliedAt, workIntent } from "@gpu-canary/tuning";
 import type { Logger } from "pino";
 import type { Metrics } from "./metrics.ts";
 import type { Notifier } from "./notify.ts";
@@ -44,7 +44,13 @@ export function createDaemon(deps: DaemonDeps) {
   let working: string | null = null;
   let loops: Promise<unknown>[] = [];
 
-  const observer = createObserver({ store, audit: deps.audit, subsystem: config.subsystems[0] ?? "gpu_allocation", now });
+  const observer = createObserver({
+    store,
+    audit: deps.audit,
+    subsystem: config.subsystems[0] ?? "gpu_allocation",
+    now,
+    appliedAt: () => lastAppliedAt(deps.layout.appliedFile),
+  });
 
   const onLine = async (line: string) => {
     let event;

@@ -161,7 +161,19 @@ export const SETTINGS = {
     key: "vllmConfigFile",
     schema: absolutePath(),
     optional: true,
-    meaning: "production vLLM's --config YAML file, where gpu-canary reads (and will apply) what it tunes",
+    meaning: "production vLLM's --config YAML file, where gpu-canary reads and applies what it tunes",
+  }),
+  KLR_APPLY_WATCH_HOURS: def({
+    key: "applyWatchHours",
+    schema: number({ min: 0, max: 720, expected: "hours from 0 to 720" }),
+    defaultValue: "24",
+    meaning: "after an apply, an out-of-memory event within this many hours rolls it back (0: never)",
+  }),
+  KLR_AUTO_APPLY: def({
+    key: "autoApply",
+    schema: boolean(),
+    defaultValue: "false",
+    meaning: "the daemon applies the best proposed promotion by itself at the next window",
   }),
   KLR_VLLM_EXTRA_ENV: def({
     key: "vllmExtraEnv",

@@ -179,9 +179,12 @@ export class SpicaGPUAllocation {
     });
   }
 
-  /** Go back to the settings applied before the current ones, gated and verified as an apply is. */
-  async rollback(): Promise<SettingsChangeOutcome> {
-    return rollbackSettings(this.context, { runId: newRunId(this.context.now()) });
+  /**
+   * Go back to the settings applied before the current ones, gated and verified as an apply is;
+   * `because`: the out-of-memory line that condemns the apply (production down: at once).
+   */
+  async rollback(options: { because?: string } = {}): Promise<SettingsChangeOutcome> {
+    return rollbackSettings(this.context, { runId: newRunId(this.context.now()), ...options });
   }
 
   /** Only the arithmetic: the predictive pre-flight for a candidate, audited nowhere (the tuning runner ranks with it). */

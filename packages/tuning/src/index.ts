@@ -12,7 +12,7 @@ export { INTENT_KINDS, IntentError, createIntentStore, intentInputSchema, intent
 export type { ClaimedIntent, Intent, IntentInput, IntentKind, IntentState, IntentStore, IntentStoreDeps } from "./intents.ts";
 export { createTuningRunner, proposeCandidates, rank } from "./tuning-runner.ts";
 export type { CurrentConfig, RolledBack, Screened, TuningOutcome, TuningRunner, TuningRunnerDeps, TuningStatus } from "./tuning-runner.ts";
-export { createObserver, workIntent } from "./worker.ts";
+export { createObserver, lastAppliedAt, workIntent } from "./worker.ts";
 export type { ObservedEvent } from "./worker.ts";
 export { followLog } from "./log-follower.ts";
 export type { FollowOptions } from "./log-follower.ts";

@@ -41,6 +41,19 @@ describe("intents as files", () => {
     );
   });
 
+  it("never merges an event into an intent from before production's settings last changed (an apply)", async () => {
+    const { store: s, clock } = await store();
+    const first = await s.create(oom);
+    clock.advance(600_000);
+    const appliedAt = clock.now();
+    clock.advance(60_000);
+    const after = await s.create(oom, { notBefore: appliedAt });
+    expect(after.merged).toBe(false);
+    expect(after.intent.id).not.toBe(first.intent.id);
+    // Two events after the apply are one failure of the applied settings.
+    expect((await s.create(oom, { notBefore: appliedAt })).intent.id).toBe(after.intent.id);
+  });
+
   it("lets exactly one of two racing workers claim an intent, and finishes it with its outcome", async () => {
     const { store: s, layout } = await store();
     await s.create(oom);

@@ -117,16 +117,24 @@ export function createIntentStore(deps: IntentStoreDeps) {
   return {
     dirs,
     list,
-    /** Queue an intent; one like it (kind, subsystem) queued or worked within the cooldown absorbs it. */
-    async create(input: IntentInput): Promise<{ intent: Intent; merged: boolean; path: string }> {
+    /**
+     * Queue an intent; one like it (kind, subsystem) queued or worked within the cooldown absorbs it —
+     * unless it is older than `notBefore` (the last apply: production runs other settings since).
+     */
+    async create(
+      input: IntentInput,
+      options: { notBefore?: Date | null } = {},
+    ): Promise<{ intent: Intent; merged: boolean; path: string }> {
       const at = now();
+      const since = options.notBefore?.getTime() ?? Number.NEGATIVE_INFINITY;
       if (input.candidate === undefined) {
         const recent = [...(await list("pending")), ...(await list("processing")), ...(await list("processed"))].find(
           (e) =>
             e.intent.kind === input.kind &&
             e.intent.subsystem === input.subsystem &&
             e.intent.candidate === undefined &&
-            at.getTime() - Date.parse(e.intent.created_at) < cooldownMs,
+            at.getTime() - Date.parse(e.intent.created_at) < cooldownMs &&
+            Date.parse(e.intent.created_at) >= since,
         );
         if (recent) return { intent: recent.intent, merged: true, path: recent.path };
       }

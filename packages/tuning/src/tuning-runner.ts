@@ -12,6 +12,7 @@ import {
   parseCandidate,
   sameHost,
 } from "@gpu-canary/spica-evaluator";
+import { readApplied } from "@gpu-canary/vllm-control";
 import type { Intent } from "./intents.ts";
 import { DIRECTION } from "./oom-classifier.ts";
 
@@ -36,7 +37,7 @@ export interface Screened {
  */
 const WAITS_FOR = new Set(["window", "lock", "crashed_run"]);
 
-export type TuningStatus = "promoted" | "ranked" | "no_fit" | "deferred" | "refused" | "failed" | "error";
+export type TuningStatus = "promoted" | "ranked" | "no_fit" | "deferred" | "refused" | "failed" | "error" | "rolled_back";
 
 /** A candidate that fits but is not proposed: production ran it and rolled it back, on a host like this one. */
 export interface RolledBack {
@@ -173,10 +174,28 @@ export function createTuningRunner(deps: TuningRunnerDeps) {
     }
   };
 
+  /** The promotion an out-of-memory event now condemns: one applied within KLR_APPLY_WATCH_HOURS. */
+  const watchedApply = async (): Promise<{ promotion: string; appliedAt: string } | null> => {
+    if (config.applyWatchHours <= 0) return null;
+    const applied = await readApplied(evaluator.context.layout.appliedFile);
+    if (!applied?.promotion_run_id || !applied.applied_at) return null;
+    const age = evaluator.context.now().getTime() - Date.parse(applied.applied_at);
+    return age >= 0 && age < config.applyWatchHours * 3_600_000
+      ? { promotion: applied.promotion_run_id, appliedAt: applied.applied_at }
+      : null;
+  };
+
   return {
     currentConfig,
-    async run(intent: Pick<Intent, "id" | "kind" | "subsystem" | "candidate">, options: { dryRun?: boolean } = {}): Promise<TuningOutcome> {
+    async run(
+      intent: Pick<Intent, "id" | "kind" | "subsystem" | "candidate"> & Partial<Pick<Intent, "evidence">>,
+      options: { dryRun?: boolean } = {},
+    ): Promise<TuningOutcome> {
       const current = await currentConfig();
+      if (intent.kind !== "manual" && intent.candidate === undefined && !options.dryRun) {
+        const watched = await watchedApply();
+        if (watched) return rollBack(intent, current, watched);
+      }
       const proposals =
         intent.candidate !== undefined
           ? [parseCandidate(intent.candidate)]
@@ -256,6 +275,37 @@ export function createTuningRunner(deps: TuningRunnerDeps) {
       return decide({ status, reason: `${fmt(best.candidate)}: ${result.validationReason}${skippedText}`, chosen: best.candidate, result });
     },
   };
+
+  /**
+   * Production ran out of memory within the watch after an apply: the apply goes back, at once when
+   * production is down (it is anyway), else under the gates of any apply (the next window).
+   */
+  async function rollBack(
+    intent: Pick<Intent, "id"> & Partial<Pick<Intent, "evidence">>,
+    current: CurrentConfig,
+    watched: { promotion: string; appliedAt: string },
+  ): Promise<TuningOutcome> {
+    const line = intent.evidence?.split("\n")[0] ?? "an out-of-memory event";
+    const outcome = await evaluator.rollback({ because: line });
+    const status: TuningStatus =
+      outcome.status === "applied"
+        ? "rolled_back"
+        : outcome.status === "refused"
+          ? outcome.gate !== null && WAITS_FOR.has(outcome.gate)
+            ? "deferred"
+            : "refused"
+          : "failed";
+    const reason = `out of memory within ${config.applyWatchHours} h of applying promotion ${watched.promotion} (${watched.appliedAt}): ${outcome.reason}`;
+    await audit.append({
+      event: "tuning_decision",
+      run_id: outcome.runId,
+      intent_id: intent.id,
+      outcome: status,
+      reason,
+      promotion: watched.promotion,
+    });
+    return { status, reason, current, ranking: [], rolledBack: [], chosen: null, result: null };
+  }
 
   function bounds() {
     return { min: config.vllmMemoryUtilMin, max: config.vllmMemoryUtilMax };

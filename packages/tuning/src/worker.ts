@@ -1,8 +1,15 @@
 import { GpuCanaryError, messageOf } from "@gpu-canary/errors";
 import type { AuditFeed } from "@gpu-canary/audit-feed";
+import { readApplied } from "@gpu-canary/vllm-control";
 import type { ClaimedIntent, IntentInput, IntentStore } from "./intents.ts";
 import { type OomEvent, createOomDetector } from "./oom-classifier.ts";
 import type { TuningOutcome, TuningRunner } from "./tuning-runner.ts";
+
+/** When production's settings last changed (applied.json's applied_at); null before any apply. An unreadable file fails closed. */
+export async function lastAppliedAt(appliedFile: string): Promise<Date | null> {
+  const applied = await readApplied(appliedFile);
+  return applied?.applied_at ? new Date(applied.applied_at) : null;
+}
 
 /**
  * Work one claimed intent through the runner. A run the window refused waits for the next
@@ -52,7 +59,15 @@ export interface ObservedEvent extends OomEvent {
 }
 
 /** Turn vLLM log lines into out-of-memory events, audited, each an intent unless dry-run. */
-export function createObserver(deps: { store: IntentStore; audit: AuditFeed; subsystem: string; now?: () => Date; quietMs?: number }) {
+export function createObserver(deps: {
+  store: IntentStore;
+  audit: AuditFeed;
+  subsystem: string;
+  now?: () => Date;
+  quietMs?: number;
+  /** when production's settings last changed (applied.json): an event after it is never merged into an intent before it */
+  appliedAt?: () => Promise<Date | null>;
+}) {
   const detector = createOomDetector({
     ...(deps.now ? { now: deps.now } : {}),
     ...(deps.quietMs !== undefined ? { quietMs: deps.quietMs } : {}),
@@ -65,7 +80,7 @@ export function createObserver(deps: { store: IntentStore; audit: AuditFeed; sub
       await deps.audit.append({ event: "oom_detected", kind: event.kind, line: event.line });
       const evidence = event.account === null ? event.line : `${event.line}\nvLLM's memory account of that start: ${event.account}`;
       const input: IntentInput = { kind: event.kind, subsystem: deps.subsystem, evidence };
-      const created = await deps.store.create(input);
+      const created = await deps.store.create(input, { notBefore: (await deps.appliedAt?.()) ?? null });
       if (!created.merged) await deps.audit.append({ event: "intent_created", intent_id: created.intent.id, kind: event.kind });
       return { ...event, intentId: created.intent.id, merged: created.merged };
     },

@@ -37,7 +37,7 @@ async function simSite() {
   const layout = layoutFor(config);
   const night = nightOf(config.maintenanceWindow, config.maintenanceTimeZone, new Date());
   const audit = createAuditFeed({ dir: layout.auditDir, timeZone: config.maintenanceTimeZone });
-  const run = (argv: string[]) => cli(argv, site.env, new Date().toISOString());
+  const run = (argv: string[], env: Record<string, string> = {}) => cli(argv, { ...site.env, ...env }, new Date().toISOString());
   const servedUtil = async () => {
     const text = await (await fetch(`${site.env.KLR_VLLM_URL}/metrics`)).text();
     return Number(/vllm:cache_config_info\{[^}]*gpu_memory_utilization="([\d.]+)"/.exec(text)?.[1]);
@@ -121,6 +121,37 @@ describe("apply and rollback on a production that starts with --config", () => {
     expect(again.json().error?.message).toContain("promotion r-good is rolled_back");
   }, 180_000);
 
+  // vLLM's own record of a KV cache it could not fit (vllm/v1/core/kv_cache_utils.py), as the observer's tests quote it.
+  const OOM =
+    "(EngineCore_DP0 pid=7) ERROR 12-07 03:10:00 [core.py:396] ValueError: No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when initializing the engine.\n";
+
+  it("an out-of-memory event within the watch after an apply rolls it back: at the window while production serves, at once when it is down", async () => {
+    const s = await simSite();
+    const before = await readFile(s.configFile, "utf8");
+    await s.promote("r-watched", 0.8);
+    expect((await s.run(["apply", "r-watched", "--json"])).code).toBe(0);
+    const log = join(s.site.dir, "oom.log");
+    await writeFile(log, OOM);
+    // Serving, window closed: the intent waits for the window (deferred); production keeps the applied settings.
+    const closed = { KLR_GPU_MAINTENANCE_WINDOW: "00:00-00:01" };
+    expect((await s.run(["observe", "--from", log, "--json"], closed)).code).toBe(0);
+    const waits = await s.run(["tune", "--json"], closed);
+    expect(waits.json()).toMatchObject({ state: "pending", status: "deferred" });
+    expect(await s.servedUtil()).toBe(0.8);
+    // Down (its own OOM exit): rolled back at once, the window closed all the same, and charged.
+    await s.site.stopProduction();
+    const rolled = await s.run(["tune", "--json"], closed);
+    expect(rolled.json()).toMatchObject({ state: "processed", status: "rolled_back" });
+    expect(await s.servedUtil()).toBe(0.7);
+    expect(await readFile(s.configFile, "utf8")).toBe(before);
+    expect(s.promotion("r-watched")).toMatchObject({
+      state: "rolled_back",
+      state_reason: expect.stringContaining("No available memory for the cache blocks"),
+    });
+    // The tuning runner does not propose the rolled-back candidate again on this host.
+    expect(s.budgetUsed()).toBeGreaterThan(0);
+  }, 180_000);
+
   it("a promotion whose canary ran on another host is stale: refused (exit 3) and marked, production untouched", async () => {
     const s = await simSite();
     const before = await readFile(s.configFile, "utf8");
@@ -181,28 +212,44 @@ describe("apply and rollback on a production that starts with --config", () => {
     expect(existsSync(s.layout.gpuLock)).toBe(false);
   }, 180_000);
 
-  it("SIGKILL while production runs the new file: the watchdog puts the previous file back and restarts production; recover charges", async () => {
-    const s = await simSite();
-    const before = await readFile(s.configFile, "utf8");
-    await s.promote("r-killed", 0.8);
-    const clean = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("KLR_")));
-    // A long verification load keeps the run at `verifying` long enough to be killed there.
-    const child = spawn(process.execPath, tsNodeArgs(bin, ["apply", "r-killed", "--json"]), {
-      env: { ...clean, ...s.site.env, KLR_CANARY_LOAD_SECONDS: "20" },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    onTestFinished(() => void child.kill("SIGKILL"));
-    const exited = new Promise((resolve) => child.once("exit", resolve));
-    await until(async () => (await s.servedUtil().catch(() => 0)) === 0.8, "production serving the new file", { timeoutMs: 60_000 });
-    child.kill("SIGKILL");
-    await exited;
-    await until(() => existsSync(s.layout.watchdogReport), "the watchdog's report", { timeoutMs: 90_000 });
-    expect(await s.servedUtil()).toBe(0.7);
-    expect(await readFile(s.configFile, "utf8")).toBe(before);
-    const recovered = await s.run(["recover", "--json"]);
-    expect(recovered.json()).toMatchObject({ action: "recovered", restored_by: "watchdog", production_serving: true });
-    expect(s.budgetUsed()).toBeGreaterThan(0);
-    expect(existsSync(s.layout.gpuLock)).toBe(false);
-    expect(JSON.parse(readFileSync(s.layout.appliedFile, "utf8"))).toMatchObject({ vllm_memory_util: 0.7 });
-  }, 240_000);
+  // Killed as each step begins (its progress line off a terminal names it): the watchdog, then `recover`, leave
+  // production on the previous file, serving, the lock free and any outage charged.
+  it.each(["settings_writing", "quiescing", "starting", "verifying", "keeping"])(
+    "SIGKILL at %s: production ends on the previous file, serving; recover finishes",
+    async (phase) => {
+      const s = await simSite();
+      const before = await readFile(s.configFile, "utf8");
+      await s.promote("r-killed", 0.8);
+      const clean = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("KLR_")));
+      // A long verification load keeps the run at `verifying` long enough to be killed there.
+      const child = spawn(process.execPath, tsNodeArgs(bin, ["apply", "r-killed", "--json"]), {
+        env: { ...clean, ...s.site.env, KLR_CANARY_LOAD_SECONDS: phase === "verifying" ? "20" : "1" },
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      onTestFinished(() => void child.kill("SIGKILL"));
+      let stderr = "";
+      child.stderr.on("data", (c: Buffer) => {
+        stderr += c.toString();
+        if (stderr.includes(` apply: ${phase}`)) child.kill("SIGKILL");
+      });
+      const exited = new Promise<NodeJS.Signals | null>((resolve) => child.once("exit", (_code, signal) => resolve(signal)));
+      expect(await exited).toBe("SIGKILL");
+      await until(() => existsSync(s.layout.watchdogReport), "the watchdog's report", { timeoutMs: 90_000 });
+      expect(await s.servedUtil()).toBe(0.7);
+      expect(await readFile(s.configFile, "utf8")).toBe(before);
+      const recovered = await s.run(["recover", "--json"]);
+      expect(recovered.json()).toMatchObject({ production_serving: true });
+      expect(existsSync(s.layout.gpuLock)).toBe(false);
+      expect(await readFile(s.configFile, "utf8")).toBe(before);
+      expect(JSON.parse(readFileSync(s.layout.appliedFile, "utf8"))).toMatchObject({ vllm_memory_util: 0.7 });
+      const events = await s.audit.query();
+      expect(events.filter((e) => e.event === "run_finished")).toHaveLength(1);
+      // Stopped production is charged, from the stop to the previous settings serving again.
+      if (phase !== "settings_writing") {
+        expect(recovered.json()).toMatchObject({ action: "recovered", restored_by: "watchdog" });
+        expect(s.budgetUsed()).toBeGreaterThan(0);
+      }
+    },
+    120_000,
+  );
 });

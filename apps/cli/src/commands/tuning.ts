@@ -45,7 +45,13 @@ export async function runObserve(
     }
   }
   const { tuning, audit, store } = await tuningFor(settings, io, "gpu-canary observe", {});
-  const observer = tuning.createObserver({ store, audit, subsystem, now: io.now });
+  const observer = tuning.createObserver({
+    store,
+    audit,
+    subsystem,
+    now: io.now,
+    appliedAt: () => tuning.lastAppliedAt(settings.layout.appliedFile),
+  });
   let count = 0;
   for (const line of text.split("\n")) {
     const event = await observer.line(line, { dryRun: options.dryRun === true });
@@ -162,5 +168,5 @@ async function answerTune(
       ].join("\n"),
   );
   if (!outcome) return 4;
-  return { promoted: 0, ranked: 0, deferred: 3, refused: 3, no_fit: 1, failed: 1, error: 4 }[outcome.status];
+  return { promoted: 0, ranked: 0, rolled_back: 0, deferred: 3, refused: 3, no_fit: 1, failed: 1, error: 4 }[outcome.status];
 }

@@ -110,8 +110,12 @@ const withNotes = (outcome: SettingsChangeOutcome, notes: (string | null)[]): Se
   return said.length === 0 ? outcome : { ...outcome, reason: `${outcome.reason}; ${said.join("; ")}` };
 };
 
-/** `gpu-canary rollback`: back to the settings applied before the current ones, the same way as an apply. */
-export async function rollbackSettings(ctx: RunContext, deps: { runId: string }): Promise<SettingsChangeOutcome> {
+/**
+ * `gpu-canary rollback`: back to the settings applied before the current ones, the same way as an
+ * apply. `because` is production's out-of-memory line after the apply (the watch): then it goes
+ * ahead at once when production is down, and the promotion is rolled back with the line as evidence.
+ */
+export async function rollbackSettings(ctx: RunContext, deps: { runId: string; because?: string }): Promise<SettingsChangeOutcome> {
   configPathOf(ctx);
   const applied = await readApplied(ctx.layout.appliedFile);
   const previous = applied?.previous ?? null;
@@ -130,11 +134,19 @@ export async function rollbackSettings(ctx: RunContext, deps: { runId: string })
       whisper_model_size: previous.whisper_model_size,
       promotion_run_id: previous.promotion_run_id,
     },
+    ...(deps.because !== undefined ? { evenIfDown: true } : {}),
   };
   const outcome = await finished(ctx, change, () => changeSettings(ctx, change));
   if (outcome.status !== "applied") return outcome;
   return withNotes(outcome, [
-    await mark(ctx, applied.promotion_run_id, "rolled_back", `rolled back by \`gpu-canary rollback\` (run ${deps.runId})`),
+    await mark(
+      ctx,
+      applied.promotion_run_id,
+      "rolled_back",
+      deps.because !== undefined
+        ? `production ran out of memory after the apply: ${deps.because} (rolled back by run ${deps.runId})`
+        : `rolled back by \`gpu-canary rollback\` (run ${deps.runId})`,
+    ),
     await mark(ctx, previous.promotion_run_id, "applied", `applied again by \`gpu-canary rollback\` (run ${deps.runId})`),
   ]);
 }

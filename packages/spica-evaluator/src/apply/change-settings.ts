@@ -4,6 +4,7 @@ import {
   type Applied,
   type AppliedEntry,
   keepInHistory,
+  productionServes,
   readApplied,
   readVllmConfig,
   servedUtilization,
@@ -43,6 +44,11 @@ export interface SettingsChange {
   to: SettingsTarget;
   /** what applied.json becomes once the new settings are verified */
   entry: Omit<AppliedEntry, "file" | "applied_at">;
+  /**
+   * a rollback after production's own out-of-memory exit: with production down it goes ahead at
+   * once, outside the window and whatever the budget and rate limit say (it is down anyway); charged
+   */
+  evenIfDown?: boolean;
 }
 
 /**
@@ -79,14 +85,21 @@ export function configPathOf(ctx: RunContext): string {
  * What applied.json says now; before any apply, what production runs with (its config file, kept in
  * the history so that a rollback and the watchdog can put it back).
  */
-export async function appliedNow(ctx: RunContext, served: number): Promise<Applied> {
+export async function appliedNow(ctx: RunContext, served: number | null): Promise<Applied> {
   const recorded = await readApplied(ctx.layout.appliedFile);
   if (recorded) return recorded;
   const file = await readVllmConfig(configPathOf(ctx));
   const at = ctx.now();
+  const util = served ?? file.gpuMemoryUtilization;
+  if (util === null)
+    throw new GpuCanaryError("PRODUCTION_UNKNOWN", `production does not serve, and ${file.path} sets no gpu-memory-utilization`, {
+      kind: "refused",
+      hint: "start production and apply again: what it serves with is what a rollback goes back to",
+    });
   const kept = await keepInHistory(ctx.layout.vllmHistoryDir, at, "before-gpu-canary", file.text);
   const initial: Applied = {
-    vllm_memory_util: file.gpuMemoryUtilization ?? served,
+    // What production serves is what it runs; the file may say otherwise (a command line overriding it).
+    vllm_memory_util: util,
     whisper_model_size: ctx.config.whisperSize,
     promotion_run_id: null,
     applied_at: null,
@@ -105,13 +118,22 @@ export async function appliedNow(ctx: RunContext, served: number): Promise<Appli
  */
 export async function changeSettings(ctx: RunContext, change: SettingsChange): Promise<SettingsChangeOutcome> {
   const { runId } = change;
-  const served = await servedUtilization(restorePlanOf(ctx.config, ctx.env, "stop"));
-  if (served === null)
+  const restart = restorePlanOf(ctx.config, ctx.env, "stop");
+  const answers = await servedUtilization(restart);
+  const down = answers === null && change.evenIfDown === true && !(await productionServes(restart, 3000));
+  if (answers === null && !down)
     throw new GpuCanaryError("PRODUCTION_UNKNOWN", `production at ${ctx.config.vllmUrl} does not say what it serves with`, {
       kind: "refused",
       hint: "production must serve and export vllm:cache_config_info on /metrics before its settings change (`gpu-canary production`)",
     });
-  const before = await appliedNow(ctx, served);
+  const before = await appliedNow(ctx, answers);
+  // Down after its own out-of-memory exit: what applied.json says it was given.
+  const served = answers ?? before.vllm_memory_util;
+  if (served === null)
+    throw new GpuCanaryError("PRODUCTION_UNKNOWN", `production is down and ${ctx.layout.appliedFile} does not say what it ran with`, {
+      kind: "refused",
+      hint: "start production by hand; `gpu-canary production` shows what it serves with",
+    });
   const outcome = (patch: Partial<SettingsChangeOutcome>): SettingsChangeOutcome => ({
     status: "refused",
     reason: "",
@@ -135,7 +157,7 @@ export async function changeSettings(ctx: RunContext, change: SettingsChange): P
   await auditWatchdogReports(ctx);
   const logged = await loggedProductionStart(ctx.config);
   const worst = applyWorstCase(await worstCase(ctx.audit, ctx.config, ctx.now(), logged, null));
-  const gateRun = { subsystem: APPLY_SUBSYSTEM, path: "apply" as const, worst };
+  const gateRun = { subsystem: APPLY_SUBSYSTEM, path: "apply" as const, worst, productionDown: down };
   const quick = await checkGates(ctx, gateRun);
   if (quick.refusal) return refused(quick.refusal);
 
@@ -153,10 +175,10 @@ export async function changeSettings(ctx: RunContext, change: SettingsChange): P
   try {
     const under = await checkGates(ctx, { ...gateRun, underLock: true });
     if (under.refusal) return await refused(under.refusal);
-    const admitted = await ctx.rate.admit(APPLY_SUBSYSTEM, runId);
+    const admitted = down ? { allowed: true, reason: "production is down: no rate limit" } : await ctx.rate.admit(APPLY_SUBSYSTEM, runId);
     if (!admitted.allowed) return await refused({ gate: "rate_limit", reason: admitted.reason });
     await handle.journal({ phase: "admitted" });
-    announce(ctx, "admitted", `gates passed (${change.kind}); ${admitted.reason}`);
+    announce(ctx, "admitted", `gates passed (${change.kind}${down ? ", production down" : ""}); ${admitted.reason}`);
     const inner = { ...ctx, signal };
     // Read under the lock: the operator's other keys and comments as they are now, kept as they were
     // (the way back) and carried into the new file.

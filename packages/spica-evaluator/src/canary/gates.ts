@@ -23,7 +23,14 @@ export type GatedRun = CanaryPath | "apply";
  */
 export async function checkGates(
   ctx: RunContext,
-  run: { subsystem: string; path: GatedRun; worst: WorstCase; underLock?: boolean },
+  run: {
+    subsystem: string;
+    path: GatedRun;
+    worst: WorstCase;
+    underLock?: boolean;
+    /** production is down already (a rollback after its out-of-memory exit): bringing it back waits for no window, budget or rate */
+    productionDown?: boolean;
+  },
 ): Promise<{ refusal: Refusal | null; night: string }> {
   const { config } = ctx;
   const now = ctx.now();
@@ -34,8 +41,8 @@ export async function checkGates(
   if (run.path !== "apply" && !config.subsystems.includes(run.subsystem)) {
     return refuse("subsystem", `subsystem ${JSON.stringify(run.subsystem)} is not one of KLR_SUBSYSTEMS (${config.subsystems.join(", ")})`);
   }
-  const rate = await ctx.rate.check(run.subsystem);
-  if (!rate.allowed) return refuse("rate_limit", rate.reason);
+  const rate = run.productionDown ? null : await ctx.rate.check(run.subsystem);
+  if (rate && !rate.allowed) return refuse("rate_limit", rate.reason);
   if (run.path === "spare" || run.path === "quiesced") {
     const missing = canaryCommandProblem(ctx);
     if (missing) return refuse("canary_command", missing);
@@ -46,6 +53,8 @@ export async function checkGates(
     // An apply restarts production whatever KLR_QUIESCE says: a woken vLLM keeps the settings it started with.
     const manager = managerProblem(ctx, run.path === "apply" ? "stop" : ctx.config.quiesce);
     if (manager) return refuse("production_manager", manager);
+  }
+  if ((run.path === "quiesced" || run.path === "apply") && !run.productionDown) {
     if (!window.open) {
       return refuse(
         "window",
