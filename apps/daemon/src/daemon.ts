@@ -8,6 +8,7 @@ import { type IntentStore, type TuningRunner, createObserver, followLog, lastApp
 import type { Logger } from "pino";
 import type { Metrics } from "./metrics.ts";
 import type { Notifier } from "./notify.ts";
+import { type SettingsQueue, type SettingsRequest, autoApplyChoice, createSettingsQueue, workChange } from "./settings-changes.ts";
 
 /** An intent refused because another run holds the GPU lock is tried again after this long. */
 const LOCK_RETRY_MS = 30_000;
@@ -28,6 +29,8 @@ export interface DaemonDeps {
   /** how often the intents folder is looked at (intents written by the CLI) */
   pollMs?: number;
   env?: Record<string, string>;
+  /** the settings changes asked for over HTTP (default: its own, empty) */
+  changes?: SettingsQueue;
 }
 
 /**
@@ -68,9 +71,33 @@ export function createDaemon(deps: DaemonDeps) {
     wake?.();
   };
 
+  const changes = deps.changes ?? createSettingsQueue();
+  const autoTried = new Set<string>();
+
+  /** One settings change, worked like an intent: the run can be ended safely by stop(); its end is notified. */
+  const change = async (request: SettingsRequest) => {
+    working = request.kind === "apply" ? `apply ${request.promotion}` : "rollback";
+    logger.info({ change: request }, "changing production's settings");
+    try {
+      const outcome = await workChange(deps.evaluator, request);
+      const fields = { run_id: outcome.runId, from: outcome.from, to: outcome.to, reason: outcome.reason, by: request.by };
+      logger.info({ status: outcome.status, ...fields }, "settings change finished");
+      if (outcome.status === "applied") deps.notifier.send("applied", { kind: request.kind, ...fields });
+      else if (outcome.status === "rolled_back") deps.notifier.send("rolled_back", fields);
+      else deps.notifier.send("refused", { gate: outcome.gate, ...fields });
+    } finally {
+      working = null;
+    }
+  };
+
   const workLoop = async () => {
     while (!stopping.signal.aborted) {
       try {
+        const asked = changes.take() ?? (await autoApplyChoice(deps.evaluator, autoTried));
+        if (asked) {
+          await change(asked);
+          continue;
+        }
         await store.expire();
         const claimed = Date.now() >= deferredUntil ? await store.claim() : null;
         if (claimed) {
@@ -123,7 +150,12 @@ export function createDaemon(deps: DaemonDeps) {
 
   return {
     /** what the daemon is doing, for /status */
-    state: () => ({ working, deferred_until: deferredUntil > Date.now() ? new Date(deferredUntil).toISOString() : null }),
+    state: () => ({
+      working,
+      deferred_until: deferredUntil > Date.now() ? new Date(deferredUntil).toISOString() : null,
+      queued_change: changes.queued(),
+    }),
+    changes,
     wake: () => wake?.(),
     async start() {
       // What a crash left behind first: a crashed run's lock, intents a killed worker held.

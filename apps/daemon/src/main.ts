@@ -77,6 +77,7 @@ async function run(env: Readonly<Record<string, string | undefined>>, logger: pi
     promotionsDir: layout.promotionsDir,
     daemonState: daemon.state,
     onIntent: daemon.wake,
+    changes: daemon.changes,
   });
   // Persistent listeners, never `once` nor removed: execa's signal-exit, while a child runs, re-raises a
   // signal with its default action (death, exit 143) when it finds no listener but its own — which a

@@ -2,7 +2,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { messageOf } from "@gpu-canary/errors";
 import type { Logger } from "pino";
 
-export type NotificationKind = "run_finished" | "refused" | "fault" | "promotion";
+export type NotificationKind = "run_finished" | "refused" | "fault" | "promotion" | "applied" | "rolled_back";
 
 /**
  * KLR_NOTIFY_URL: a JSON POST per notable event, retried with backoff (1 s, 2 s, 4 s), never

@@ -23,6 +23,41 @@ describe("buildServer", () => {
     await app.close();
   });
 
+  it("POST /promotions/<run_id>/apply and POST /rollback: token-guarded, the run id checked, one change queued at a time (202, then 409)", async () => {
+    const s = await full();
+    const auth = { authorization: `Bearer ${s.token}` };
+    expect((await s.app.inject({ method: "POST", url: "/promotions/r-1/apply" })).statusCode).toBe(401);
+    expect((await s.app.inject({ method: "POST", url: "/rollback", headers: { authorization: "Bearer wrong" } })).statusCode).toBe(401);
+    const bad = await s.app.inject({ method: "POST", url: "/promotions/r%20x;rm/apply", headers: auth });
+    expect(bad.statusCode).toBe(400);
+    const unknown = await s.app.inject({ method: "POST", url: "/promotions/r-1/apply", headers: auth });
+    expect(unknown.statusCode).toBe(400);
+    expect(unknown.json()).toMatchObject({ error: { code: "PROMOTION_NOT_FOUND" } });
+    expect(s.changes.queued()).toBeNull();
+    await mkdir(s.layout.promotionsDir, { recursive: true });
+    await writeFile(
+      join(s.layout.promotionsDir, "r-1.json"),
+      JSON.stringify({
+        run_id: "r-1",
+        created_at: "2026-12-07T03:00:00Z",
+        subsystem: "gpu_allocation",
+        candidate: { vllm_memory_util: 0.8, whisper_model_size: "small" },
+        path: "quiesced",
+        whisper_verified: false,
+        llm_latency_ms: 10,
+      }),
+    );
+    const queued = await s.app.inject({ method: "POST", url: "/promotions/r-1/apply", headers: auth });
+    expect(queued.statusCode).toBe(202);
+    expect(queued.json()).toEqual({ queued: { kind: "apply", promotion: "r-1", by: "api" } });
+    expect(s.woken()).toBe(1);
+    const second = await s.app.inject({ method: "POST", url: "/rollback", headers: auth });
+    expect(second.statusCode).toBe(409);
+    expect(second.json()).toMatchObject({ error: { code: "CHANGE_QUEUED", message: "an apply of r-1 is queued already" } });
+    expect(s.changes.take()).toMatchObject({ kind: "apply" });
+    expect((await s.app.inject({ method: "POST", url: "/rollback", headers: auth })).statusCode).toBe(202);
+  });
+
   it("POST /intents: 401 without or with a wrong token, 400 for a bad body, 202 accepted (merged when repeated)", async () => {
     const s = await full();
     const post = (payload: unknown, authorization?: string) =>

@@ -1,12 +1,13 @@
 import type { AuditFeed } from "@gpu-canary/audit-feed";
 import type { Config } from "@gpu-canary/config";
 import { GpuCanaryError, messageOf } from "@gpu-canary/errors";
-import { type RunContext, listPromotions, statusDocument } from "@gpu-canary/spica-evaluator";
+import { type RunContext, listPromotions, readPromotion, statusDocument } from "@gpu-canary/spica-evaluator";
 import { type IntentStore, parseIntentInput } from "@gpu-canary/tuning";
-import Fastify from "fastify";
+import Fastify, { type FastifyReply, type FastifyRequest } from "fastify";
 import type { Logger } from "pino";
 import { z } from "zod";
 import type { Metrics } from "./metrics.ts";
+import type { SettingsQueue } from "./settings-changes.ts";
 import { bearerMatches } from "./token.ts";
 
 export interface ServerDeps {
@@ -25,7 +26,11 @@ export interface ServerDeps {
   daemonState?: () => Record<string, unknown>;
   /** a new intent arrived: wake the worker */
   onIntent?: () => void;
+  /** settings changes asked for (POST /promotions/<run_id>/apply, POST /rollback), worked one at a time by the daemon */
+  changes?: SettingsQueue;
 }
+
+const runIdSchema = z.string().regex(/^[A-Za-z0-9_.-]{1,200}$/, "a run id: letters, digits, '_', '.', '-'");
 
 const auditQuerySchema = z.strictObject({
   since: z.iso.datetime({ offset: true }).optional(),
@@ -144,19 +149,44 @@ export function buildServer(deps: ServerDeps) {
     return reply.header("content-type", metrics.registry.contentType).send(text);
   });
 
+  /** The token check of every mutating route: false once it has answered 401. */
+  const authorized = (request: FastifyRequest, reply: FastifyReply): boolean => {
+    if (deps.token && bearerMatches(request.headers.authorization, deps.token)) return true;
+    void reply
+      .code(401)
+      .header("www-authenticate", 'Bearer realm="gpu-canaryd"')
+      .send({
+        error: {
+          code: "UNAUTHORIZED",
+          message: "a valid bearer token is required",
+          hint: "send Authorization: Bearer <the token in KLR_DAEMON_TOKEN_FILE>",
+        },
+      });
+    return false;
+  };
+
+  const { changes } = deps;
+  if (changes) {
+    app.post<{ Params: { run_id: string } }>("/promotions/:run_id/apply", async (request, reply) => {
+      if (!authorized(request, reply)) return reply;
+      const runId = runIdSchema.safeParse(request.params.run_id);
+      if (!runId.success) return reply.code(400).send(badRequest(`run_id: ${runId.error.issues[0]?.message ?? "malformed"}`));
+      // Named now, not when the daemon gets to it: a typo is the caller's answer, not a notification later.
+      await readPromotion(deps.promotionsDir ?? "", runId.data);
+      changes.add({ kind: "apply", promotion: runId.data, by: "api" });
+      deps.onIntent?.();
+      return reply.code(202).send({ queued: changes.queued() });
+    });
+    app.post("/rollback", async (request, reply) => {
+      if (!authorized(request, reply)) return reply;
+      changes.add({ kind: "rollback", by: "api" });
+      deps.onIntent?.();
+      return reply.code(202).send({ queued: changes.queued() });
+    });
+  }
+
   app.post("/intents", async (request, reply) => {
-    if (!deps.token || !bearerMatches(request.headers.authorization, deps.token)) {
-      return reply
-        .code(401)
-        .header("www-authenticate", 'Bearer realm="gpu-canaryd"')
-        .send({
-          error: {
-            code: "UNAUTHORIZED",
-            message: "a valid bearer token is required",
-            hint: "send Authorization: Bearer <the token in KLR_DAEMON_TOKEN_FILE>",
-          },
-        });
-    }
+    if (!authorized(request, reply)) return reply;
     let input;
     try {
       input = parseIntentInput(request.body, config.subsystems);

@@ -9,6 +9,9 @@ export type { EvaluationMode, EvaluationResult, EvaluationStatus, Measured, Meas
 export { recover, recoverIfCrashed } from "./recover.ts";
 export { APPLY_SUBSYSTEM, applyWorstCase } from "./apply/change-settings.ts";
 export type { SettingsChangeOutcome } from "./apply/change-settings.ts";
+// What is applied to production, for the apps (they reach vllm-control through the evaluator).
+export { readApplied } from "@gpu-canary/vllm-control";
+export type { Applied, AppliedEntry } from "@gpu-canary/vllm-control";
 export { armFilePath, auditWatchdogReports } from "./canary/watchdog-reports.ts";
 export type { RecoveryOutcome } from "./recover.ts";
 export {

@@ -5,6 +5,7 @@ import { testdir } from "@gpu-canary/testing";
 import { createIntentStore } from "@gpu-canary/tuning";
 import { pino } from "pino";
 import { metricSourcesFor } from "../metric-sources.ts";
+import { createSettingsQueue } from "../settings-changes.ts";
 import { createMetrics } from "../metrics.ts";
 import { buildServer } from "../server.ts";
 import { ensureToken } from "../token.ts";
@@ -31,6 +32,7 @@ export async function fullServer(settings: Record<string, string> = {}) {
   const metrics = createMetrics(metricSourcesFor({ config, context: evaluator.context, store, promotionsDir: layout.promotionsDir, now }));
   const token = await ensureToken(layout.daemonTokenFile);
   let woken = 0;
+  const changes = createSettingsQueue();
   const app = buildServer({
     logger: silent,
     now,
@@ -44,6 +46,7 @@ export async function fullServer(settings: Record<string, string> = {}) {
     promotionsDir: layout.promotionsDir,
     daemonState: () => ({ working: null }),
     onIntent: () => (woken += 1),
+    changes,
   });
-  return { app, home, config, token, audit, layout, store, metrics, woken: () => woken };
+  return { app, home, config, token, audit, layout, store, metrics, changes, woken: () => woken };
 }
