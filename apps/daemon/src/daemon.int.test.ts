@@ -1,5 +1,5 @@
 import { existsSync, readFileSync } from "node:fs";
-import { appendFile } from "node:fs/promises";
+import { appendFile, mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { createAuditFeed } from "@gpu-canary/audit-feed";
 import { testdir, until } from "@gpu-canary/testing";
@@ -16,8 +16,8 @@ let debug: (() => string) | null = null;
 const waitFor = <T>(check: () => T | false | null | undefined | Promise<T | false | null | undefined>, what: string) =>
   until(check, () => `${what}${debug ? `\n${debug()}` : ""}`, { timeoutMs: 40_000, pollMs: 100 });
 
-async function daemonOn(settings: Record<string, string>) {
-  const site = await createSimSite(await testdir(), { settings });
+async function daemonOn(settings: Record<string, string>, options: { configFile?: boolean } = {}) {
+  const site = await createSimSite(await testdir(), { settings, configFile: options.configFile ?? false });
   onTestFinished(() => site.cleanup());
   await site.startProduction();
   // The example env file of contrib/ as the operator would install it; the simulated host's settings override it.
@@ -26,7 +26,13 @@ async function daemonOn(settings: Record<string, string>) {
   const exited = daemon.exited.then((e) => e.code);
   const stderr = daemon.stderr;
   const base = `http://${site.env.KLR_DAEMON_LISTEN}`;
-  debug = () => stderr().slice(-4000);
+  // The polls' own request lines would crowd out what the daemon did.
+  debug = () =>
+    stderr()
+      .split("\n")
+      .filter((l) => !/"msg":"(incoming request|request completed)"/.test(l))
+      .join("\n")
+      .slice(-4000);
   await waitFor(() => stderr().includes("Server listening"), "the daemon to listen");
   const get = async <T>(path: string) => (await (await fetch(`${base}${path}`)).json()) as T;
   const events = async () => (await get<{ events: { event: string; [k: string]: unknown }[] }>("/audit")).events;
@@ -91,5 +97,39 @@ describe("gpu-canaryd on the simulated host", () => {
     expect(
       readFileSync(join(pending, (await import("node:fs")).readdirSync(pending).find((n) => n.endsWith(".json")) ?? ""), "utf8"),
     ).toContain("oom_kv_cache");
+  }, 120_000);
+
+  it("KLR_AUTO_APPLY applies the newest proposed promotion at the window by itself; POST /rollback goes back", async () => {
+    const d = await daemonOn({ KLR_AUTO_APPLY: "true", KLR_CANARY_LOAD_SECONDS: "1" }, { configFile: true });
+    const servedUtil = async () => {
+      const text = await (await fetch(`${d.site.env.KLR_VLLM_URL}/metrics`)).text();
+      return Number(/vllm:cache_config_info\{[^}]*gpu_memory_utilization="([\d.]+)"/.exec(text)?.[1]);
+    };
+    const promotions = join(d.site.home, "out", "promotions");
+    await mkdir(promotions, { recursive: true });
+    await writeFile(
+      join(promotions, "r-auto.json"),
+      JSON.stringify({
+        run_id: "r-auto",
+        created_at: new Date().toISOString(),
+        subsystem: "gpu_allocation",
+        candidate: { vllm_memory_util: 0.6, whisper_model_size: "small" },
+        path: "quiesced",
+        whisper_verified: false,
+        llm_latency_ms: 10,
+      }),
+    );
+    const applied = await waitFor(async () => (await d.events()).find((e) => e.event === "settings_applied"), "the auto-apply");
+    expect(applied).toMatchObject({ from: 0.5, to: 0.6, kind: "apply" });
+    expect(await servedUtil()).toBe(0.6);
+    const token = readFileSync(join(d.site.home, ".kloros", "daemon.token"), "utf8").trim();
+    const asked = await fetch(`${d.base}/rollback`, { method: "POST", headers: { authorization: `Bearer ${token}` } });
+    expect(asked.status).toBe(202);
+    await waitFor(async () => (await d.events()).filter((e) => e.event === "settings_applied").length === 2, "the rollback");
+    expect(await servedUtil()).toBe(0.5);
+    // Applied once: the promotion it rolled back is not applied again by itself.
+    expect(JSON.parse(readFileSync(join(promotions, "r-auto.json"), "utf8"))).toMatchObject({ state: "rolled_back" });
+    d.child.kill("SIGTERM");
+    expect(await d.exited).toBe(0);
   }, 120_000);
 });

@@ -267,7 +267,7 @@ describe("canary mode on the simulated host", () => {
     // Budget: 40 s used of 60 cannot cover the default worst case of 55 s.
     await mkdir(s.layout.maintenanceDir, { recursive: true });
     await writeFile(s.layout.budgetFile(night), '{"seconds_used": 40}');
-    const budgetReason = await refusedBy("budget", /worst case is 55 s \(quiesce 5 s \(default\) \+ canary timeout 30 s/);
+    const budgetReason = await refusedBy("budget", /worst case is 55 s of downtime \(quiesce 5 s \(default\) \+ canary timeout 30 s/);
     // Each number once, and the night by its date.
     expect(budgetReason.match(/55 s/g)).toHaveLength(1);
     expect(budgetReason).toContain(`the night of ${night.slice(0, 4)}-${night.slice(4, 6)}-${night.slice(6)}`);

@@ -134,6 +134,7 @@ export async function rollbackSettings(ctx: RunContext, deps: { runId: string; b
       whisper_model_size: previous.whisper_model_size,
       promotion_run_id: previous.promotion_run_id,
     },
+    rateLimited: false,
     ...(deps.because !== undefined ? { evenIfDown: true } : {}),
   };
   const outcome = await finished(ctx, change, () => changeSettings(ctx, change));

@@ -49,11 +49,14 @@ export interface SettingsChange {
    * once, outside the window and whatever the budget and rate limit say (it is down anyway); charged
    */
   evenIfDown?: boolean;
+  /** false for a rollback: going back to settings production ran before waits for no cooldown (window, budget and lock still apply) */
+  rateLimited?: boolean;
 }
 
 /**
- * An apply's worst case, as the budget and the window must allow for it: production stopped and
- * started, the verification's load (at most KLR_CANARY_TIMEOUT), and a rollback's stop and start.
+ * An apply's worst case: production stopped and started, the verification's load (at most
+ * KLR_CANARY_TIMEOUT), and a rollback's stop and start. The window must hold all of it; the budget
+ * only the two restarts — production serves while it is verified.
  */
 export function applyWorstCase(w: WorstCase): WorstCase {
   const round = (n: number) => Math.round(n * 10) / 10;
@@ -63,7 +66,8 @@ export function applyWorstCase(w: WorstCase): WorstCase {
     canaryStopSeconds: w.quiesceSeconds,
     whisperSeconds: 0,
     totalSeconds: round(2 * restart + w.canaryTimeoutSeconds),
-    basis: `2 × restart ${restart} s (stop and start, the second a rollback) + verification ≤ ${w.canaryTimeoutSeconds} s; from ${w.basis}`,
+    downtimeSeconds: round(2 * restart),
+    basis: `2 × restart ${restart} s (stop and start, the second a rollback), and verification ≤ ${w.canaryTimeoutSeconds} s while production serves; from ${w.basis}`,
   };
 }
 
@@ -157,7 +161,8 @@ export async function changeSettings(ctx: RunContext, change: SettingsChange): P
   await auditWatchdogReports(ctx);
   const logged = await loggedProductionStart(ctx.config);
   const worst = applyWorstCase(await worstCase(ctx.audit, ctx.config, ctx.now(), logged, null));
-  const gateRun = { subsystem: APPLY_SUBSYSTEM, path: "apply" as const, worst, productionDown: down };
+  const unlimited = down || change.rateLimited === false;
+  const gateRun = { subsystem: APPLY_SUBSYSTEM, path: "apply" as const, worst, productionDown: down, rateLimited: !unlimited };
   const quick = await checkGates(ctx, gateRun);
   if (quick.refusal) return refused(quick.refusal);
 
@@ -175,7 +180,9 @@ export async function changeSettings(ctx: RunContext, change: SettingsChange): P
   try {
     const under = await checkGates(ctx, { ...gateRun, underLock: true });
     if (under.refusal) return await refused(under.refusal);
-    const admitted = down ? { allowed: true, reason: "production is down: no rate limit" } : await ctx.rate.admit(APPLY_SUBSYSTEM, runId);
+    const admitted = unlimited
+      ? { allowed: true, reason: down ? "production is down: no rate limit" : "a rollback: no rate limit" }
+      : await ctx.rate.admit(APPLY_SUBSYSTEM, runId);
     if (!admitted.allowed) return await refused({ gate: "rate_limit", reason: admitted.reason });
     await handle.journal({ phase: "admitted" });
     announce(ctx, "admitted", `gates passed (${change.kind}${down ? ", production down" : ""}); ${admitted.reason}`);

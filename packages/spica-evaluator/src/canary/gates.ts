@@ -30,6 +30,8 @@ export async function checkGates(
     underLock?: boolean;
     /** production is down already (a rollback after its out-of-memory exit): bringing it back waits for no window, budget or rate */
     productionDown?: boolean;
+    /** false: the rate limit is not asked (a rollback) */
+    rateLimited?: boolean;
   },
 ): Promise<{ refusal: Refusal | null; night: string }> {
   const { config } = ctx;
@@ -41,7 +43,7 @@ export async function checkGates(
   if (run.path !== "apply" && !config.subsystems.includes(run.subsystem)) {
     return refuse("subsystem", `subsystem ${JSON.stringify(run.subsystem)} is not one of KLR_SUBSYSTEMS (${config.subsystems.join(", ")})`);
   }
-  const rate = run.productionDown ? null : await ctx.rate.check(run.subsystem);
+  const rate = run.productionDown || run.rateLimited === false ? null : await ctx.rate.check(run.subsystem);
   if (rate && !rate.allowed) return refuse("rate_limit", rate.reason);
   if (run.path === "spare" || run.path === "quiesced") {
     const missing = canaryCommandProblem(ctx);
@@ -67,8 +69,9 @@ export async function checkGates(
         `the maintenance window closes in ${Math.floor(window.secondsLeft)} s, less than the run's worst case of ${run.worst.totalSeconds} s (${run.worst.basis})`,
       );
     }
-    const afford = await ctx.budget.canAfford(night, run.worst.totalSeconds);
-    if (!afford.ok) return refuse("budget", `${afford.reason}; the run's worst case is ${run.worst.totalSeconds} s (${run.worst.basis})`);
+    const downtime = run.worst.downtimeSeconds ?? run.worst.totalSeconds;
+    const afford = await ctx.budget.canAfford(night, downtime);
+    if (!afford.ok) return refuse("budget", `${afford.reason}; the run's worst case is ${downtime} s of downtime (${run.worst.basis})`);
   }
   if (run.underLock) return { refusal: null, night };
   const lock = await ctx.lock.status();

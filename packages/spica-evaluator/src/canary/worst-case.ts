@@ -13,6 +13,8 @@ export interface WorstCase {
   /** false while no restore was ever measured (the restore SLA stands in for it) */
   restoreMeasured: boolean;
   totalSeconds: number;
+  /** the downtime of the worst case where part of the run has production serving (an apply's verification); else totalSeconds */
+  downtimeSeconds?: number;
   /** where each number came from: measured p95 over n runs, or the default */
   basis: string;
 }
