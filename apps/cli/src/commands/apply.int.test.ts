@@ -85,6 +85,14 @@ describe("apply and rollback on a production that starts with --config", () => {
     });
     expect(readFileSync(record.file as string, "utf8")).toBe(await readFile(s.configFile, "utf8"));
     expect(s.promotion("r-good").state).toBe("applied");
+    // `production` agrees: serving, the file and what is applied all say 0.8.
+    expect((await s.run(["production", "--json"])).json()).toMatchObject({
+      serving: { gpu_memory_utilization: 0.8 },
+      config_file: { gpu_memory_utilization: 0.8 },
+      applied: { gpu_memory_utilization: 0.8, promotion_run_id: "r-good", previous: { gpu_memory_utilization: 0.7 } },
+      newest_promotion: { run_id: "r-good", changes: [] },
+      problems: [],
+    });
     const history = readdirSync(s.layout.vllmHistoryDir);
     expect(history.some((f) => f.endsWith("-r-good.yaml"))).toBe(true);
     const events = await s.audit.query();

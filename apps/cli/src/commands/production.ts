@@ -17,7 +17,7 @@ export async function runProduction(options: GlobalOptions, io: Io): Promise<num
   const settings = loadSettings(io);
   const { config, layout } = settings;
   const { readVllmConfig } = await import("@gpu-canary/vllm-control");
-  const { listPromotions, productionClient } = await import("@gpu-canary/spica-evaluator");
+  const { listPromotions, productionClient, readApplied } = await import("@gpu-canary/spica-evaluator");
   const problems: string[] = [];
 
   const client = productionClient(config);
@@ -46,6 +46,13 @@ export async function runProduction(options: GlobalOptions, io: Io): Promise<num
     }
   }
 
+  let applied: Awaited<ReturnType<typeof readApplied>> = null;
+  try {
+    applied = await readApplied(layout.appliedFile);
+  } catch (error) {
+    problems.push(messageOf(error));
+  }
+
   if (
     serving &&
     configFile &&
@@ -57,7 +64,8 @@ export async function runProduction(options: GlobalOptions, io: Io): Promise<num
     );
   const listing = await listPromotions(layout.promotionsDir);
   for (const bad of listing.unreadable) problems.push(`${bad.file} is not a promotion: ${bad.reason}`);
-  const newest = listing.promotions.at(-1) ?? null;
+  // What an apply would take next: rolled-back, stale and superseded ones are done with.
+  const newest = listing.promotions.filter((p) => p.state === "proposed" || p.state === "applied").at(-1) ?? null;
   const changes =
     newest && serving
       ? [
@@ -72,6 +80,17 @@ export async function runProduction(options: GlobalOptions, io: Io): Promise<num
   const doc = {
     serving,
     config_file: configFile,
+    applied: applied && {
+      gpu_memory_utilization: applied.vllm_memory_util,
+      whisper_model_size: applied.whisper_model_size,
+      promotion_run_id: applied.promotion_run_id,
+      applied_at: applied.applied_at,
+      file: applied.file,
+      previous: applied.previous && {
+        gpu_memory_utilization: applied.previous.vllm_memory_util,
+        promotion_run_id: applied.previous.promotion_run_id,
+      },
+    },
     newest_promotion: newest && {
       run_id: newest.run_id,
       created_at: newest.created_at,
@@ -84,25 +103,33 @@ export async function runProduction(options: GlobalOptions, io: Io): Promise<num
   for (const problem of problems) io.stderr(`warning: ${problem}\n`);
   answer(io, options, doc, () => {
     const cell = (v: number | string | null | undefined) => (v === null || v === undefined ? "—" : String(v));
-    const rows: [string, string, string, string][] = [
+    const rows: [string, string, string, string, string][] = [
       [
         "",
         "serving now",
         config.vllmConfigFile === undefined ? "config file (KLR_VLLM_CONFIG unset)" : "config file",
-        newest ? `promotion ${newest.run_id}` : "promotion (none)",
+        applied ? `applied${applied.promotion_run_id ? ` (${applied.promotion_run_id})` : " (before any apply)"}` : "applied (none)",
+        newest ? `promotion ${newest.run_id} (${newest.state})` : "promotion (none)",
       ],
       [
         "gpu_memory_utilization",
         cell(serving?.gpu_memory_utilization),
         cell(configFile?.gpu_memory_utilization),
+        cell(applied?.vllm_memory_util),
         cell(newest?.candidate.vllm_memory_util),
       ],
-      ["whisper_model_size", cell(serving?.whisper_model_size), "—", cell(newest?.candidate.whisper_model_size)],
+      [
+        "whisper_model_size",
+        cell(serving?.whisper_model_size),
+        "—",
+        cell(applied?.whisper_model_size),
+        cell(newest?.candidate.whisper_model_size),
+      ],
     ];
-    const widths = [0, 1, 2].map((i) => Math.max(...rows.map((r) => r[i]?.length ?? 0)));
+    const widths = [0, 1, 2, 3].map((i) => Math.max(...rows.map((r) => r[i]?.length ?? 0)));
     const table = rows.map((r) =>
       r
-        .map((c, i) => (i < 3 ? c.padEnd(widths[i] ?? 0) : c))
+        .map((c, i) => (i < 4 ? c.padEnd(widths[i] ?? 0) : c))
         .join("  ")
         .trimEnd(),
     );
