@@ -68,7 +68,9 @@ describe("production's --config file", () => {
     const passed = await run(["evaluate", "--candidate", '{"vllm_memory_util": 0.75, "whisper_model_size": "small"}', "--json"]);
     expect(passed.code).toBe(0);
     const after = await run(["production"], { KLR_VLLM_CONFIG: path });
-    expect(after.stdout).toMatch(/^\s+serving now\s+config file\s+promotion r-\S+\ngpu_memory_utilization\s+0\.7\s+0\.7\s+0\.75\n/);
+    expect(after.stdout).toMatch(
+      /^\s+serving now\s+config file\s+applied \(none\)\s+promotion r-\S+ \(proposed\)\ngpu_memory_utilization\s+0\.7\s+0\.7\s+—\s+0\.75\n/,
+    );
     expect(after.stdout).toContain("The newest promotion would change: gpu_memory_utilization 0.7 → 0.75.");
     // A file production does not follow is said, with where to look.
     await writeFile(path, "gpu_memory_utilization: 0.6\n");
