@@ -113,17 +113,20 @@ export function createDaemon(deps: DaemonDeps) {
           }
           const status = outcome?.status ?? "error";
           logger.info({ intent: claimed.intent.id, status, state, reason: outcome?.reason ?? error }, "intent worked");
+          const gate = outcome?.gate ?? result?.gate ?? null;
           if (status === "deferred") {
             // Refused by the window: wait for its next opening; by the lock: try again shortly.
             deferredUntil =
-              result?.gate === "window"
+              gate === "window"
                 ? windowAt(config.maintenanceWindow, config.maintenanceTimeZone, now()).opensAt.getTime()
                 : now().getTime() + LOCK_RETRY_MS;
-            deps.notifier.send("refused", { intent_id: claimed.intent.id, gate: result?.gate ?? "window", reason: outcome?.reason });
+            deps.notifier.send("refused", { intent_id: claimed.intent.id, gate: gate ?? "window", reason: outcome?.reason });
           } else if (status === "refused") {
-            deps.notifier.send("refused", { intent_id: claimed.intent.id, gate: result?.gate, reason: outcome?.reason });
+            deps.notifier.send("refused", { intent_id: claimed.intent.id, gate, reason: outcome?.reason });
           } else if (status === "error") {
             deps.notifier.send("fault", { intent_id: claimed.intent.id, reason: outcome?.reason ?? error });
+          } else if (status === "rolled_back") {
+            deps.notifier.send("rolled_back", { intent_id: claimed.intent.id, reason: outcome?.reason });
           } else {
             deps.notifier.send("run_finished", { intent_id: claimed.intent.id, status, reason: outcome?.reason });
           }

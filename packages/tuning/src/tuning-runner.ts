@@ -37,6 +37,9 @@ export interface Screened {
  */
 const WAITS_FOR = new Set(["window", "lock", "crashed_run"]);
 
+/** A refusal that passes by itself waits (deferred); any other stands (refused). */
+const refusedStatus = (gate: string | null): TuningStatus => (gate !== null && WAITS_FOR.has(gate) ? "deferred" : "refused");
+
 export type TuningStatus = "promoted" | "ranked" | "no_fit" | "deferred" | "refused" | "failed" | "error" | "rolled_back";
 
 /** A candidate that fits but is not proposed: production ran it and rolled it back, on a host like this one. */
@@ -56,6 +59,8 @@ export interface TuningOutcome {
   rolledBack: RolledBack[];
   chosen: Candidate | null;
   result: EvaluationResult | null;
+  /** the gate that refused a run without a result (a rollback after an apply); else the result's */
+  gate?: string | null;
 }
 
 // Whisper sizes from the smallest footprint to the largest (WHISPER_FP16_GIB).
@@ -266,9 +271,7 @@ export function createTuningRunner(deps: TuningRunnerDeps) {
         result.status === "passed"
           ? "promoted"
           : result.status === "refused"
-            ? result.gate !== null && WAITS_FOR.has(result.gate)
-              ? "deferred"
-              : "refused"
+            ? refusedStatus(result.gate)
             : result.status === "error"
               ? "error"
               : "failed";
@@ -288,13 +291,7 @@ export function createTuningRunner(deps: TuningRunnerDeps) {
     const line = intent.evidence?.split("\n")[0] ?? "an out-of-memory event";
     const outcome = await evaluator.rollback({ because: line });
     const status: TuningStatus =
-      outcome.status === "applied"
-        ? "rolled_back"
-        : outcome.status === "refused"
-          ? outcome.gate !== null && WAITS_FOR.has(outcome.gate)
-            ? "deferred"
-            : "refused"
-          : "failed";
+      outcome.status === "applied" ? "rolled_back" : outcome.status === "refused" ? refusedStatus(outcome.gate) : "failed";
     const reason = `out of memory within ${config.applyWatchHours} h of applying promotion ${watched.promotion} (${watched.appliedAt}): ${outcome.reason}`;
     await audit.append({
       event: "tuning_decision",
@@ -304,7 +301,7 @@ export function createTuningRunner(deps: TuningRunnerDeps) {
       reason,
       promotion: watched.promotion,
     });
-    return { status, reason, current, ranking: [], rolledBack: [], chosen: null, result: null };
+    return { status, reason, current, ranking: [], rolledBack: [], chosen: null, result: null, gate: outcome.gate };
   }
 
   function bounds() {

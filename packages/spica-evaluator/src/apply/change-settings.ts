@@ -1,5 +1,4 @@
 import { GpuCanaryError } from "@gpu-canary/errors";
-import { CrashedRunError, GpuLockHeldError, type GpuLockHandle, awaitsRecovery } from "@gpu-canary/gpu-lock";
 import {
   type Applied,
   type AppliedEntry,
@@ -16,6 +15,7 @@ import { recoverIfCrashed } from "../recover.ts";
 import type { Measured } from "../result.ts";
 import { auditWatchdogReports } from "../canary/watchdog-reports.ts";
 import { type Refusal, checkGates } from "../canary/gates.ts";
+import { leaveRunLock, takeRunLock } from "../canary/run-lock.ts";
 import { abortReason, announce, runSteps, stepIoOf } from "../canary/steps.ts";
 import { type WorstCase, loggedProductionStart, worstCase } from "../canary/worst-case.ts";
 import { type SettingsRun, type SettingsTarget, VerificationFailed, settingsSteps } from "./settings-steps.ts";
@@ -166,17 +166,9 @@ export async function changeSettings(ctx: RunContext, change: SettingsChange): P
   const quick = await checkGates(ctx, gateRun);
   if (quick.refusal) return refused(quick.refusal);
 
-  let handle: GpuLockHandle;
-  try {
-    handle = await ctx.lock.acquire({ purpose: `${change.kind} ${change.to.name}`, runId, waitSeconds: 0 });
-  } catch (error) {
-    if (error instanceof GpuLockHeldError) return refused({ gate: "lock", reason: error.message });
-    if (error instanceof CrashedRunError) return refused({ gate: "crashed_run", reason: error.message });
-    throw error;
-  }
-  const lost = new AbortController();
-  const stopRenewal = handle.startRenewal((error) => lost.abort(error));
-  const signal = ctx.signal ? AbortSignal.any([ctx.signal, lost.signal]) : lost.signal;
+  const held = await takeRunLock(ctx, `${change.kind} ${change.to.name}`, runId);
+  if ("refusal" in held) return refused(held.refusal);
+  const { handle, signal } = held;
   try {
     const under = await checkGates(ctx, { ...gateRun, underLock: true });
     if (under.refusal) return await refused(under.refusal);
@@ -273,8 +265,6 @@ export async function changeSettings(ctx: RunContext, change: SettingsChange): P
       reason: `production serves gpu-memory-utilization ${change.to.gpuMemoryUtilization}, verified under load: ${state.verdict?.reason ?? ""}${extra}`,
     });
   } finally {
-    stopRenewal();
-    if (awaitsRecovery(handle.record())) ctx.onProgress?.("the lock keeps this run's journal for `gpu-canary recover`");
-    else await handle.release();
+    await leaveRunLock(ctx, held);
   }
 }

@@ -4,7 +4,6 @@ import {
   type RestorePlan,
   type Restored,
   type Watchdog,
-  armWatchdog,
   keepInHistory,
   putBackSettings,
   restoreProduction,
@@ -18,8 +17,8 @@ import type { ProductionObserved } from "../canary/production-observed.ts";
 import { type JournalPatch, type Step, HaltUnwind } from "../canary/steps.ts";
 import { type TestVerdict, observeProductionOf, testAndJudge } from "../canary/test-canary.ts";
 import { chargeOutage, notRestored } from "../canary/undoing.ts";
-import { armFilePath, runReportPath } from "../canary/watchdog-reports.ts";
-import { type WorstCase, watchdogDeadlineSeconds } from "../canary/worst-case.ts";
+import { armRunWatchdog } from "../canary/run-lock.ts";
+import type { WorstCase } from "../canary/worst-case.ts";
 
 /** The settings a change puts into production's config file. */
 export interface SettingsTarget {
@@ -103,17 +102,7 @@ export const settingsSteps: Step<SettingsRun>[] = [
   {
     phase: "watchdog_armed",
     do: async (s) => {
-      const budgetLeft = (await s.ctx.budget.status(s.night)).secondsLeft;
-      s.watchdog = await armWatchdog({
-        runId: s.runId,
-        deadline: new Date(Date.now() + watchdogDeadlineSeconds(s.worst, budgetLeft) * 1000),
-        restore: s.plan,
-        restoreEstimateSeconds: s.worst.restoreSeconds,
-        armFile: armFilePath(s.ctx.layout.locksDir),
-        reportPath: s.ctx.layout.watchdogReport,
-        runReportPath: runReportPath(s.ctx.layout.watchdogReports, s.runId),
-        ...(s.ctx.useSystemdRun !== undefined ? { useSystemdRun: s.ctx.useSystemdRun } : {}),
-      });
+      s.watchdog = await armRunWatchdog(s.ctx, s);
       return undefined;
     },
     undo: {

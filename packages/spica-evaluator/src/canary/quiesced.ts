@@ -1,22 +1,15 @@
 import { messageOf } from "@gpu-canary/errors";
 import type { GpuLockHandle } from "@gpu-canary/gpu-lock";
-import {
-  type CanaryProcess,
-  type RestorePlan,
-  type Restored,
-  type Watchdog,
-  armWatchdog,
-  restoreUnlessServing,
-} from "@gpu-canary/vllm-control";
+import { type CanaryProcess, type RestorePlan, type Restored, type Watchdog, restoreUnlessServing } from "@gpu-canary/vllm-control";
 import type { Candidate } from "../candidate.ts";
 import { type RunContext, productionServiceOf, restorePlanOf } from "../context.ts";
 import { rememberVllmSeen } from "../predictive/vllm-seen.ts";
-import { armFilePath, runReportPath } from "./watchdog-reports.ts";
+import { armRunWatchdog } from "./run-lock.ts";
 import { type JournalPatch, type Step, HaltUnwind, runSteps, stepIoOf } from "./steps.ts";
 import type { ProductionObserved } from "./production-observed.ts";
 import { type LoadTarget, type TestVerdict, launch, observeProductionOf, testAndJudge } from "./test-canary.ts";
 import { chargeOutage, notRestored, stopCanary, switchWhisperSeen, switchesWhisper, whisperOnCard } from "./undoing.ts";
-import { type WorstCase, watchdogDeadlineSeconds } from "./worst-case.ts";
+import type { WorstCase } from "./worst-case.ts";
 
 /** One quiesced run as it goes: what the steps did so far, for their undos. */
 export interface QuiescedRun {
@@ -61,17 +54,7 @@ export const quiescedSteps: Step<QuiescedRun>[] = [
   {
     phase: "watchdog_armed",
     do: async (s) => {
-      const budgetLeft = (await s.ctx.budget.status(s.night)).secondsLeft;
-      s.watchdog = await armWatchdog({
-        runId: s.runId,
-        deadline: new Date(Date.now() + watchdogDeadlineSeconds(s.worst, budgetLeft) * 1000),
-        restore: s.plan,
-        restoreEstimateSeconds: s.worst.restoreSeconds,
-        armFile: armFilePath(s.ctx.layout.locksDir),
-        reportPath: s.ctx.layout.watchdogReport,
-        runReportPath: runReportPath(s.ctx.layout.watchdogReports, s.runId),
-        ...(s.ctx.useSystemdRun !== undefined ? { useSystemdRun: s.ctx.useSystemdRun } : {}),
-      });
+      s.watchdog = await armRunWatchdog(s.ctx, s);
       return undefined;
     },
     // Last of the way back: the charge (once production serves), then the watchdog has nothing left to do.

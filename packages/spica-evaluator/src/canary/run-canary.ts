@@ -1,4 +1,3 @@
-import { CrashedRunError, GpuLockHeldError, type GpuLockHandle, awaitsRecovery } from "@gpu-canary/gpu-lock";
 import type { Candidate } from "../candidate.ts";
 import type { RunContext } from "../context.ts";
 import { recoverIfCrashed } from "../recover.ts";
@@ -7,6 +6,7 @@ import type { Measured } from "../result.ts";
 import { choosePath } from "./choose-path.ts";
 import { type Refusal, checkGates } from "./gates.ts";
 import { quiesced } from "./quiesced.ts";
+import { leaveRunLock, takeRunLock } from "./run-lock.ts";
 import { abortReason, announce } from "./steps.ts";
 import type { LoadTarget } from "./test-canary.ts";
 import { switchesWhisper } from "./undoing.ts";
@@ -61,17 +61,9 @@ export async function runCanary(
   const quick = await checkGates(ctx, { subsystem: run.subsystem, path, worst });
   if (quick.refusal) return refused(quick.refusal);
 
-  let handle: GpuLockHandle;
-  try {
-    handle = await ctx.lock.acquire({ purpose: `canary (${path}) ${JSON.stringify(candidate)}`, runId: run.runId, waitSeconds: 0 });
-  } catch (error) {
-    if (error instanceof GpuLockHeldError) return refused({ gate: "lock", reason: error.message });
-    if (error instanceof CrashedRunError) return refused({ gate: "crashed_run", reason: error.message });
-    throw error;
-  }
-  const lost = new AbortController();
-  const stopRenewal = handle.startRenewal((error) => lost.abort(error));
-  const signal = ctx.signal ? AbortSignal.any([ctx.signal, lost.signal]) : lost.signal;
+  const held = await takeRunLock(ctx, `canary (${path}) ${JSON.stringify(candidate)}`, run.runId);
+  if ("refusal" in held) return refused(held.refusal);
+  const { handle, signal } = held;
   try {
     const under = await checkGates(ctx, { subsystem: run.subsystem, path, worst, underLock: true });
     if (under.refusal) return await refused(under.refusal);
@@ -88,14 +80,7 @@ export async function runCanary(
     const done = await untouched(inner, { candidate, runId: run.runId, handle, path, target: run.target });
     return outcomeOf(done.verdict, done.notes, false, signal);
   } finally {
-    stopRenewal();
-    if (awaitsRecovery(handle.record())) {
-      // Production was quiesced and the run did not finish (not restored, or not charged): the
-      // journal stays in the lock for `gpu-canary recover`, which takes it once its lease lapses.
-      progress("the lock keeps this run's journal for `gpu-canary recover`");
-    } else {
-      await handle.release();
-    }
+    await leaveRunLock(ctx, held);
   }
 }
 
