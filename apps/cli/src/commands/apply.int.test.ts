@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { createAuditFeed } from "@gpu-canary/audit-feed";
 import { layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
 import { nightOf } from "@gpu-canary/policy";
-import { testdir, tsNodeArgs, until } from "@gpu-canary/testing";
+import { type Probe, Prober, testdir, tsNodeArgs, until } from "@gpu-canary/testing";
 import { createSimSite } from "@gpu-canary/vllm-sim";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { cli } from "../test-fixtures/cli.ts";
@@ -14,6 +14,25 @@ const bin = join(import.meta.dirname, "..", "bin.ts");
 
 /** Production's traffic as the demo sends it: 8 requests in flight of ~2,000 prompt tokens; util 0.15 cannot hold them. */
 const TRAFFIC = { concurrency: 8, promptTokens: 2000, outputTokens: 500, requests: 24, background: true };
+
+/**
+ * Every stretch a client saw production down, summed: each from its first failed probe to the next
+ * completion. A probe that ran into its 1 s timeout reached a production that was up but slow (a
+ * verification's load on a tight KV cache): degraded, not down — it neither begins nor ends a stretch.
+ */
+function downSeconds(probes: readonly Probe[]): number {
+  let total = 0;
+  let downSince: number | null = null;
+  for (const p of probes) {
+    if (!p.ok && p.doneAt - p.sentAt >= 900) continue;
+    if (!p.ok && downSince === null) downSince = p.sentAt;
+    if (p.ok && downSince !== null) {
+      total += (p.doneAt - downSince) / 1000;
+      downSince = null;
+    }
+  }
+  return total;
+}
 
 async function simSite() {
   const site = await createSimSite(await testdir(), {
@@ -71,7 +90,9 @@ describe("apply and rollback on a production that starts with --config", () => {
     const s = await simSite();
     const before = await readFile(s.configFile, "utf8");
     await s.promote("r-good", 0.8);
+    const prober = new Prober(s.site.env.KLR_VLLM_URL ?? "", s.site.modelPath);
     const applied = await s.run(["apply", "r-good", "--json"]);
+    const probed = downSeconds(await prober.stop());
     expect(applied.json()).toMatchObject({ status: "applied", from: 0.7, to: 0.8 });
     expect(applied.code).toBe(0);
     expect(await s.servedUtil()).toBe(0.8);
@@ -112,6 +133,8 @@ describe("apply and rollback on a production that starts with --config", () => {
     const charged = events.find((e) => e.event === "budget_charged" && e.run_id === runId)?.seconds as number;
     expect(charged).toBeGreaterThan(0);
     expect(s.budgetUsed()).toBeCloseTo(charged, 3);
+    // Within 0.5 s of the outage a client of production saw.
+    expect(Math.abs(charged - probed)).toBeLessThan(0.5);
 
     const back = await s.run(["rollback", "--json"]);
     expect(back.json()).toMatchObject({ status: "applied", from: 0.8, to: 0.7 });
@@ -199,7 +222,9 @@ describe("apply and rollback on a production that starts with --config", () => {
     const s = await simSite();
     const before = await readFile(s.configFile, "utf8");
     await s.promote("r-tight", 0.15);
+    const prober = new Prober(s.site.env.KLR_VLLM_URL ?? "", s.site.modelPath);
     const result = await s.run(["apply", "r-tight", "--json"]);
+    const probed = downSeconds(await prober.stop());
     expect(result.json()).toMatchObject({
       status: "rolled_back",
       from: 0.7,
@@ -217,6 +242,7 @@ describe("apply and rollback on a production that starts with --config", () => {
     // Both outages charged: the restart with the new file and the rollback's.
     const charged = events.find((e) => e.event === "budget_charged")?.seconds as number;
     expect(s.budgetUsed()).toBeCloseTo(charged, 3);
+    expect(Math.abs(charged - probed)).toBeLessThan(0.5);
     expect(existsSync(s.layout.gpuLock)).toBe(false);
   }, 180_000);
 
