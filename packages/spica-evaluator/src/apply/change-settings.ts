@@ -130,24 +130,16 @@ export async function changeSettings(ctx: RunContext, change: SettingsChange): P
       kind: "refused",
       hint: "production must serve and export vllm:cache_config_info on /metrics before its settings change (`gpu-canary production`)",
     });
-  const before = await appliedNow(ctx, answers);
-  // Down after its own out-of-memory exit: what applied.json says it was given.
-  const served = answers ?? before.vllm_memory_util;
-  if (served === null)
-    throw new GpuCanaryError("PRODUCTION_UNKNOWN", `production is down and ${ctx.layout.appliedFile} does not say what it ran with`, {
-      kind: "refused",
-      hint: "start production by hand; `gpu-canary production` shows what it serves with",
-    });
   const outcome = (patch: Partial<SettingsChangeOutcome>): SettingsChangeOutcome => ({
     status: "refused",
     reason: "",
     gate: null,
     runId,
-    from: served,
+    from: answers,
     to: change.to.gpuMemoryUtilization,
     downtimeSeconds: null,
     measured: null,
-    applied: before,
+    applied: null,
     historyFile: null,
     ...patch,
   });
@@ -178,6 +170,15 @@ export async function changeSettings(ctx: RunContext, change: SettingsChange): P
     if (!admitted.allowed) return await refused({ gate: "rate_limit", reason: admitted.reason });
     await handle.journal({ phase: "admitted" });
     announce(ctx, "admitted", `gates passed (${change.kind}${down ? ", production down" : ""}); ${admitted.reason}`);
+    // Recorded under the lock only: a refused change writes nothing.
+    const before = await appliedNow(ctx, answers);
+    // Down after its own out-of-memory exit: what applied.json says it was given.
+    const served = answers ?? before.vllm_memory_util;
+    if (served === null)
+      throw new GpuCanaryError("PRODUCTION_UNKNOWN", `production is down and ${ctx.layout.appliedFile} does not say what it ran with`, {
+        kind: "refused",
+        hint: "start production by hand; `gpu-canary production` shows what it serves with",
+      });
     const inner = { ...ctx, signal };
     // Read under the lock: the operator's other keys and comments as they are now, kept as they were
     // (the way back) and carried into the new file.
@@ -228,6 +229,7 @@ export async function changeSettings(ctx: RunContext, change: SettingsChange): P
     if (aborted) throw aborted;
     const after = await readApplied(ctx.layout.appliedFile);
     const done = {
+      from: served,
       downtimeSeconds: state.chargedSeconds,
       historyFile: state.historyFile,
       applied: after,

@@ -11,6 +11,7 @@ import {
   servedUtilization,
   writeVllmConfig,
 } from "@gpu-canary/vllm-control";
+import { sumOf } from "@gpu-canary/vllm-client";
 import { type RunContext, productionServiceOf } from "../context.ts";
 import type { Measured } from "../result.ts";
 import type { ProductionObserved } from "../canary/production-observed.ts";
@@ -216,6 +217,8 @@ export const settingsSteps: Step<SettingsRun>[] = [
         runId: s.runId,
         target: { intentKind: null, kvTokens: null },
         server: { client: production, baseUrl: s.ctx.config.vllmUrl.replace(/\/+$/, "") },
+        // Its clients are back on it by now: the load adds only what their traffic lacks of the shape.
+        alreadyInFlight: async () => sumOf(await production.metrics(3000).catch(() => []), "vllm:num_requests_running") ?? 0,
       });
       if (s.verdict.status !== "passed")
         throw new VerificationFailed(`verification ${s.verdict.status}: ${s.verdict.reason}`, s.verdict.measured);

@@ -141,6 +141,11 @@ export async function testAndJudge(
     target: LoadTarget;
     /** default: the canary on KLR_CANARY_PORT */
     server?: LoadedServer;
+    /**
+     * requests the server is serving already (production's own traffic, when production itself is
+     * verified): the load only tops them up to the planned concurrency, or it would test twice the traffic
+     */
+    alreadyInFlight?: () => Promise<number>;
   },
   productionStartSeconds: number | null = null,
 ): Promise<TestVerdict> {
@@ -148,14 +153,23 @@ export async function testAndJudge(
   const server = test.server ?? canaryServer(ctx);
   const deadline = Date.now() + config.canaryTimeoutSeconds * 1000;
   // Planned once the canary serves: its /v1/models says its max_model_len.
-  const plan = async () =>
-    planLoad({
+  const plan = async () => {
+    const planned = planLoad({
       settings: config,
       production: test.observed.shape,
       intentKind: test.target.intentKind,
       kvTokens: test.target.kvTokens,
       maxModelLen: await maxModelLenOf(ctx, server),
     });
+    const busy = test.alreadyInFlight ? Math.round(await test.alreadyInFlight()) : 0;
+    if (busy <= 0) return planned;
+    const concurrency = Math.max(1, planned.concurrency - busy);
+    return {
+      ...planned,
+      concurrency,
+      basis: `${planned.basis}; ${busy} of production's own requests already in flight, topped up by ${concurrency}`,
+    };
+  };
   const evidence = await testCanary(ctx, server, test.canary, plan, deadline);
   const measured = measuredOf(test.path, evidence, test.observed);
   await ctx.audit.append({
