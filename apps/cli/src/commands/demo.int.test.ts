@@ -30,7 +30,8 @@ describe("gpu-canary demo", () => {
       { KLR_HOME: "/nonexistent", KLR_CANARY_MODE: "broken-value" },
       new Date().toISOString(),
     );
-    const doc = result.json() as {
+    // A failed demo prints its report, then the error's JSON after it: read the report, to show the step that failed.
+    const doc = JSON.parse(result.stdout.split(/\n(?=\{)/)[0] ?? "") as {
       ok: boolean;
       home: string;
       env_file: string;
