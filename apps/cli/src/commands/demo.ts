@@ -169,9 +169,20 @@ export async function runDemo(options: GlobalOptions & { keep?: boolean }, io: I
       passes: { run_id: string }[];
     }[];
   };
-  /** What production serves with now, from its own /metrics (`gpu-canary production`'s serving column). */
-  const served = async () =>
-    (await json<{ serving: { gpu_memory_utilization: number | null } | null }>(["production"])).serving?.gpu_memory_utilization ?? null;
+  /**
+   * What production serves with now, from its own /metrics (`gpu-canary production`'s serving column).
+   * Just restarted under its traffic on a busy machine, its /metrics may miss `production`'s 3 s
+   * timeout once: asked again for a while, its problems named if it never answers.
+   */
+  const served = async () => {
+    for (const deadline = Date.now() + 20_000; ; await sleep(250)) {
+      const p = await json<{ serving: { gpu_memory_utilization: number | null } | null; problems: string[] }>(["production"]);
+      const util = p.serving?.gpu_memory_utilization;
+      if (typeof util === "number") return util;
+      if (Date.now() > deadline)
+        throw new DemoStepError(`production does not say what it serves with: ${p.problems.join("; ") || "no vllm:cache_config_info"}`);
+    }
+  };
   const tonight = async () => {
     const b = await json<{ seconds_used: number; max_seconds: number }>(["budget"]);
     return `budget ${b.seconds_used.toFixed(1)} of ${b.max_seconds} s used tonight`;
