@@ -30,7 +30,8 @@ describe("gpu-canary demo", () => {
       { KLR_HOME: "/nonexistent", KLR_CANARY_MODE: "broken-value" },
       new Date().toISOString(),
     );
-    const doc = result.json() as {
+    // A failed demo prints its report, then the error's JSON after it: read the report, to show the step that failed.
+    const doc = JSON.parse(result.stdout.split(/\n(?=\{)/)[0] ?? "") as {
       ok: boolean;
       home: string;
       env_file: string;
@@ -38,7 +39,7 @@ describe("gpu-canary demo", () => {
     };
     expect(doc.steps.filter((s) => !s.ok)).toEqual([]);
     expect(result.code).toBe(0);
-    expect(doc.steps).toHaveLength(11);
+    expect(doc.steps).toHaveLength(13);
     const home = doc.home;
     // The kept folder carries the demo's settings: its window and zone name the night, as they do for the product.
     const { config } = requireConfig(loadConfig({ env: { KLR_HOME: home }, homeDir: home }));
@@ -50,13 +51,13 @@ describe("gpu-canary demo", () => {
     const nights = charges.map((e) => nightOf(config.maintenanceWindow, config.maintenanceTimeZone, new Date(e.ts)));
     expect(charges.map((e) => e.date)).toEqual(nights);
     const night = nights[0] ?? "no charge";
-    // Quiesced canary and the killed run both charged their downtime, to the same night.
+    // Quiesced canary, the killed run and the two applies all charged their downtime, to the same night.
     expect(new Set(nights).size).toBe(1);
     const budget = JSON.parse(readFileSync(join(home, ".kloros", "maintenance", `gpu_budget_${night}.json`), "utf8")) as {
       seconds_used: number;
       charges: unknown[];
     };
-    expect(budget.charges).toHaveLength(2);
+    expect(budget.charges).toHaveLength(4);
     expect(budget.seconds_used).toBeGreaterThan(0);
     // The watchdog restored production after the SIGKILL; recover released the lock.
     expect(JSON.parse(readFileSync(join(home, ".kloros", "locks", "gpu_maintenance.watchdog.json"), "utf8"))).toMatchObject({
@@ -65,7 +66,15 @@ describe("gpu-canary demo", () => {
     });
     expect(existsSync(join(home, ".kloros", "locks", "gpu_maintenance.lock"))).toBe(false);
     expect(audit.map((e) => e.event)).toEqual(
-      expect.arrayContaining(["recovery", "oom_detected", "intent_created", "tuning_decision", "promotion_written"]),
+      expect.arrayContaining([
+        "recovery",
+        "oom_detected",
+        "intent_created",
+        "tuning_decision",
+        "promotion_written",
+        "settings_applied",
+        "settings_rolled_back",
+      ]),
     );
     expect(readdirSync(join(home, "out", "promotions"))).toHaveLength(3);
     expect(readdirSync(join(home, "out", "orchestration", "intents", "processed"))).toHaveLength(1);
@@ -75,7 +84,61 @@ describe("gpu-canary demo", () => {
     );
     expect(doc.steps[7]?.summary).toMatch(/passed; [\d.]+ s of downtime charged/);
     expect(doc.steps[8]?.summary).toMatch(/recover: recovered, [\d.]+ s charged, lock released/);
-    expect(doc.steps[9]?.summary).toMatch(/oom_kv_cache → intent i-\S+ → promoted/);
+    const tuned = /oom_kv_cache → intent i-\S+ → promoted \(vllm_memory_util ([\d.]+), Whisper \S+\): promotion (\S+)$/.exec(
+      doc.steps[9]?.summary ?? "",
+    );
+    expect(tuned, doc.steps[9]?.summary).not.toBeNull();
+    const [, promotedUtil, promotedRun] = tuned ?? [];
+
+    // The promotion applied at the window: production's --config file says it, applied.json records it, production serves it.
+    const applyStep =
+      /^applied \(run (\S+)\): gpu_memory_utilization 0\.7 → ([\d.]+), production's \/metrics serve ([\d.]+); [\d.]+ s of downtime charged/.exec(
+        doc.steps[10]?.summary ?? "",
+      );
+    expect(applyStep, doc.steps[10]?.summary).not.toBeNull();
+    const [, applyRun, appliedTo, servedAfterApply] = applyStep ?? [];
+    expect([appliedTo, servedAfterApply]).toEqual([promotedUtil, promotedUtil]);
+    const promotionOf = (runId: string) =>
+      JSON.parse(readFileSync(join(home, "out", "promotions", `${runId}.json`), "utf8")) as {
+        state: string;
+        state_reason?: string;
+        candidate: { vllm_memory_util: number };
+      };
+    expect(promotionOf(promotedRun ?? "")).toMatchObject({ state: "applied", candidate: { vllm_memory_util: Number(promotedUtil) } });
+    expect(JSON.parse(readFileSync(join(home, ".kloros", "vllm", "applied.json"), "utf8"))).toMatchObject({
+      vllm_memory_util: Number(promotedUtil),
+      promotion_run_id: promotedRun,
+      run_id: applyRun,
+      previous: { vllm_memory_util: 0.7, promotion_run_id: null },
+    });
+    expect(config.vllmConfigFile).toBeDefined();
+    expect(readFileSync(config.vllmConfigFile ?? "", "utf8")).toContain(`gpu-memory-utilization: ${promotedUtil}`);
+
+    // The forced promotion of 0.15 failed its verification under the load and was rolled back by itself.
+    expect(doc.steps[11]?.title).toMatch(/forced.*bypassing/);
+    const rolled =
+      /^ROLLED BACK by itself \(exit 1, run (\S+)\): ([\d.]+) → 0\.15 failed its verification, production serves ([\d.]+) again; promotion forced-tight-0\.15 is rolled_back; [\d.]+ s of downtime charged/.exec(
+        doc.steps[11]?.summary ?? "",
+      );
+    expect(rolled, doc.steps[11]?.summary).not.toBeNull();
+    const [, rollbackRun, rolledFrom, servedAfterRollback] = rolled ?? [];
+    expect([rolledFrom, servedAfterRollback]).toEqual([promotedUtil, promotedUtil]);
+    expect(promotionOf("forced-tight-0.15")).toMatchObject({
+      state: "rolled_back",
+      state_reason: expect.stringMatching(/verification failed/),
+      candidate: { vllm_memory_util: 0.15 },
+    });
+    expect(audit.find((e) => e.event === "settings_rolled_back")).toMatchObject({
+      run_id: rollbackRun,
+      from: 0.15,
+      to: Number(promotedUtil),
+    });
+    expect(audit.find((e) => e.event === "run_finished" && e.run_id === rollbackRun)).toMatchObject({
+      status: "rolled_back",
+      reason: expect.stringMatching(/^verification failed: \d+ preemptions under the load/),
+    });
+    // Nothing recorded as applied but what production had before the forced one: the promoted file, still on disk.
+    expect(JSON.parse(readFileSync(join(home, ".kloros", "vllm", "applied.json"), "utf8"))).toMatchObject({ run_id: applyRun });
 
     // Under production's load: the tight candidate failed on its preemptions, as printed; the passing canaries had none.
     type Tested = {
@@ -111,7 +174,8 @@ describe("gpu-canary demo", () => {
         JSON.parse(readFileSync(join(home, "out", "promotions", f), "utf8")) as { run_id: string; candidate: { vllm_memory_util: number } },
     );
     expect(promoted.map((p) => p.run_id)).not.toContain(tightRun);
-    expect(promoted.map((p) => p.candidate.vllm_memory_util)).not.toContain(0.15);
+    // The only promotion of 0.15 is the one the demo forced by hand, rolled back.
+    expect(promoted.filter((p) => p.candidate.vllm_memory_util === 0.15).map((p) => p.run_id)).toEqual(["forced-tight-0.15"]);
     // The spare and the quiesced canary passed under the same load, without a preemption.
     const passed = new Set(finished.filter((e) => e.status === "passed").map((e) => e.run_id));
     const passedTested = tested.filter((e) => passed.has(e.run_id));

@@ -33,6 +33,8 @@ const candidate = (util: number, whisper: string) => JSON.stringify({ vllm_memor
  */
 const TRAFFIC = { concurrency: 8, promptTokens: 2000, outputTokens: 500, requests: 24, background: true };
 const TIGHT_UTIL = 0.15;
+/** The promotion the demo writes by hand for TIGHT_UTIL: no canary passed it, so its apply fails verification. */
+const FORCED_RUN = "forced-tight-0.15";
 
 interface MeasuredLoadJson {
   concurrency: number;
@@ -75,13 +77,16 @@ function metric(page: string, name: string): number | null {
  * and status, predictive screening, a spare-GPU canary passing under production's load and one whose
  * KV cache cannot hold it failing on its preemptions, a quiesced canary with its downtime charged, a run
  * killed mid-way and brought back by the watchdog and `recover`, an OOM line becoming an intent
- * and a tuning result, then the audit trail and the promotions. It ignores the caller's KLR_*
- * settings, so it never touches a real vLLM or GPU.
+ * and a promotion, that promotion applied to production's --config file at the window and verified,
+ * a bad promotion forced and rolled back by itself, then the audit trail and the promotions. It
+ * ignores the caller's KLR_* settings, so it never touches a real vLLM or GPU.
  */
 export async function runDemo(options: GlobalOptions & { keep?: boolean }, io: Io): Promise<number> {
   const { createSimSite } = await import("@gpu-canary/vllm-sim");
   const dir = await mkdtemp(join(tmpdir(), "gpu-canary-demo-"));
   const site = await createSimSite(dir, {
+    // Production starts with `vllm serve --config FILE`: the file an apply changes.
+    configFile: true,
     productionUtil: 0.7,
     // A simulated token every millisecond: the load's requests drain in about a second.
     tokenLatencyMs: 1,
@@ -143,6 +148,47 @@ export async function runDemo(options: GlobalOptions & { keep?: boolean }, io: I
     } | null;
     predicted: { kv_tokens: number } | null;
   };
+  /** What `apply --json` answers. */
+  type Applied = {
+    status: string;
+    run_id: string;
+    from: number | null;
+    to: number;
+    reason: string;
+    downtime_seconds: number | null;
+    history_file: string | null;
+    applied: { vllm_memory_util: number | null; promotion_run_id: string | null } | null;
+  };
+  type Promotions = {
+    promotions: {
+      run_id: string;
+      state: string;
+      state_reason?: string;
+      candidate: { vllm_memory_util: number; whisper_model_size: string };
+      path: string | null;
+      passes: { run_id: string }[];
+    }[];
+  };
+  /**
+   * What production serves with now, from its own /metrics (`gpu-canary production`'s serving column).
+   * Just restarted under its traffic on a busy machine, its /metrics may miss `production`'s 3 s
+   * timeout once: asked again for a while, its problems named if it never answers.
+   */
+  const served = async () => {
+    for (const deadline = Date.now() + 20_000; ; await sleep(250)) {
+      const p = await json<{ serving: { gpu_memory_utilization: number | null } | null; problems: string[] }>(["production"]);
+      const util = p.serving?.gpu_memory_utilization;
+      if (typeof util === "number") return util;
+      if (Date.now() > deadline)
+        throw new DemoStepError(`production does not say what it serves with: ${p.problems.join("; ") || "no vllm:cache_config_info"}`);
+    }
+  };
+  const tonight = async () => {
+    const b = await json<{ seconds_used: number; max_seconds: number }>(["budget"]);
+    return `budget ${b.seconds_used.toFixed(1)} of ${b.max_seconds} s used tonight`;
+  };
+  /** The promotion the tuning runner wrote (or added its pass to), applied in the next step. */
+  let promoted: { runId: string; util: number; whisper: string } | null = null;
 
   const steps: Step[] = [
     {
@@ -183,12 +229,12 @@ export async function runDemo(options: GlobalOptions & { keep?: boolean }, io: I
               .map((c) => `${c.name}: ${c.detail}`)
               .join("; ")}`,
           );
+        // Production's unit starts it with `--config` (the file an apply changes) and no tuned flag beside it.
+        const config = doc.checks.find((c) => c.name === "production_config");
+        if (!config) throw new DemoStepError("doctor did not check production's --config file (production_config)");
         return {
           summary: `${doc.checks.length} checks pass`,
-          detail: doc.checks
-            .slice(-3)
-            .map((c) => `PASS ${c.name}: ${c.detail}`)
-            .join("\n"),
+          detail: [config, ...doc.checks.slice(-3).filter((c) => c !== config)].map((c) => `PASS ${c.name}: ${c.detail}`).join("\n"),
         };
       },
     },
@@ -299,12 +345,71 @@ export async function runDemo(options: GlobalOptions & { keep?: boolean }, io: I
           status: string;
           reason: string;
           chosen: { vllm_memory_util: number; whisper_model_size: string } | null;
+          result: { run_id: string } | null;
         }>(["tune"], {
           KLR_ALLOW_SPARE_GPU: "true",
         });
+        const runId = tuned.result?.run_id;
+        const promotion = (await json<Promotions>(["promotions"])).promotions.find(
+          (p) => p.run_id === runId || p.passes.some((pass) => pass.run_id === runId),
+        );
+        if (tuned.status !== "promoted" || !promotion)
+          throw new DemoStepError(`the tuning runner should promote a candidate: ${tuned.status}: ${tuned.reason}`);
+        promoted = {
+          runId: promotion.run_id,
+          util: promotion.candidate.vllm_memory_util,
+          whisper: promotion.candidate.whisper_model_size,
+        };
         return {
-          summary: `${event.kind} → intent ${event.intent_id} → ${tuned.status}${tuned.chosen ? ` (vllm_memory_util ${tuned.chosen.vllm_memory_util}, Whisper ${tuned.chosen.whisper_model_size})` : ""}`,
+          summary: `${event.kind} → intent ${event.intent_id} → ${tuned.status}${tuned.chosen ? ` (vllm_memory_util ${tuned.chosen.vllm_memory_util}, Whisper ${tuned.chosen.whisper_model_size})` : ""}: promotion ${promoted.runId}`,
           detail: tuned.reason,
+        };
+      },
+    },
+    {
+      title: "apply the promotion at the window: production's --config file changed, production restarted and verified under its load",
+      run: async () => {
+        if (!promoted) throw new DemoStepError("the tuning step left no promotion to apply");
+        const a = await json<Applied>(["apply", promoted.runId]);
+        const now = await served();
+        if (a.status !== "applied" || now !== promoted.util)
+          throw new DemoStepError(`production should serve ${promoted.util} after the apply: ${a.status}, serving ${now}: ${a.reason}`);
+        return {
+          summary: `applied (run ${a.run_id}): gpu_memory_utilization ${a.from ?? "?"} → ${a.to}, production's /metrics serve ${now}; ${a.downtime_seconds?.toFixed(1) ?? "?"} s of downtime charged (${await tonight()})`,
+          detail: [
+            a.reason,
+            `applied.json: vllm_memory_util ${a.applied?.vllm_memory_util ?? "?"} from promotion ${a.applied?.promotion_run_id ?? "?"}; the file as applied: ${a.history_file ?? "?"}`,
+          ].join("\n"),
+        };
+      },
+    },
+    {
+      title: `a bad promotion, forced: vllm_memory_util ${TIGHT_UTIL} written by hand, bypassing the canary it failed, to show the rollback`,
+      run: async () => {
+        if (!promoted) throw new DemoStepError("the tuning step left no promotion to apply");
+        // As a passed canary writes a promotion; no canary passed this one: it is forced, to show what a bad apply does.
+        await writeFile(
+          join(site.home, "out", "promotions", `${FORCED_RUN}.json`),
+          JSON.stringify({
+            run_id: FORCED_RUN,
+            created_at: new Date().toISOString(),
+            subsystem: "gpu_allocation",
+            candidate: { vllm_memory_util: TIGHT_UTIL, whisper_model_size: promoted.whisper },
+            path: "quiesced",
+            whisper_verified: false,
+            llm_latency_ms: null,
+          }),
+        );
+        const a = await json<Applied>(["apply", FORCED_RUN], {}, [1]);
+        const now = await served();
+        const state = (await json<Promotions>(["promotions"])).promotions.find((p) => p.run_id === FORCED_RUN);
+        if (a.status !== "rolled_back" || now !== promoted.util || state?.state !== "rolled_back")
+          throw new DemoStepError(
+            `the forced promotion should be rolled back by itself to ${promoted.util}: ${a.status}, serving ${now}, promotion ${state?.state ?? "missing"}: ${a.reason}`,
+          );
+        return {
+          summary: `ROLLED BACK by itself (exit 1, run ${a.run_id}): ${a.from ?? "?"} → ${a.to} failed its verification, production serves ${now} again; promotion ${FORCED_RUN} is rolled_back; ${a.downtime_seconds?.toFixed(1) ?? "?"} s of downtime charged (${await tonight()})`,
+          detail: a.reason,
         };
       },
     },
@@ -314,14 +419,14 @@ export async function runDemo(options: GlobalOptions & { keep?: boolean }, io: I
         const events = await auditEvents();
         const counts = new Map<string, number>();
         for (const e of events) counts.set(e.event, (counts.get(e.event) ?? 0) + 1);
-        const promotions = await json<{ promotions: { run_id: string; candidate: { vllm_memory_util: number }; path: string }[] }>([
-          "promotions",
-        ]);
+        const promotions = await json<Promotions>(["promotions"]);
         return {
           summary: `${events.length} audit events, ${promotions.promotions.length} promotions`,
           detail: [
             [...counts].map(([k, v]) => `${k} ×${v}`).join(", "),
-            ...promotions.promotions.map((p) => `promotion ${p.run_id}: vllm_memory_util ${p.candidate.vllm_memory_util} (${p.path})`),
+            ...promotions.promotions.map(
+              (p) => `promotion ${p.run_id}: vllm_memory_util ${p.candidate.vllm_memory_util} (${p.path}), ${p.state}`,
+            ),
           ].join("\n"),
         };
       },
