@@ -115,9 +115,9 @@ export function createDaemon(deps: DaemonDeps) {
           logger.info({ intent: claimed.intent.id, status, state, reason: outcome?.reason ?? error }, "intent worked");
           const gate = outcome?.gate ?? result?.gate ?? null;
           if (status === "deferred") {
-            // Refused by the window: wait for its next opening; by the lock: try again shortly.
+            // Refused by the window (or, for a rollback, tonight's budget): wait for its next opening; by the lock: try again shortly.
             deferredUntil =
-              gate === "window"
+              gate === "window" || gate === "budget"
                 ? windowAt(config.maintenanceWindow, config.maintenanceTimeZone, now()).opensAt.getTime()
                 : now().getTime() + LOCK_RETRY_MS;
             deps.notifier.send("refused", { intent_id: claimed.intent.id, gate: gate ?? "window", reason: outcome?.reason });

@@ -25,6 +25,8 @@ export const gpuLockRecordSchema = baseLockRecordSchema.extend({
   whisper_at: z.string().optional(),
   /** an apply: the config file to put back before production restarts, and what production then serves with */
   settings_restore: z.object({ config_path: z.string(), restore_from: z.string(), gpu_memory_utilization: z.number() }).optional(),
+  /** the apply's verification passed and what is applied was recorded: recovery charges, and undoes nothing */
+  settings_kept_at: z.string().optional(),
 });
 export type GpuLockRecord = z.infer<typeof gpuLockRecordSchema>;
 

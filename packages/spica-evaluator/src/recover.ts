@@ -70,7 +70,8 @@ export async function recover(ctx: RunContext): Promise<RecoveryOutcome> {
   if (!evicted || evicted.production_stopped_at === undefined || evicted.charged_at !== undefined) {
     try {
       // An apply that died after writing the new file and before stopping production: production still runs the old one.
-      if (evicted?.settings_restore && evicted.charged_at === undefined) await settingsBack(ctx, evicted, runId);
+      if (evicted?.settings_restore && evicted.charged_at === undefined && evicted.settings_kept_at === undefined)
+        await settingsBack(ctx, evicted, runId);
       await ctx.audit.append({ event: "recovery", run_id: runId, action: "released_stale" });
       // A canary run that died before it stopped production (or after its charge) never said how it ended.
       if (runId !== null)
@@ -116,7 +117,8 @@ export async function recover(ctx: RunContext): Promise<RecoveryOutcome> {
 /** An apply's way back, from its journal: the previous file, and what production serves with then. */
 function planOf(ctx: RunContext, record: GpuLockRecord): RestorePlan {
   const plan = restorePlanOf(ctx.config, ctx.env, record.quiesce ?? ctx.config.quiesce);
-  const s = record.settings_restore;
+  // Kept (verified and recorded): there is nothing to go back to.
+  const s = record.settings_kept_at === undefined ? record.settings_restore : undefined;
   return s
     ? {
         ...plan,
@@ -147,6 +149,7 @@ function journalOf(record: GpuLockRecord): Partial<GpuLockRecord> {
     ...(record.production_stopped_at ? { production_stopped_at: record.production_stopped_at } : {}),
     ...(record.production_serving_at ? { production_serving_at: record.production_serving_at } : {}),
     ...(record.settings_restore ? { settings_restore: record.settings_restore } : {}),
+    ...(record.settings_kept_at ? { settings_kept_at: record.settings_kept_at } : {}),
   };
 }
 
@@ -191,7 +194,7 @@ async function finishCrashedRun(
   }
 
   // An apply's "serving at" is its new settings' start, which the way back undoes: not the end of the outage.
-  const apply = evicted.settings_restore !== undefined;
+  const apply = evicted.settings_restore !== undefined && evicted.settings_kept_at === undefined;
   let servingAt: number | null = apply ? null : timeOf(evicted.production_serving_at);
   let restoredBy: RecoveryOutcome["restoredBy"] = servingAt === null ? null : "already_serving";
   if (servingAt === null && fired?.production_serving_at) {

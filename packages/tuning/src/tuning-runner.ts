@@ -38,7 +38,10 @@ export interface Screened {
 const WAITS_FOR = new Set(["window", "lock", "crashed_run"]);
 
 /** A refusal that passes by itself waits (deferred); any other stands (refused). */
-const refusedStatus = (gate: string | null): TuningStatus => (gate !== null && WAITS_FOR.has(gate) ? "deferred" : "refused");
+const refusedStatus = (gate: string | null, waitsFor: ReadonlySet<string> = WAITS_FOR): TuningStatus =>
+  gate !== null && waitsFor.has(gate) ? "deferred" : "refused";
+/** A rollback after an out-of-memory event waits for the next night's budget too: it must not be dropped. */
+const ROLLBACK_WAITS_FOR = new Set([...WAITS_FOR, "budget"]);
 
 export type TuningStatus = "promoted" | "ranked" | "no_fit" | "deferred" | "refused" | "failed" | "error" | "rolled_back";
 
@@ -180,10 +183,13 @@ export function createTuningRunner(deps: TuningRunnerDeps) {
   };
 
   /** The promotion an out-of-memory event now condemns: one applied within KLR_APPLY_WATCH_HOURS. */
-  const watchedApply = async (): Promise<{ promotion: string; appliedAt: string } | null> => {
+  const watchedApply = async (eventAt: string | undefined): Promise<{ promotion: string; appliedAt: string } | null> => {
     if (config.applyWatchHours <= 0) return null;
     const applied = await readApplied(evaluator.context.layout.appliedFile);
-    if (!applied?.promotion_run_id || !applied.applied_at) return null;
+    // A rollback is not watched: going "back" from it would re-apply what was just rolled back.
+    if (!applied?.promotion_run_id || !applied.applied_at || applied.change === "rollback") return null;
+    // An event from before the apply says nothing of it (an intent deferred across an apply, an old log).
+    if (eventAt !== undefined && Date.parse(eventAt) < Date.parse(applied.applied_at)) return null;
     const age = evaluator.context.now().getTime() - Date.parse(applied.applied_at);
     return age >= 0 && age < config.applyWatchHours * 3_600_000
       ? { promotion: applied.promotion_run_id, appliedAt: applied.applied_at }
@@ -193,12 +199,12 @@ export function createTuningRunner(deps: TuningRunnerDeps) {
   return {
     currentConfig,
     async run(
-      intent: Pick<Intent, "id" | "kind" | "subsystem" | "candidate"> & Partial<Pick<Intent, "evidence">>,
+      intent: Pick<Intent, "id" | "kind" | "subsystem" | "candidate"> & Partial<Pick<Intent, "evidence" | "created_at">>,
       options: { dryRun?: boolean } = {},
     ): Promise<TuningOutcome> {
       const current = await currentConfig();
       if (intent.kind !== "manual" && intent.candidate === undefined && !options.dryRun) {
-        const watched = await watchedApply();
+        const watched = await watchedApply(intent.created_at);
         if (watched) return rollBack(intent, current, watched);
       }
       const proposals =
@@ -291,7 +297,11 @@ export function createTuningRunner(deps: TuningRunnerDeps) {
     const line = intent.evidence?.split("\n")[0] ?? "an out-of-memory event";
     const outcome = await evaluator.rollback({ because: line });
     const status: TuningStatus =
-      outcome.status === "applied" ? "rolled_back" : outcome.status === "refused" ? refusedStatus(outcome.gate) : "failed";
+      outcome.status === "applied"
+        ? "rolled_back"
+        : outcome.status === "refused"
+          ? refusedStatus(outcome.gate, ROLLBACK_WAITS_FOR)
+          : "failed";
     const reason = `out of memory within ${config.applyWatchHours} h of applying promotion ${watched.promotion} (${watched.appliedAt}): ${outcome.reason}`;
     await audit.append({
       event: "tuning_decision",

@@ -19,6 +19,8 @@ export type AppliedEntry = z.infer<typeof appliedEntrySchema>;
 export const appliedSchema = appliedEntrySchema.extend({
   /** the apply or rollback run that wrote it */
   run_id: z.string().nullable(),
+  /** which wrote it: only an apply is watched for out-of-memory events afterwards */
+  change: z.enum(["apply", "rollback"]).optional(),
   previous: appliedEntrySchema.nullable(),
 });
 export type Applied = z.infer<typeof appliedSchema>;

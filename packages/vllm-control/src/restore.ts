@@ -69,7 +69,9 @@ export async function productionServes(plan: RestorePlan, timeoutMs: number): Pr
 
 /**
  * Bring production back after a quiesce: wake it (sleep mode) or start it, then wait until it
- * serves a real completion — health alone proves nothing. Returns when it serves.
+ * serves a real completion — health alone proves nothing. Returns when it serves; with an apply's
+ * settings, only when it serves their utilization (a start that did nothing — the unit was running
+ * the new file — is not a restore).
  */
 export async function restoreProduction(plan: RestorePlan, signal?: AbortSignal): Promise<{ servingAt: Date; seconds: number }> {
   const started = Date.now();
@@ -87,7 +89,15 @@ export async function restoreProduction(plan: RestorePlan, signal?: AbortSignal)
     try {
       await client.waitUntilHealthy({ deadlineMs: Math.max(100, deadline - Date.now()), ...(signal ? { signal } : {}) });
       await client.servesCompletion({ timeoutMs: Math.max(1000, Math.min(10_000, deadline - Date.now())) });
-      return { servingAt: new Date(), seconds: (Date.now() - started) / 1000 };
+      const servingAt = new Date();
+      if (plan.settings) {
+        const served = await servedUtilization(plan);
+        if (served !== plan.settings.gpuMemoryUtilization)
+          throw new Error(
+            `production serves gpu_memory_utilization ${served ?? "(not in its /metrics)"}, not ${plan.settings.gpuMemoryUtilization} from ${plan.settings.restoreFrom}`,
+          );
+      }
+      return { servingAt, seconds: (servingAt.getTime() - started) / 1000 };
     } catch (error) {
       lastError = error;
       await sleep(100);
@@ -108,21 +118,24 @@ export interface Restored {
  * restore this way. `serving` is how to tell (default: a quick completion, asked only of a stopped
  * production: waking an awake vLLM is harmless, and a probe of a sleeping one may hang); `starting`
  * runs just before a start is issued (the watchdog is told, so it never issues a second). With an
- * apply's settings, a production serving anything but them (the apply's new file) is stopped first.
+ * apply's settings, production is left alone only when its /metrics show their utilization;
+ * anything else — serving the new file, still loading it, hung — is stopped before the start.
  */
 export async function restoreUnlessServing(
   plan: RestorePlan,
   options: { serving?: () => Promise<boolean>; starting?: () => Promise<void> } = {},
 ): Promise<Restored> {
-  const serving = options.serving ?? (async () => plan.quiesce === "stop" && (await productionServes(plan, 3000)));
-  if (await serving()) {
-    if (!plan.settings) return { servingAt: new Date(), seconds: 0, alreadyServing: true };
+  if (plan.settings) {
     if ((await servedUtilization(plan)) === plan.settings.gpuMemoryUtilization) {
       // Serving as before, but the file may already be the new one (a run that died just after writing it).
       await putBackSettings(plan.settings);
       return { servingAt: new Date(), seconds: 0, alreadyServing: true };
     }
+    // A start of a running unit does nothing, and a second start command a second instance: it goes first.
     await serviceOf(plan).stop(plan.serveTimeoutMs);
+  } else {
+    const serving = options.serving ?? (async () => plan.quiesce === "stop" && (await productionServes(plan, 3000)));
+    if (await serving()) return { servingAt: new Date(), seconds: 0, alreadyServing: true };
   }
   await options.starting?.();
   return { ...(await restoreProduction(plan)), alreadyServing: false };

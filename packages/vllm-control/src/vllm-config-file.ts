@@ -69,7 +69,8 @@ export async function readVllmConfig(path: string): Promise<VllmConfigFile> {
     for (const pair of doc.contents.items) {
       const key = isScalar(pair.key) ? pair.key.value : null;
       const value = isScalar(pair.value) ? pair.value.value : null;
-      if (typeof key === "string" && value !== null && typeof value !== "object") values[key.replaceAll("_", "-")] = String(value);
+      if (typeof key === "string" && (typeof value === "string" || typeof value === "number" || typeof value === "boolean"))
+        values[key.replaceAll("_", "-")] = String(value);
     }
   return { path, text, gpuMemoryUtilization: util, values };
 }

@@ -268,19 +268,24 @@ describe("apply and rollback on a production that starts with --config", () => {
       });
       const exited = new Promise<NodeJS.Signals | null>((resolve) => child.once("exit", (_code, signal) => resolve(signal)));
       expect(await exited).toBe("SIGKILL");
-      await until(() => existsSync(s.layout.watchdogReport), "the watchdog's report", { timeoutMs: 90_000 });
-      expect(await s.servedUtil()).toBe(0.7);
-      expect(await readFile(s.configFile, "utf8")).toBe(before);
+      // Killed as `keeping` begins, the change may have been kept a moment before: either way all agree.
+      const kept =
+        phase === "keeping" && !(await until(() => existsSync(s.layout.watchdogReport), "", { timeoutMs: 10_000 }).catch(() => false));
+      if (!kept) await until(() => existsSync(s.layout.watchdogReport), "the watchdog's report", { timeoutMs: 90_000 });
+      const util = kept ? 0.8 : 0.7;
+      const file = kept ? before.replace("gpu-memory-utilization: 0.7", "gpu-memory-utilization: 0.8") : before;
+      expect(await s.servedUtil()).toBe(util);
+      expect(await readFile(s.configFile, "utf8")).toBe(file);
       const recovered = await s.run(["recover", "--json"]);
       expect(recovered.json()).toMatchObject({ production_serving: true });
       expect(existsSync(s.layout.gpuLock)).toBe(false);
-      expect(await readFile(s.configFile, "utf8")).toBe(before);
-      expect(JSON.parse(readFileSync(s.layout.appliedFile, "utf8"))).toMatchObject({ vllm_memory_util: 0.7 });
+      expect(await readFile(s.configFile, "utf8")).toBe(file);
+      expect(JSON.parse(readFileSync(s.layout.appliedFile, "utf8"))).toMatchObject({ vllm_memory_util: util });
       const events = await s.audit.query();
       expect(events.filter((e) => e.event === "run_finished")).toHaveLength(1);
       // Stopped production is charged, from the stop to the previous settings serving again.
       if (phase !== "settings_writing") {
-        expect(recovered.json()).toMatchObject({ action: "recovered", restored_by: "watchdog" });
+        expect(recovered.json()).toMatchObject({ action: "recovered", restored_by: kept ? "already_serving" : "watchdog" });
         expect(s.budgetUsed()).toBeGreaterThan(0);
       }
     },

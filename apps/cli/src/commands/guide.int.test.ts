@@ -57,7 +57,11 @@ function argv(command: string, logFile: string): string[] {
 
 describe("the operator's guide", () => {
   it("every gpu-canary command it shows works as written against the simulated host", async () => {
-    const site = await createSimSite(await testdir(), { settings: { KLR_CANARY_MODE: "predictive" } });
+    // Production starts with --config, as `apply` needs; the load of its verification is short.
+    const site = await createSimSite(await testdir(), {
+      configFile: true,
+      settings: { KLR_CANARY_MODE: "predictive", KLR_CANARY_LOAD_SECONDS: "1" },
+    });
     onTestFinished(() => site.cleanup());
     await site.startProduction();
     const log = join(site.dir, "vllm.log");
@@ -65,6 +69,22 @@ describe("the operator's guide", () => {
     // Following never ends; the demo has its own test (demo.int.test.ts).
     const commands = guideCommands().filter((c) => !c.includes("--follow") && !c.startsWith("gpu-canary demo"));
     expect(commands.length).toBeGreaterThan(15);
+    // The promotion the guide applies, as a passed canary would have written it.
+    const promotions = join(site.home, "out", "promotions");
+    await mkdir(promotions, { recursive: true });
+    for (const id of new Set(commands.flatMap((c) => /^gpu-canary apply (\S+)/.exec(c)?.[1] ?? [])))
+      await writeFile(
+        join(promotions, `${id}.json`),
+        JSON.stringify({
+          run_id: id,
+          created_at: new Date().toISOString(),
+          subsystem: "gpu_allocation",
+          candidate: { vllm_memory_util: 0.6, whisper_model_size: "small" },
+          path: "quiesced",
+          whisper_verified: false,
+          llm_latency_ms: 10,
+        }),
+      );
     expect(commands).toContain("gpu-canary budget --json | jq .seconds_used");
     const results: string[] = [];
     for (const command of commands) {

@@ -46,7 +46,7 @@ async function finished(ctx: RunContext, change: SettingsChange, run: () => Prom
 
 /**
  * `gpu-canary apply <run_id>`: put a promotion's utilization into production's config file, restart
- * production and verify it; a failed verification puts the previous file back (docs/applying.md).
+ * production and verify it; a failed verification puts the previous file back (docs/operations.md, "Applying a promotion, rolling back").
  */
 export async function applyPromotion(
   ctx: RunContext,
@@ -125,6 +125,15 @@ export async function rollbackSettings(ctx: RunContext, deps: { runId: string; b
       applied ? `${ctx.layout.appliedFile} names no earlier settings to go back to` : "no apply is recorded: nothing to roll back",
       "`gpu-canary production` shows what production serves with",
     );
+  if (previous.promotion_run_id !== null) {
+    const back = await readPromotion(ctx.layout.promotionsDir, previous.promotion_run_id).catch(() => null);
+    if (back && (back.state === "rolled_back" || back.state === "stale"))
+      throw refusal(
+        "NOTHING_TO_ROLL_BACK",
+        `the settings before are promotion ${back.run_id}'s, which is ${back.state}${back.state_reason ? `: ${back.state_reason}` : ""}`,
+        "apply a promotion that is proposed (`gpu-canary promotions list`), or edit KLR_VLLM_CONFIG by hand and restart production",
+      );
+  }
   const change: SettingsChange = {
     kind: "rollback",
     runId: deps.runId,

@@ -122,6 +122,10 @@ export async function appliedNow(ctx: RunContext, served: number | null): Promis
  */
 export async function changeSettings(ctx: RunContext, change: SettingsChange): Promise<SettingsChangeOutcome> {
   const { runId } = change;
+  // A crashed run first: it may have left production stopped, or on a file it did not verify.
+  const recovered = await recoverIfCrashed(ctx);
+  if (recovered) ctx.onProgress?.(recovered.detail);
+  await auditWatchdogReports(ctx);
   const restart = restorePlanOf(ctx.config, ctx.env, "stop");
   const answers = await servedUtilization(restart);
   const down = answers === null && change.evenIfDown === true && !(await productionServes(restart, 3000));
@@ -148,9 +152,6 @@ export async function changeSettings(ctx: RunContext, change: SettingsChange): P
     return outcome({ reason: `refused by the ${refusal.gate} gate: ${refusal.reason}`, gate: refusal.gate });
   };
 
-  const recovered = await recoverIfCrashed(ctx);
-  if (recovered) ctx.onProgress?.(recovered.detail);
-  await auditWatchdogReports(ctx);
   const logged = await loggedProductionStart(ctx.config);
   const worst = applyWorstCase(await worstCase(ctx.audit, ctx.config, ctx.now(), logged, null));
   const unlimited = down || change.rateLimited === false;
@@ -220,12 +221,14 @@ export async function changeSettings(ctx: RunContext, change: SettingsChange): P
           applied_at: new Date().toISOString(),
           file: s.historyFile ?? before.file,
           run_id: runId,
+          change: change.kind,
           previous: current,
         });
       },
     };
     const { failure, notes } = await runSteps(settingsSteps, state, stepIoOf(inner, runId, handle));
-    const aborted = abortReason(signal);
+    // Kept, the change is done whatever came after (a signal, the lock's loss): it is reported as applied.
+    const aborted = state.kept ? null : abortReason(signal);
     if (aborted) throw aborted;
     const after = await readApplied(ctx.layout.appliedFile);
     const done = {
@@ -235,6 +238,8 @@ export async function changeSettings(ctx: RunContext, change: SettingsChange): P
       applied: after,
       measured: state.verdict?.measured ?? null,
     };
+    // After the commit point a failure is the charge's, or the lock's: the journal waits for `recover`.
+    if (state.kept && failure) notes.push(`but ${failure.message}: run \`gpu-canary recover\` to charge the downtime`);
     const extra = notes.length > 0 ? `; ${notes.join("; ")}` : "";
     if (failure instanceof VerificationFailed && state.restored && !state.journalLost) {
       await ctx.audit.append({
@@ -251,8 +256,8 @@ export async function changeSettings(ctx: RunContext, change: SettingsChange): P
         measured: failure.measured ?? done.measured,
       });
     }
-    if (failure) throw failure;
-    if (state.journalLost) throw state.journalLost;
+    if (failure && !state.kept) throw failure;
+    if (state.journalLost && !state.kept) throw state.journalLost;
     await ctx.audit.append({
       event: "settings_applied",
       run_id: runId,

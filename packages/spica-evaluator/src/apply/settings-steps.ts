@@ -88,7 +88,7 @@ export function outageSeconds(s: Pick<SettingsRun, "stoppedAt" | "servingNewAt" 
 }
 
 /**
- * A change of production's settings as steps (docs/applying.md). The new config file is written,
+ * A change of production's settings as steps (docs/operations.md, "Applying a promotion, rolling back"). The new config file is written,
  * production restarted and verified; every way out but a passed verification puts the previous file
  * back and restarts production with it — the undos here, the watchdog if this process dies.
  */
@@ -191,8 +191,18 @@ export const settingsSteps: Step<SettingsRun>[] = [
     do: async (s) => {
       await s.watchdog?.restoring().catch(() => undefined);
       s.startIssued = true;
-      // The plan without its way back: this start is the new file's.
-      const started = await restoreProduction({ ...s.plan, settings: undefined }, s.ctx.signal);
+      let started;
+      try {
+        // The plan without its way back: this start is the new file's.
+        started = await restoreProduction({ ...s.plan, settings: undefined }, s.ctx.signal);
+      } catch (error) {
+        if (s.ctx.signal?.aborted) throw error;
+        // Not serving on the new file is the plainest failed verification (vLLM's own out-of-memory at start).
+        throw new VerificationFailed(
+          `production did not serve with gpu-memory-utilization ${s.to.gpuMemoryUtilization}: ${messageOf(error)}`,
+          null,
+        );
+      }
       s.servingNewAt = started.servingAt;
       await journalQuietly(s, { production_serving_at: started.servingAt.toISOString() });
       return { seconds: started.seconds, by: "apply" };
@@ -227,8 +237,13 @@ export const settingsSteps: Step<SettingsRun>[] = [
   },
   {
     phase: "keeping",
+    // The commit point, in this order: applied.json (a crash before the marker: the watchdog and
+    // recovery undo the apply and put applied.json back), the watchdog gone (it would undo it), the
+    // journal's marker (recovery then only charges). A signal from here on no longer undoes it.
     do: async (s) => {
       await s.keep(s);
+      await s.watchdog?.disarm();
+      await s.handle.journal({ settings_kept_at: new Date().toISOString() });
       s.kept = true;
       return undefined;
     },

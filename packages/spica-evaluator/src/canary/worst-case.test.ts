@@ -129,4 +129,12 @@ describe("watchdogDeadlineSeconds", () => {
     expect(watchdogDeadlineSeconds(worst, 65)).toBe(45);
     expect(watchdogDeadlineSeconds(worst, 10)).toBe(0);
   });
+
+  it("gives an apply's verification, which production serves through, its time on top of the budget's bound", () => {
+    // Two restarts of 20 s (downtime 40 s) and a 30 s verification: 45 s of budget left holds the
+    // downtime, and the watchdog must not fire at 25 s, mid-verification.
+    const apply = { ...worst, totalSeconds: 70, downtimeSeconds: 40 };
+    expect(watchdogDeadlineSeconds(apply, 45)).toBe(55);
+    expect(watchdogDeadlineSeconds(apply, 600)).toBe(80);
+  });
 });

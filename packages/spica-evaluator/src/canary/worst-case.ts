@@ -110,10 +110,12 @@ export async function worstCase(
 /**
  * When the restore watchdog fires: at the worst case plus a margin, or earlier when the budget
  * left would otherwise not cover the restore that follows — so even a run that hangs ends with
- * production back inside the night's budget.
+ * production back inside the night's budget. The part of the worst case production serves through
+ * (an apply's verification) costs no budget: it is added back.
  */
 export function watchdogDeadlineSeconds(worst: WorstCase, budgetLeftSeconds: number): number {
-  return Math.max(0, Math.min(worst.totalSeconds + 10, budgetLeftSeconds - worst.restoreSeconds));
+  const serving = worst.totalSeconds - (worst.downtimeSeconds ?? worst.totalSeconds);
+  return Math.max(0, Math.min(worst.totalSeconds + 10, budgetLeftSeconds - worst.restoreSeconds + serving));
 }
 
 /** Production's last start from its log (KLR_VLLM_LOG), in seconds; null when the log does not say. */
