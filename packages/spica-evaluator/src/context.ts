@@ -74,6 +74,7 @@ export function restorePlanOf(config: Config, env: Record<string, string>, quies
     // Keep trying well past the SLA: a slow production is still brought back (and the overrun recorded).
     serveTimeoutMs: Math.max(4 * config.restoreSlaSeconds, 60) * 1000,
     env,
+    nvidiaSmi: config.nvidiaSmi,
   };
 }
 

@@ -1,5 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { setTimeout as sleep } from "node:timers/promises";
+import { type GpuProbe, createGpuProbe } from "@gpu-canary/gpu-probe";
 import { createVllmClient } from "@gpu-canary/vllm-client";
 import { createProductionService, type ServiceManager } from "./production-service.ts";
 import { writeVllmConfig } from "./vllm-config-file.ts";
@@ -32,6 +33,18 @@ export interface RestorePlan {
   env?: Record<string, string>;
   /** an apply in progress: the settings to go back to (quiesce is "stop") */
   settings?: SettingsRestore;
+  /** KLR_NVIDIA_SMI: a stop here waits until production's GPU memory is given back, as the run's own stop does */
+  nvidiaSmi?: string;
+}
+
+/**
+ * nvidia-smi for a restore's stop: an engine that closed its port but still holds the card would
+ * make the start beside it fail. Unanswered, the stop waits for the port alone, as without a probe.
+ */
+function stopProbe(plan: RestorePlan): GpuProbe | undefined {
+  if (!plan.nvidiaSmi) return undefined;
+  const probe = createGpuProbe({ executable: plan.nvidiaSmi, ...(plan.env ? { env: plan.env } : {}) });
+  return { ...probe, report: () => probe.report().catch(() => ({ gpus: [], unmatchedProcesses: [], reservedKnown: false })) };
 }
 
 const serviceOf = (plan: RestorePlan) =>
@@ -41,6 +54,7 @@ const serviceOf = (plan: RestorePlan) =>
     vllmProcess: plan.vllmProcess,
     gpuIndex: plan.gpuIndex,
     env: plan.env,
+    probe: stopProbe(plan),
   });
 
 /** Put production's config file back as the restore plan says (before production starts). */

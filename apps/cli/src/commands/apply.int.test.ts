@@ -242,7 +242,10 @@ describe("apply and rollback on a production that starts with --config", () => {
     // Both outages charged: the restart with the new file and the rollback's.
     const charged = events.find((e) => e.event === "budget_charged")?.seconds as number;
     expect(s.budgetUsed()).toBeCloseTo(charged, 3);
-    expect(Math.abs(charged - probed)).toBeLessThan(0.5);
+    // Never under the outage a client saw by more than the apply's margin; the rollback's part is
+    // counted from its stop command, while clients are still served until the engine closes its port.
+    expect(charged).toBeGreaterThan(probed - 0.5);
+    expect(charged).toBeLessThan(probed + 1.5);
     expect(existsSync(s.layout.gpuLock)).toBe(false);
   }, 180_000);
 
@@ -272,6 +275,8 @@ describe("apply and rollback on a production that starts with --config", () => {
       const kept =
         phase === "keeping" && !(await until(() => existsSync(s.layout.watchdogReport), "", { timeoutMs: 10_000 }).catch(() => false));
       if (!kept) await until(() => existsSync(s.layout.watchdogReport), "the watchdog's report", { timeoutMs: 90_000 });
+      // A watchdog that could not restore says why in its report.
+      if (!kept) expect(JSON.parse(readFileSync(s.layout.watchdogReport, "utf8"))).toMatchObject({ error: null });
       const util = kept ? 0.8 : 0.7;
       const file = kept ? before.replace("gpu-memory-utilization: 0.7", "gpu-memory-utilization: 0.8") : before;
       expect(await s.servedUtil()).toBe(util);
