@@ -128,7 +128,11 @@ describe("gpu-canaryd on the simulated host", () => {
     await waitFor(async () => (await d.events()).filter((e) => e.event === "settings_applied").length === 2, "the rollback");
     expect(await servedUtil()).toBe(0.5);
     // Applied once: the promotion it rolled back is not applied again by itself.
-    expect(JSON.parse(readFileSync(join(promotions, "r-auto.json"), "utf8"))).toMatchObject({ state: "rolled_back" });
+    // Marked once the rollback has ended, a moment after its audit line.
+    await waitFor(
+      () => (JSON.parse(readFileSync(join(promotions, "r-auto.json"), "utf8")) as { state: string }).state === "rolled_back",
+      "the promotion marked rolled_back",
+    );
     d.child.kill("SIGTERM");
     expect(await d.exited).toBe(0);
   }, 120_000);
