@@ -51,7 +51,7 @@ async function runnerOn(version = "0.11.0") {
   const context = {
     config,
     layout,
-    production: { version: () => Promise.resolve(version), cacheConfig: () => Promise.resolve({ gpu_memory_utilization: "0.7" }) },
+    production: { version: () => Promise.resolve(version), servedUtilization: () => Promise.resolve(0.7) },
     probe: {
       queryGpus: () =>
         Promise.resolve({

@@ -119,9 +119,8 @@ export function createTuningRunner(deps: TuningRunnerDeps) {
 
   const currentConfig = async (): Promise<CurrentConfig> => {
     const whisper = config.whisperSize;
-    const labels = await evaluator.context.production.cacheConfig(3000).catch(() => null);
-    const util = Number(labels?.gpu_memory_utilization);
-    if (labels && Number.isFinite(util) && util > 0 && util <= 1) {
+    const util = await evaluator.context.production.servedUtilization(3000).catch(() => null);
+    if (util !== null) {
       return { candidate: { vllmMemoryUtil: util, whisperModelSize: whisper }, source: "production's vllm:cache_config_info" };
     }
     const last = (await listPromotions(deps.promotionsDir)).promotions.at(-1);

@@ -56,6 +56,22 @@ describe("the vLLM client against the simulated vLLM", () => {
     expect(await client.models()).toEqual([{ id: "llm", root: "/models/llm/current", maxModelLen: 32768 }]);
     expect(await client.version()).toBe("0.11.0");
     expect(await client.cacheConfig()).toMatchObject({ gpu_memory_utilization: "0.75", num_gpu_blocks: "8192" });
+    expect(await client.servedUtilization()).toBe(0.75);
+  });
+
+  it("reads no served utilization from /metrics without a fraction in (0, 1]", async () => {
+    const served = async (metrics: string) => {
+      const server = createHttpServer((_request, response) => response.end(metrics));
+      await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+      closers.push(() => new Promise((resolve) => server.close(resolve)));
+      const address = server.address();
+      const port = typeof address === "object" && address ? address.port : 0;
+      return createVllmClient({ baseUrl: `http://127.0.0.1:${port}` }).servedUtilization();
+    };
+    expect(await served("vllm:num_requests_running 0\n")).toBeNull();
+    expect(await served('vllm:cache_config_info{gpu_memory_utilization="None"} 1\n')).toBeNull();
+    expect(await served('vllm:cache_config_info{gpu_memory_utilization="1.5"} 1\n')).toBeNull();
+    expect(await served('vllm:cache_config_info{gpu_memory_utilization="0.9"} 1\n')).toBe(0.9);
   });
 
   it("completes plainly and streamed, timing TTFT, inter-token latency and end to end", async () => {

@@ -268,6 +268,14 @@ export function createVllmClient(options: VllmClientOptions) {
     async cacheConfig(timeoutMs = 5000): Promise<Record<string, string> | null> {
       return firstOf(await this.metrics(timeoutMs), ["vllm:cache_config_info"])?.labels ?? null;
     },
+    /**
+     * The gpu_memory_utilization this vLLM serves with (its vllm:cache_config_info), or null where
+     * /metrics does not say or says something that is not a fraction in (0, 1]. Throws when /metrics fails.
+     */
+    async servedUtilization(timeoutMs = 5000): Promise<number | null> {
+      const util = Number((await this.cacheConfig(timeoutMs))?.gpu_memory_utilization ?? Number.NaN);
+      return Number.isFinite(util) && util > 0 && util <= 1 ? util : null;
+    },
     async sleep(level: 1 | 2 = 1, timeoutMs = 120_000): Promise<void> {
       const response = await call("POST", `/sleep?level=${level}`, { timeoutMs });
       const text = await response.body.text();

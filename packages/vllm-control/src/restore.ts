@@ -65,9 +65,7 @@ export async function putBackSettings(settings: SettingsRestore): Promise<void> 
 /** The utilization production serves with, from its /metrics; null when it does not say. */
 export async function servedUtilization(plan: Pick<RestorePlan, "vllmUrl" | "apiKey">, timeoutMs = 3000): Promise<number | null> {
   const client = createVllmClient({ baseUrl: plan.vllmUrl, ...(plan.apiKey ? { apiKey: plan.apiKey } : {}) });
-  const labels = await client.cacheConfig(timeoutMs).catch(() => null);
-  const util = Number(labels?.gpu_memory_utilization);
-  return labels && Number.isFinite(util) ? util : null;
+  return client.servedUtilization(timeoutMs).catch(() => null);
 }
 
 /** Whether production answers a real completion now (a quick look, not a wait). */

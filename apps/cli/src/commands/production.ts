@@ -23,14 +23,14 @@ export async function runProduction(options: GlobalOptions, io: Io): Promise<num
   const client = productionClient(config);
   let serving: (Column & { source: string }) | null = null;
   try {
-    const labels = await client.cacheConfig(3000);
-    const util = Number(labels?.gpu_memory_utilization);
+    const util = await client.servedUtilization(3000);
     serving = {
-      gpu_memory_utilization: labels && Number.isFinite(util) ? util : null,
+      gpu_memory_utilization: util,
       whisper_model_size: config.whisperSize,
-      source: labels
-        ? "production's /metrics (vllm:cache_config_info); Whisper: KLR_WHISPER_SIZE"
-        : "production's /metrics has no vllm:cache_config_info",
+      source:
+        util !== null
+          ? "production's /metrics (vllm:cache_config_info); Whisper: KLR_WHISPER_SIZE"
+          : "production's /metrics has no vllm:cache_config_info",
     };
   } catch (error) {
     problems.push(`production at ${config.vllmUrl} does not answer /metrics: ${messageOf(error)}`);

@@ -26,11 +26,10 @@ export async function choosePath(ctx: RunContext, candidate: Candidate): Promise
 /** An attached canary must be shown to run the candidate's settings before its numbers mean anything. */
 async function attachedMismatch(ctx: RunContext, candidate: Candidate): Promise<string | null> {
   const client = canaryClient(ctx.config);
-  const [cache, models] = await Promise.all([client.cacheConfig(3000).catch(() => null), client.models(3000).catch(() => null)]);
-  const util = cache?.gpu_memory_utilization;
-  if (util === undefined)
+  const [util, models] = await Promise.all([client.servedUtilization(3000).catch(() => null), client.models(3000).catch(() => null)]);
+  if (util === null)
     return `the vLLM on port ${ctx.config.canaryPort} does not say its gpu_memory_utilization (no vllm:cache_config_info metric)`;
-  if (Math.abs(Number(util) - candidate.vllmMemoryUtil) > 1e-6) {
+  if (Math.abs(util - candidate.vllmMemoryUtil) > 1e-6) {
     return `the vLLM on port ${ctx.config.canaryPort} runs gpu_memory_utilization ${util}, not the candidate's ${candidate.vllmMemoryUtil}`;
   }
   const model = ctx.config.modelPath;
