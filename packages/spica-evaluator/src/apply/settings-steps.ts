@@ -1,9 +1,7 @@
 import { GpuCanaryError, messageOf } from "@gpu-canary/errors";
-import type { GpuLockHandle } from "@gpu-canary/gpu-lock";
 import {
   type RestorePlan,
   type Restored,
-  type Watchdog,
   keepInHistory,
   putBackSettings,
   restoreProduction,
@@ -12,14 +10,12 @@ import {
   writeVllmConfig,
 } from "@gpu-canary/vllm-control";
 import { sumOf } from "@gpu-canary/vllm-client";
-import { type RunContext, productionServiceOf } from "../context.ts";
+import { productionServiceOf } from "../context.ts";
 import type { Measured } from "../result.ts";
-import type { ProductionObserved } from "../canary/production-observed.ts";
-import { type JournalPatch, type Step, HaltUnwind } from "../canary/steps.ts";
-import { type TestVerdict, observeProductionOf, testAndJudge } from "../canary/test-canary.ts";
-import { chargeOutage, notRestored } from "../canary/undoing.ts";
-import { armRunWatchdog } from "../canary/run-lock.ts";
-import type { WorstCase } from "../canary/worst-case.ts";
+import { type Step, HaltUnwind } from "../canary/steps.ts";
+import { type WatchedRun, journalQuietly, watchedSteps } from "../canary/watched-steps.ts";
+import { type TestVerdict, testAndJudge } from "../canary/test-canary.ts";
+import { notRestored } from "../canary/undoing.ts";
 
 /** The settings a change puts into production's config file. */
 export interface SettingsTarget {
@@ -39,19 +35,12 @@ export class VerificationFailed extends GpuCanaryError {
 }
 
 /** One change of production's settings (`apply` or `rollback`) as it goes, for the undos. */
-export interface SettingsRun {
-  ctx: RunContext;
-  runId: string;
-  handle: GpuLockHandle;
-  night: string;
-  worst: WorstCase;
+export interface SettingsRun extends WatchedRun {
   to: SettingsTarget;
   /** the new file's whole text: the operator's file as it is, with only the tuned key changed */
   text: string;
   /** what production served with before: the undo and the watchdog go back to it */
   plan: RestorePlan & { settings: NonNullable<RestorePlan["settings"]> };
-  observed: ProductionObserved;
-  watchdog: Watchdog | null;
   historyFile: string | null;
   stoppedAt: Date | null;
   /** production's start with the new file was issued: it may be loading when the rollback begins */
@@ -64,17 +53,9 @@ export interface SettingsRun {
   /** the rollback's own outage began (it stops the new production) */
   rollbackAt: Date | null;
   restored: Restored | null;
-  /** the downtime charged, once it is */
-  chargedSeconds: number | null;
-  journalLost: Error | null;
   /** runs once the verification passed, before anything is disarmed: records what is applied */
   keep: (s: SettingsRun) => Promise<void>;
 }
-
-const journalQuietly = (s: SettingsRun, patch: JournalPatch) =>
-  s.handle.journal(patch).catch((error: unknown) => {
-    s.journalLost ??= error instanceof Error ? error : new Error(messageOf(error));
-  });
 
 /** The outage, never under-counted: the stop to the new start, and the rollback's own stop to production back. */
 export function outageSeconds(s: Pick<SettingsRun, "stoppedAt" | "servingNewAt" | "rollbackAt" | "restored">): number | null {
@@ -93,36 +74,7 @@ export function outageSeconds(s: Pick<SettingsRun, "stoppedAt" | "servingNewAt" 
  * back and restarts production with it — the undos here, the watchdog if this process dies.
  */
 export const settingsSteps: Step<SettingsRun>[] = [
-  {
-    phase: "baseline",
-    do: async (s) => {
-      s.observed = await observeProductionOf(s.ctx);
-      return undefined;
-    },
-  },
-  {
-    phase: "watchdog_armed",
-    do: async (s) => {
-      s.watchdog = await armRunWatchdog(s.ctx, s);
-      return undefined;
-    },
-    undo: {
-      phase: "disarming",
-      do: async (s) => {
-        try {
-          const seconds = outageSeconds(s);
-          if (seconds !== null) {
-            await chargeOutage(s.ctx, { night: s.night, runId: s.runId, seconds });
-            s.chargedSeconds = seconds;
-            await journalQuietly(s, { phase: "charged", charged_at: new Date().toISOString() });
-          }
-        } finally {
-          await s.watchdog?.disarm();
-        }
-        return undefined;
-      },
-    },
-  },
+  ...watchedSteps<SettingsRun>(outageSeconds),
   {
     phase: "settings_writing",
     says: (s) => `writing ${s.plan.settings.configPath}: gpu-memory-utilization ${s.to.gpuMemoryUtilization}`,

@@ -1,79 +1,32 @@
 import { messageOf } from "@gpu-canary/errors";
 import type { GpuLockHandle } from "@gpu-canary/gpu-lock";
-import { type CanaryProcess, type RestorePlan, type Restored, type Watchdog, restoreUnlessServing } from "@gpu-canary/vllm-control";
+import { type CanaryProcess, type Restored, restoreUnlessServing } from "@gpu-canary/vllm-control";
 import type { Candidate } from "../candidate.ts";
 import { type RunContext, productionServiceOf, restorePlanOf } from "../context.ts";
 import { rememberVllmSeen } from "../predictive/vllm-seen.ts";
-import { armRunWatchdog } from "./run-lock.ts";
-import { type JournalPatch, type Step, HaltUnwind, runSteps, stepIoOf } from "./steps.ts";
-import type { ProductionObserved } from "./production-observed.ts";
-import { type LoadTarget, type TestVerdict, launch, observeProductionOf, testAndJudge } from "./test-canary.ts";
-import { chargeOutage, notRestored, stopCanary, switchWhisperSeen, switchesWhisper, whisperOnCard } from "./undoing.ts";
+import { type Step, HaltUnwind, runSteps, stepIoOf } from "./steps.ts";
+import { type WatchedRun, journalQuietly, watchedSteps } from "./watched-steps.ts";
+import { type LoadTarget, type TestVerdict, launch, testAndJudge } from "./test-canary.ts";
+import { notRestored, stopCanary, switchWhisperSeen, switchesWhisper, whisperOnCard } from "./undoing.ts";
 import type { WorstCase } from "./worst-case.ts";
 
 /** One quiesced run as it goes: what the steps did so far, for their undos. */
-export interface QuiescedRun {
-  ctx: RunContext;
+export interface QuiescedRun extends WatchedRun {
   candidate: Candidate;
-  runId: string;
-  handle: GpuLockHandle;
-  night: string;
-  worst: WorstCase;
-  plan: RestorePlan;
-  /** production's latency and traffic, read before it stops */
-  observed: ProductionObserved;
   target: LoadTarget;
-  watchdog: Watchdog | null;
   stoppedAt: Date | null;
   whisperAt: string;
   whisperSeen: boolean;
   canary: CanaryProcess | null;
   verdict: TestVerdict | null;
   restored: Restored | null;
-  /** a journal write that failed while undoing (the lock was taken away): reported once production is back */
-  journalLost: Error | null;
 }
-
-/** While undoing, a journal write that fails (the lock was force-released) must not stop the repair. */
-const journalQuietly = (s: QuiescedRun, patch: JournalPatch) =>
-  s.handle.journal(patch).catch((error: unknown) => {
-    s.journalLost ??= error instanceof Error ? error : new Error(messageOf(error));
-  });
 
 const switchesWhisperNow = (s: QuiescedRun) => switchesWhisper(s.ctx, s.candidate);
 
 /** The quiesced run as steps (docs/canary-run.md); the undos (read bottom-up) are the way back on every way out. */
 export const quiescedSteps: Step<QuiescedRun>[] = [
-  {
-    phase: "baseline",
-    do: async (s) => {
-      s.observed = await observeProductionOf(s.ctx);
-      return undefined;
-    },
-  },
-  {
-    phase: "watchdog_armed",
-    do: async (s) => {
-      s.watchdog = await armRunWatchdog(s.ctx, s);
-      return undefined;
-    },
-    // Last of the way back: the charge (once production serves), then the watchdog has nothing left to do.
-    undo: {
-      phase: "disarming",
-      do: async (s) => {
-        try {
-          if (s.restored && s.stoppedAt) {
-            const seconds = (s.restored.servingAt.getTime() - s.stoppedAt.getTime()) / 1000;
-            await chargeOutage(s.ctx, { night: s.night, runId: s.runId, seconds });
-            await journalQuietly(s, { phase: "charged", charged_at: new Date().toISOString() });
-          }
-        } finally {
-          await s.watchdog?.disarm();
-        }
-        return undefined;
-      },
-    },
-  },
+  ...watchedSteps<QuiescedRun>((s) => (s.restored && s.stoppedAt ? (s.restored.servingAt.getTime() - s.stoppedAt.getTime()) / 1000 : null)),
   {
     phase: "quiescing",
     says: (s) => `quiescing production (${s.ctx.config.quiesce}) — the downtime starts now`,
@@ -222,6 +175,7 @@ export async function quiesced(
     canary: null,
     verdict: null,
     restored: null,
+    chargedSeconds: null,
     journalLost: null,
   };
   const { failure, notes } = await runSteps(quiescedSteps, state, stepIoOf(ctx, run.runId, run.handle));
