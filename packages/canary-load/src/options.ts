@@ -84,6 +84,8 @@ export interface LoadOptions extends LoadOptionsInput {
   dispatcher?: Dispatcher;
   /** monotonic milliseconds */
   now?: () => number;
+  /** called once, just before the first `extra` request starts: a caller reads the server's own numbers of the steady load alone */
+  onExtrasStarting?: () => void;
 }
 
 export function parseLoadOptions(input: LoadOptionsInput): LoadSettings {

@@ -145,9 +145,15 @@ describe("runLoad", () => {
       { promptTokens: 3000, outputTokens: 40 },
       { promptTokens: 3000, outputTokens: 40 },
     ];
-    const report = await runLoad({ ...base, concurrency: 3, baseUrl: vllm.url, durationSeconds: 0.3, extra });
+    // the hook runs once, before any extra started: the caller reads the steady load's numbers there
+    const extrasSeenAtHook: number[] = [];
+    const extrasSeen = () => vllm.state.bodies.filter((b) => b.max_tokens === 40).length;
+    const onExtrasStarting = () => extrasSeenAtHook.push(extrasSeen());
+    const report = await runLoad({ ...base, concurrency: 3, baseUrl: vllm.url, durationSeconds: 0.3, extra, onExtrasStarting });
     const extras = report.requests.filter((r) => r.kind === "extra");
     expect(extras).toHaveLength(2);
+    expect(extrasSeenAtHook).toEqual([0]);
+    expect(extrasSeen()).toBe(2);
     for (const r of extras) {
       expect(r).toMatchObject({ failure: null, outputTokensSeen: 40, promptTokensAsked: 3000 });
       // one BOS token spread over the calibration's 200 words is 11 tokens over 2,390

@@ -133,9 +133,15 @@ export async function runLoad(options: LoadOptions): Promise<LoadReport> {
     const rampMs = settings.rampUpSeconds * 1000;
     // Resolves early (never rejects) when the load is stopped: nothing starts after that anyway.
     const wait = (ms: number) => (ms > 0 ? sleep(ms, undefined, { signal: stop.signal }).catch(() => undefined) : Promise.resolve());
+    let extrasStarting = false;
     const extras = settings.extra.map(async (shape) => {
       await wait(rampMs);
-      if (mayStart()) await one(shape, "extra");
+      if (!mayStart()) return;
+      if (!extrasStarting) {
+        extrasStarting = true;
+        options.onExtrasStarting?.();
+      }
+      await one(shape, "extra");
     });
     const steadyShape = { promptTokens: settings.promptTokens, outputTokens: settings.outputTokens };
     const worker = async (slot: number) => {

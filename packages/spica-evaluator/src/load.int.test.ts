@@ -73,6 +73,8 @@ describe("the canary's test under production's load", () => {
     expect(first.status).toBe("passed");
     expect(first.measured?.load).toMatchObject({ extra: [{ promptTokens: 7930, outputTokens: 16 }], failed: 0 });
     expect(first.measured?.load?.why).toContain("one request at max_model_len 8192");
+    // the steady load before the longer request is compared with production, by the canary's histograms read as it started
+    expect(first.validationReason).toMatch(/\(by vLLM's own histograms then: canary \d+(\.\d)? ms, production \d+(\.\d)? ms\)/);
 
     await s.stopTraffic();
     await s.stopProduction();

@@ -42,6 +42,7 @@ function evidence(records: RequestRecord[], over: Partial<CanaryEvidence> = {}):
     kvCacheUsagePeak: 0.62,
     server: { ttftP50Ms: 50, ttftP95Ms: 90, itlP50Ms: 18, itlP95Ms: 21, requests: 20, ttftP95FloorMs: 80, itlP95FloorMs: 10 },
     metricsLost: false,
+    serverBeforeExtras: null,
     ...over,
   };
 }
@@ -163,6 +164,40 @@ describe("the verdict on a canary's load", () => {
     expect(judge(withExtra([...early, ...beside, stopped]), baseline(), limits)).toEqual({
       status: "inconclusive",
       reason: "1 of the intent's 1 longer requests did not finish before the canary's timeout (raise KLR_CANARY_TIMEOUT)",
+    });
+  });
+
+  it("with the intent's longer requests: the steady load before them is compared with production by vLLM's histograms", () => {
+    const withExtra = (over: Partial<CanaryEvidence>) => {
+      const e = evidence(
+        [...many(8, { ttftMs: 80 }), request({ index: 8, kind: "extra", startedMs: 1000, promptTokensAsked: 7930 })],
+        over,
+      );
+      return { ...e, load: e.load && { ...e.load, asked: { ...e.load.asked, extra: [{ promptTokens: 7930, outputTokens: 200 }] } } };
+    };
+    const steady = { ttftP50Ms: 50, ttftP95Ms: 90, itlP50Ms: 18, itlP95Ms: 21, requests: 8, ttftP95FloorMs: 80, itlP95FloorMs: 20 };
+    const fine = judge(withExtra({ serverBeforeExtras: steady }), baseline(), limits);
+    expect(fine.status).toBe("passed");
+    expect(fine.reason).toContain("(by vLLM's own histograms then: canary 90 ms, production 100 ms)");
+    // the whole load's histograms (the longer requests' prefill in them) are slow: not held against the canary
+    const slowBeside = { ...steady, ttftP95Ms: 900, ttftP95FloorMs: 800 };
+    expect(judge(withExtra({ serverBeforeExtras: steady, server: slowBeside }), baseline(), limits).status).toBe("passed");
+    // the steady load alone, slow: failed, naming the numbers
+    expect(judge(withExtra({ serverBeforeExtras: slowBeside }), baseline(), limits)).toEqual({
+      status: "failed",
+      reason:
+        "TTFT p95 900 ms (at least 800 ms) is 9.00× production's 100 ms (vLLM's histograms of each), above 1.5× (KLR_CANARY_MAX_SLOWDOWN) under the steady load before the intent's longer requests (8 in flight of 2000 + 200 tokens and 1 more); KV-cache usage peaked at 62 %",
+    });
+    const slowTokens = { ...steady, itlP95Ms: 90, itlP95FloorMs: 80 };
+    expect(judge(withExtra({ serverBeforeExtras: slowTokens }), baseline(), limits).reason).toMatch(
+      /^inter-token latency p95 90 ms .* under the steady load before/,
+    );
+  });
+
+  it("is inconclusive when the canary does not count its preemptions", () => {
+    expect(judge(evidence(many(20), { preemptions: null }), baseline(), limits)).toEqual({
+      status: "inconclusive",
+      reason: "the canary's /metrics have no vllm:num_preemptions_total: whether its KV cache held the load is unknown",
     });
   });
 

@@ -23,6 +23,8 @@ export interface CanaryEvidence {
   kvCacheUsagePeak: number | null;
   /** the load's latency as the canary's own histograms counted it: measured as production's baseline is */
   server: ServerLatency | null;
+  /** the same, of the steady load alone: read as the intent's longer requests start (null without them) */
+  serverBeforeExtras: ServerLatency | null;
   /** the canary's /metrics answered before the load and not after it: gone, or hung — no evidence to pass on */
   metricsLost: boolean;
 }
@@ -118,6 +120,7 @@ export async function testUnderLoad(client: VllmClient, options: CanaryTestOptio
     kvCacheUsagePeak: null,
     server: null,
     metricsLost: false,
+    serverBeforeExtras: null,
   };
   if (!(await readyForLoad(client, options, out))) return out;
   const plan = await options.plan();
@@ -132,6 +135,8 @@ export async function testUnderLoad(client: VllmClient, options: CanaryTestOptio
   const stop = new AbortController();
   const signal = options.signal ? AbortSignal.any([options.signal, stop.signal]) : stop.signal;
   let loading = true;
+  // the intent's longer requests delay every request beside them: the steady load's latency is read before they start
+  const steadyLoad: { metrics: Promise<Sample[] | null> | null } = { metrics: null };
   const poll = (async () => {
     while (loading) {
       const death = options.died?.() ?? null;
@@ -168,6 +173,9 @@ export async function testUnderLoad(client: VllmClient, options: CanaryTestOptio
       extra: plan.extra.map((e) => ({ promptTokens: e.promptTokens, outputTokens: e.outputTokens })),
       setupTimeoutMs: Math.max(1, Math.min(30_000, Math.floor(secondsLeft * 1000))),
       signal,
+      onExtrasStarting: () => {
+        steadyLoad.metrics = metrics();
+      },
     });
     out.timedOut = out.load.stoppedBy === "deadline";
   } catch (error) {
@@ -188,7 +196,10 @@ export async function testUnderLoad(client: VllmClient, options: CanaryTestOptio
   out.kvCacheUsagePeak = peak;
   const [b, a] = [before && preemptionsOf(before), after && preemptionsOf(after)];
   out.preemptions = a !== null && b !== null ? Math.max(0, a - b) : null;
-  if (before && after) out.server = latencyOf(LATENCY_HISTOGRAMS.flatMap((name) => histogramDelta(before, after, name)));
+  const latencyOver = (until: Sample[] | null) =>
+    before && until ? latencyOf(LATENCY_HISTOGRAMS.flatMap((name) => histogramDelta(before, until, name))) : null;
+  out.server = latencyOver(after);
+  out.serverBeforeExtras = latencyOver(steadyLoad.metrics && (await steadyLoad.metrics));
   out.death ??= options.died?.() ?? null;
   if (out.load) {
     const t = out.load.totals;
@@ -228,8 +239,10 @@ function firstFailure(load: LoadReport): string {
 /**
  * Judge the evidence (docs/architecture.md, "The canary's test under load"): passed only with no
  * death, no request error, preemptions within the limit, TTFT p95 under the absolute limit and
- * TTFT and inter-token p95 within the slowdown of production's own. A load that could not run,
- * or too few completed requests, is inconclusive. The reason names the deciding number.
+ * TTFT and inter-token p95 within the slowdown of production's own (with an intent's longer
+ * requests: those of the steady load before them). A load that could not run, a canary that
+ * does not count its preemptions, or too few completed requests, is inconclusive. The reason
+ * names the deciding number.
  */
 export function judge(evidence: CanaryEvidence, baseline: ProductionBaseline | null, limits: VerdictLimits): Verdict {
   const { load } = evidence;
@@ -244,12 +257,18 @@ export function judge(evidence: CanaryEvidence, baseline: ProductionBaseline | n
       status: "inconclusive",
       reason: "the canary's /metrics answered before the load and not after it: its preemptions are unknown",
     };
+  // A canary that does not count its preemptions cannot show it held the load without them.
+  if (evidence.preemptions === null)
+    return {
+      status: "inconclusive",
+      reason: "the canary's /metrics have no vllm:num_preemptions_total: whether its KV cache held the load is unknown",
+    };
   const t = load.totals;
   const shape = `${load.asked.concurrency} in flight of ${load.asked.promptTokens} + ${load.asked.outputTokens} tokens${
     load.asked.extra.length > 0 ? ` and ${load.asked.extra.length} more` : ""
   }`;
   const peak = evidence.kvCacheUsagePeak === null ? "" : `; KV-cache usage peaked at ${pct(evidence.kvCacheUsagePeak)}`;
-  if (evidence.preemptions !== null && evidence.preemptions > limits.maxPreemptions) {
+  if (evidence.preemptions > limits.maxPreemptions) {
     return {
       status: "failed",
       reason: `${evidence.preemptions} preemptions under the load (${shape}), above ${limits.maxPreemptions} (KLR_CANARY_MAX_PREEMPTIONS): its KV cache cannot hold production's requests${peak}`,
@@ -269,8 +288,21 @@ export function judge(evidence: CanaryEvidence, baseline: ProductionBaseline | n
   const ttftP95 = t.ttftMs.p95 ?? Infinity;
   const itlP95 = t.itlMs.p95;
   const latencies = `TTFT p95 ${msText(ttftP95)}, inter-token p95 ${itlP95 === null ? "n/a" : msText(itlP95)}`;
-  const tail = `${evidence.preemptions ?? "unreported"} preemptions${peak}, ${t.outputTokensPerSecond.toFixed(0)} output tokens/s`;
+  const tail = `${evidence.preemptions} preemptions${peak}, ${t.outputTokensPerSecond.toFixed(0)} output tokens/s`;
   const done = `${plural(t.completed, "request")} under the load (${shape}) in ${(load.durationMs / 1000).toFixed(1)} s`;
+  // Production's baseline is vLLM's own histograms (server side): the canary's are compared with it, like with like.
+  // A histogram's p95 is only known to its bucket: slower only when even the bucket's lower bound is past the limit
+  // (vLLM's TTFT buckets are 20 ms apart near 40 ms; a difference inside one is noise, not a slowdown).
+  const slower = (what: string, canary: number | null, floor: number | null, production: number | null) =>
+    canary !== null && floor !== null && production !== null && production > 0 && floor > production * limits.maxSlowdown
+      ? `${what} p95 ${msText(canary)} (at least ${msText(floor)}) is ${(canary / production).toFixed(2)}× production's ${msText(production)} (vLLM's histograms of each), above ${limits.maxSlowdown}× (KLR_CANARY_MAX_SLOWDOWN)`
+      : null;
+  const comparable = baseline !== null && baseline.requests >= MIN_BASELINE_REQUESTS ? baseline : null;
+  const slowerThanProduction = (server: ServerLatency | null) =>
+    comparable && server
+      ? (slower("TTFT", server.ttftP95Ms, server.ttftP95FloorMs, comparable.ttftP95Ms) ??
+        slower("inter-token latency", server.itlP95Ms, server.itlP95FloorMs, comparable.itlP95Ms))
+      : null;
   const extras = load.requests.filter((r) => r.kind === "extra");
   if (load.asked.extra.length > 0) {
     // The intent's requests prove memory only if they ran to the end.
@@ -281,7 +313,8 @@ export function judge(evidence: CanaryEvidence, baseline: ProductionBaseline | n
         reason: `${unfinished} of the intent's ${load.asked.extra.length} longer requests did not finish before the canary's timeout (raise KLR_CANARY_TIMEOUT)`,
       };
     // They are longer than production's, and their prefill delays every request beside them: latency is judged
-    // on the steady requests that started before them (the ramp), and not compared with production's.
+    // on the steady requests that started before them (the ramp), against production's as the canary's histograms
+    // counted them when the longer requests started.
     const firstExtra = Math.min(...extras.map((r) => r.startedMs));
     const before = load.requests.filter((r) => r.kind === "steady" && r.startedMs < firstExtra && r.failure === null && r.ttftMs !== null);
     const clean = percentile(
@@ -293,10 +326,16 @@ export function judge(evidence: CanaryEvidence, baseline: ProductionBaseline | n
         status: "failed",
         reason: `TTFT p95 ${msText(clean)} of the ${before.length} requests before the intent's longer ones is above the limit ${limits.ttftP95Ms} ms (KLR_CANARY_TTFT_P95_MS)${peak}`,
       };
+    const slowerBefore = slowerThanProduction(evidence.serverBeforeExtras);
+    if (slowerBefore)
+      return { status: "failed", reason: `${slowerBefore} under the steady load before the intent's longer requests (${shape})${peak}` };
     const cleanText = clean === null ? "none started before them" : `TTFT p95 ${msText(clean)} of the ${before.length} before them`;
+    const s = evidence.serverBeforeExtras;
+    const comparedBefore =
+      comparable && s ? ` (by vLLM's own histograms then: canary ${fmt(s.ttftP95Ms)}, production ${fmt(comparable.ttftP95Ms)})` : "";
     return {
       status: "passed",
-      reason: `${done}: ${tail}; ${cleanText}; beside the intent's longer requests ${latencies} (reported, not judged)`,
+      reason: `${done}: ${tail}; ${cleanText}${comparedBefore}; beside the intent's longer requests ${latencies} (reported, not judged)`,
     };
   }
   if (ttftP95 > limits.ttftP95Ms) {
@@ -305,20 +344,9 @@ export function judge(evidence: CanaryEvidence, baseline: ProductionBaseline | n
       reason: `TTFT p95 ${msText(ttftP95)} under the load (${shape}) is above the limit ${limits.ttftP95Ms} ms (KLR_CANARY_TTFT_P95_MS)${peak}`,
     };
   }
-  // Production's baseline is vLLM's own histograms (server side): the canary's are compared with it, like with like.
   const server = evidence.server;
-  // A histogram's p95 is only known to its bucket: slower only when even the bucket's lower bound is past the limit
-  // (vLLM's TTFT buckets are 20 ms apart near 40 ms; a difference inside one is noise, not a slowdown).
-  const slower = (what: string, canary: number | null, floor: number | null, production: number | null) =>
-    canary !== null && floor !== null && production !== null && production > 0 && floor > production * limits.maxSlowdown
-      ? `${what} p95 ${msText(canary)} (at least ${msText(floor)}) is ${(canary / production).toFixed(2)}× production's ${msText(production)} (vLLM's histograms of each), above ${limits.maxSlowdown}× (KLR_CANARY_MAX_SLOWDOWN)`
-      : null;
-  if (baseline !== null && baseline.requests >= MIN_BASELINE_REQUESTS && server !== null) {
-    const why =
-      slower("TTFT", server.ttftP95Ms, server.ttftP95FloorMs, baseline.ttftP95Ms) ??
-      slower("inter-token latency", server.itlP95Ms, server.itlP95FloorMs, baseline.itlP95Ms);
-    if (why) return { status: "failed", reason: `${why} under the load (${shape})${peak}` };
-  }
+  const why = slowerThanProduction(server);
+  if (why) return { status: "failed", reason: `${why} under the load (${shape})${peak}` };
   const against =
     baseline === null
       ? "; not compared with production: its /metrics did not answer, or counted no request"
