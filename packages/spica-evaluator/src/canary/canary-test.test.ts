@@ -1,8 +1,9 @@
 import { type LoadReport, totalsOf } from "@gpu-canary/canary-load";
 import type { RequestRecord } from "@gpu-canary/canary-load";
-import { parsePrometheusText } from "@gpu-canary/vllm-client";
-import { describe, expect, it } from "vitest";
-import { type CanaryEvidence, MIN_BASELINE_REQUESTS, judge, kvUsageOf, preemptionsOf } from "./canary-test.ts";
+import { createVllmClient, parsePrometheusText } from "@gpu-canary/vllm-client";
+import { buildSimVllm } from "@gpu-canary/vllm-sim";
+import { describe, expect, it, onTestFinished } from "vitest";
+import { type CanaryEvidence, MIN_BASELINE_REQUESTS, judge, kvUsageOf, preemptionsOf, testUnderLoad } from "./canary-test.ts";
 import type { ProductionBaseline } from "./production-observed.ts";
 
 const request = (over: Partial<RequestRecord> = {}): RequestRecord => ({
@@ -237,5 +238,26 @@ describe("the canary's own /metrics", () => {
     const v08 = parsePrometheusText('vllm:gpu_cache_usage_perc{model_name="m"} 0.25\n');
     expect(kvUsageOf(v08)).toBe(0.25);
     expect(preemptionsOf(v08)).toBeNull();
+  });
+});
+
+describe("testUnderLoad against the simulated vLLM", () => {
+  it("runs no load that cannot end before the canary's timeout, and says how much was left", async () => {
+    const app = buildSimVllm({ model: "/models/llm", servedModelName: "llm", gpuMemoryUtilization: 0.75, tokenLatencyMs: 1 });
+    onTestFinished(() => app.close());
+    const baseUrl = await app.listen({ port: 0, host: "127.0.0.1" });
+    const plan = { concurrency: 2, promptTokens: 64, outputTokens: 8, durationSeconds: 30, rampUpSeconds: 0, extra: [], basis: "test" };
+    const evidence = await testUnderLoad(createVllmClient({ baseUrl }), {
+      baseUrl,
+      minRequests: 5,
+      plan: () => Promise.resolve(plan),
+      deadline: Date.now() + 5_000,
+    });
+    expect(evidence.load).toBeNull();
+    expect(evidence.timedOut).toBe(true);
+    expect(evidence.errors.at(-1)).toMatch(
+      /^only [0-4]\.\d s of the canary's timeout were left for a 30 s load \(KLR_CANARY_TIMEOUT covers the start, the warm-up and KLR_CANARY_LOAD_SECONDS\)$/,
+    );
+    expect(judge(evidence, null, limits)).toEqual({ status: "inconclusive", reason: evidence.errors.at(-1) });
   });
 });
