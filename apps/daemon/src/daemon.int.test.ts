@@ -99,7 +99,7 @@ describe("gpu-canaryd on the simulated host", () => {
     ).toContain("oom_kv_cache");
   }, 120_000);
 
-  it("KLR_AUTO_APPLY applies the newest proposed promotion at the window by itself; POST /rollback goes back", async () => {
+  it("KLR_AUTO_APPLY applies the best proposed promotion at the window by itself; POST /rollback goes back", async () => {
     const d = await daemonOn({ KLR_AUTO_APPLY: "true", KLR_CANARY_LOAD_SECONDS: "1" }, { configFile: true });
     const servedUtil = async () => {
       const text = await (await fetch(`${d.site.env.KLR_VLLM_URL}/metrics`)).text();

@@ -1,6 +1,15 @@
 import { GpuCanaryError } from "@gpu-canary/errors";
 import { windowAt } from "@gpu-canary/policy";
-import { type SettingsChangeOutcome, type SpicaGPUAllocation, listPromotions, readApplied } from "@gpu-canary/spica-evaluator";
+import {
+  type Fingerprint,
+  type SettingsChangeOutcome,
+  type SpicaGPUAllocation,
+  hostFingerprint,
+  listPromotions,
+  provenHere,
+  rankPromotions,
+  readApplied,
+} from "@gpu-canary/spica-evaluator";
 
 /** A change of production's settings the daemon was asked for (POST) or chose itself (KLR_AUTO_APPLY). */
 export type SettingsRequest = { kind: "apply"; promotion: string; by: "api" | "auto" } | { kind: "rollback"; by: "api" };
@@ -38,8 +47,13 @@ export function workChange(evaluator: SpicaGPUAllocation, request: SettingsReque
 }
 
 /**
- * KLR_AUTO_APPLY's choice, while the window is open: the newest proposed promotion, unless it is what
- * production has applied, and at most one try per promotion a night (a refusal waits for the next).
+ * KLR_AUTO_APPLY's choice, while the window is open: the best proposed promotion for this host by its
+ * canary's evidence (rankPromotions: fewer preemptions, more KV-cache headroom, lower TTFT then ITL
+ * p95, the newer), unless it is what production has applied, and at most one try per promotion a night
+ * (a refusal waits for the next). A promotion whose fingerprint differs from the host is passed over, as
+ * apply would refuse it; each is checked against the host once a night (`tried` remembers it), so
+ * nvidia-smi is not asked at every poll. A host that cannot be fingerprinted is not known to differ:
+ * apply's own check then speaks.
  */
 export async function autoApplyChoice(evaluator: SpicaGPUAllocation, tried: Set<string>): Promise<SettingsRequest | null> {
   const { config, layout, now } = evaluator.context;
@@ -47,12 +61,27 @@ export async function autoApplyChoice(evaluator: SpicaGPUAllocation, tried: Set<
   const window = windowAt(config.maintenanceWindow, config.maintenanceTimeZone, now());
   if (!window.open) return null;
   const listing = await listPromotions(layout.promotionsDir);
-  const newest = listing.promotions.filter((p) => p.state === "proposed").at(-1);
-  if (!newest) return null;
+  const ranked = rankPromotions(listing.promotions.filter((p) => p.state === "proposed"));
+  if (ranked.length === 0) return null;
   const applied = await readApplied(layout.appliedFile);
-  if (applied?.promotion_run_id === newest.run_id || applied?.vllm_memory_util === newest.candidate.vllm_memory_util) return null;
-  const key = `${newest.run_id}@${window.night}`;
-  if (tried.has(key)) return null;
-  tried.add(key);
-  return { kind: "apply", promotion: newest.run_id, by: "auto" };
+  let here: Fingerprint | null | undefined;
+  for (const promotion of ranked) {
+    const elsewhere = `elsewhere:${promotion.run_id}@${window.night}`;
+    const checked = `here:${promotion.run_id}@${window.night}`;
+    if (tried.has(elsewhere)) continue;
+    if (!tried.has(checked)) {
+      here ??= await hostFingerprint(evaluator.context).catch(() => null);
+      if (here !== null && !provenHere(promotion, here)) {
+        tried.add(elsewhere);
+        continue;
+      }
+      tried.add(checked);
+    }
+    if (applied?.promotion_run_id === promotion.run_id || applied?.vllm_memory_util === promotion.candidate.vllm_memory_util) return null;
+    const key = `${promotion.run_id}@${window.night}`;
+    if (tried.has(key)) return null;
+    tried.add(key);
+    return { kind: "apply", promotion: promotion.run_id, by: "auto" };
+  }
+  return null;
 }

@@ -27,6 +27,18 @@ export {
   writePromotion,
 } from "./promotions.ts";
 export type { Promotion, PromotionListing, PromotionPass, PromotionState } from "./promotions.ts";
+export {
+  compareEvidence,
+  decidingRule,
+  promotionEvidence,
+  provenHere,
+  rankByEvidence,
+  rankPromotions,
+  rankingJson,
+  resultEvidence,
+  whyBefore,
+} from "./promotion-rank.ts";
+export type { RankRule, RankedEvidence } from "./promotion-rank.ts";
 export { fingerprintDifferences, fingerprintSchema, hostFingerprint } from "./promotion-fingerprint.ts";
 export type { Fingerprint } from "./promotion-fingerprint.ts";
 export { canaryClient, managerOf, policyOf, productionClient, productionServiceOf, restorePlanOf } from "./context.ts";

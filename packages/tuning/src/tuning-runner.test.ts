@@ -5,6 +5,7 @@ import { layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
 import {
   type Candidate,
   type EvaluationResult,
+  type Measured,
   type SpicaGPUAllocation,
   hostFingerprint,
   parseCandidate,
@@ -17,7 +18,26 @@ import { createTuningRunner } from "./tuning-runner.ts";
 
 const NOW = new Date("2026-12-07T02:10:00.000Z");
 
-function result(runId: string, candidate: Candidate): EvaluationResult {
+const EARLIER = new Date("2026-12-06T02:10:00.000Z");
+
+/** What a canary under load measured, as the evaluator records it; only the ranked numbers matter here. */
+function measured(n: Pick<Measured, "preemptions" | "kvCacheUsagePeak" | "ttftP95Ms" | "itlP95Ms">): Measured {
+  return {
+    ttftP50Ms: null,
+    itlP50Ms: null,
+    e2eP50Ms: null,
+    samples: 40,
+    errors: [],
+    productionBaseline: null,
+    load: null,
+    canaryServer: null,
+    path: "quiesced",
+    downtimeSeconds: 30,
+    ...n,
+  };
+}
+
+function result(runId: string, candidate: Candidate, m: Measured | null = null): EvaluationResult {
   return {
     runId,
     mode: "canary",
@@ -28,7 +48,7 @@ function result(runId: string, candidate: Candidate): EvaluationResult {
     candidate,
     subsystem: "gpu_allocation",
     predicted: null,
-    measured: null,
+    measured: m,
     gate: null,
     promotionPath: null,
     startedAt: NOW.toISOString(),
@@ -40,7 +60,7 @@ function result(runId: string, candidate: Candidate): EvaluationResult {
  * A runner over a stand-in evaluator: production runs at 0.7, every candidate fits with KV tokens
  * growing with its util (so the highest util ranks first), and a canary passes whatever it is given.
  */
-async function runnerOn(version = "0.11.0") {
+async function runnerOn(version = "0.11.0", canaryMeasured: Measured | null = null) {
   const home = await testdir();
   const { config } = requireConfig(
     loadConfig({ env: { KLR_HOME: home, KLR_MODEL_PATH: join(home, "model"), KLR_CANARY_MODE: "canary" }, homeDir: home }),
@@ -68,10 +88,14 @@ async function runnerOn(version = "0.11.0") {
         reason: "fits",
         predicted: { kvTokens: Math.round(c.vllmMemoryUtil * 1000), freeAtStartBytes: 10, requestedBytes: 5 },
       }),
-    runTest: (input: unknown) => {
+    runTest: async (input: unknown) => {
       const candidate = parseCandidate(input);
       canaried.push(candidate);
-      return Promise.resolve(result("r-canary", candidate));
+      const passed = result("r-canary", candidate, canaryMeasured);
+      // As the evaluator does with a pass under load: a promotion with the evidence, fingerprinted here.
+      if (canaryMeasured)
+        passed.promotionPath = await writePromotion(layout.promotionsDir, passed, true, await hostFingerprint(context as never), NOW);
+      return passed;
     },
   } as unknown as SpicaGPUAllocation;
   const runner = createTuningRunner({ config, evaluator, audit, promotionsDir: layout.promotionsDir });
@@ -81,7 +105,12 @@ async function runnerOn(version = "0.11.0") {
     await writePromotion(layout.promotionsDir, result(runId, candidate), true, fingerprint, NOW);
     await setPromotionState(layout.promotionsDir, runId, "rolled_back", "vLLM ran out of memory 2 h after the apply", NOW);
   };
-  return { runner, audit, layout, canaried, rolledBack };
+  /** An earlier promotion still proposed, its canary's evidence `m`, on this host unless `asIf` says otherwise. */
+  const proposed = async (runId: string, candidate: Candidate, m: Measured, asIf: { vllm_version?: string } = {}) => {
+    const fingerprint = { ...(await hostFingerprint(evaluator.context)), ...asIf };
+    await writePromotion(layout.promotionsDir, result(runId, candidate, m), true, fingerprint, EARLIER);
+  };
+  return { runner, audit, layout, canaried, rolledBack, proposed };
 }
 
 const intent = { id: "i-1", kind: "oom_kv_cache" as const, subsystem: "gpu_allocation" };
@@ -149,5 +178,70 @@ describe("the tuning runner and rolled-back promotions", () => {
     expect(outcome.status).toBe("error");
     expect(outcome.reason).toContain(file);
     expect(t.canaried).toEqual([]);
+  });
+});
+
+describe("the tuning runner ranks this host's proposals by their canaries' evidence", () => {
+  const calm = measured({ preemptions: 0, kvCacheUsagePeak: 0.62, ttftP95Ms: 210, itlP95Ms: 22 });
+  const preempting = measured({ preemptions: 2, kvCacheUsagePeak: 0.55, ttftP95Ms: 180, itlP95Ms: 20 });
+
+  it("a pass alone on this host is the proposal", async () => {
+    const t = await runnerOn("0.11.0", calm);
+    const outcome = await t.runner.run(intent);
+    expect(outcome).toMatchObject({ status: "promoted", proposal: "r-canary" });
+    expect(outcome.proposals.map((p) => p.runId)).toEqual(["r-canary"]);
+  });
+
+  it("a pass with worse evidence than an earlier proposal leaves that one the proposal, saying why, the ranking audited", async () => {
+    const t = await runnerOn("0.11.0", preempting);
+    await t.proposed("r-earlier", small(0.78), calm);
+    const outcome = await t.runner.run(intent);
+    expect(outcome.status).toBe("promoted");
+    expect(t.canaried).toEqual([small(0.8)]);
+    expect(outcome.proposal).toBe("r-earlier");
+    expect(outcome.proposals.map((p) => p.runId)).toEqual(["r-earlier", "r-canary"]);
+    expect(outcome.reason).toContain(
+      "the proposal to apply stays r-earlier (vllm_memory_util 0.78 with Whisper small), first of 2 on this host by their canaries' evidence: fewer preemptions (0 vs 2)",
+    );
+    const [decision] = await t.audit.query({ event: "tuning_decision" });
+    expect(decision).toMatchObject({
+      proposal: "r-earlier",
+      proposals: [
+        { run_id: "r-earlier", vllm_memory_util: 0.78, preemptions: 0, kv_cache_usage_peak: 0.62, before_next_by: "preemptions" },
+        { run_id: "r-canary", vllm_memory_util: 0.8, preemptions: 2, kv_cache_usage_peak: 0.55, before_next_by: null },
+      ],
+    });
+  });
+
+  it("a pass with better evidence becomes the proposal", async () => {
+    const t = await runnerOn("0.11.0", calm);
+    await t.proposed("r-earlier", small(0.78), measured({ preemptions: 0, kvCacheUsagePeak: 0.91, ttftP95Ms: 150, itlP95Ms: 15 }));
+    const outcome = await t.runner.run(intent);
+    expect(outcome.proposal).toBe("r-canary");
+    expect(outcome.reason).toContain("the best of 2 proposals on this host by their canaries' evidence");
+    const [decision] = await t.audit.query({ event: "tuning_decision" });
+    expect(decision).toMatchObject({ proposals: [{ run_id: "r-canary", before_next_by: "kv_cache_usage_peak" }, { run_id: "r-earlier" }] });
+  });
+
+  it("a proposal whose canary ran on another host (another vLLM) is not ranked here, however good", async () => {
+    const t = await runnerOn("0.11.0", preempting);
+    await t.proposed("r-elsewhere", small(0.78), calm, { vllm_version: "0.10.2" });
+    const outcome = await t.runner.run(intent);
+    expect(outcome.proposal).toBe("r-canary");
+    expect(outcome.proposals.map((p) => p.runId)).toEqual(["r-canary"]);
+  });
+
+  it("a rolled-back promotion is no proposal", async () => {
+    const t = await runnerOn("0.11.0", preempting);
+    await t.rolledBack("r-bad", small(0.7));
+    const outcome = await t.runner.run(intent);
+    expect(outcome.proposals.map((p) => p.runId)).toEqual(["r-canary"]);
+  });
+
+  it("no canary, no ranking of proposals (a dry run)", async () => {
+    const t = await runnerOn("0.11.0", calm);
+    await t.proposed("r-earlier", small(0.78), calm);
+    const outcome = await t.runner.run(intent, { dryRun: true });
+    expect(outcome).toMatchObject({ status: "ranked", proposal: null, proposals: [] });
   });
 });

@@ -5,12 +5,19 @@ import {
   type Candidate,
   type EvaluationResult,
   type PreflightResult,
+  type Promotion,
+  type RankedEvidence,
   type SpicaGPUAllocation,
   candidateJson,
   hostFingerprint,
   listPromotions,
   parseCandidate,
+  promotionEvidence,
+  provenHere,
+  rankPromotions,
+  rankingJson,
   sameHost,
+  whyBefore,
 } from "@gpu-canary/spica-evaluator";
 import { readApplied } from "@gpu-canary/vllm-control";
 import type { Intent } from "./intents.ts";
@@ -62,6 +69,13 @@ export interface TuningOutcome {
   rolledBack: RolledBack[];
   chosen: Candidate | null;
   result: EvaluationResult | null;
+  /**
+   * After a passed canary: this host's proposed promotions, best first by their canaries' evidence
+   * (rankPromotions, the order the daemon's auto-apply takes them in); empty otherwise.
+   */
+  proposals: (RankedEvidence & { candidate: Promotion["candidate"] })[];
+  /** the run id of the first of `proposals`: the one to apply; null when there is none */
+  proposal: string | null;
   /** the gate that refused a run without a result (a rollback after an apply); else the result's */
   gate?: string | null;
 }
@@ -112,7 +126,9 @@ export interface TuningRunnerDeps {
 /**
  * ConfigTuningRunner: reads production's current config, proposes candidates in the direction
  * the failure calls for, screens them all predictively, ranks those that fit, and canaries the
- * best when the mode is canary (the evaluator's gates apply); else it records the ranking.
+ * best when the mode is canary (the evaluator's gates apply); else it records the ranking. After a
+ * pass it ranks this host's proposed promotions by their canaries' evidence (rankPromotions): the
+ * first is the proposal to apply, said in the decision with the rule that put it first.
  */
 export function createTuningRunner(deps: TuningRunnerDeps) {
   const { config, evaluator, audit } = deps;
@@ -195,6 +211,34 @@ export function createTuningRunner(deps: TuningRunnerDeps) {
       : null;
   };
 
+  /**
+   * After a pass: this host's proposed promotions (apply's rule: none whose fingerprint differs), best
+   * first by their canaries' evidence, and a clause saying which one to apply and why when the new
+   * promotion is not alone. A ranking that cannot be made does not undo the pass: it is said instead.
+   */
+  const rankProposals = async (result: EvaluationResult): Promise<{ proposals: TuningOutcome["proposals"]; text: string }> => {
+    try {
+      const proposed = (await listPromotions(deps.promotionsDir)).promotions.filter((p) => p.state === "proposed");
+      if (proposed.length === 0) return { proposals: [], text: "" };
+      const here = await hostFingerprint(evaluator.context);
+      const ranked = rankPromotions(proposed.filter((p) => provenHere(p, here)));
+      const proposals = ranked.map((p) => ({ ...promotionEvidence(p), candidate: p.candidate }));
+      const [first] = ranked;
+      const mine = ranked.find(
+        (p) => p.file === result.promotionPath || p.run_id === result.runId || p.passes.some((pass) => pass.run_id === result.runId),
+      );
+      if (!first || ranked.length < 2) return { proposals, text: "" };
+      if (first === mine) return { proposals, text: `; the best of ${ranked.length} proposals on this host by their canaries' evidence` };
+      const why = mine ? `: ${whyBefore(promotionEvidence(first), promotionEvidence(mine))}` : "";
+      return {
+        proposals,
+        text: `; the proposal to apply stays ${first.run_id} (vllm_memory_util ${first.candidate.vllm_memory_util} with Whisper ${first.candidate.whisper_model_size}), first of ${ranked.length} on this host by their canaries' evidence${why}`,
+      };
+    } catch (error) {
+      return { proposals: [], text: `; the proposals on this host could not be ranked: ${messageOf(error)}` };
+    }
+  };
+
   return {
     currentConfig,
     async run(
@@ -215,7 +259,11 @@ export function createTuningRunner(deps: TuningRunnerDeps) {
       const screened = await Promise.all(proposals.map(screen));
       const ranking = rank(screened);
       let rolledBack: RolledBack[] = [];
-      const decide = async (outcome: Omit<TuningOutcome, "current" | "ranking" | "rolledBack">): Promise<TuningOutcome> => {
+      const decide = async (
+        outcome: Omit<TuningOutcome, "current" | "ranking" | "rolledBack" | "proposals" | "proposal">,
+        proposals: TuningOutcome["proposals"] = [],
+      ): Promise<TuningOutcome> => {
+        const proposal = proposals[0]?.runId ?? null;
         await audit.append({
           event: "tuning_decision",
           run_id: outcome.result?.runId ?? null,
@@ -226,9 +274,12 @@ export function createTuningRunner(deps: TuningRunnerDeps) {
           ranking: ranking.map((s) => ({ ...candidateJson(s.candidate), kv_tokens: s.kvTokens })),
           rejected: screened.filter((s) => !s.fits).map((s) => ({ ...candidateJson(s.candidate), reason: s.reason })),
           rolled_back: rolledBack.map((r) => ({ ...candidateJson(r.candidate), run_id: r.runId, reason: r.reason })),
+          ...(proposals.length > 0
+            ? { proposal, proposals: rankingJson(proposals).map((j, i) => ({ ...proposals[i]?.candidate, ...j })) }
+            : {}),
           dry_run: options.dryRun === true,
         });
-        return { ...outcome, current, ranking, rolledBack };
+        return { ...outcome, current, ranking, rolledBack, proposals, proposal };
       };
       try {
         rolledBack = await rolledBackHere(ranking.map((s) => s.candidate));
@@ -280,7 +331,16 @@ export function createTuningRunner(deps: TuningRunnerDeps) {
             : result.status === "error"
               ? "error"
               : "failed";
-      return decide({ status, reason: `${fmt(best.candidate)}: ${result.validationReason}${skippedText}`, chosen: best.candidate, result });
+      const byEvidence = status === "promoted" ? await rankProposals(result) : { proposals: [], text: "" };
+      return decide(
+        {
+          status,
+          reason: `${fmt(best.candidate)}: ${result.validationReason}${skippedText}${byEvidence.text}`,
+          chosen: best.candidate,
+          result,
+        },
+        byEvidence.proposals,
+      );
     },
   };
 
@@ -310,7 +370,18 @@ export function createTuningRunner(deps: TuningRunnerDeps) {
       reason,
       promotion: watched.promotion,
     });
-    return { status, reason, current, ranking: [], rolledBack: [], chosen: null, result: null, gate: outcome.gate };
+    return {
+      status,
+      reason,
+      current,
+      ranking: [],
+      rolledBack: [],
+      chosen: null,
+      result: null,
+      proposals: [],
+      proposal: null,
+      gate: outcome.gate,
+    };
   }
 
   function bounds() {
