@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { createAuditFeed } from "@gpu-canary/audit-feed";
 import { resultJson } from "./result.ts";
@@ -51,6 +52,12 @@ describe("the canary's test under production's load", () => {
     expect(measured.kv_cache_usage_peak).toBeGreaterThan(0);
     expect(measured.kv_cache_usage_peak).toBeLessThan(0.2);
     expect(passed.validationReason).toMatch(/^\d+ requests under the load \(8 in flight of (?:1999|2000) \+ 500 tokens\)/);
+    // The promotion carries the load's evidence, as the result measured it: a reader sees what the pass stood on.
+    const promotion = JSON.parse(readFileSync(passed.promotionPath ?? "", "utf8"));
+    expect(promotion.evidence.measured.load.concurrency).toBe(8);
+    expect(promotion.evidence.measured.load).toEqual(measured.load);
+    expect(promotion.evidence.measured.preemptions).toBe(0);
+    expect(promotion.evidence.measured.kv_cache_usage_peak).toBe(measured.kv_cache_usage_peak);
 
     const tight = await s.evaluator().runTest(small);
     expect(tight.status).toBe("failed");
