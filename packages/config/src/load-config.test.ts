@@ -43,6 +43,8 @@ describe("loadConfig", () => {
       kvCacheDtype: "auto",
       whisperSize: "small",
       canarySamples: 5,
+      canaryLoadSeconds: 10,
+      canaryMaxPreemptions: 0,
       subsystems: ["gpu_allocation"],
       canaryTtftP95Ms: 2000,
       canaryMaxSlowdown: 1.5,
@@ -58,6 +60,10 @@ describe("loadConfig", () => {
       daemonStreamClients: 16,
     });
     expect(result.config.maxModelLen).toBeUndefined();
+    // unset: the canary's load takes its shape from production
+    expect(result.config.canaryConcurrency).toBeUndefined();
+    expect(result.config.canaryPromptTokens).toBeUndefined();
+    expect(result.config.canaryOutputTokens).toBeUndefined();
     expect(result.origins.KLR_CANARY_PORT).toEqual({ text: "9011", source: { kind: "default" } });
   });
 
@@ -131,6 +137,26 @@ describe("loadConfig", () => {
     ["KLR_VLLM_VERSION", "latest", "vLLM version"],
     ["KLR_WHISPER_SIZE", "huge", "one of none, tiny"],
     ["KLR_CANARY_SAMPLES", "0", "at least 1"],
+    ["KLR_CANARY_CONCURRENCY", "0", "a whole number of requests 1-4096"],
+    ["KLR_CANARY_CONCURRENCY", "-8", "a whole number of requests 1-4096"],
+    ["KLR_CANARY_CONCURRENCY", "2.5", "a whole number of requests 1-4096"],
+    ["KLR_CANARY_CONCURRENCY", "eight", "a whole number of requests 1-4096"],
+    ["KLR_CANARY_CONCURRENCY", "4097", "a whole number of requests 1-4096"],
+    ["KLR_CANARY_PROMPT_TOKENS", "0", "at least 1 (prompt tokens per load request)"],
+    ["KLR_CANARY_PROMPT_TOKENS", "-2000", "at least 1 (prompt tokens per load request)"],
+    ["KLR_CANARY_PROMPT_TOKENS", "1999.5", "at least 1 (prompt tokens per load request)"],
+    ["KLR_CANARY_PROMPT_TOKENS", "2k", "at least 1 (prompt tokens per load request)"],
+    ["KLR_CANARY_OUTPUT_TOKENS", "0", "at least 1 (generated tokens per load request)"],
+    ["KLR_CANARY_OUTPUT_TOKENS", "-500", "at least 1 (generated tokens per load request)"],
+    ["KLR_CANARY_OUTPUT_TOKENS", "0.5", "at least 1 (generated tokens per load request)"],
+    ["KLR_CANARY_OUTPUT_TOKENS", "many", "at least 1 (generated tokens per load request)"],
+    ["KLR_CANARY_LOAD_SECONDS", "0", "seconds above 0, at most 3600"],
+    ["KLR_CANARY_LOAD_SECONDS", "-10", "seconds above 0, at most 3600"],
+    ["KLR_CANARY_LOAD_SECONDS", "ten", "seconds above 0, at most 3600"],
+    ["KLR_CANARY_LOAD_SECONDS", "3601", "seconds above 0, at most 3600"],
+    ["KLR_CANARY_MAX_PREEMPTIONS", "-1", "a whole number of at least 0"],
+    ["KLR_CANARY_MAX_PREEMPTIONS", "0.5", "a whole number of at least 0"],
+    ["KLR_CANARY_MAX_PREEMPTIONS", "none", "a whole number of at least 0"],
     ["KLR_SUBSYSTEMS", "GPU ALLOC", "comma-separated list"],
     ["KLR_CANARY_TTFT_P95_MS", "-1", "milliseconds above 0"],
     ["KLR_CANARY_MAX_SLOWDOWN", "0.5", "at least 1"],
@@ -164,6 +190,29 @@ describe("loadConfig", () => {
     expect(errors[0]).toContain(expected);
     expect(errors[0]).toContain(JSON.stringify(value));
     expect(errors[0]).toContain("(from the environment)");
+  });
+
+  it("takes the canary's load settings at their bounds: a fraction of a second, no preemption allowed, one request in flight", () => {
+    const { config } = requireConfig(
+      load({
+        KLR_CANARY_LOAD_SECONDS: "0.5",
+        KLR_CANARY_MAX_PREEMPTIONS: "0",
+        KLR_CANARY_CONCURRENCY: "1",
+        KLR_CANARY_PROMPT_TOKENS: "1",
+        KLR_CANARY_OUTPUT_TOKENS: "1",
+      }),
+    );
+    expect(config).toMatchObject({
+      canaryLoadSeconds: 0.5,
+      canaryMaxPreemptions: 0,
+      canaryConcurrency: 1,
+      canaryPromptTokens: 1,
+      canaryOutputTokens: 1,
+    });
+    expect(requireConfig(load({ KLR_CANARY_LOAD_SECONDS: "3600", KLR_CANARY_CONCURRENCY: "4096" })).config).toMatchObject({
+      canaryLoadSeconds: 3600,
+      canaryConcurrency: 4096,
+    });
   });
 
   it("keeps command lines that split cleanly, quotes and backslashes included", () => {

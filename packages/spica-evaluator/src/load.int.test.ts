@@ -1,5 +1,7 @@
+import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { createAuditFeed } from "@gpu-canary/audit-feed";
+import { loadConfig, requireConfig } from "@gpu-canary/config";
 import { resultJson } from "./result.ts";
 import { site } from "./test-fixtures/site.ts";
 
@@ -7,7 +9,8 @@ import { site } from "./test-fixtures/site.ts";
  * The issue's case on the simulated host: production's histograms show 8 concurrent requests of
  * about 2,000 prompt tokens (and 500 generated). On this H200 a util of 0.15 leaves the simulated
  * vLLM a KV cache of about 9,000 tokens (the memory model's arithmetic): four such requests
- * outgrow it while they decode, and vLLM preempts; at 0.75 it holds them all.
+ * outgrow it while they decode, and vLLM preempts; at 0.75 it holds them all. The test this load
+ * replaced (five sequential 16-token completions of one short prompt) passes the same 0.15.
  */
 const traffic = { concurrency: 8, promptTokens: 2000, outputTokens: 500, requests: 24, background: true };
 const settings = {
@@ -18,6 +21,15 @@ const settings = {
   KLR_GPU_MAINTENANCE_MAX_DOWNTIME: "600",
   KLR_RATE_LIMIT_COOLDOWN_HOURS: "0",
   KLR_RATE_LIMIT_MAX_RUNS: "10",
+};
+/** The shape of the test the load replaced: five sequential 16-token completions of one short prompt. */
+const oldTestShape = {
+  KLR_CANARY_CONCURRENCY: "1",
+  KLR_CANARY_PROMPT_TOKENS: "8",
+  KLR_CANARY_OUTPUT_TOKENS: "16",
+  KLR_CANARY_SAMPLES: "5",
+  // steady requests keep starting past the load's seconds until KLR_CANARY_SAMPLES have: five, one after another
+  KLR_CANARY_LOAD_SECONDS: "0.01",
 };
 const small = { vllm_memory_util: 0.15, whisper_model_size: "small" };
 const roomy = { vllm_memory_util: 0.75, whisper_model_size: "small" };
@@ -51,6 +63,12 @@ describe("the canary's test under production's load", () => {
     expect(measured.kv_cache_usage_peak).toBeGreaterThan(0);
     expect(measured.kv_cache_usage_peak).toBeLessThan(0.2);
     expect(passed.validationReason).toMatch(/^\d+ requests under the load \(8 in flight of (?:1999|2000) \+ 500 tokens\)/);
+    // The promotion carries the load's evidence, as the result measured it: a reader sees what the pass stood on.
+    const promotion = JSON.parse(readFileSync(passed.promotionPath ?? "", "utf8"));
+    expect(promotion.evidence.measured.load.concurrency).toBe(8);
+    expect(promotion.evidence.measured.load).toEqual(measured.load);
+    expect(promotion.evidence.measured.preemptions).toBe(0);
+    expect(promotion.evidence.measured.kv_cache_usage_peak).toBe(measured.kv_cache_usage_peak);
 
     const tight = await s.evaluator().runTest(small);
     expect(tight.status).toBe("failed");
@@ -64,8 +82,31 @@ describe("the canary's test under production's load", () => {
       /^concurrency 8, prompt tokens (?:1999|2000), output tokens 500 \(production's \/metrics as last seen at /,
     );
 
-    expect((await canaryTested(s.home)).map((e) => (e.load as Record<string, number>).concurrency)).toEqual([8, 8]);
-  }, 240_000);
+    // The contrast: the same small candidate under the old test's shape passes, with no preemption. The load is what catches it.
+    const oldConfig = requireConfig(loadConfig({ env: { ...s.env, ...oldTestShape }, homeDir: s.home })).config;
+    const old = await s.evaluator({ config: oldConfig }).runTest(small);
+    expect(old.status).toBe("passed");
+    expect(old.measured?.preemptions).toBe(0);
+    expect(old.measured?.load).toMatchObject({
+      concurrency: 1,
+      promptTokens: 8,
+      outputTokens: 16,
+      started: 5,
+      completed: 5,
+      failed: 0,
+      basis:
+        "concurrency 1 (KLR_CANARY_CONCURRENCY), prompt tokens 8 (KLR_CANARY_PROMPT_TOKENS), output tokens 16 (KLR_CANARY_OUTPUT_TOKENS)",
+    });
+    expect(old.validationReason).toMatch(/^5 requests under the load \(1 in flight of 8 \+ 16 tokens\)/);
+    // …and its promotion says how little it stood on.
+    expect(JSON.parse(readFileSync(old.promotionPath ?? "", "utf8")).evidence.measured).toMatchObject({
+      load: { concurrency: 1, prompt_tokens: 8, output_tokens: 16, requests_completed: 5 },
+      preemptions: 0,
+      kv_cache_usage_peak: old.measured?.kvCacheUsagePeak,
+    });
+
+    expect((await canaryTested(s.home)).map((e) => (e.load as Record<string, number>).concurrency)).toEqual([8, 8, 1]);
+  }, 300_000);
 
   it("an oom_max_model_len intent's canary sends a request at max_model_len; production down, the last shape seen is used and said so", async () => {
     const s = await site({ traffic, settings, tokenLatencyMs: 1 });
