@@ -73,13 +73,14 @@ describe("the canary's test under production's load", () => {
     const tight = await s.evaluator().runTest(small);
     expect(tight.status).toBe("failed");
     expect(tight.validationReason).toMatch(
-      /^\d+ preemptions under the load \(8 in flight of (?:1999|2000) \+ 500 tokens\), above 0 \(KLR_CANARY_MAX_PREEMPTIONS\): its KV cache cannot hold production's requests; KV-cache usage peaked at \d+ %/,
+      /^\d+ preemptions under the load \(8 in flight of (?:19\d\d|2000) \+ (?:4\d\d|500) tokens\), above 0 \(KLR_CANARY_MAX_PREEMPTIONS\): its KV cache cannot hold production's requests; KV-cache usage peaked at \d+ %/,
     );
     expect(tight.measured?.preemptions).toBeGreaterThan(0);
     expect(tight.promotionPath).toBeNull();
-    // Production restarted after the first run: its fresh histograms hold our readiness checks, so the shape seen before holds.
+    // Production restarted after the first run: its fresh histograms hold our readiness checks, so the shape seen before
+    // holds — unless the background traffic (slow on a busy machine) reached the restarted production 20 times first.
     expect(tight.measured?.load?.basis).toMatch(
-      /^concurrency 8, prompt tokens (?:1999|2000), output tokens 500 \(production's \/metrics as last seen at /,
+      /^concurrency 8, prompt tokens (?:1999|2000), output tokens 500 \(production's \/metrics as last seen at |^concurrency 8, prompt tokens 19\d\d, output tokens (?:4\d\d|500) \(production's \/metrics\)$/,
     );
 
     // The contrast: the same small candidate under the old test's shape passes, with no preemption. The load is what catches it.
