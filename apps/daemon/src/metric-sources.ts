@@ -9,6 +9,10 @@ import { type MetricSources, PROMOTION_STATES, type PromotionState } from "./met
 /** Promotions written before promotions had a state are proposals: nothing has applied them. */
 const promotionStateSchema = z.enum(PROMOTION_STATES).default("proposed");
 
+function finite(value: unknown): number | null {
+  return typeof value === "number" && Number.isFinite(value) ? value : null;
+}
+
 /** A scrape waits this long at most for production's /health (Prometheus' scrape timeout is 10 s). */
 const HEALTH_TIMEOUT_MS = 2000;
 
@@ -25,6 +29,20 @@ export function metricSourcesFor(deps: {
     dir: ctx.layout.auditDir,
     event: "budget_charged",
     pick: (e) => (typeof e.seconds === "number" && Number.isFinite(e.seconds) ? e.seconds : null),
+  });
+  const canariesTested = createAuditScan({
+    dir: ctx.layout.auditDir,
+    event: "canary_tested",
+    // test-canary.ts writes these: null where the canary did not measure them
+    pick: (e) => {
+      const ttft = finite(e.ttft_p95_ms);
+      const itl = finite(e.itl_p95_ms);
+      return {
+        ttftP95Seconds: ttft === null ? null : ttft / 1000,
+        itlP95Seconds: itl === null ? null : itl / 1000,
+        preemptions: finite(e.preemptions),
+      };
+    },
   });
   const night = () => windowAt(config.maintenanceWindow, config.maintenanceTimeZone, deps.now());
   return {
@@ -62,6 +80,7 @@ export function metricSourcesFor(deps: {
           ? { by: typeof e.by === "string" ? e.by : "canary", seconds: e.seconds }
           : null,
     }),
+    lastCanary: async () => (await canariesTested()).at(-1) ?? null,
     restoreSlaSeconds: () => config.restoreSlaSeconds,
     // /health, not a completion: a scrape must not add load to production. A sleeping vLLM
     // (KLR_QUIESCE=sleep) answers /health yet serves nothing, so it is asked whether it sleeps.

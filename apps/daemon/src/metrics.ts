@@ -28,6 +28,8 @@ export interface MetricSources {
   downtimeCharged: () => Promise<number | null>;
   /** every `production_restored` event with its seconds, oldest first; `by` what restored it (a canary run's undo when the event does not say) */
   restores: () => Promise<{ by: string; seconds: number }[] | null>;
+  /** the evidence of the last canary tested (the audit trail's last `canary_tested` event), whichever process ran it */
+  lastCanary: () => Promise<{ ttftP95Seconds: number | null; itlP95Seconds: number | null; preemptions: number | null } | null>;
   /** KLR_RESTORE_SLA */
   restoreSlaSeconds: () => number;
 }
@@ -155,7 +157,24 @@ export function createMetrics(sources: MetricSources) {
   optionalGauge(registry, "gpu_canary_restore_sla_seconds", "KLR_RESTORE_SLA: seconds within which production must serve again", () =>
     Promise.resolve(sources.restoreSlaSeconds()),
   );
-  const lastTtft = optionalGauge(registry, "gpu_canary_last_canary_ttft_p95_seconds", "TTFT p95 of the last canary test");
+  optionalGauge(
+    registry,
+    "gpu_canary_last_canary_ttft_p95_seconds",
+    "TTFT p95 of the last canary test (the audit trail's last canary_tested event, whoever ran it)",
+    async () => (await sources.lastCanary())?.ttftP95Seconds ?? null,
+  );
+  optionalGauge(
+    registry,
+    "gpu_canary_last_canary_itl_p95_seconds",
+    "ITL (inter-token latency) p95 of the last canary test (the audit trail's last canary_tested event)",
+    async () => (await sources.lastCanary())?.itlP95Seconds ?? null,
+  );
+  optionalGauge(
+    registry,
+    "gpu_canary_last_canary_preemptions",
+    "Preemptions vLLM counted during the last canary's load (the audit trail's last canary_tested event)",
+    async () => (await sources.lastCanary())?.preemptions ?? null,
+  );
   const lastLatency = optionalGauge(
     registry,
     "gpu_canary_last_canary_latency_seconds",
@@ -217,32 +236,13 @@ export function createMetrics(sources: MetricSources) {
     return (await sources.promotions())?.unreadable ?? null;
   });
 
-  const lastItl = optionalGauge(
-    registry,
-    "gpu_canary_last_canary_itl_p95_seconds",
-    "ITL (inter-token latency) p95 of the last canary test",
-  );
-  const lastPreemptions = optionalGauge(
-    registry,
-    "gpu_canary_last_canary_preemptions",
-    "Preemptions vLLM counted during the last canary's load (vllm:num_preemptions_total's rise)",
-  );
-
-  /** What a finished evaluation adds: its count, its length, the gate that refused it, the canary's timings. */
+  /** What a finished evaluation of the daemon's adds: its count, its length, the gate that refused it, the canary's latency. */
   const recordRun = (result: EvaluationResult) => {
     runs.inc({ result: result.status });
     const seconds = (Date.parse(result.finishedAt) - Date.parse(result.startedAt)) / 1000;
     if (Number.isFinite(seconds) && seconds >= 0) runDuration.observe({ result: result.status }, seconds);
     if (result.gate) refusals.inc({ gate: result.gate });
-    if (result.measured?.ttftP95Ms != null) lastTtft.set(result.measured.ttftP95Ms / 1000);
     if (result.measured?.e2eP50Ms != null) lastLatency.set(result.measured.e2eP50Ms / 1000);
-    if (result.measured) {
-      // The last canary's evidence, not an older one's: what this canary did not measure is left out.
-      if (result.measured.itlP95Ms === null) lastItl.remove({});
-      else lastItl.set(result.measured.itlP95Ms / 1000);
-      if (result.measured.preemptions === null) lastPreemptions.remove({});
-      else lastPreemptions.set(result.measured.preemptions);
-    }
   };
 
   return { registry, ooms, observerErrors, recordRun };
