@@ -15,17 +15,30 @@ export type PromotionState = (typeof PROMOTION_STATES)[number];
 export interface MetricSources {
   budget: () => Promise<{ usedSeconds: number; leftSeconds: number } | null>;
   windowOpen: () => boolean;
-  /** the GPU lock: held, and whether its holder is a crashed run that only recovery may finish */
-  lock: () => Promise<{ held: boolean; crashedRunAwaitsRecovery: boolean } | null>;
+  /** the GPU lock: held (for how long, when its record says), and whether its holder is a crashed run that only recovery may finish */
+  lock: () => Promise<{ held: boolean; heldSeconds: number | null; crashedRunAwaitsRecovery: boolean } | null>;
   intentsPending: () => Promise<number | null>;
   /** every `watchdog_fired` event in the audit trail, whoever wrote it */
   watchdogFired: () => Promise<number | null>;
   productionServing: () => Promise<boolean | null>;
   promotions: () => Promise<{ byState: Record<PromotionState, number>; unreadable: number } | null>;
+  /** every `run_finished` event in the audit trail: the run's mode and verdict, whichever process ran it */
+  runsFinished: () => Promise<{ mode: string; verdict: string }[] | null>;
+  /** the seconds of every `budget_charged` event in the audit trail */
+  downtimeCharged: () => Promise<number | null>;
+  /** every `production_restored` event with its seconds, oldest first; `by` what restored it (a canary run's undo when the event does not say) */
+  restores: () => Promise<{ by: string; seconds: number }[] | null>;
+  /** the evidence of the last canary tested (the audit trail's last `canary_tested` event), whichever process ran it */
+  lastCanary: () => Promise<{ ttftP95Seconds: number | null; itlP95Seconds: number | null; preemptions: number | null } | null>;
+  /** KLR_RESTORE_SLA */
+  restoreSlaSeconds: () => number;
 }
 
 /** Run lengths from a refused run (well under a second) to a canary that uses its whole timeout. */
 const RUN_SECONDS_BUCKETS = [1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600];
+
+/** Restores from a vLLM that was still serving (well under a second) to a large model's cold load; 15 is KLR_RESTORE_SLA's default. */
+const RESTORE_SECONDS_BUCKETS = [1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600];
 
 async function known<T>(read: () => Promise<T | null>): Promise<T | null> {
   try {
@@ -101,7 +114,67 @@ export function createMetrics(sources: MetricSources) {
       else this.inc(count);
     },
   });
-  const lastTtft = optionalGauge(registry, "gpu_canary_last_canary_ttft_p95_seconds", "TTFT p95 of the last canary test");
+  new Counter({
+    name: "gpu_canary_runs_finished_total",
+    help: "Runs finished by any gpu-canary process (daemon or CLI), as recorded in the audit trail (run_finished events), by mode and verdict",
+    labelNames: ["mode", "verdict"],
+    registers: [registry],
+    async collect() {
+      const runs = await known(sources.runsFinished);
+      this.reset();
+      for (const run of runs ?? []) this.inc({ mode: run.mode, verdict: run.verdict });
+    },
+  });
+  new Counter({
+    name: "gpu_canary_downtime_charged_seconds_total",
+    help: "Production downtime charged to the budget, all nights together, as recorded in the audit trail (budget_charged events)",
+    registers: [registry],
+    async collect() {
+      const seconds = await known(sources.downtimeCharged);
+      this.reset();
+      if (seconds === null) this.remove({});
+      else this.inc(seconds);
+    },
+  });
+  new Histogram({
+    name: "gpu_canary_restore_duration_seconds",
+    help: "How long production took to serve again, as recorded in the audit trail (production_restored events), by what restored it",
+    labelNames: ["by"],
+    buckets: RESTORE_SECONDS_BUCKETS,
+    registers: [registry],
+    async collect() {
+      const restores = await known(sources.restores);
+      this.reset();
+      for (const restore of restores ?? []) this.observe({ by: restore.by }, restore.seconds);
+    },
+  });
+  optionalGauge(
+    registry,
+    "gpu_canary_last_restore_seconds",
+    "How long the last restore recorded in the audit trail took (compare gpu_canary_restore_sla_seconds)",
+    async () => (await sources.restores())?.at(-1)?.seconds ?? null,
+  );
+  optionalGauge(registry, "gpu_canary_restore_sla_seconds", "KLR_RESTORE_SLA: seconds within which production must serve again", () =>
+    Promise.resolve(sources.restoreSlaSeconds()),
+  );
+  optionalGauge(
+    registry,
+    "gpu_canary_last_canary_ttft_p95_seconds",
+    "TTFT p95 of the last canary test (the audit trail's last canary_tested event, whoever ran it)",
+    async () => (await sources.lastCanary())?.ttftP95Seconds ?? null,
+  );
+  optionalGauge(
+    registry,
+    "gpu_canary_last_canary_itl_p95_seconds",
+    "ITL (inter-token latency) p95 of the last canary test (the audit trail's last canary_tested event)",
+    async () => (await sources.lastCanary())?.itlP95Seconds ?? null,
+  );
+  optionalGauge(
+    registry,
+    "gpu_canary_last_canary_preemptions",
+    "Preemptions vLLM counted during the last canary's load (the audit trail's last canary_tested event)",
+    async () => (await sources.lastCanary())?.preemptions ?? null,
+  );
   const lastLatency = optionalGauge(
     registry,
     "gpu_canary_last_canary_latency_seconds",
@@ -125,6 +198,15 @@ export function createMetrics(sources: MetricSources) {
     const lock = await sources.lock();
     return lock === null ? null : Number(lock.held);
   });
+  optionalGauge(
+    registry,
+    "gpu_canary_lock_held_seconds",
+    "How long the GPU maintenance lock has been held (since its record's acquired_at); absent while it is free",
+    async () => {
+      const lock = await sources.lock();
+      return lock?.held ? lock.heldSeconds : null;
+    },
+  );
   optionalGauge(
     registry,
     "gpu_canary_crashed_run_awaiting_recovery",
@@ -154,13 +236,12 @@ export function createMetrics(sources: MetricSources) {
     return (await sources.promotions())?.unreadable ?? null;
   });
 
-  /** What a finished evaluation adds: its count, its length, the gate that refused it, the canary's timings. */
+  /** What a finished evaluation of the daemon's adds: its count, its length, the gate that refused it, the canary's latency. */
   const recordRun = (result: EvaluationResult) => {
     runs.inc({ result: result.status });
     const seconds = (Date.parse(result.finishedAt) - Date.parse(result.startedAt)) / 1000;
     if (Number.isFinite(seconds) && seconds >= 0) runDuration.observe({ result: result.status }, seconds);
     if (result.gate) refusals.inc({ gate: result.gate });
-    if (result.measured?.ttftP95Ms != null) lastTtft.set(result.measured.ttftP95Ms / 1000);
     if (result.measured?.e2eP50Ms != null) lastLatency.set(result.measured.e2eP50Ms / 1000);
   };
 
