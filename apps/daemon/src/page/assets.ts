@@ -21,7 +21,7 @@ dl.figures { display: flex; flex-wrap: wrap; gap: 2px 8px; } dl.figures dt { col
 dl:not(.figures) dt { font-weight: 600; } dl:not(.figures) dd { margin: 0 0 6px 0; overflow-wrap: anywhere; }
 table { border-collapse: collapse; width: 100%; } th, td { text-align: left; padding: 3px 6px; vertical-align: top; border-bottom: 1px solid #d0d7de33; }
 td.reason { max-width: 28em; overflow-wrap: anywhere; } td.timeline-cell { min-width: 140px; }
-.scroll { overflow-x: auto; max-width: 100%; }
+.scroll { overflow-x: auto; max-width: 100%; } .scroll table { min-width: 640px; }
 .verdict.passed { color: var(--ok); } .verdict.failed, .verdict.error { color: var(--bad); }
 #audit-tail { padding-left: 1.5em; font-size: 12.5px; } #audit-tail code { overflow-wrap: anywhere; color: var(--muted); }
 #audit-tail li.new { animation: arrive 2s ease-out; } @keyframes arrive { from { background: #2f81f733; } }
@@ -51,7 +51,10 @@ export const PAGE_SCRIPT = `"use strict";
     at.title = String(ts).slice(0, 19).replace("T", " ") + " UTC";
     item.append(at, " ", element("strong", name));
     if (runId) item.append(" ", element("small", runId));
-    item.append(" ", element("code", JSON.stringify(rest)));
+    const detail = JSON.stringify(rest);
+    const code = element("code", detail.length > 240 ? detail.slice(0, 240) + "…" : detail);
+    if (detail.length > 240) code.title = detail;
+    item.append(" ", code);
     list.append(item);
     while (list.children.length > 200) list.firstElementChild.remove();
   };

@@ -259,15 +259,19 @@ function promotionsSection(d: PageData): SafeHtml {
   </section>`;
 }
 
+/** An event's own fields are cut to this many characters in the tail (whole in the title, and in /audit). */
+const DETAIL = 240;
+
 const COMMON = new Set(["ts", "event", "run_id", "host", "pid"]);
 
 /** One audit line as the tail shows it (the page's script builds the same from the stream). */
 function auditItem(e: AuditLine, zone: string): SafeHtml {
   const { ts, event, run_id } = e;
   const rest = Object.fromEntries(Object.entries(e).filter(([key]) => !COMMON.has(key)));
+  const detail = JSON.stringify(rest);
   return html`<li>
     ${time(new Date(ts), zone)} <strong>${event}</strong>${run_id ? html` <small>${run_id}</small>` : ""}
-    <code>${JSON.stringify(rest)}</code>
+    <code title="${detail.length > DETAIL ? detail : ""}">${detail.length > DETAIL ? `${detail.slice(0, DETAIL)}…` : detail}</code>
   </li>`;
 }
 
