@@ -7,6 +7,9 @@ import Fastify, { type FastifyReply, type FastifyRequest } from "fastify";
 import type { Logger } from "pino";
 import { z } from "zod";
 import type { Metrics } from "./metrics.ts";
+import { PAGE_CSS, PAGE_SCRIPT } from "./page/assets.ts";
+import { pageData } from "./page/data.ts";
+import { renderPage } from "./page/render.ts";
 import type { SettingsQueue } from "./settings-changes.ts";
 import { bearerMatches } from "./token.ts";
 
@@ -52,6 +55,12 @@ const HTTP_ERRORS: Partial<Record<number, readonly [code: string, hint: string]>
   415: ["UNSUPPORTED_MEDIA_TYPE", "send the body as JSON with the header `content-type: application/json`"],
 };
 
+/**
+ * The status page's policy: nothing but the daemon itself — its stylesheet, its script and its
+ * /audit/stream — no inline script or style, no form, no frame.
+ */
+export const PAGE_CSP = "default-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; object-src 'none'";
+
 /** What a client refused by the /audit/stream cap is told to wait (Retry-After). */
 const STREAM_RETRY_AFTER_SECONDS = 10;
 
@@ -82,6 +91,26 @@ export function buildServer(deps: ServerDeps) {
   if (!context || !audit || !store || !metrics || !config) return app;
 
   app.get("/status", async () => ({ ...(await statusDocument(context)), daemon: deps.daemonState?.() ?? null }));
+
+  // The status page: read-only, served like the other read routes (no token; loopback by default).
+  const page = (reply: FastifyReply, type: string, body: string) =>
+    reply.header("content-type", type).header("content-security-policy", PAGE_CSP).header("x-content-type-options", "nosniff").send(body);
+  app.get("/", async (_request, reply) => {
+    const data = await pageData({
+      config,
+      context,
+      audit,
+      promotionsDir: deps.promotionsDir ?? "",
+      now: deps.now,
+      version: deps.version,
+      ...(deps.daemonState ? { daemonState: deps.daemonState } : {}),
+    });
+    return page(reply.header("cache-control", "no-store"), "text/html; charset=utf-8", renderPage(data));
+  });
+  app.get("/page.css", (_request, reply) => page(reply, "text/css; charset=utf-8", PAGE_CSS));
+  app.get("/page.js", (_request, reply) => page(reply, "text/javascript; charset=utf-8", PAGE_SCRIPT));
+  // A browser asks for it by itself: answered, so that its console shows no 404.
+  app.get("/favicon.ico", (_request, reply) => reply.code(204).send());
 
   app.get("/audit", async (request, reply) => {
     const parsed = auditQuerySchema.safeParse(request.query);

@@ -1,0 +1,129 @@
+import { execFileSync } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { appendFile, mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import { testdir, until } from "@gpu-canary/testing";
+import { createSimSite } from "@gpu-canary/vllm-sim";
+import { type Browser, chromium } from "playwright-core";
+import { describe, expect, it, onTestFinished } from "vitest";
+import { startDaemon } from "./test-fixtures/daemon-process.ts";
+
+/** Debian's chromium (no browser download): CHROMIUM_PATH, else `chromium` on PATH. */
+function findChromium(): string | null {
+  if (process.env.CHROMIUM_PATH) return process.env.CHROMIUM_PATH;
+  try {
+    return execFileSync("sh", ["-c", "command -v chromium"], { encoding: "utf8" }).trim() || null;
+  } catch {
+    return null;
+  }
+}
+
+const chromiumPath = findChromium();
+const MISSING = "chromium is missing: install Debian's chromium (`apt-get install -y chromium`, as .ci/run does) or set CHROMIUM_PATH";
+// In CI a missing browser fails the test below; elsewhere it is skipped, saying why.
+if (!chromiumPath && !process.env.CI) console.warn(`page.int.test.ts skipped: ${MISSING}`);
+
+const artifacts = join(import.meta.dirname, "..", "test-artifacts");
+
+const OOM =
+  "(EngineCore_DP0 pid=7) ERROR 11-28 03:10:00 [core.py:396] ValueError: No available memory for the cache blocks. Try increasing `gpu_memory_utilization` when initializing the engine.\n";
+
+const secondsText = (s: number) => `${Math.round(s * 10) / 10} s`;
+
+describe.skipIf(!chromiumPath && !process.env.CI)("the status page in a real browser", () => {
+  it("after a night on the simulated host shows what the host says, appends audit events live, and fits a phone", async () => {
+    if (!chromiumPath) throw new Error(MISSING);
+    const site = await createSimSite(await testdir(), { settings: { KLR_CANARY_LOAD_SECONDS: "1" } });
+    onTestFinished(() => site.cleanup());
+    await site.startProduction();
+    const daemon = await startDaemon(site, "INFO 11-28 03:00:00 [api_server.py] Starting vLLM API server 0\n");
+    const wait = <T>(check: () => T | false | null | undefined | Promise<T | false | null | undefined>, what: string) =>
+      until(check, () => `${what}\n${daemon.stderr().slice(-3000)}`, { timeoutMs: 60_000, pollMs: 200 });
+    await wait(() => daemon.stderr().includes("Server listening"), "the daemon to listen");
+    const base = `http://${site.env.KLR_DAEMON_LISTEN}`;
+    const get = async <T>(path: string) => (await (await fetch(`${base}${path}`)).json()) as T;
+    type Event = { event: string; run_id: string | null; status?: string; [k: string]: unknown };
+    const events = async () => (await get<{ events: Event[] }>("/audit")).events;
+
+    // The night: an OOM line → intent → screening → a quiesced canary, charged, promoted.
+    await appendFile(daemon.log, OOM);
+    await wait(async () => (await events()).some((e) => e.event === "tuning_decision"), "the tuning decision");
+
+    const browser: Browser = await chromium.launch({ executablePath: chromiumPath, args: ["--no-sandbox"] });
+    onTestFinished(() => browser.close());
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    const problems: string[] = [];
+    page.on("console", (m) => {
+      if (m.type() === "error") problems.push(`console: ${m.text()}`);
+    });
+    page.on("pageerror", (e) => void problems.push(`page error: ${e.message}`));
+    page.on("requestfailed", (r) => void problems.push(`request failed: ${r.url()}`));
+    const requested: string[] = [];
+    page.on("request", (r) => void requested.push(r.url()));
+
+    const response = await page.goto(`${base}/`);
+    expect(response?.status()).toBe(200);
+    expect(response?.headers()["content-security-policy"]).toContain("default-src 'self'");
+
+    // Each part shows what the host says.
+    const status = await get<{
+      budget: { seconds_used: number; max_seconds: number; seconds_left: number };
+      lock: { held: boolean };
+      production: { health: string };
+    }>("/status");
+    const text = async (selector: string) => ((await page.locator(selector).first().textContent()) ?? "").trim();
+    expect(await text('[data-budget="used"]')).toBe(secondsText(status.budget.seconds_used));
+    expect(await text('[data-budget="max"]')).toBe(secondsText(status.budget.max_seconds));
+    expect(await text('[data-budget="left"]')).toBe(secondsText(status.budget.seconds_left));
+    expect(status.budget.seconds_used).toBeGreaterThan(0);
+    expect(await text("[data-lock]")).toBe(status.lock.held ? expect.stringContaining("Held by") : "free");
+    expect(await text('[data-production="serving"]')).toMatch(status.production.health === "healthy" ? /^yes/ : /^no/);
+    const finished = (await events()).filter((e) => e.event === "run_finished");
+    const last = finished.at(-1);
+    expect(await page.locator("tr[data-run]").count()).toBe(Math.min(finished.length, 10));
+    expect(await page.locator("tr[data-run]").first().getAttribute("data-run")).toBe(last?.run_id);
+    expect(await text("tr[data-run] .verdict")).toBe(last?.status);
+    expect(await page.locator("tr[data-run] svg.phases rect").count()).toBeGreaterThan(2);
+    const promotions = (await get<{ promotions: { run_id: string }[] }>("/promotions")).promotions;
+    expect(promotions.length).toBeGreaterThan(0);
+    expect(await page.locator("tr[data-promotion]").count()).toBe(promotions.length);
+    expect(await page.locator("tr[data-night]").count()).toBe(7);
+    expect(await page.locator("form, input, button").count()).toBe(0);
+
+    await mkdir(artifacts, { recursive: true });
+    await page.screenshot({ path: join(artifacts, "status-page.png"), fullPage: true });
+
+    // A new audit event appears without a reload.
+    await wait(async () => (await text("#live")) === "live", "the page to follow /audit/stream");
+    const token = readFileSync(join(site.home, ".kloros", "daemon.token"), "utf8").trim();
+    const posted = await fetch(`${base}/intents`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      body: JSON.stringify({ kind: "oom_max_model_len", subsystem: "gpu_allocation", evidence: "the status page's browser test" }),
+    });
+    expect(posted.status).toBe(202);
+    const id = ((await posted.json()) as { id: string }).id;
+    await page.locator("#audit-tail li.new", { hasText: id }).waitFor({ timeout: 15_000 });
+
+    // A phone's width: nothing wider than the screen.
+    const phone = await browser.newPage({ viewport: { width: 390, height: 844 }, isMobile: true });
+    phone.on("console", (m) => {
+      if (m.type() === "error") problems.push(`phone console: ${m.text()}`);
+    });
+    await phone.goto(`${base}/`);
+    // A string, run in the page: this package's types know no DOM.
+    const overflow = await phone.evaluate<{ scrollWidth: number; clientWidth: number }>(
+      "(() => { const root = document.scrollingElement ?? document.documentElement; return { scrollWidth: root.scrollWidth, clientWidth: root.clientWidth }; })()",
+    );
+    expect(overflow.scrollWidth).toBeLessThanOrEqual(overflow.clientWidth);
+    await phone.screenshot({ path: join(artifacts, "status-page-phone.png"), fullPage: true });
+
+    expect(problems).toEqual([]);
+    // It asks nothing of anyone but the daemon.
+    expect(requested.filter((url) => !url.startsWith(`${base}/`))).toEqual([]);
+    expect(existsSync(join(artifacts, "status-page.png"))).toBe(true);
+
+    daemon.child.kill("SIGTERM");
+    expect((await daemon.exited).code).toBe(0);
+  }, 150_000);
+});
