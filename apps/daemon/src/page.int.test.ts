@@ -87,6 +87,11 @@ describe.skipIf(!chromiumPath && !process.env.CI)("the status page in a real bro
     const promotions = (await get<{ promotions: { run_id: string }[] }>("/promotions")).promotions;
     expect(promotions.length).toBeGreaterThan(0);
     expect(await page.locator("tr[data-promotion]").count()).toBe(promotions.length);
+    // Nothing applied yet: "current" is what production says it serves.
+    const served = (await (await fetch(`http://127.0.0.1:${site.productionPort}/metrics`)).text()).match(
+      /gpu_memory_utilization="([\d.]+)"/,
+    )?.[1];
+    expect(await text("tr[data-promotion] td:nth-child(3)")).toBe(`${served} / small (serving)`); // KLR_WHISPER_SIZE's default
     expect(await page.locator("tr[data-night]").count()).toBe(7);
     expect(await page.locator("form, input, button").count()).toBe(0);
 

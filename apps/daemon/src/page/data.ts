@@ -57,6 +57,8 @@ export interface PageData {
   /** a quiesced run's worst-case downtime (worst-case.ts), or why it is unknown */
   worst: { seconds: number; basis: string } | { error: string };
   applied: Applied | null | { error: string };
+  /** the utilization production serves with now (its /metrics), for the promotions' "current" when nothing was applied */
+  served: { util: number; whisper: string } | null;
   lastRestore: { at: Date; seconds: number | null } | null;
   runs: RunRow[];
   promotions: (Promotion & { file: string })[];
@@ -140,7 +142,7 @@ export function runsOf(events: AuditLine[], count = RUNS): RunRow[] {
 /** Everything the page shows, each part read by the function its JSON route uses; a part that fails says why. */
 export async function pageData(s: PageSources): Promise<PageData> {
   const now = s.now();
-  const [status, listing, applied, events, worst] = await Promise.all([
+  const [status, listing, applied, events, worst, served] = await Promise.all([
     statusDocument(s.context),
     listPromotions(s.promotionsDir),
     readApplied(s.context.layout.appliedFile).catch((error: unknown) => ({ error: messageOf(error) })),
@@ -151,6 +153,10 @@ export async function pageData(s: PageSources): Promise<PageData> {
       const w = await worstCase(s.audit, s.config, now, logged);
       return { seconds: w.downtimeSeconds ?? w.totalSeconds, basis: w.basis };
     })().catch((error: unknown) => ({ error: messageOf(error) })),
+    s.context.production
+      .servedUtilization(2000)
+      .then((util) => (util === null ? null : { util, whisper: s.config.whisperSize }))
+      .catch(() => null),
   ]);
   const restored = events.filter((e) => e.event === "production_restored").at(-1);
   return {
@@ -161,6 +167,7 @@ export async function pageData(s: PageSources): Promise<PageData> {
     windows: nextWindows(s.config, now),
     worst,
     applied,
+    served,
     lastRestore: restored ? { at: new Date(restored.ts), seconds: typeof restored.seconds === "number" ? restored.seconds : null } : null,
     runs: runsOf(events),
     promotions: listing.promotions,

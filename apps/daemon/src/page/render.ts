@@ -220,7 +220,13 @@ function runsSection(d: PageData): SafeHtml {
 }
 
 function promotionsSection(d: PageData): SafeHtml {
-  const current = d.applied && !("error" in d.applied) ? d.applied : null;
+  const applied = d.applied && !("error" in d.applied) ? d.applied : null;
+  // what gpu-canary applied, else what production says it serves (Whisper as the settings name it)
+  const current = applied
+    ? `${applied.vllm_memory_util ?? "?"} / ${applied.whisper_model_size}`
+    : d.served !== null
+      ? `${d.served.util} / ${d.served.whisper} (serving)`
+      : "not known";
   return html`<section id="promotions">
     <h2>Promotions</h2>
     ${
@@ -246,7 +252,7 @@ function promotionsSection(d: PageData): SafeHtml {
                         html`<tr data-promotion="${p.run_id}">
                           <td>${time(new Date(p.created_at), d.timeZone)}<br /><small>${p.run_id}</small></td>
                           <td>${p.state}</td>
-                          <td>${current ? `${current.vllm_memory_util ?? "?"} / ${current.whisper_model_size}` : "not recorded"}</td>
+                          <td>${current}</td>
                           <td>${p.candidate.vllm_memory_util} / ${p.candidate.whisper_model_size}</td>
                           <td>${1 + p.passes.length}</td>
                         </tr>`,
