@@ -2,11 +2,12 @@
 import { mkdir, readFile, rm } from "node:fs/promises";
 import { dirname } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { messageOf } from "@gpu-canary/errors";
+import { GpuCanaryError, messageOf } from "@gpu-canary/errors";
+import { createGpuProbe } from "@gpu-canary/gpu-probe";
 import { createProcessInspector, writeJsonAtomic } from "@gpu-canary/state-file";
 import { stopProcessGroup } from "./procfs.ts";
 import { productionServes, restoreUnlessServing } from "./restore.ts";
-import { switchWhisper } from "./whisper.ts";
+import { STEADY_DEFAULTS, switchWhisper } from "./whisper.ts";
 import { type ArmFile, type WatchdogReport, readArmFile, watchdogPidPath } from "./watchdog.ts";
 
 const armFile = process.argv[2];
@@ -59,23 +60,41 @@ async function fire(arm: ArmFile, reason: string): Promise<void> {
   }
   const canaryStopped = arm.canary_pgid === null ? true : (await stopProcessGroup(arm.canary_pgid, 3000)).gone;
   // Whisper back to production's size before production starts: beside a bigger candidate Whisper
-  // production might not fit its memory.
+  // production might not fit its memory. As in the run, the switch is complete only once the new
+  // Whisper's memory is steady (two nvidia-smi readings agree, within the run's
+  // KLR_WHISPER_STEADY_TIMEOUT): a vLLM profiling beside a Whisper that gives back its warm-up
+  // memory aborts (vllm-project/vllm#56830). Not steady in time: production is started all the same
+  // (it must come back) and the report says what nvidia-smi read.
   let whisperRestored: boolean | null = null;
+  let whisperSteady: WatchdogReport["whisper_steady"] = null;
   let whisperError: string | null = null;
   if (arm.whisper) {
     const w = arm.whisper;
+    const env = arm.restore.env;
+    const probe = arm.restore.nvidiaSmi ? createGpuProbe({ executable: arm.restore.nvidiaSmi, ...(env ? { env } : {}) }) : undefined;
     try {
       const deps = {
         stopCommand: w.stop_command,
         startCommand: w.start_command,
         processMatch: w.process_match,
         gpuIndex: arm.restore.gpuIndex,
+        ...(probe ? { probe } : {}),
+        ...(env ? { env } : {}),
       };
-      await switchWhisper({ ...deps, ...(arm.restore.env ? { env: arm.restore.env } : {}) }, w.at, w.back_to, 30_000);
+      const switched = await switchWhisper(deps, w.at, w.back_to, 30_000, {
+        timeoutMs: (w.steady_timeout_seconds ?? STEADY_DEFAULTS.timeoutMs / 1000) * 1000,
+        ...(w.steady_poll_ms ? { pollMs: w.steady_poll_ms } : {}),
+      });
       whisperRestored = true;
+      if (switched.steady) whisperSteady = { steady: true, readings_mib: switched.steady.readingsMib, seconds: switched.steady.seconds };
     } catch (e) {
-      whisperRestored = false;
-      whisperError = `Whisper could not be switched back to ${w.back_to}: ${messageOf(e)}`;
+      // Not steady in time: a Whisper that showed runs at production's size, but its memory still moved.
+      const notSteady = e instanceof GpuCanaryError && e.code === "WHISPER_NOT_STEADY";
+      const details = notSteady ? e.details.readings_mib : undefined;
+      const readings = Array.isArray(details) ? (details as (number | null)[]) : [];
+      if (notSteady) whisperSteady = { steady: false, readings_mib: readings, seconds: null };
+      whisperRestored = readings.some((r) => r !== null);
+      whisperError = `Whisper could not be switched back to ${w.back_to}${notSteady ? " steady" : ""}: ${messageOf(e)}`;
     }
   }
   let servingAt: Date | null = null;
@@ -106,6 +125,7 @@ async function fire(arm: ArmFile, reason: string): Promise<void> {
     production_was_serving: wasServing,
     restore_seconds: seconds,
     whisper_restored: whisperRestored,
+    whisper_steady: whisperSteady,
     error: [whisperError, error].filter(Boolean).join("; ") || null,
   };
   // Kept per run, so a later firing never overwrites one that recovery has not read yet.

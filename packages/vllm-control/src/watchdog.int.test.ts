@@ -4,17 +4,18 @@ import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { testdir, tsNodeArgs, until } from "@gpu-canary/testing";
 import { createVllmClient } from "@gpu-canary/vllm-client";
-import { SIM_VLLM, createHost, freePort, h200, liveProcesses, readHost } from "@gpu-canary/vllm-sim";
+import { NVIDIA_SMI_STANDIN, SIM_VLLM, SIM_WHISPER, createHost, freePort, h200, liveProcesses, readHost } from "@gpu-canary/vllm-sim";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { groupMembers } from "./procfs.ts";
 import { runOperatorCommand } from "./shell.ts";
-import type { WatchdogReport } from "./watchdog.ts";
+import type { WatchdogReport, WhisperBack } from "./watchdog.ts";
+import { readingsAgree } from "./whisper.ts";
 
 const armer = join(import.meta.dirname, "test-fixtures", "armer.ts");
 const port = freePort;
 
 /** A simulated host with production running as a detached sim vLLM, managed by commands. */
-async function host(options: { startDelayMs?: number } = {}) {
+async function host(options: { startDelayMs?: number; nvidiaSmi?: boolean } = {}) {
   const dir = await testdir();
   const hostFile = join(dir, "host.json");
   await createHost(hostFile, { gpus: [h200(0)] });
@@ -35,6 +36,7 @@ async function host(options: { startDelayMs?: number } = {}) {
     gpuIndex: 0,
     serveTimeoutMs: 30_000,
     env,
+    ...(options.nvidiaSmi ? { nvidiaSmi: NVIDIA_SMI_STANDIN } : {}),
   };
   onTestFinished(async () => {
     await runOperatorCommand(`kill -KILL "$(cat ${dir}/prod.pid)" 2>/dev/null; true`, { timeoutMs: 5000 });
@@ -45,7 +47,7 @@ async function host(options: { startDelayMs?: number } = {}) {
   const setup = join(dir, "setup.json");
   const armFile = join(dir, "gpu_maintenance.watchdog.arm.json");
   const reportPath = join(dir, "gpu_maintenance.watchdog.json");
-  const write = (deadlineMs: number, restoreEstimateSeconds?: number) =>
+  const write = (deadlineMs: number, restoreEstimateSeconds?: number, whisper?: WhisperBack) =>
     writeFile(
       setup,
       JSON.stringify({
@@ -54,10 +56,25 @@ async function host(options: { startDelayMs?: number } = {}) {
         reportPath,
         deadlineMs,
         restoreEstimateSeconds,
+        whisper,
         canary: { vllmCommand: SIM_VLLM, port: canaryPort, utilization: 0.4, env },
       }),
     );
-  return { dir, hostFile, client, setup, armFile, reportPath, canaryPort, write };
+  return { dir, hostFile, env, client, setup, armFile, reportPath, canaryPort, write };
+}
+
+/**
+ * A Whisper switched by commands, as createSimSite's is (its stop returns once it is gone); its
+ * memory moves for `rampMs` after each start, or never holds still.
+ */
+function whisperCommands(dir: string, rampMs: number | "never") {
+  const pidFile = join(dir, "whisper.pid");
+  return {
+    start_command: `setsid env CUDA_VISIBLE_DEVICES=0 SIM_WHISPER_RAMP_MS=${rampMs} ${SIM_WHISPER} "$GPU_CANARY_WHISPER_SIZE" >> ${dir}/whisper.log 2>&1 < /dev/null & echo $! > ${pidFile}`,
+    stop_command: `pid="$(cat ${pidFile})"; kill -TERM "$pid"; while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done`,
+    process_match: "whisper",
+    cleanup: `kill -KILL "$(cat ${pidFile})" 2>/dev/null; true`,
+  };
 }
 
 /** The run in miniature; `ownGroup`: it leads a process group of its own, so the test can kill the whole group. */
@@ -210,4 +227,75 @@ describe("the restore watchdog", () => {
     expect(readFileSync(join(h.dir, "prod.pid"), "utf8").trim()).toBe(pid);
     expect(liveProcesses(readHost(h.hostFile)).map((p) => p.used_memory_mib)).toEqual([Math.ceil(143148 * 0.5)]);
   }, 120_000);
+
+  it.each([
+    // Each nvidia-smi stand-in reading takes a good part of a second: a timeout that leaves room for several.
+    { ramp: 2000, steady: true, timeout: 15 },
+    { ramp: "never" as const, steady: false, timeout: 3 },
+  ])(
+    "switches Whisper back and starts production only once two nvidia-smi readings of it agree (ramp $ramp ms)",
+    async ({ ramp, steady, timeout }) => {
+      const h = await host({ nvidiaSmi: true });
+      const w = whisperCommands(h.dir, ramp);
+      onTestFinished(async () => {
+        await runOperatorCommand(w.cleanup, { timeoutMs: 5000 });
+      });
+      // Whisper runs at the candidate's size (medium) when the run dies; production's is small.
+      await runOperatorCommand(w.start_command, { env: { ...h.env, GPU_CANARY_WHISPER_SIZE: "medium" }, timeoutMs: 10_000 });
+      // As the run does, the canary starts only beside a steady Whisper.
+      if (steady)
+        await until(() => readFileSync(join(h.dir, "whisper.log"), "utf8").includes(" steady at "), "the medium Whisper to hold still", {
+          timeoutMs: 10_000,
+        });
+      await h.write(120_000, undefined, {
+        at: "medium",
+        back_to: "small",
+        stop_command: w.stop_command,
+        start_command: w.start_command,
+        process_match: w.process_match,
+        steady_timeout_seconds: timeout,
+        steady_poll_ms: 200,
+      });
+      const run = startArmer(h.setup, "die", { ownGroup: true });
+      await run.ready();
+      process.kill(-(run.child.pid ?? 0), "SIGKILL");
+      await run.exited;
+      const report = await until(
+        () => existsSync(h.reportPath) && (JSON.parse(readFileSync(h.reportPath, "utf8")) as WatchdogReport),
+        "the watchdog's report",
+        { timeoutMs: 60_000, pollMs: 100 },
+      );
+      const whispers = liveProcesses(readHost(h.hostFile)).filter((p) => p.name.startsWith("whisper"));
+      expect(whispers.map((p) => p.name)).toEqual(["whisper-server (small)"]);
+      expect(report.production_serving_at).not.toBeNull();
+      expect(await h.client.servesCompletion({ timeoutMs: 5000 })).toBeTruthy();
+      const readings = report.whisper_steady?.readings_mib ?? [];
+      if (steady) {
+        // Production served only after the Whisper it started said it held still (the log's second
+        // "steady at": the first is the medium one; by the report, written once production serves)...
+        const log = readFileSync(join(h.dir, "whisper.log"), "utf8");
+        const steadyAt = [...log.matchAll(/ steady at (\S+) /g)].map((m) => Date.parse(m[1] ?? ""));
+        expect(steadyAt).toHaveLength(2);
+        expect(Date.parse(report.production_serving_at ?? "")).toBeGreaterThanOrEqual(steadyAt[1] ?? NaN);
+        // ...and once nvidia-smi read it until two readings in a row agreed, the last at small's footprint (2 GiB).
+        expect(report).toMatchObject({ whisper_restored: true, whisper_steady: { steady: true }, error: null });
+        const [before, last] = readings.slice(-2);
+        expect(last).toBe(2048);
+        expect(readingsAgree(before ?? NaN, 2048)).toBe(true);
+        expect(readings.length).toBeGreaterThan(2);
+      } else {
+        // Never steady: at the timeout production starts all the same, and the report says what nvidia-smi read.
+        expect(report).toMatchObject({
+          whisper_restored: true,
+          whisper_steady: { steady: false, seconds: null },
+          error: expect.stringMatching(
+            /^Whisper could not be switched back to small steady: Whisper \(small\) did not hold its GPU memory steady within 3 s/,
+          ),
+        });
+        expect(readings.length).toBeGreaterThanOrEqual(2);
+        expect(readings.every((r) => r !== null && r >= 2048)).toBe(true);
+      }
+    },
+    120_000,
+  );
 });

@@ -26,9 +26,17 @@ export const armFileSchema = z.object({
   restore_estimate_seconds: z.number().nonnegative().nullable().optional(),
   /** the run issued production's start then: a watchdog firing meanwhile waits for it instead of issuing a second */
   restore_started_at: z.string().nullable().optional(),
-  /** Whisper switched for the canary: the watchdog switches it back before it restores production */
+  /** Whisper switched for the canary: the watchdog switches it back, and waits for its memory to be steady, before it restores production */
   whisper: z
-    .object({ at: z.string(), back_to: z.string(), stop_command: z.string(), start_command: z.string(), process_match: z.string() })
+    .object({
+      at: z.string(),
+      back_to: z.string(),
+      stop_command: z.string(),
+      start_command: z.string(),
+      process_match: z.string(),
+      steady_timeout_seconds: z.number().positive().optional(),
+      steady_poll_ms: z.number().int().positive().optional(),
+    })
     .nullable()
     .optional(),
   restore: z.custom<RestorePlan>((value) => typeof value === "object" && value !== null),
@@ -48,6 +56,14 @@ export interface WatchdogReport {
   restore_seconds: number | null;
   /** Whisper switched back to production's size (null: it had not been switched) */
   whisper_restored: boolean | null;
+  /**
+   * The wait for the Whisper it started to hold its memory steady, before production's start:
+   * nvidia-smi's readings (MiB, null when no Whisper showed) and how long it took (null when it did
+   * not end steady); `steady` false when the timeout passed first (the error says so; production is
+   * started all the same). Null: Whisper was not switched back, its commands failed, or the restore
+   * plan names no nvidia-smi to read it with.
+   */
+  whisper_steady?: { steady: boolean; readings_mib: (number | null)[]; seconds: number | null } | null;
   error: string | null;
 }
 
@@ -58,6 +74,10 @@ export interface WhisperBack {
   stop_command: string;
   start_command: string;
   process_match: string;
+  /** KLR_WHISPER_STEADY_TIMEOUT: how long the Whisper switched back may take to hold its memory steady (default 20 s) */
+  steady_timeout_seconds?: number;
+  /** between two nvidia-smi readings of it (default 1 s) */
+  steady_poll_ms?: number;
 }
 
 export interface ArmOptions {

@@ -40,6 +40,9 @@ async function simSite() {
     productionUtil: 0.7,
     tokenLatencyMs: 1,
     traffic: TRAFFIC,
+    // As vLLM before 0.8 does: a request naming no model is refused, so every step of an apply and
+    // its rollback (verification, restore, watchdog, recover) must name production's model.
+    requireModel: true,
     settings: {
       KLR_VLLM_MEMORY_UTIL_MIN: "0.1",
       KLR_MAX_MODEL_LEN: "8192",
@@ -96,6 +99,13 @@ describe("apply and rollback on a production that starts with --config", () => {
     expect(applied.json()).toMatchObject({ status: "applied", from: 0.7, to: 0.8 });
     expect(applied.code).toBe(0);
     expect(await s.servedUtil()).toBe(0.8);
+    // The production it restarted refuses a request naming no model (vLLM before 0.8): the apply's verification named it.
+    const unnamed = await fetch(`${s.site.env.KLR_VLLM_URL}/v1/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ prompt: "ping", max_tokens: 1 }),
+    });
+    expect(unnamed.status).toBe(404);
     // Only the tuned key changed: the operator's other keys stay as they were.
     expect(await readFile(s.configFile, "utf8")).toBe(before.replace("gpu-memory-utilization: 0.7", "gpu-memory-utilization: 0.8"));
     const record = JSON.parse(readFileSync(s.layout.appliedFile, "utf8")) as Record<string, unknown>;

@@ -5,7 +5,7 @@ import { dirname, join } from "node:path";
 import { createAuditFeed } from "@gpu-canary/audit-feed";
 import { layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
 import { nightOf } from "@gpu-canary/policy";
-import { portState } from "@gpu-canary/vllm-control";
+import { portState, readingsAgree } from "@gpu-canary/vllm-control";
 import { testdir, tsNodeArgs, until } from "@gpu-canary/testing";
 import { type SimSiteOptions, createSimSite, liveProcesses, readHost } from "@gpu-canary/vllm-sim";
 import { describe, expect, it, onTestFinished } from "vitest";
@@ -289,13 +289,18 @@ describe("gpu-canary evaluate", () => {
     expect(existsSync(files.lock)).toBe(false);
   }, 300_000);
 
-  it("SIGKILL with Whisper switched to the candidate's size: the watchdog switches it back before production restarts; recover leaves it", async () => {
+  it("SIGKILL with Whisper switched to the candidate's size: the watchdog switches it back and waits for its memory to be steady before production restarts; recover leaves it", async () => {
     // Both Whisper switches and their steady waits count in the run's worst case: a budget that affords them.
+    // A Whisper that loads slowly: its memory moves for 3 s after each start (vLLM ≥ 0.29 aborts a start
+    // beside one that gives memory back, vllm-project/vllm#56830).
     const { site, files, events, serves, run } = await simSite(false, {
       whisper: "small",
+      whisperRampMs: 3000,
       settings: { KLR_GPU_MAINTENANCE_MAX_DOWNTIME: "300" },
     });
     await site.startWhisper();
+    // Production's Whisper has loaded before the run begins, as on a host that serves.
+    await until(async () => (await site.whisperSteadyTimes()).length === 1, "Whisper to hold still", { timeoutMs: 10_000 });
     await site.startProduction();
     const proc = evaluateProcess(site.env, JSON.stringify({ vllm_memory_util: 0.75, whisper_model_size: "base" }));
     await until(async () => (await events()).some((e) => e.event === "canary_started"), "the canary to start", { timeoutMs: 90_000 });
@@ -306,7 +311,19 @@ describe("gpu-canary evaluate", () => {
       "the watchdog's report",
       { timeoutMs: 60_000 },
     );
-    expect(report).toMatchObject({ whisper_restored: true, error: null });
+    // Production started only once the Whisper the watchdog started held still: by the report (written once
+    // production serves) that Whisper — the third start: production's size, the candidate's, production's
+    // again — had said it held still, and production served after that...
+    const steadyTimes = await site.whisperSteadyTimes();
+    expect(steadyTimes).toHaveLength(3);
+    expect(Date.parse(report.production_serving_at as string)).toBeGreaterThanOrEqual(steadyTimes[2]?.getTime() ?? NaN);
+    expect(report).toMatchObject({ whisper_restored: true, whisper_steady: { steady: true }, error: null });
+    // ...and after nvidia-smi read it until two readings in a row agreed, at small's footprint.
+    const { readings_mib: readings } = report.whisper_steady as { readings_mib: number[] };
+    const [before, last] = readings.slice(-2);
+    expect(last).toBe(2048);
+    expect(readingsAgree(before ?? NaN, 2048)).toBe(true);
+    expect(readings.length).toBeGreaterThan(2);
     expect(await serves()).toBe(true);
     const whispers = () =>
       liveProcesses(readHost(site.hostFile))
@@ -316,7 +333,7 @@ describe("gpu-canary evaluate", () => {
     const recovered = await run(["recover", "--json"]);
     expect(recovered.json()).toMatchObject({ action: "recovered", restored_by: "watchdog" });
     const trail = await events();
-    expect(trail.find((e) => e.event === "watchdog_fired")).toMatchObject({ whisper_restored: true });
+    expect(trail.find((e) => e.event === "watchdog_fired")).toMatchObject({ whisper_restored: true, whisper_steady: { steady: true } });
     // One switch there (by the run), one back (by the watchdog, in its report): recover switched nothing.
     expect(trail.filter((e) => e.event === "whisper_switched")).toHaveLength(1);
     expect(whispers()).toEqual(["whisper-server (small)"]);

@@ -87,6 +87,9 @@ export const quiescedSteps: Step<QuiescedRun>[] = [
           stop_command: stop,
           start_command: start,
           process_match: whisperProcess,
+          // Its switch back waits for the Whisper's memory to be steady, as this run's own does.
+          steady_timeout_seconds: s.ctx.config.whisperSteadyTimeoutSeconds,
+          ...(s.ctx.whisperPollMs !== undefined ? { steady_poll_ms: s.ctx.whisperPollMs } : {}),
         });
       const seen = await switchWhisperSeen(s.ctx, s.ctx.config.whisperSize, s.candidate.whisperModelSize);
       s.whisperSeen = true;

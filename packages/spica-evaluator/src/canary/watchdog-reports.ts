@@ -17,6 +17,11 @@ const reportSchema = z.looseObject({
   production_was_serving: z.boolean().optional(),
   error: z.string().nullable().optional(),
   whisper_restored: z.boolean().nullable().optional(),
+  /** the wait for the Whisper it switched back to hold its memory steady, before production's start */
+  whisper_steady: z
+    .object({ steady: z.boolean(), readings_mib: z.array(z.number().nullable()), seconds: z.number().nullable() })
+    .nullable()
+    .optional(),
   /** when its watchdog_fired event was written */
   audited_at: z.string().optional(),
 });
@@ -57,6 +62,7 @@ export async function auditReport(ctx: RunContext, path: string, report: Report)
     error: report.error ?? null,
     ...(report.production_was_serving !== undefined ? { production_was_serving: report.production_was_serving } : {}),
     ...(report.whisper_restored != null ? { whisper_restored: report.whisper_restored } : {}),
+    ...(report.whisper_steady ? { whisper_steady: report.whisper_steady } : {}),
   });
   await writeJsonAtomic(path, { ...report, audited_at: new Date().toISOString() });
 }

@@ -4,7 +4,7 @@ import { readFileSync } from "node:fs";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createVllmClient } from "@gpu-canary/vllm-client";
 import { armWatchdog, createProductionService, launchCanary, restoreProduction } from "../index.ts";
-import type { RestorePlan, WatchdogLaunch } from "../index.ts";
+import type { RestorePlan, WatchdogLaunch, WhisperBack } from "../index.ts";
 
 interface Setup {
   plan: RestorePlan;
@@ -15,6 +15,8 @@ interface Setup {
   /** where the watchdog runs (default: detached) */
   launch?: WatchdogLaunch;
   systemdRun?: string;
+  /** Whisper runs at a candidate's size: the watchdog is told how to switch it back */
+  whisper?: WhisperBack;
   canary: { vllmCommand: string; port: number; utilization: number; env: Record<string, string> };
 }
 
@@ -47,6 +49,7 @@ const canary = launchCanary({
   env: setup.canary.env,
 });
 await watchdog.setCanary(canary.pgid);
+if (setup.whisper) await watchdog.setWhisper(setup.whisper);
 process.stdout.write(`ready ${canary.pgid} ${watchdog.mode}\n`);
 if (mode === "disarm") {
   // Test the canary for real: a streamed completion, timed.
