@@ -35,7 +35,6 @@ export {
   rankByEvidence,
   rankPromotions,
   rankingJson,
-  resultEvidence,
   whyBefore,
 } from "./promotion-rank.ts";
 export type { RankRule, RankedEvidence } from "./promotion-rank.ts";

@@ -10,7 +10,6 @@ import {
   rankByEvidence,
   rankPromotions,
   rankingJson,
-  resultEvidence,
   whyBefore,
 } from "./promotion-rank.ts";
 
@@ -160,16 +159,6 @@ describe("promotions' evidence", () => {
       evidence: { measured: { preemptions: 3, kv_cache_usage_peak: 1, ttft_p95_ms: 5000, itl_p95_ms: 500 } },
     };
     expect(rankPromotions([old, measured]).map((p) => p.run_id)).toEqual(["r-loaded", "r-new-but-bare"]);
-  });
-
-  it("a result's evidence is its measured numbers", () => {
-    expect(
-      resultEvidence({
-        runId: "r-2",
-        finishedAt: "2026-12-07T02:10:00.000Z",
-        measured: { preemptions: 1, kvCacheUsagePeak: 0.5, ttftP95Ms: Number.NaN, itlP95Ms: 12 } as never,
-      }),
-    ).toEqual({ runId: "r-2", at: "2026-12-07T02:10:00.000Z", preemptions: 1, kvCacheUsagePeak: 0.5, ttftP95Ms: null, itlP95Ms: 12 });
   });
 
   it("rankingJson names the rule that put each entry before the next", () => {

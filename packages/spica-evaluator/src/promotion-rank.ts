@@ -1,6 +1,5 @@
 import { type Fingerprint, fingerprintDifferences } from "./promotion-fingerprint.ts";
 import type { Promotion } from "./promotions.ts";
-import type { EvaluationResult } from "./result.ts";
 
 /**
  * What a passed canary showed under production's load, as far as ranking goes (docs/architecture.md,
@@ -42,19 +41,6 @@ export function promotionEvidence(p: Pick<Promotion, "run_id" | "created_at"> & 
     kvCacheUsagePeak: finite(measured?.kv_cache_usage_peak),
     ttftP95Ms: finite(measured?.ttft_p95_ms),
     itlP95Ms: finite(measured?.itl_p95_ms),
-  };
-}
-
-/** A result's evidence, before (or without) its promotion. */
-export function resultEvidence(r: Pick<EvaluationResult, "runId" | "finishedAt" | "measured">): RankedEvidence {
-  const m = r.measured;
-  return {
-    runId: r.runId,
-    at: r.finishedAt,
-    preemptions: finite(m?.preemptions),
-    kvCacheUsagePeak: finite(m?.kvCacheUsagePeak),
-    ttftP95Ms: finite(m?.ttftP95Ms),
-    itlP95Ms: finite(m?.itlP95Ms),
   };
 }
 
