@@ -16,9 +16,12 @@ const bin = join(import.meta.dirname, "..", "bin.ts");
 const TRAFFIC = { concurrency: 8, promptTokens: 2000, outputTokens: 500, requests: 24, background: true };
 
 /**
- * Every stretch a client saw production down, summed: each from its first failed probe to the next
- * completion. A probe that ran into its 1 s timeout reached a production that was up but slow (a
- * verification's load on a tight KV cache): degraded, not down — it neither begins nor ends a stretch.
+ * Every stretch a client saw production down, summed: each from its first failed probe to the
+ * sending of the next one that got a completion (production took it, so it was back: how long that
+ * completion then waited beside production's own traffic is latency, not downtime — on a busy machine
+ * it was half a second over two stretches). A probe that ran into its 1 s timeout reached a production
+ * that was up but slow (a verification's load on a tight KV cache): degraded, not down — it neither
+ * begins nor ends a stretch.
  */
 function downSeconds(probes: readonly Probe[]): number {
   let total = 0;
@@ -27,7 +30,7 @@ function downSeconds(probes: readonly Probe[]): number {
     if (!p.ok && p.doneAt - p.sentAt >= 900) continue;
     if (!p.ok && downSince === null) downSince = p.sentAt;
     if (p.ok && downSince !== null) {
-      total += (p.doneAt - downSince) / 1000;
+      total += (p.sentAt - downSince) / 1000;
       downSince = null;
     }
   }
