@@ -1,27 +1,15 @@
-import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { appendFile, mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import { testdir, until } from "@gpu-canary/testing";
+import { CHROMIUM_MISSING, browserEnv, chromiumExecutable, testdir, until } from "@gpu-canary/testing";
 import { createSimSite } from "@gpu-canary/vllm-sim";
 import { type Browser, chromium } from "playwright-core";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { startDaemon } from "./test-fixtures/daemon-process.ts";
 
-/** Debian's chromium (no browser download): CHROMIUM_PATH, else `chromium` on PATH. */
-function findChromium(): string | null {
-  if (process.env.CHROMIUM_PATH) return process.env.CHROMIUM_PATH;
-  try {
-    return execFileSync("sh", ["-c", "command -v chromium"], { encoding: "utf8" }).trim() || null;
-  } catch {
-    return null;
-  }
-}
-
-const chromiumPath = findChromium();
-const MISSING = "chromium is missing: install Debian's chromium (`apt-get install -y chromium`, as .ci/run does) or set CHROMIUM_PATH";
+const chromiumPath = chromiumExecutable();
 // In CI a missing browser fails the test below; elsewhere it is skipped, saying why.
-if (!chromiumPath && !process.env.CI) console.warn(`page.int.test.ts skipped: ${MISSING}`);
+if (!chromiumPath && !process.env.CI) console.warn(`page.int.test.ts skipped: ${CHROMIUM_MISSING}`);
 
 const artifacts = join(import.meta.dirname, "..", "test-artifacts");
 
@@ -32,7 +20,7 @@ const secondsText = (s: number) => `${Math.round(s * 10) / 10} s`;
 
 describe.skipIf(!chromiumPath && !process.env.CI)("the status page in a real browser", () => {
   it("after a night on the simulated host shows what the host says, appends audit events live, and fits a phone", async () => {
-    if (!chromiumPath) throw new Error(MISSING);
+    if (!chromiumPath) throw new Error(CHROMIUM_MISSING);
     const site = await createSimSite(await testdir(), { settings: { KLR_CANARY_LOAD_SECONDS: "1" } });
     onTestFinished(() => site.cleanup());
     await site.startProduction();
@@ -49,7 +37,7 @@ describe.skipIf(!chromiumPath && !process.env.CI)("the status page in a real bro
     await appendFile(daemon.log, OOM);
     await wait(async () => (await events()).some((e) => e.event === "tuning_decision"), "the tuning decision");
 
-    const browser: Browser = await chromium.launch({ executablePath: chromiumPath, args: ["--no-sandbox"] });
+    const browser: Browser = await chromium.launch({ executablePath: chromiumPath, args: ["--no-sandbox"], env: browserEnv() });
     onTestFinished(() => browser.close());
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
     const problems: string[] = [];

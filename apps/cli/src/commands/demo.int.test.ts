@@ -7,6 +7,7 @@ import { loadConfig, requireConfig } from "@gpu-canary/config";
 import { nightOf } from "@gpu-canary/policy";
 import { describe, expect, it } from "vitest";
 import { cli } from "../test-fixtures/cli.ts";
+import { statusPageOf } from "../test-fixtures/status-page.ts";
 
 /** Processes whose command line names a path under `dir`. */
 function processesUnder(dir: string): string[] {
@@ -223,5 +224,19 @@ describe("gpu-canary demo", () => {
     expect(status.budget).toMatchObject({ date: night, seconds_used: budget.seconds_used });
     expect(status.gpus.map((g) => g.name)).toEqual(["NVIDIA H200", "NVIDIA H200"]);
     expect(status.production.url).toBe(config.vllmUrl);
-  }, 180_000);
+
+    // The daemon's status page on the demo's folder, in Debian's chromium: every run the night finished, its
+    // promotions and its budget, as the daemon's JSON says them; the screenshot is the README's.
+    const page = await statusPageOf(doc.env_file, "status-page-demo-night.png");
+    if (page) {
+      expect(page.problems).toEqual([]);
+      expect(page.runsFinished).toBe(finished.length);
+      expect(page.runRows).toBe(Math.min(finished.length, 10));
+      expect(page.newestRun).toBe(page.newestRunFinished);
+      expect([page.promotionRows, page.promotions]).toEqual([3, 3]);
+      expect(page.budgetUsedSeconds).toBe(budget.seconds_used);
+      expect(page.budgetUsedText).toBe(`${Math.round(budget.seconds_used * 10) / 10} s`);
+      expect(page.exitCode).toBe(0);
+    }
+  }, 240_000);
 });
