@@ -176,7 +176,7 @@ describe("the verdict on a canary's load", () => {
       );
       return { ...e, load: e.load && { ...e.load, asked: { ...e.load.asked, extra: [{ promptTokens: 7930, outputTokens: 200 }] } } };
     };
-    const steady = { ttftP50Ms: 50, ttftP95Ms: 90, itlP50Ms: 18, itlP95Ms: 21, requests: 8, ttftP95FloorMs: 80, itlP95FloorMs: 20 };
+    const steady = { ttftP50Ms: 50, ttftP95Ms: 90, itlP50Ms: 18, itlP95Ms: 21, requests: 24, ttftP95FloorMs: 80, itlP95FloorMs: 20 };
     const fine = judge(withExtra({ serverBeforeExtras: steady }), baseline(), limits);
     expect(fine.status).toBe("passed");
     expect(fine.reason).toContain("(by vLLM's own histograms then: canary 90 ms, production 100 ms)");
@@ -193,6 +193,10 @@ describe("the verdict on a canary's load", () => {
     expect(judge(withExtra({ serverBeforeExtras: slowTokens }), baseline(), limits).reason).toMatch(
       /^inter-token latency p95 90 ms .* under the steady load before/,
     );
+    // a p95 of a handful is their slowest: too few before them are not compared
+    const few = judge(withExtra({ serverBeforeExtras: { ...slowBeside, requests: 8 } }), baseline(), limits);
+    expect(few.status).toBe("passed");
+    expect(few.reason).toContain("(not compared with production: vLLM's histograms counted 8 requests before them, 20 needed)");
   });
 
   it("is inconclusive when the canary does not count its preemptions", () => {

@@ -326,13 +326,20 @@ export function judge(evidence: CanaryEvidence, baseline: ProductionBaseline | n
         status: "failed",
         reason: `TTFT p95 ${msText(clean)} of the ${before.length} requests before the intent's longer ones is above the limit ${limits.ttftP95Ms} ms (KLR_CANARY_TTFT_P95_MS)${peak}`,
       };
-    const slowerBefore = slowerThanProduction(evidence.serverBeforeExtras);
+    // A p95 of a handful is their slowest: too few before them (a short ramp) say nothing against production.
+    const s = evidence.serverBeforeExtras;
+    const enoughBefore = s !== null && s.requests >= MIN_BASELINE_REQUESTS ? s : null;
+    const slowerBefore = slowerThanProduction(enoughBefore);
     if (slowerBefore)
       return { status: "failed", reason: `${slowerBefore} under the steady load before the intent's longer requests (${shape})${peak}` };
     const cleanText = clean === null ? "none started before them" : `TTFT p95 ${msText(clean)} of the ${before.length} before them`;
-    const s = evidence.serverBeforeExtras;
-    const comparedBefore =
-      comparable && s ? ` (by vLLM's own histograms then: canary ${fmt(s.ttftP95Ms)}, production ${fmt(comparable.ttftP95Ms)})` : "";
+    const comparedBefore = !comparable
+      ? ""
+      : enoughBefore
+        ? ` (by vLLM's own histograms then: canary ${fmt(enoughBefore.ttftP95Ms)}, production ${fmt(comparable.ttftP95Ms)})`
+        : s
+          ? ` (not compared with production: vLLM's histograms counted ${plural(s.requests, "request")} before them, ${MIN_BASELINE_REQUESTS} needed)`
+          : "";
     return {
       status: "passed",
       reason: `${done}: ${tail}; ${cleanText}${comparedBefore}; beside the intent's longer requests ${latencies} (reported, not judged)`,
