@@ -21,13 +21,14 @@ const TRAFFIC = { concurrency: 8, promptTokens: 2000, outputTokens: 500, request
  * completion then waited beside production's own traffic is latency, not downtime — on a busy machine
  * it was half a second over two stretches). A probe that ran into its 1 s timeout reached a production
  * that was up but slow (a verification's load on a tight KV cache): degraded, not down — it neither
- * begins nor ends a stretch.
+ * begins nor ends a stretch, unless `slowIsDown`: then every stretch a client was not served counts
+ * (an engine told to stop under load keeps its port while it drains, and its clients wait).
  */
-function downSeconds(probes: readonly Probe[]): number {
+function downSeconds(probes: readonly Probe[], slowIsDown = false): number {
   let total = 0;
   let downSince: number | null = null;
   for (const p of probes) {
-    if (!p.ok && p.doneAt - p.sentAt >= 900) continue;
+    if (!p.ok && p.doneAt - p.sentAt >= 900 && !slowIsDown) continue;
     if (!p.ok && downSince === null) downSince = p.sentAt;
     if (p.ok && downSince !== null) {
       total += (p.sentAt - downSince) / 1000;
@@ -237,7 +238,8 @@ describe("apply and rollback on a production that starts with --config", () => {
     await s.promote("r-tight", 0.15);
     const prober = new Prober(s.site.env.KLR_VLLM_URL ?? "", s.site.modelPath);
     const result = await s.run(["apply", "r-tight", "--json"]);
-    const probed = downSeconds(await prober.stop());
+    const probes = await prober.stop();
+    const probed = downSeconds(probes);
     expect(result.json()).toMatchObject({
       status: "rolled_back",
       from: 0.7,
@@ -255,10 +257,12 @@ describe("apply and rollback on a production that starts with --config", () => {
     // Both outages charged: the restart with the new file and the rollback's.
     const charged = events.find((e) => e.event === "budget_charged")?.seconds as number;
     expect(s.budgetUsed()).toBeCloseTo(charged, 3);
-    // Never under the outage a client saw by more than the apply's margin; the rollback's part is
-    // counted from its stop command, while clients are still served until the engine closes its port.
+    // Never under the outage a client saw by more than the apply's margin. The rollback's part is counted
+    // from its stop command, while the engine, draining the verification's load, keeps its port and its
+    // clients wait: above, the charge is held to the time clients were not served at all (CI on a busy
+    // machine: 5.77 s charged where refused probes showed 2.15 s).
     expect(charged).toBeGreaterThan(probed - 0.5);
-    expect(charged).toBeLessThan(probed + 1.5);
+    expect(charged).toBeLessThan(downSeconds(probes, true) + 1.5);
     expect(existsSync(s.layout.gpuLock)).toBe(false);
   }, 180_000);
 
