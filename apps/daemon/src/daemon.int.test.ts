@@ -12,9 +12,13 @@ const OOM =
 
 let debug: (() => string) | null = null;
 
-/** The shared poll, with this test's timing and the daemon's last log lines when it times out. */
+/**
+ * The shared poll, with this test's timing and the daemon's last log lines when it times out. An OOM
+ * line to a started canary (screening, gates, lock, baseline, watchdog, stop) took over 40 s once, on
+ * CI's two cores shared with a second test run: each wait has 75 s, inside the tests' 120 s.
+ */
 const waitFor = <T>(check: () => T | false | null | undefined | Promise<T | false | null | undefined>, what: string) =>
-  until(check, () => `${what}${debug ? `\n${debug()}` : ""}`, { timeoutMs: 40_000, pollMs: 100 });
+  until(check, () => `${what}${debug ? `\n${debug()}` : ""}`, { timeoutMs: 75_000, pollMs: 100 });
 
 async function daemonOn(settings: Record<string, string>, options: { configFile?: boolean } = {}) {
   const site = await createSimSite(await testdir(), { settings, configFile: options.configFile ?? false });
