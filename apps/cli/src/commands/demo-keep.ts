@@ -18,9 +18,12 @@ export function selfArgv(): string[] {
   return [join(dirname(here), "..", "bin.js")];
 }
 
-/** gpu-canaryd's bin in the same checkout (apps/daemon beside apps/cli), built by `pnpm install`; null elsewhere. */
+/**
+ * gpu-canaryd's bin as this package ships it (bin/gpu-canaryd.js beside bin/gpu-canary.js, from src/ or
+ * dist/ alike): it loads the daemon package this CLI depends on, in a checkout and installed from npm.
+ */
 function daemonBin(): string | null {
-  const path = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "daemon", "bin", "gpu-canaryd.js");
+  const path = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "bin", "gpu-canaryd.js");
   return existsSync(path) ? path : null;
 }
 
@@ -62,13 +65,13 @@ export async function keepDemo(dir: string, home: string, env: Record<string, st
     `#!/bin/sh\n# gpu-canary, as \`gpu-canary demo --keep\` ran it\nexec ${[process.execPath, ...selfArgv()].map(shellWord).join(" ")} "$@"\n`,
   );
   await chmod(wrapper, 0o755);
-  // The daemon beside it, in a checkout (the guide's gpu-canaryd commands run as written too).
+  // The daemon beside it (the guide's gpu-canaryd commands run as written too).
   const daemon = daemonBin();
   if (daemon !== null) {
     const daemonWrapper = join(bin, "gpu-canaryd");
     await writeFile(
       daemonWrapper,
-      `#!/bin/sh\n# gpu-canaryd of this checkout\nexec ${[process.execPath, daemon].map(shellWord).join(" ")} "$@"\n`,
+      `#!/bin/sh\n# gpu-canaryd, as gpu-canary demo --keep found it\nexec ${[process.execPath, daemon].map(shellWord).join(" ")} "$@"\n`,
     );
     await chmod(daemonWrapper, 0o755);
   }

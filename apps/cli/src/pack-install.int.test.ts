@@ -1,0 +1,115 @@
+import { execFile } from "node:child_process";
+import { existsSync, readFileSync, readdirSync } from "node:fs";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+const run = promisify(execFile);
+
+/** Run a command to its end, whatever its exit code: its output and the code. */
+function runToEnd(file: string, args: string[], options: { env: NodeJS.ProcessEnv; cwd: string; timeout?: number }) {
+  return new Promise<{ stdout: string; stderr: string; code: number | null }>((resolve) => {
+    const child = execFile(file, args, { ...options, maxBuffer: 64 * 1024 * 1024 }, (_error, stdout, stderr) =>
+      resolve({ stdout, stderr, code: child.exitCode }),
+    );
+  });
+}
+const root = join(import.meta.dirname, "..", "..", "..");
+
+/** Every package of the workspace that is published (not `private`), with its folder. */
+function publishedPackages(): { name: string; dir: string }[] {
+  const found: { name: string; dir: string }[] = [];
+  for (const group of ["apps", "packages", "tooling"]) {
+    for (const entry of readdirSync(join(root, group))) {
+      const dir = join(root, group, entry);
+      const file = join(dir, "package.json");
+      if (!existsSync(file)) continue;
+      const manifest = JSON.parse(readFileSync(file, "utf8")) as { name: string; private?: boolean };
+      if (manifest.private !== true) found.push({ name: manifest.name, dir });
+    }
+  }
+  return found;
+}
+
+/** The environment an operator's shell would give: no KLR_* settings, a fresh home, npm's own defaults. */
+function operatorEnv(home: string): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [key, value] of Object.entries(process.env)) {
+    if (key.startsWith("KLR_") || key.startsWith("npm_") || key.startsWith("PNPM_") || key === "NODE_OPTIONS") continue;
+    env[key] = value;
+  }
+  return { ...env, HOME: home, NO_COLOR: "1" };
+}
+
+/**
+ * Packed and installed as an operator gets it: each published package through `pnpm pack` (which
+ * turns `workspace:` and `catalog:` ranges into versions), the tarballs installed with npm into a
+ * prefix outside the workspace, and the installed `gpu-canary` run from there. The packages' dist/
+ * must be built: turbo builds them before this package's tests (turbo.json), `pnpm install` too.
+ * Third-party dependencies come from npm's cache, else from the registry.
+ */
+describe("the packed packages, installed with npm outside the workspace", () => {
+  let dir = "";
+  let bin = "";
+  let env: NodeJS.ProcessEnv = {};
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "gpu-canary-pack-"));
+    const tarballs = join(dir, "tarballs");
+    const prefix = join(dir, "prefix");
+    const home = join(dir, "home");
+    await Promise.all([mkdir(tarballs), mkdir(prefix), mkdir(home)]);
+    env = operatorEnv(home);
+    const packages = publishedPackages();
+    for (const { name, dir: packageDir } of packages) {
+      if (!existsSync(join(packageDir, "dist"))) throw new Error(`${name} is not built: run \`pnpm build\` at the repository root`);
+    }
+    // Two at a time: pnpm's start is most of each pack.
+    for (let i = 0; i < packages.length; i += 2) {
+      await Promise.all(
+        packages.slice(i, i + 2).map(({ dir: packageDir }) => run("pnpm", ["pack", "--pack-destination", tarballs], { cwd: packageDir })),
+      );
+    }
+    const files = readdirSync(tarballs).map((file) => join(tarballs, file));
+    expect(files).toHaveLength(packages.length);
+    // A package.json of its own, so npm never walks up into a workspace.
+    await writeFile(join(prefix, "package.json"), `${JSON.stringify({ name: "operator-host", private: true })}\n`);
+    await run(
+      "npm",
+      ["install", "--prefix", prefix, "--prefer-offline", "--no-audit", "--no-fund", "--omit=dev", "--loglevel=error", ...files],
+      { cwd: prefix, env, timeout: 150_000 },
+    );
+    bin = join(prefix, "node_modules", ".bin");
+  }, 200_000);
+
+  afterAll(async () => {
+    if (dir !== "") await rm(dir, { recursive: true, force: true });
+  });
+
+  it("gives gpu-canary and gpu-canaryd, each answering --version with the package's version", async () => {
+    const { version } = JSON.parse(readFileSync(join(root, "apps", "cli", "package.json"), "utf8")) as { version: string };
+    const cli = await run(join(bin, "gpu-canary"), ["--version"], { env, cwd: dir });
+    expect(cli.stdout.trim()).toBe(version);
+    const daemon = await run(join(bin, "gpu-canaryd"), ["--version"], { env, cwd: dir });
+    expect(daemon.stdout).toContain(JSON.parse(readFileSync(join(root, "apps", "daemon", "package.json"), "utf8")).version);
+  });
+
+  it("runs doctor --json: its checks as JSON, whatever this host lacks", async () => {
+    const result = await runToEnd(join(bin, "gpu-canary"), ["doctor", "--json"], { env, cwd: dir });
+    const doc = JSON.parse(result.stdout) as { checks?: unknown[] };
+    expect(Array.isArray(doc.checks)).toBe(true);
+  });
+
+  it("runs the demo on the simulated host that ships with it", async () => {
+    const result = await runToEnd(join(bin, "gpu-canary"), ["demo", "--json"], { env, cwd: dir, timeout: 170_000 });
+    const doc = JSON.parse(result.stdout.split(/\n(?=\{)/)[0] ?? "") as { ok: boolean; steps: { title: string; ok: boolean }[] };
+    expect(
+      doc.steps.filter((s) => !s.ok),
+      result.stderr,
+    ).toEqual([]);
+    expect(doc.ok).toBe(true);
+    expect(result.code).toBe(0);
+  }, 180_000);
+});
