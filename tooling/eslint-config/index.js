@@ -27,7 +27,7 @@ export const dateRules = [
  */
 export function gpuCanaryEslint(tsconfigRootDir, options = {}) {
   return tseslint.config(
-    { ignores: ["dist/**", "bin/**", "test/**", "coverage/**", "*.config.js", "eslint.config.js"] },
+    { ignores: ["dist/**", "bundle/**", "bin/**", "test/**", "coverage/**", "*.config.js", "eslint.config.js"] },
     js.configs.recommended,
     ...tseslint.configs.strictTypeChecked,
     {

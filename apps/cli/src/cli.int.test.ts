@@ -1,14 +1,13 @@
 import { readFile, mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { runTs, testdir } from "@gpu-canary/testing";
+import { testdir } from "@gpu-canary/testing";
 import { describe, expect, it } from "vitest";
-
-const bin = join(import.meta.dirname, "bin.ts");
+import { shippedArgs, runShipped } from "./test-fixtures/shipped.ts";
 
 /** The CLI as a real process, with an environment free of the caller's KLR_* settings. */
 function gpuCanary(args: string[], env: Record<string, string>) {
   const clean = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("KLR_")));
-  return runTs(bin, args, { env: { ...clean, ...env }, timeoutMs: 30_000 });
+  return runShipped(args, { env: { ...clean, ...env }, timeoutMs: 30_000 });
 }
 
 describe("gpu-canary as a process", () => {
@@ -69,8 +68,7 @@ describe("gpu-canary lock run as processes", () => {
   it("forwards SIGTERM to the command and releases the lock when it ends", async () => {
     const home = await testdir();
     const { spawn } = await import("node:child_process");
-    const { tsNodeArgs } = await import("@gpu-canary/testing");
-    const child = spawn(process.execPath, tsNodeArgs(bin, ["lock", "run", "--", "sleep", "30"]), {
+    const child = spawn(process.execPath, shippedArgs(["lock", "run", "--", "sleep", "30"]), {
       env: { ...process.env, KLR_HOME: home },
       stdio: ["ignore", "pipe", "pipe"],
     });

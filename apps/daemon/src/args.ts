@@ -1,7 +1,10 @@
 import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
 
-/** The version in this package's package.json (src/ and dist/ both sit one level below it). */
+/**
+ * The version in the package.json one level up: this package's from src/ and dist/; in the CLI's bundle
+ * (bundle/lib/, where gpu-canaryd ships), bundle/package.json, the CLI package's version.
+ */
 export const VERSION: string = (() => {
   const parsed: unknown = JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8"));
   return typeof parsed === "object" && parsed !== null && "version" in parsed && typeof parsed.version === "string"

@@ -5,12 +5,11 @@ import { join } from "node:path";
 import { createAuditFeed } from "@gpu-canary/audit-feed";
 import { layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
 import { nightOf } from "@gpu-canary/policy";
-import { type Probe, Prober, testdir, tsNodeArgs, until } from "@gpu-canary/testing";
+import { type Probe, Prober, testdir, until } from "@gpu-canary/testing";
 import { createSimSite } from "@gpu-canary/vllm-sim";
 import { describe, expect, it, onTestFinished } from "vitest";
+import { shippedArgs } from "../test-fixtures/shipped.ts";
 import { cli } from "../test-fixtures/cli.ts";
-
-const bin = join(import.meta.dirname, "..", "bin.ts");
 
 /** Production's traffic as the demo sends it: 8 requests in flight of ~2,000 prompt tokens; util 0.15 cannot hold them. */
 const TRAFFIC = { concurrency: 8, promptTokens: 2000, outputTokens: 500, requests: 24, background: true };
@@ -276,7 +275,7 @@ describe("apply and rollback on a production that starts with --config", () => {
       await s.promote("r-killed", 0.8);
       const clean = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("KLR_")));
       // A long verification load keeps the run at `verifying` long enough to be killed there.
-      const child = spawn(process.execPath, tsNodeArgs(bin, ["apply", "r-killed", "--json"]), {
+      const child = spawn(process.execPath, shippedArgs(["apply", "r-killed", "--json"]), {
         env: { ...clean, ...s.site.env, KLR_CANARY_LOAD_SECONDS: phase === "verifying" ? "20" : "1" },
         stdio: ["ignore", "pipe", "pipe"],
       });

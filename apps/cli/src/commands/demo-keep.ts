@@ -5,9 +5,10 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 /**
- * How to start this CLI as a process: the compiled bin, or the TypeScript entry through tsx on
- * sources. tsx is named by its absolute path: `--import tsx` would be looked up from the caller's
- * working folder, which need not be inside this repository.
+ * How to start this CLI as a process: the bundle's entry beside this code (bundle/lib/, see
+ * bundle.config.js), the compiled bin, or the TypeScript entry through tsx on sources. tsx is named by its
+ * absolute path: `--import tsx` would be looked up from the caller's working folder, which need not
+ * be inside this repository.
  */
 export function selfArgv(): string[] {
   const here = fileURLToPath(import.meta.url);
@@ -15,15 +16,19 @@ export function selfArgv(): string[] {
     const tsx = createRequire(import.meta.url).resolve("tsx");
     return ["--conditions=@gpu-canary/source", "--import", tsx, join(dirname(here), "..", "bin.ts")];
   }
-  return [join(dirname(here), "..", "bin.js")];
+  const bundled = join(dirname(here), "gpu-canary.js");
+  return [existsSync(bundled) ? bundled : join(dirname(here), "..", "bin.js")];
 }
 
 /**
- * gpu-canaryd's bin as this package ships it (bin/gpu-canaryd.js beside bin/gpu-canary.js, from src/ or
- * dist/ alike): it loads the daemon package this CLI depends on, in a checkout and installed from npm.
+ * gpu-canaryd as this package ships it: the bundle's entry beside this code (bundle/lib/), else
+ * bin/gpu-canaryd.js beside bin/gpu-canary.js (from src/ or dist/ alike), which loads the bundle.
  */
 function daemonBin(): string | null {
-  const path = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "bin", "gpu-canaryd.js");
+  const here = dirname(fileURLToPath(import.meta.url));
+  const bundled = join(here, "gpu-canaryd.js");
+  if (existsSync(bundled)) return bundled;
+  const path = join(here, "..", "..", "bin", "gpu-canaryd.js");
   return existsSync(path) ? path : null;
 }
 

@@ -5,13 +5,13 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { createAuditFeed } from "@gpu-canary/audit-feed";
 import { layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
-import { Prober, outageOf, testdir, tsNodeArgs, until } from "@gpu-canary/testing";
+import { Prober, outageOf, testdir, until } from "@gpu-canary/testing";
 import { createSimSite } from "@gpu-canary/vllm-sim";
 import { describe, expect, it, onTestFinished } from "vitest";
+import { shippedArgs } from "../test-fixtures/shipped.ts";
 import { cli } from "../test-fixtures/cli.ts";
 
 const run = promisify(execFile);
-const bin = join(import.meta.dirname, "..", "bin.ts");
 const candidate = JSON.stringify({ vllm_memory_util: 0.75, whisper_model_size: "small" });
 
 /** A small tmpfs of its own, so that the disk can really fill (ENOSPC), not a simulated error. */
@@ -54,7 +54,7 @@ describe("KLR_HOME's disk full in the middle of a quiesced run", () => {
     const probe = new Prober(env.KLR_VLLM_URL ?? "");
 
     const clean = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("KLR_")));
-    const child = spawn(process.execPath, tsNodeArgs(bin, ["evaluate", "--candidate", candidate, "--json"]), {
+    const child = spawn(process.execPath, shippedArgs(["evaluate", "--candidate", candidate, "--json"]), {
       env: { ...clean, ...env },
       stdio: ["ignore", "pipe", "pipe"],
     });

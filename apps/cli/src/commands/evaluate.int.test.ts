@@ -6,13 +6,13 @@ import { createAuditFeed } from "@gpu-canary/audit-feed";
 import { layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
 import { nightOf } from "@gpu-canary/policy";
 import { portState, readingsAgree } from "@gpu-canary/vllm-control";
-import { testdir, tsNodeArgs, until } from "@gpu-canary/testing";
+import { testdir, until } from "@gpu-canary/testing";
 import { type SimSiteOptions, createSimSite, liveProcesses, readHost } from "@gpu-canary/vllm-sim";
 import { describe, expect, it, onTestFinished } from "vitest";
+import { shippedArgs } from "../test-fixtures/shipped.ts";
 import { cli } from "../test-fixtures/cli.ts";
 import { QUIESCED_RUN_PHASES } from "../test-fixtures/phases.ts";
 
-const bin = join(import.meta.dirname, "..", "bin.ts");
 const candidate = JSON.stringify({ vllm_memory_util: 0.75, whisper_model_size: "small" });
 
 async function simSite(production = true, options: SimSiteOptions = {}) {
@@ -46,7 +46,7 @@ async function simSite(production = true, options: SimSiteOptions = {}) {
 /** `gpu-canary evaluate` as a real process, its stdout and stderr pipes (as under cron or systemd), to be signalled mid-run. */
 function evaluateProcess(env: Record<string, string>, what = candidate, flags = ["--json"]) {
   const clean = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("KLR_")));
-  const child = spawn(process.execPath, tsNodeArgs(bin, ["evaluate", "--candidate", what, ...flags]), {
+  const child = spawn(process.execPath, shippedArgs(["evaluate", "--candidate", what, ...flags]), {
     env: { ...clean, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });

@@ -2,17 +2,17 @@ import { execFile } from "node:child_process";
 import { open, mkdir, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { runTs, testdir } from "@gpu-canary/testing";
+import { testdir } from "@gpu-canary/testing";
 import { describe, expect, it, onTestFinished } from "vitest";
+import { runShipped } from "../test-fixtures/shipped.ts";
 
 const run = promisify(execFile);
-const bin = join(import.meta.dirname, "..", "bin.ts");
 const night = "20261201";
 
 /** The CLI as a real process, with an environment free of the caller's KLR_* settings. */
 async function gpuCanary(home: string, args: string[]) {
   const clean = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("KLR_")));
-  const result = await runTs(bin, args, { env: { ...clean, KLR_HOME: home }, timeoutMs: 30_000 });
+  const result = await runShipped(args, { env: { ...clean, KLR_HOME: home }, timeoutMs: 30_000 });
   const error = args.includes("--json")
     ? (JSON.parse(result.stdout) as { error: { code: string; message: string; hint: string } }).error
     : null;

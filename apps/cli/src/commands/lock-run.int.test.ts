@@ -1,10 +1,9 @@
 import { spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { testdir, tsNodeArgs, until } from "@gpu-canary/testing";
+import { testdir, until } from "@gpu-canary/testing";
 import { describe, expect, it, onTestFinished } from "vitest";
-
-const bin = join(import.meta.dirname, "..", "bin.ts");
+import { shippedArgs } from "../test-fixtures/shipped.ts";
 
 /** Whether a PID runs (a zombie waiting for its reaper does not). */
 const runs = (pid: number) => existsSync(`/proc/${pid}`) && !/\) Z /.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
@@ -14,7 +13,7 @@ describe("gpu-canary lock run as a process", () => {
     const dir = await testdir();
     const pidFile = join(dir, "command.pid");
     const clean = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("KLR_")));
-    const wrapper = spawn(process.execPath, tsNodeArgs(bin, ["lock", "run", "--", "sh", "-c", `echo $$ > ${pidFile}; exec sleep 60`]), {
+    const wrapper = spawn(process.execPath, shippedArgs(["lock", "run", "--", "sh", "-c", `echo $$ > ${pidFile}; exec sleep 60`]), {
       env: { ...clean, KLR_HOME: dir },
       stdio: "ignore",
     });
