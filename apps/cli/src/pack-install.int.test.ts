@@ -53,6 +53,7 @@ function operatorEnv(home: string): NodeJS.ProcessEnv {
 describe("the packed packages, installed with npm outside the workspace", () => {
   let dir = "";
   let bin = "";
+  let installed = "";
   let env: NodeJS.ProcessEnv = {};
 
   beforeAll(async () => {
@@ -82,6 +83,7 @@ describe("the packed packages, installed with npm outside the workspace", () => 
       { cwd: prefix, env, timeout: 150_000 },
     );
     bin = join(prefix, "node_modules", ".bin");
+    installed = join(prefix, "node_modules", "@gpu-canary", "cli");
   }, 200_000);
 
   afterAll(async () => {
@@ -95,6 +97,12 @@ describe("the packed packages, installed with npm outside the workspace", () => 
     // gpu-canaryd ships in the CLI's package (its bundle): the CLI package's version.
     const daemon = await run(join(bin, "gpu-canaryd"), ["--version"], { env, cwd: dir });
     expect(daemon.stdout.trim()).toBe(version);
+  });
+
+  it("ships the systemd unit, the polkit rule and the example settings the guide copies", () => {
+    for (const file of ["gpu-canaryd.service", "gpu-canary.polkit.rules", "kloros_env.example"])
+      expect(existsSync(join(installed, "contrib", file)), file).toBe(true);
+    expect(readFileSync(join(installed, "contrib", "gpu-canaryd.service"), "utf8")).toContain("ExecStart=/usr/bin/env gpu-canaryd");
   });
 
   it("runs doctor --json: its checks as JSON, whatever this host lacks", async () => {
