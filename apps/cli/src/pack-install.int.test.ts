@@ -1,7 +1,7 @@
 import { execFile } from "node:child_process";
 import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -48,12 +48,12 @@ function operatorEnv(home: string): NodeJS.ProcessEnv {
  * turns `workspace:` and `catalog:` ranges into versions), the tarballs installed with npm into a
  * prefix outside the workspace, and the installed `gpu-canary` run from there. The packages' dist/
  * must be built: turbo builds them before this package's tests (turbo.json), `pnpm install` too.
- * Third-party dependencies come from npm's cache, else from the registry.
+ * Third-party dependencies come from the caller's npm cache (~/.npm), else from the registry.
  */
 describe("the packed packages, installed with npm outside the workspace", () => {
   let dir = "";
   let bin = "";
-  let installed = "";
+  let cliDir = "";
   let env: NodeJS.ProcessEnv = {};
 
   beforeAll(async () => {
@@ -67,6 +67,8 @@ describe("the packed packages, installed with npm outside the workspace", () => 
     for (const { name, dir: packageDir } of packages) {
       if (!existsSync(join(packageDir, "dist"))) throw new Error(`${name} is not built: run \`pnpm build\` at the repository root`);
     }
+    if (!existsSync(join(root, "apps", "cli", "bundle", "lib", "gpu-canary.js")))
+      throw new Error("gpu-canary's bundle is not built: run `pnpm build` at the repository root");
     // Two at a time: pnpm's start is most of each pack.
     for (let i = 0; i < packages.length; i += 2) {
       await Promise.all(
@@ -77,14 +79,16 @@ describe("the packed packages, installed with npm outside the workspace", () => 
     expect(files).toHaveLength(packages.length);
     // A package.json of its own, so npm never walks up into a workspace.
     await writeFile(join(prefix, "package.json"), `${JSON.stringify({ name: "operator-host", private: true })}\n`);
-    await run(
+    // npm keeps only the bins' modes: the CLI's postinstall makes the simulated host's stand-ins executable.
+    const installed = await runToEnd(
       "npm",
       ["install", "--prefix", prefix, "--prefer-offline", "--no-audit", "--no-fund", "--omit=dev", "--loglevel=error", ...files],
-      { cwd: prefix, env, timeout: 150_000 },
+      { cwd: prefix, env: { ...env, npm_config_cache: join(homedir(), ".npm") }, timeout: 240_000 },
     );
+    expect(installed.code, installed.stderr).toBe(0);
     bin = join(prefix, "node_modules", ".bin");
-    installed = join(prefix, "node_modules", "@gpu-canary", "cli");
-  }, 200_000);
+    cliDir = join(prefix, "node_modules", "@gpu-canary", "cli");
+  }, 300_000);
 
   afterAll(async () => {
     if (dir !== "") await rm(dir, { recursive: true, force: true });
@@ -101,8 +105,8 @@ describe("the packed packages, installed with npm outside the workspace", () => 
 
   it("ships the systemd unit, the polkit rule and the example settings the guide copies", () => {
     for (const file of ["gpu-canaryd.service", "gpu-canary.polkit.rules", "kloros_env.example"])
-      expect(existsSync(join(installed, "contrib", file)), file).toBe(true);
-    expect(readFileSync(join(installed, "contrib", "gpu-canaryd.service"), "utf8")).toContain("ExecStart=/usr/bin/env gpu-canaryd");
+      expect(existsSync(join(cliDir, "contrib", file)), file).toBe(true);
+    expect(readFileSync(join(cliDir, "contrib", "gpu-canaryd.service"), "utf8")).toContain("ExecStart=/usr/bin/env gpu-canaryd");
   });
 
   it("runs doctor --json: its checks as JSON, whatever this host lacks", async () => {
