@@ -41,6 +41,50 @@ const simBins = {
   "systemd/systemd-run": ["systemd-main", " systemd-run"],
 };
 
+/**
+ * What the commands never use, left out of the bundle because loading it is most of a command's start
+ * (measured in `pnpm bench`'s cold-start rows):
+ * - undici's index loads all of undici (fetch, WebSocket, caches, mocks: ~90 ms on Node 20); our code
+ *   imports `request` and `Agent` only, so "undici" becomes those two, taken from undici's own modules
+ *   the way its index builds them. Importing anything else from "undici" fails this build.
+ * - zod's `z.locales` namespace holds every language's messages; we use none (English is zod's
+ *   default, registered by its schemas themselves).
+ */
+const leaveOut = {
+  name: "leave-out-unused",
+  setup(build) {
+    build.onResolve({ filter: /^undici$/ }, async (args) => {
+      if (args.namespace === "undici-lite") return undefined;
+      const real = await build.resolve("undici", { kind: args.kind, resolveDir: args.resolveDir, namespace: "undici-lite" });
+      if (real.errors.length > 0) return { errors: real.errors };
+      return { path: dirname(real.path), namespace: "undici-lite" };
+    });
+    build.onLoad({ filter: /.*/, namespace: "undici-lite" }, (args) => ({
+      resolveDir: args.path,
+      loader: "js",
+      contents: `
+import Dispatcher from "./lib/dispatcher/dispatcher.js";
+import * as api from "./lib/api/index.js";
+import Agent from "./lib/dispatcher/agent.js";
+import { getGlobalDispatcher } from "./lib/global.js";
+// undici's index gives every dispatcher the request API this way.
+Object.assign(Dispatcher.prototype, api);
+// undici's request(url, options): the URL's origin and path, on options.dispatcher or the global one.
+function request(url, options = {}) {
+  const target = new URL(url);
+  const { dispatcher = getGlobalDispatcher(), ...rest } = options;
+  return api.request.call(dispatcher, { ...rest, origin: target.origin, path: target.pathname + target.search, method: rest.method || (rest.body ? "PUT" : "GET") });
+}
+export { Agent, request };
+`,
+    }));
+    build.onResolve({ filter: /\/locales\/index\.js$/ }, (args) =>
+      /[\\/]zod[\\/]/.test(args.importer) ? { path: "zod-locales", namespace: "leave-out" } : undefined,
+    );
+    build.onLoad({ filter: /.*/, namespace: "leave-out" }, () => ({ contents: "export {};", loader: "js" }));
+  },
+};
+
 await rm(out, { recursive: true, force: true });
 await esbuild.build({
   entryPoints,
@@ -56,6 +100,7 @@ await esbuild.build({
   sourcemap: true,
   sourcesContent: false,
   logLevel: "warning",
+  plugins: [leaveOut],
   // CommonJS dependencies (pino, fastify, …) require Node's modules: give the ESM output a require.
   banner: { js: 'import { createRequire as __gpuCanaryRequire } from "node:module"; const require = __gpuCanaryRequire(import.meta.url);' },
 });
