@@ -24,8 +24,17 @@ describe("the status page in a real browser", () => {
     onTestFinished(() => site.cleanup());
     await site.startProduction();
     const daemon = await startDaemon(site, "INFO 11-28 03:00:00 [api_server.py] Starting vLLM API server 0\n");
+    // The daemon's own lines when a wait times out, not the requests of the polling itself. A night takes
+    // about 20 s on a quiet machine; 90 s leaves room for a busy one.
+    const daemonLines = () =>
+      daemon
+        .stderr()
+        .split("\n")
+        .filter((line) => !/"msg":"(incoming request|request completed)"/.test(line))
+        .join("\n")
+        .slice(-3000);
     const wait = <T>(check: () => T | false | null | undefined | Promise<T | false | null | undefined>, what: string) =>
-      until(check, () => `${what}\n${daemon.stderr().slice(-3000)}`, { timeoutMs: 60_000, pollMs: 200 });
+      until(check, () => `${what}\n${daemonLines()}`, { timeoutMs: 90_000, pollMs: 200 });
     await wait(() => daemon.stderr().includes("Server listening"), "the daemon to listen");
     const base = `http://${site.env.KLR_DAEMON_LISTEN}`;
     const get = async <T>(path: string) => (await (await fetch(`${base}${path}`)).json()) as T;

@@ -11,6 +11,16 @@ import { bearerMatches, ensureToken } from "./token.ts";
 
 const full = fullServer;
 
+/** A maintenance window in UTC from `fromHours` to `toHours` after now, as KLR_GPU_MAINTENANCE_WINDOW. */
+function utcWindowFromNow(fromHours: number, toHours: number): string {
+  const two = (n: number) => String(n).padStart(2, "0");
+  const at = (hours: number) => {
+    const t = new Date(Date.now() + hours * 3_600_000);
+    return `${two(t.getUTCHours())}:${two(t.getUTCMinutes())}`;
+  };
+  return `${at(fromHours)}-${at(toHours)}`;
+}
+
 const intent = { kind: "oom_kv_cache", subsystem: "gpu_allocation", evidence: "ValueError: No available memory for the cache blocks." };
 
 describe("buildServer", () => {
@@ -110,7 +120,8 @@ describe("buildServer", () => {
   });
 
   it("GET /audit filters like `audit query` and refuses bad parameters; /promotions and /metrics answer", async () => {
-    const s = await full();
+    // The window (UTC) opens two hours from now: closed whatever the time of day the test runs.
+    const s = await full({ KLR_GPU_MAINTENANCE_WINDOW: utcWindowFromNow(2, 3), KLR_GPU_MAINTENANCE_TZ: "UTC" });
     await s.audit.append({ event: "gate_refused", run_id: "r-1", gate: "window", reason: "closed" });
     await s.audit.append({ event: "run_finished", run_id: "r-1", status: "refused", mode: "canary" });
     const all = await s.app.inject({ method: "GET", url: "/audit" });
@@ -139,6 +150,9 @@ describe("buildServer", () => {
     ])
       expect(metrics.body).toContain(name);
     await s.app.close();
+    const open = await full({ KLR_GPU_MAINTENANCE_WINDOW: utcWindowFromNow(-1, 1), KLR_GPU_MAINTENANCE_TZ: "UTC" });
+    expect((await open.app.inject({ method: "GET", url: "/metrics" })).body).toContain("gpu_canary_window_open 1");
+    await open.app.close();
   });
 
   it("GET /status answers with each unavailable part named", async () => {
