@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { appendFile, mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import { CHROMIUM_MISSING, browserEnv, chromiumExecutable, testdir, until } from "@gpu-canary/testing";
+import { CHROMIUM_MISSING, browserEnv, chromiumExecutable, testdir, until, watchPage } from "@gpu-canary/testing";
 import { createSimSite } from "@gpu-canary/vllm-sim";
 import { type Browser, chromium } from "playwright-core";
 import { describe, expect, it, onTestFinished } from "vitest";
@@ -48,12 +48,7 @@ describe("the status page in a real browser", () => {
     const browser: Browser = await chromium.launch({ executablePath: chromiumPath, args: ["--no-sandbox"], env: browserEnv() });
     onTestFinished(() => browser.close());
     const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-    const problems: string[] = [];
-    page.on("console", (m) => {
-      if (m.type() === "error") problems.push(`console: ${m.text()}`);
-    });
-    page.on("pageerror", (e) => void problems.push(`page error: ${e.message}`));
-    page.on("requestfailed", (r) => void problems.push(`request failed: ${r.url()}`));
+    const problems = watchPage(page);
     const requested: string[] = [];
     page.on("request", (r) => void requested.push(r.url()));
 
@@ -108,9 +103,7 @@ describe("the status page in a real browser", () => {
 
     // A phone's width: nothing wider than the screen.
     const phone = await browser.newPage({ viewport: { width: 390, height: 844 }, isMobile: true });
-    phone.on("console", (m) => {
-      if (m.type() === "error") problems.push(`phone console: ${m.text()}`);
-    });
+    watchPage(phone, problems, "phone");
     await phone.goto(`${base}/`);
     // A string, run in the page: this package's types know no DOM.
     const overflow = await phone.evaluate<{ scrollWidth: number; clientWidth: number }>(

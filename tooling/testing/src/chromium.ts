@@ -1,4 +1,5 @@
 import { execFileSync } from "node:child_process";
+import type { Page } from "playwright-core";
 
 /** What a test says when no browser is there: CI installs one, a developer may not have. */
 export const CHROMIUM_MISSING =
@@ -24,4 +25,18 @@ export function browserEnv(): Record<string, string> {
       (entry): entry is [string, string] => entry[1] !== undefined && entry[0] !== "LD_PRELOAD" && !entry[0].startsWith("FAKETIME"),
     ),
   );
+}
+
+/**
+ * What went wrong in a page, collected as it happens: console errors, uncaught exceptions and failed
+ * requests, each prefixed with `label` (e.g. "phone") when given. A test expects the list empty.
+ */
+export function watchPage(page: Page, problems: string[] = [], label = ""): string[] {
+  const prefix = label === "" ? "" : `${label} `;
+  page.on("console", (m) => {
+    if (m.type() === "error") problems.push(`${prefix}console: ${m.text()}`);
+  });
+  page.on("pageerror", (e) => void problems.push(`${prefix}page error: ${e.message}`));
+  page.on("requestfailed", (r) => void problems.push(`${prefix}request failed: ${r.url()}`));
+  return problems;
 }

@@ -124,4 +124,4 @@ export async function until<T>(
 }
 export { Prober, outageOf, servingAgainAfter } from "./prober.ts";
 export type { Outage, Probe } from "./prober.ts";
-export { CHROMIUM_MISSING, browserEnv, chromiumExecutable } from "./chromium.ts";
+export { CHROMIUM_MISSING, browserEnv, chromiumExecutable, watchPage } from "./chromium.ts";

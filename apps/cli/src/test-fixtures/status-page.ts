@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import { CHROMIUM_MISSING, browserEnv, chromiumExecutable, until } from "@gpu-canary/testing";
+import { CHROMIUM_MISSING, browserEnv, chromiumExecutable, until, watchPage } from "@gpu-canary/testing";
 import { freePort } from "@gpu-canary/vllm-sim";
 import { chromium } from "playwright-core";
 import { onTestFinished } from "vitest";
@@ -54,12 +54,7 @@ export async function statusPageOf(envFile: string, screenshotName: string): Pro
   const browser = await chromium.launch({ executablePath, args: ["--no-sandbox"], env: browserEnv() });
   onTestFinished(() => browser.close());
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-  const problems: string[] = [];
-  page.on("console", (m) => {
-    if (m.type() === "error") problems.push(`console: ${m.text()}`);
-  });
-  page.on("pageerror", (e) => void problems.push(`page error: ${e.message}`));
-  page.on("requestfailed", (r) => void problems.push(`request failed: ${r.url()}`));
+  const problems = watchPage(page);
   const response = await page.goto(`${base}/`);
   if (response?.status() !== 200) problems.push(`GET / answered ${response?.status()}`);
 
