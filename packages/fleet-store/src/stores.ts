@@ -36,24 +36,22 @@ export function pgRateLimitStore(pool: pg.Pool, hostId: string): JsonStore<RateL
 
 /**
  * The primary store (the fleet database) with a local copy: after each update, the document
- * as the primary now holds it is written to the local file too, so the checklist's `cat`/`jq`
- * commands read the truth on every host. Reads come from the primary. A failed local write
- * throws after the primary committed (the primary's answer is lost to the caller but the
- * change is kept: callers' updates are idempotent per run).
+ * as the primary holds it then is written to the local file too, so the checklist's
+ * `cat`/`jq` commands read the truth on every host. The copy is read from the primary while
+ * the file's own lock is held, so concurrent updates of one host cannot leave an older copy
+ * last. Reads come from the primary. A failed local write throws after the primary committed
+ * (the change is kept; the callers' updates are idempotent per run).
  */
 export function mirroredStore<T>(primary: JsonStore<T>, mirror: JsonStore<T>): JsonStore<T> {
   return {
     location: primary.location,
     read: () => primary.read(),
     async update(decide) {
-      let latest: T | undefined;
-      const answer = await primary.update(async (current) => {
-        const step = await decide(current);
-        latest = "write" in step ? step.write : current.status === "ok" ? current.value : undefined;
-        return step;
+      const answer = await primary.update(decide);
+      await mirror.update(async () => {
+        const latest = await primary.read();
+        return latest.status === "ok" ? { write: latest.value, answer: undefined } : { answer: undefined };
       });
-      const copy = latest;
-      if (copy !== undefined) await mirror.update(() => ({ write: copy, answer: undefined }));
       return answer;
     },
   };
