@@ -1,6 +1,6 @@
 import { errnoCode, messageOf } from "@gpu-canary/errors";
 import pg from "pg";
-import { FleetDbUnreachableError } from "./errors.ts";
+import { FleetDbLoginError, FleetDbUnreachableError } from "./errors.ts";
 
 export interface FleetPoolOptions {
   /** connections this host keeps open; default 4 */
@@ -90,12 +90,22 @@ function scrub(text: string, secret: string | undefined): string {
   return secret ? text.split(secret).join("***") : text;
 }
 
-/** What the operator sees for an error of the database: unreachable ones become FLEET_DB_UNREACHABLE. */
+// Invalid authorization (28), no such database (3D000).
+const LOGIN_SQLSTATES = /^(28...|3D000)$/;
+
+/**
+ * What the operator sees for an error of the database: unreachable ones become
+ * FLEET_DB_UNREACHABLE, a refused login FLEET_DB_LOGIN_FAILED; others (bugs, constraints) pass.
+ */
 export function translateError(pool: pg.Pool, error: unknown): unknown {
-  if (!isUnreachable(error)) return error;
+  const login = LOGIN_SQLSTATES.test(errnoCode(error) ?? "");
+  if (!login && !isUnreachable(error)) return error;
   const { label, secret } = targetOf(pool);
-  const reason = error instanceof AggregateError ? error.errors.map(messageOf).join("; ") : messageOf(error);
-  return new FleetDbUnreachableError(label, scrub(reason || "the connection failed", secret), error);
+  const reason = scrub(
+    (error instanceof AggregateError ? error.errors.map(messageOf).join("; ") : messageOf(error)) || "the connection failed",
+    secret,
+  );
+  return login ? new FleetDbLoginError(label, reason, error) : new FleetDbUnreachableError(label, reason, error);
 }
 
 const RETRYABLE = new Set(["40001", "40P01"]);

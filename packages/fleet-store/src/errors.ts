@@ -87,3 +87,15 @@ export class FleetReleaseRefusedError extends GpuCanaryError {
     });
   }
 }
+
+/** The server answers but will not let this host in (password, user, database name): a setting to fix. */
+export class FleetDbLoginError extends GpuCanaryError {
+  constructor(database: string, reason: string, cause?: unknown) {
+    super("FLEET_DB_LOGIN_FAILED", `the fleet database ${database} refused this host: ${reason}`, {
+      kind: "fault",
+      hint: "check the user, password and database name in KLR_STATE_URL (the database must exist; `gpu-canary fleet init` creates the tables, not the database)",
+      cause,
+      details: { database },
+    });
+  }
+}

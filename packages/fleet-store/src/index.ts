@@ -1,6 +1,7 @@
 export { createFleetPool, describeDatabase, inTransaction, isUnreachable, translateError } from "./connection.ts";
 export type { FleetPoolOptions } from "./connection.ts";
 export {
+  FleetDbLoginError,
   FleetDbUnreachableError,
   FleetReleaseRefusedError,
   FleetSchemaMissingError,
