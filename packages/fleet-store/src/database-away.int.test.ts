@@ -1,5 +1,5 @@
 import { createDowntimeBudget } from "@gpu-canary/policy";
-import { type PostgresCluster, startPostgres } from "@gpu-canary/testing";
+import { type PostgresCluster, startPostgres, until } from "@gpu-canary/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createFleetPool } from "./connection.ts";
 import { FleetDbLoginError, FleetDbUnreachableError } from "./errors.ts";
@@ -18,6 +18,7 @@ afterAll(async () => {
 });
 
 const DATE = "20261128";
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function expectUnreachable(error: unknown, database: string): void {
   expect(error).toBeInstanceOf(FleetDbUnreachableError);
@@ -37,9 +38,13 @@ describe("the fleet database away", () => {
     const held = await a.acquire("run-1");
     if (!held.ok) throw new Error("gpu-a should have the slot");
     await budget.charge(DATE, "run-0", 4.5);
+    const renewalErrors: unknown[] = [];
+    let lost = 0;
+    const heartbeat = a.keepRenewing(held.token, { everyMs: 50, onLost: () => (lost += 1), onError: (e) => renewalErrors.push(e) });
 
     await cluster.stop();
     try {
+      await until(() => renewalErrors.length >= 2, "the heartbeat to fail while the database is away");
       expectUnreachable(await b.acquire("run-2").catch((e: unknown) => e), database);
       expectUnreachable(await a.renew(held.token).catch((e: unknown) => e), database);
       expectUnreachable(await a.assertHeld(held.token).catch((e: unknown) => e), database);
@@ -50,7 +55,14 @@ describe("the fleet database away", () => {
       await cluster.start();
     }
 
-    // the same pools work again; the slot and the charge are still there
+    // the same pools work again; the slot and the charge are still there, the heartbeat goes on
+    const errorsBefore = renewalErrors.length;
+    await a.renew(held.token);
+    await sleep(200);
+    await heartbeat.stop();
+    expect(lost).toBe(0);
+    expect(renewalErrors.length - errorsBefore).toBeLessThanOrEqual(1);
+    expectUnreachable(renewalErrors[0], database);
     expect(await a.list()).toMatchObject([{ hostId: "gpu-a", runId: "run-1", token: held.token }]);
     expect(await b.acquire("run-2")).toMatchObject({ ok: false, holders: [{ hostId: "gpu-a" }] });
     await a.assertHeld(held.token);

@@ -1,4 +1,4 @@
-import { type PostgresCluster, startPostgres } from "@gpu-canary/testing";
+import { type PostgresCluster, startPostgres, until } from "@gpu-canary/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FleetReleaseRefusedError, FleetSlotLostError } from "./errors.ts";
 import { createFleetSlots } from "./fleet-slots.ts";
@@ -141,6 +141,25 @@ describe("fleet maintenance slots", () => {
     expect(lost).toMatchObject({ code: "FLEET_SLOT_LOST", kind: "refused", exitCode: 3 });
     const next = await b.acquire("run-9");
     expect(next.ok && next.token > got.token).toBe(true);
+  });
+
+  it("keeps renewing a held slot until stopped, and says once when the slot was released by force", async () => {
+    const db = await freshDatabase(cluster);
+    const pool = db.pool();
+    const a = createFleetSlots({ pool, hostId: "gpu-a", maxConcurrent: 1, staleAfterSeconds: 30 });
+    const got = await a.acquire("run-1");
+    if (!got.ok) throw new Error("gpu-a should have the slot");
+    await pool.query("UPDATE slots SET renewed_at = now() - interval '10 minutes'");
+    let lost = 0;
+    const errors: unknown[] = [];
+    const heartbeat = a.keepRenewing(got.token, { everyMs: 20, onLost: () => (lost += 1), onError: (e) => errors.push(e) });
+    await until(async () => (await a.list())[0]?.renewing, "the slot renewed");
+    await a.releaseHost("gpu-a", { by: "recover" });
+    await until(() => lost > 0, "the heartbeat to notice the lost slot");
+    await sleep(100);
+    await heartbeat.stop();
+    expect(lost).toBe(1);
+    expect(errors).toEqual([]);
   });
 
   it("frees its own host's slots on recovery without --force", async () => {

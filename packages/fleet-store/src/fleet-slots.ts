@@ -31,6 +31,15 @@ export interface FleetSlots {
   acquireWaiting(runId: string, options: { waitSeconds: number; pollMs?: number; signal?: AbortSignal }): Promise<AcquireResult>;
   /** the holder is alive: false when its slot is gone (fenced out) */
   renew(token: number): Promise<boolean>;
+  /**
+   * Renew every `everyMs` until stopped (the holder's heartbeat). `onLost` once when the slot is
+   * gone (fenced out), and renewal stops; `onError` for a failed renewal (the database away),
+   * and renewal goes on: the slot stays held all the same.
+   */
+  keepRenewing(
+    token: number,
+    options: { everyMs: number; onLost: () => void; onError?: (error: unknown) => void },
+  ): { stop(): Promise<void> };
   /** before each destructive step: throws FLEET_SLOT_LOST when the token no longer holds a slot */
   assertHeld(token: number): Promise<void>;
   /** the run's end: frees this host's slot of the run (by run id or fencing token); false when it was not held */
@@ -102,10 +111,17 @@ export function createFleetSlots(deps: FleetSlotsDeps): FleetSlots {
       return { ok: true, token: holderOf(taken.rows[0]).token, reacquired: false };
     });
 
+  const renew = async (token: number): Promise<boolean> => {
+    const result = await query(pool, "UPDATE slots SET renewed_at = now() WHERE token = $1 AND host_id = $2", [token, hostId]);
+    await query(pool, SEEN, [hostId]);
+    return result.rowCount === 1;
+  };
+
   return {
     hostId,
     maxConcurrent,
     acquire,
+    renew,
 
     async acquireWaiting(runId, options) {
       const deadline = Date.now() + options.waitSeconds * 1000;
@@ -118,10 +134,34 @@ export function createFleetSlots(deps: FleetSlotsDeps): FleetSlots {
       }
     },
 
-    async renew(token) {
-      const result = await query(pool, "UPDATE slots SET renewed_at = now() WHERE token = $1 AND host_id = $2", [token, hostId]);
-      await query(pool, SEEN, [hostId]);
-      return result.rowCount === 1;
+    keepRenewing(token, options) {
+      let stopped = false;
+      let timer: NodeJS.Timeout | undefined;
+      let inFlight: Promise<void> = Promise.resolve();
+      const tick = async () => {
+        try {
+          if (await renew(token)) return schedule();
+          stopped = true;
+          options.onLost();
+        } catch (error) {
+          options.onError?.(error);
+          schedule();
+        }
+      };
+      function schedule() {
+        if (stopped) return;
+        timer = setTimeout(() => {
+          inFlight = tick();
+        }, options.everyMs);
+      }
+      schedule();
+      return {
+        async stop() {
+          stopped = true;
+          clearTimeout(timer);
+          await inFlight;
+        },
+      };
     },
 
     async assertHeld(token) {
