@@ -2,6 +2,7 @@ import { type PostgresCluster, startPostgres, until } from "@gpu-canary/testing"
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FleetReleaseRefusedError, FleetSlotLostError } from "./errors.ts";
 import { createFleetSlots } from "./fleet-slots.ts";
+import { listHosts, touchHost } from "./hosts.ts";
 import { freshDatabase } from "./test-fixtures/fleet-db.ts";
 
 let cluster: PostgresCluster;
@@ -160,6 +161,21 @@ describe("fleet maintenance slots", () => {
     await heartbeat.stop();
     expect(lost).toBe(1);
     expect(errors).toEqual([]);
+  });
+
+  it("lists every host that took or renewed a slot, with what each said of itself", async () => {
+    const db = await freshDatabase(cluster);
+    const pool = db.pool();
+    await touchHost(pool, "gpu-c", { version: "0.1.0" });
+    const a = createFleetSlots({ pool, hostId: "gpu-a", maxConcurrent: 1 });
+    const b = createFleetSlots({ pool, hostId: "gpu-b", maxConcurrent: 1 });
+    await a.acquire("run-1");
+    await b.acquire("run-2"); // refused, but seen
+    await touchHost(pool, "gpu-c");
+    const hosts = await listHosts(pool);
+    expect(hosts.map((h) => h.hostId)).toEqual(["gpu-a", "gpu-b", "gpu-c"]);
+    expect(hosts[2]?.info).toEqual({ version: "0.1.0" });
+    expect(hosts.every((h) => Math.abs(h.lastSeen.getTime() - Date.now()) < 60_000)).toBe(true);
   });
 
   it("frees its own host's slots on recovery without --force", async () => {

@@ -17,3 +17,5 @@ export type { MigrateResult, Migration } from "./migrate.ts";
 export { createPgJsonStore } from "./pg-json-store.ts";
 export type { PgJsonStoreOptions } from "./pg-json-store.ts";
 export { RATE_LIMITS_KEY, budgetKey, mirroredBudgetStore, mirroredStore, pgBudgetStore, pgRateLimitStore } from "./stores.ts";
+export { listHosts, touchHost } from "./hosts.ts";
+export type { FleetHost } from "./hosts.ts";

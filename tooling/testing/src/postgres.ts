@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { appendFile, chmod, chown, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -161,6 +161,18 @@ export async function startPostgres(options: { binDir?: string; user?: string } 
     throw error;
   }
 
+  // A test process that dies before its afterAll still takes its server and files with it.
+  const onExit = () => {
+    try {
+      const pid = Number(readFileSync(join(data, "postmaster.pid"), "utf8").split("\n")[0]);
+      if (Number.isInteger(pid) && pid > 0) process.kill(pid, "SIGQUIT");
+    } catch {
+      // not running
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+  process.once("exit", onExit);
+
   const url = (database = "postgres") => `postgres://${user}:${password}@127.0.0.1:${port}/${database}`;
   let closed = false;
   return {
@@ -180,6 +192,7 @@ export async function startPostgres(options: { binDir?: string; user?: string } 
     async close() {
       if (closed) return;
       closed = true;
+      process.removeListener("exit", onExit);
       try {
         await stop();
       } catch {
