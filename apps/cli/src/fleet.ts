@@ -1,4 +1,4 @@
-import { GpuCanaryError } from "@gpu-canary/errors";
+import { GpuCanaryError, messageOf } from "@gpu-canary/errors";
 import type { FleetGate, PolicyStores } from "@gpu-canary/spica-evaluator";
 import type { Io } from "./io.ts";
 import type { Settings } from "./settings.ts";
@@ -54,32 +54,10 @@ export async function openFleet(
   }
   const local = localStoresOf(settings.layout);
   const slots = store.createFleetSlots({ pool, hostId, maxConcurrent: fleetMaxConcurrent });
-  const waitSeconds = options.waitSeconds ?? 0;
-  const gate: FleetGate = {
-    take: async (runId, { signal, onLost }) => {
-      const taken = await slots.acquireWaiting(runId, { waitSeconds, ...(signal ? { signal } : {}) });
-      if (!taken.ok) return { refusal: new store.FleetSlotsFullError(taken.maxConcurrent, taken.holders).message };
-      const { token } = taken;
-      const heartbeat = slots.keepRenewing(token, {
-        everyMs: 5_000,
-        onLost: () => onLost(new store.FleetSlotLostError(hostId, token)),
-        onError: (error) =>
-          io.stderr(`warning: the fleet slot could not be renewed: ${error instanceof Error ? error.message : String(error)}\n`),
-      });
-      return {
-        token,
-        assertHeld: () => slots.assertHeld(token),
-        end: async ({ keep }) => {
-          await heartbeat.stop();
-          if (!keep) await slots.release({ token });
-        },
-      };
-    },
-    releaseOwn: async (reason) => {
-      const freed = await slots.releaseHost(hostId, { by: hostId, reason });
-      return { runIds: freed.released.map((h) => h.runId) };
-    },
-  };
+  const gate: FleetGate = store.createRunGate(slots, {
+    ...(options.waitSeconds === undefined ? {} : { waitSeconds: options.waitSeconds }),
+    onRenewError: (error) => io.stderr(`warning: the fleet slot could not be renewed: ${messageOf(error)}\n`),
+  });
   return {
     store,
     pool,

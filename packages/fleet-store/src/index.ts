@@ -19,3 +19,5 @@ export type { PgJsonStoreOptions } from "./pg-json-store.ts";
 export { RATE_LIMITS_KEY, budgetKey, mirroredBudgetStore, mirroredStore, pgBudgetStore, pgRateLimitStore } from "./stores.ts";
 export { listHosts, touchHost } from "./hosts.ts";
 export type { FleetHost } from "./hosts.ts";
+export { createRunGate } from "./run-gate.ts";
+export type { RunGate, RunGateOptions, RunSlotHold } from "./run-gate.ts";
