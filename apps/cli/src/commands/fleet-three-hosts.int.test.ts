@@ -3,9 +3,9 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { createAuditFeed } from "@gpu-canary/audit-feed";
 import { layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
-import { createFleetPool, migrate } from "@gpu-canary/fleet-store";
+import { createFleetPool, createFleetSlots, migrate } from "@gpu-canary/fleet-store";
 import { nightOf } from "@gpu-canary/policy";
-import { type PostgresCluster, startPostgres, testdir, tsNodeArgs } from "@gpu-canary/testing";
+import { type PostgresCluster, startPostgres, testdir, tsNodeArgs, until } from "@gpu-canary/testing";
 import { type SimSite, createSimSite } from "@gpu-canary/vllm-sim";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { cli } from "../test-fixtures/cli.ts";
@@ -49,6 +49,10 @@ async function fleetOfThree() {
 
 /** `gpu-canary evaluate` as its own process, as each host's cron would start it. */
 function evaluate(site: SimSite, flags: string[]) {
+  return evaluateProcess(site, flags).result;
+}
+
+function evaluateProcess(site: SimSite, flags: string[]) {
   const clean = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("KLR_")));
   const child = spawn(process.execPath, tsNodeArgs(bin, ["evaluate", "--candidate", candidate, "--json", ...flags]), {
     env: { ...clean, ...site.env },
@@ -59,9 +63,10 @@ function evaluate(site: SimSite, flags: string[]) {
   let stderr = "";
   child.stdout.on("data", (c: Buffer) => (stdout += c.toString()));
   child.stderr.on("data", (c: Buffer) => (stderr += c.toString()));
-  return new Promise<{ code: number | null; json: Record<string, unknown>; stderr: string }>((resolve) =>
+  const result = new Promise<{ code: number | null; json: Record<string, unknown>; stderr: string }>((resolve) =>
     child.once("exit", (code) => resolve({ code, json: JSON.parse(stdout || "{}") as Record<string, unknown>, stderr })),
   );
+  return { child, result, stderr: () => stderr };
 }
 
 /**
@@ -174,5 +179,40 @@ describe("three hosts, one database, one maintenance slot", () => {
     }
     // the refused hosts never stopped their production
     for (const [i, h] of hosts.entries()) expect(outagesInLog(h.site)).toHaveLength(HOSTS[i] === served[0] ? 1 : 0);
+  }, 300_000);
+
+  it("SIGKILL of a host's run: its slot stays held, the other hosts are refused naming it, until that host's recover", async () => {
+    const { hosts, pool } = await fleetOfThree();
+    const [a, b] = hosts as [(typeof hosts)[0], (typeof hosts)[0]];
+    const killed = evaluateProcess(a.site, []);
+    await until(
+      () => / evaluate: testing: load: /.test(killed.stderr()),
+      () => `gpu-a's run under load: ${killed.stderr()}`,
+      {
+        timeoutMs: 60_000,
+      },
+    );
+    killed.child.kill("SIGKILL");
+    expect((await killed.result).code).toBe(null);
+    const slots = createFleetSlots({ pool, hostId: "gpu-b", maxConcurrent: 1 });
+    const held = await slots.list();
+    expect(held.map((s) => s.hostId)).toEqual(["gpu-a"]);
+
+    // gpu-b is refused, naming gpu-a and its run, for as long as gpu-a has not recovered
+    const refused = await evaluate(b.site, []);
+    expect(refused).toMatchObject({ code: 3, json: { status: "refused", gate: "fleet_slot" } });
+    expect(String(refused.json.validation_reason)).toContain(`gpu-a (run ${held[0]?.runId}`);
+    expect(outagesInLog(b.site)).toHaveLength(0);
+
+    const recovered = await cli(["recover", "--json"], a.site.env, new Date().toISOString());
+    expect(recovered.code).toBe(0);
+    expect(recovered.json()).toMatchObject({
+      action: "recovered",
+      production_serving: true,
+      detail: expect.stringContaining(`released this host's fleet maintenance slot (run ${held[0]?.runId})`),
+    });
+    expect(await slots.list()).toEqual([]);
+    expect(await evaluate(b.site, [])).toMatchObject({ code: 0, json: { status: "passed" } });
+    expect(overlaps([...outagesInLog(a.site), ...outagesInLog(b.site)])).toBe(false);
   }, 300_000);
 });
