@@ -3,7 +3,7 @@ import { createAuditFeed } from "@gpu-canary/audit-feed";
 import { layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
 import { createFleetPool, createFleetSlots, migrate } from "@gpu-canary/fleet-store";
 import { nightOf } from "@gpu-canary/policy";
-import { type PostgresCluster, startPostgres, testdir } from "@gpu-canary/testing";
+import { type PostgresCluster, startPostgres, testdir, until } from "@gpu-canary/testing";
 import { createSimSite } from "@gpu-canary/vllm-sim";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { cli } from "../test-fixtures/cli.ts";
@@ -20,13 +20,13 @@ const candidate = JSON.stringify({ vllm_memory_util: 0.75, whisper_model_size: "
 let counter = 0;
 
 /** A simulated host `gpu-a` serving production, on a new migrated fleet database; `slots(host)` acts as another host. */
-async function fleetSite() {
+async function fleetSite(settings: Record<string, string> = {}) {
   counter += 1;
   const url = await cluster.createDatabase(`eval_fleet_${process.pid}_${counter}`);
   const pool = createFleetPool(url);
   onTestFinished(() => pool.end());
   await migrate(pool);
-  const site = await createSimSite(await testdir(), { settings: { KLR_STATE_URL: url, KLR_HOST_ID: "gpu-a" } });
+  const site = await createSimSite(await testdir(), { settings: { KLR_STATE_URL: url, KLR_HOST_ID: "gpu-a", ...settings } });
   onTestFinished(() => site.cleanup());
   await site.startProduction();
   const { config } = requireConfig(loadConfig({ env: site.env, homeDir: site.home }));
@@ -112,5 +112,26 @@ describe("gpu-canary evaluate in a fleet (KLR_STATE_URL)", () => {
       expect.objectContaining({ runs: ["r-a-crashed"], forced: false }),
     ]);
     expect((await f.run(["evaluate", "--candidate", candidate])).code).toBe(0);
+  }, 120_000);
+
+  it("a slot released by force mid-run stops the run at the holder's next heartbeat: production restored and charged, no verdict, no promotion", async () => {
+    // A load longer than the 5 s heartbeat, so that the run learns of it while under test.
+    const f = await fleetSite({ KLR_CANARY_LOAD_SECONDS: "10" });
+    const running = f.run(["evaluate", "--candidate", candidate, "--json"]);
+    await until(async () => (await f.events()).some((e) => e.event === "canary_started"), "the canary started", { timeoutMs: 60_000 });
+    const freed = await f.slots("gpu-b").releaseHost("gpu-a", { force: true, reason: "test: gpu-a looked dead" });
+    expect(freed.released).toHaveLength(1);
+    const result = await running;
+    expect(result.code).not.toBe(0);
+    expect(result.json()).toMatchObject({
+      status: "error",
+      validation_reason: expect.stringContaining("no longer holds the fleet maintenance slot"),
+    });
+    const serves = await fetch(`${f.site.env.KLR_VLLM_URL}/health`).then((r) => r.ok);
+    expect(serves).toBe(true);
+    const events = await f.events();
+    expect(events.map((e) => e.event)).toEqual(expect.arrayContaining(["production_restored", "budget_charged"]));
+    expect(events.map((e) => e.event)).not.toContain("promotion_written");
+    expect(await f.slots("gpu-b").list()).toEqual([]);
   }, 120_000);
 });
