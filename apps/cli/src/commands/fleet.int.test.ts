@@ -1,5 +1,8 @@
+import { spawnSync } from "node:child_process";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { createFleetPool, createFleetSlots } from "@gpu-canary/fleet-store";
-import { type PostgresCluster, startPostgres, testdir } from "@gpu-canary/testing";
+import { type PostgresCluster, startPostgres, testdir, tsNodeArgs } from "@gpu-canary/testing";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { cli } from "../test-fixtures/cli.ts";
 
@@ -112,4 +115,31 @@ describe("gpu-canary fleet", () => {
     expect(result.json().error).toMatchObject({ code: "FLEET_DB_UNREACHABLE" });
     expect(result.stdout).not.toContain(cluster.password);
   });
+
+  it("never loads pg without KLR_STATE_URL, nor for a predictive run with it: the fleet costs a host's cold start nothing", async () => {
+    const dir = await testdir();
+    // Counts pg's modules in the CommonJS cache as the process exits (pg is CommonJS).
+    const watch = join(dir, "pg-watch.cjs");
+    await writeFile(
+      watch,
+      `process.on("exit", () => process.stderr.write("pg modules: " + Object.keys(require("module")._cache).filter((k) => k.includes("/node_modules/pg/")).length + "\\n"));\n`,
+    );
+    const loadedPg = (args: string[], env: Record<string, string>) => {
+      const clean = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("KLR_")));
+      const r = spawnSync(process.execPath, ["--require", watch, ...tsNodeArgs(join(import.meta.dirname, "..", "bin.ts"), args)], {
+        env: { ...clean, KLR_HOME: dir, ...env },
+        encoding: "utf8",
+      });
+      return Number(/pg modules: (\d+)/.exec(r.stderr)?.[1] ?? "-1");
+    };
+    const away = { KLR_STATE_URL: "postgres://u:secret@127.0.0.1:1/fleet" };
+    const predictive = ["evaluate", "--mode", "predictive", "--candidate", '{"vllm_memory_util": 0.75, "whisper_model_size": "small"}'];
+    expect(loadedPg(["budget"], {})).toBe(0);
+    expect(loadedPg(["recover"], {})).toBe(0);
+    expect(loadedPg(predictive, {})).toBe(0);
+    expect(loadedPg(predictive, away)).toBe(0);
+    expect(loadedPg(["budget"], away)).toBe(0);
+    // the control: a fleet command does load it
+    expect(loadedPg(["fleet", "status"], away)).toBeGreaterThan(0);
+  }, 120_000);
 });
