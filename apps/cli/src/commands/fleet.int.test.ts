@@ -142,4 +142,20 @@ describe("gpu-canary fleet", () => {
     // the control: a fleet command does load it
     expect(loadedPg(["fleet", "status"], away)).toBeGreaterThan(0);
   }, 120_000);
+
+  it("budget reset in a fleet resets the database's copy, which runs charge, and the local file alike", async () => {
+    const { run, pool } = await host();
+    expect((await run(["fleet", "init"])).code).toBe(0);
+    await pool.query("INSERT INTO documents (host_id, key, doc) VALUES ('gpu-a', 'budget/20261128', $1)", [
+      JSON.stringify({ seconds_used: 42, charges: [] }),
+    ]);
+    const reset = await run(["budget", "reset", "--yes", "--date", "20261128", "--json"]);
+    expect(reset.code).toBe(0);
+    expect(reset.json()).toMatchObject({ reset: true, previous_seconds_used: 42, seconds_used: 0 });
+    const row = await pool.query<{ doc: { seconds_used: number } }>(
+      "SELECT doc FROM documents WHERE host_id = 'gpu-a' AND key = 'budget/20261128'",
+    );
+    expect(row.rows[0]?.doc.seconds_used).toBe(0);
+    expect((await run(["budget", "--date", "20261128", "--json"])).json()).toMatchObject({ seconds_used: 0 });
+  });
 });
