@@ -32,7 +32,10 @@ export function createRunGate(slots: FleetSlots, options: RunGateOptions = {}): 
   return {
     async take(runId, { signal, onLost }) {
       const taken = await slots.acquireWaiting(runId, { waitSeconds: options.waitSeconds ?? 0, ...(signal ? { signal } : {}) });
-      if (!taken.ok) return { refusal: new FleetSlotsFullError(taken.maxConcurrent, taken.holders).message };
+      if (!taken.ok) {
+        const full = new FleetSlotsFullError(taken.maxConcurrent, taken.holders);
+        return { refusal: `${full.message}; ${full.hint ?? ""}` };
+      }
       const { token } = taken;
       const heartbeat = slots.keepRenewing(token, {
         everyMs: options.renewEveryMs ?? 5_000,
