@@ -2,6 +2,8 @@ import { spawnSync } from "node:child_process";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { createFleetPool, createFleetSlots } from "@gpu-canary/fleet-store";
+import { loadConfig, requireConfig } from "@gpu-canary/config";
+import { nightOf } from "@gpu-canary/policy";
 import { type PostgresCluster, startPostgres, testdir, tsNodeArgs } from "@gpu-canary/testing";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { cli } from "../test-fixtures/cli.ts";
@@ -55,16 +57,22 @@ describe("gpu-canary fleet", () => {
   });
 
   it("fleet status shows every host, a stale holder with its release command, and this host's budget", async () => {
-    const { run, pool } = await host();
+    const { run, pool, env } = await host();
     expect((await run(["fleet", "init"])).code).toBe(0);
     const b = createFleetSlots({ pool, hostId: "gpu-b", maxConcurrent: 1 });
     expect(await b.acquire("r-b-1")).toMatchObject({ ok: true });
+    const { config } = requireConfig(loadConfig({ env, homeDir: env.KLR_HOME }));
+    await pool.query("INSERT INTO documents (host_id, key, doc) VALUES ('gpu-b', $1, $2)", [
+      `budget/${nightOf(config.maintenanceWindow, config.maintenanceTimeZone, new Date("2026-11-28T13:40:00Z"))}`,
+      JSON.stringify({ seconds_used: 7.5, charges: [] }),
+    ]);
     // gpu-b stopped renewing five minutes ago (it died)
     await pool.query("UPDATE slots SET renewed_at = now() - interval '5 minutes'");
     const json = await run(["fleet", "status", "--json"]);
     expect(json.code).toBe(0);
-    const doc = json.json() as { hosts: { host_id: string }[]; slots: unknown[]; budget: unknown; max_concurrent: number };
+    const doc = json.json() as { hosts: Record<string, unknown>[]; slots: unknown[]; budget: unknown; max_concurrent: number };
     expect(doc.hosts.map((h) => h.host_id)).toEqual(["gpu-a", "gpu-b"]);
+    expect(doc.hosts[1]).toMatchObject({ in_maintenance: true, run_id: "r-b-1", renewing: false, budget_seconds_used: 7.5 });
     expect(doc.max_concurrent).toBe(1);
     expect(doc.slots).toEqual([
       expect.objectContaining({

@@ -46,17 +46,26 @@ export async function runFleetStatus(options: GlobalOptions, io: Io): Promise<nu
       now: io.now,
     }).status(night);
     const slotOf = (hostId: string) => slots.find((s) => s.hostId === hostId) ?? null;
+    // Each host's downtime used tonight, as its own runs charged it (each host has its own production and maximum).
+    const usedTonight = async (hostId: string): Promise<number | null> => {
+      const read = await fleet.store.pgBudgetStore(fleet.pool, hostId)(night).read();
+      return read.status === "ok" ? read.value.seconds_used : read.status === "missing" ? 0 : null;
+    };
+    const used = await Promise.all(hosts.map((h) => usedTonight(h.hostId)));
     const json = {
       database: fleet.database,
       host_id: fleet.hostId,
       max_concurrent: fleet.slots.maxConcurrent,
-      hosts: hosts.map((h) => {
+      hosts: hosts.map((h, i) => {
         const slot = slotOf(h.hostId);
         return {
           host_id: h.hostId,
           last_seen: isoUtc(h.lastSeen),
           in_maintenance: slot !== null,
           run_id: slot?.runId ?? null,
+          since: slot ? isoUtc(slot.acquiredAt) : null,
+          renewing: slot ? slot.renewing : null,
+          budget_seconds_used: used[i] ?? null,
         };
       }),
       slots: slots.map((s) => ({
@@ -83,9 +92,10 @@ export async function runFleetStatus(options: GlobalOptions, io: Io): Promise<nu
             }`,
         ),
         `Hosts (${hosts.length}):`,
-        ...hosts.map((h) => {
+        ...hosts.map((h, i) => {
           const slot = slotOf(h.hostId);
-          return `  ${h.hostId}: last seen ${isoUtc(h.lastSeen)}${slot ? `, in maintenance (run ${slot.runId})` : ""}`;
+          const u = used[i];
+          return `  ${h.hostId}: last seen ${isoUtc(h.lastSeen)}${slot ? `, in maintenance (run ${slot.runId})` : ""}, ${u === null || u === undefined ? "budget unreadable" : `${u} s of downtime used tonight`}`;
         }),
         `Budget tonight (${fleet.hostId}, night of ${night}): ${budget.secondsUsed} of ${budget.maxSeconds} s used, ${budget.secondsLeft} s left`,
       ].join("\n"),
