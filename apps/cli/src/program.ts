@@ -220,6 +220,7 @@ running. SIGTERM and SIGINT are passed to the command.
     .option("--candidate <JSON>", 'the candidate, e.g. {"vllm_memory_util": 0.75, "whisper_model_size": "small"}')
     .option("--mode <MODE>", "predictive or canary (default: KLR_CANARY_MODE)")
     .option("--subsystem <NAME>", "whose rate limit the run counts against (default: the first of KLR_SUBSYSTEMS)")
+    .option("--wait <SECONDS>", "KLR_STATE_URL: wait this long for a fleet maintenance slot (default 0: refused at once, exit 3)")
     .addHelpText(
       "after",
       `${examples([
@@ -280,6 +281,7 @@ Exit codes: 0 passed, 1 failed or inconclusive, 2 malformed candidate, 3 refused
       "put a promotion into production's --config file, restart production and verify it under load; rolled back by itself when it fails",
     )
     .argument("<run_id>", "the promotion's run id (`gpu-canary promotions list`)")
+    .option("--wait <SECONDS>", "KLR_STATE_URL: wait this long for a fleet maintenance slot (default 0: refused at once, exit 3)")
     .addHelpText(
       "after",
       `${examples(["gpu-canary apply r-20261203T031200-a1b2c3", "gpu-canary apply r-20261203T031200-a1b2c3 --json | jq .status"])}
@@ -295,6 +297,7 @@ Exit codes: 0 applied and verified, 1 verification failed (production put back o
   program
     .command("rollback")
     .description("go back to the settings applied before the current ones, gated and verified as an apply")
+    .option("--wait <SECONDS>", "KLR_STATE_URL: wait this long for a fleet maintenance slot (default 0: refused at once, exit 3)")
     .addHelpText(
       "after",
       `${examples(["gpu-canary rollback", "gpu-canary rollback --json"])}
@@ -304,6 +307,48 @@ Exit codes: as apply's; 3 also when no earlier settings are recorded.`,
       run(async (command) => {
         const { runRollback } = await import("./commands/apply.ts");
         return runRollback(globals(command), io);
+      }),
+    );
+
+  const fleet = program
+    .command("fleet")
+    .description("KLR_STATE_URL: the fleet's shared PostgreSQL — its schema, its hosts and maintenance slots")
+    .addHelpText(
+      "after",
+      `${examples(["gpu-canary fleet init", "gpu-canary fleet status", "gpu-canary fleet release gpu-b --force --reason 'host is dead'"])}
+Exit codes: 0 ok, 2 KLR_STATE_URL unset or usage, 3 database unreachable or schema missing or newer, 4 database refuses the login.`,
+    );
+  fleet
+    .command("init")
+    .description("create or migrate the fleet's schema; idempotent, safe from every host at once")
+    .addHelpText("after", examples(["gpu-canary fleet init", "gpu-canary fleet init --json"]))
+    .action(
+      run(async (command) => {
+        const { runFleetInit } = await import("./commands/fleet.ts");
+        return runFleetInit(globals(command), io);
+      }),
+    );
+  fleet
+    .command("status")
+    .description("every host (last seen), the maintenance slots (holder, run, since, renewing or stale), this host's budget tonight")
+    .addHelpText("after", examples(["gpu-canary fleet status", "gpu-canary fleet status --json | jq '.slots'"]))
+    .action(
+      run(async (command) => {
+        const { runFleetStatus } = await import("./commands/fleet.ts");
+        return runFleetStatus(globals(command), io);
+      }),
+    );
+  fleet
+    .command("release")
+    .description("free every maintenance slot a host holds (a dead host's); audited; needs --force")
+    .argument("<host>", "the host id (KLR_HOST_ID) whose slots are freed, as `fleet status` names it")
+    .option("--force", "really release: the host's run, if it still lives, is fenced out at its next step")
+    .option("--reason <TEXT>", "why, recorded in the audit trail")
+    .addHelpText("after", examples(["gpu-canary fleet release gpu-b --force --reason 'gpu-b is powered off'"]))
+    .action(
+      run(async (command) => {
+        const { runFleetRelease } = await import("./commands/fleet.ts");
+        return runFleetRelease(command.args[0] ?? "", globals(command), io);
       }),
     );
 

@@ -1,4 +1,5 @@
 import { type Layout, type LoadedConfig, layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
+import type { FleetState } from "./fleet.ts";
 import type { Io } from "./io.ts";
 import type { ProgressSinks } from "./progress.ts";
 
@@ -42,8 +43,33 @@ export function hostEnv(io: Io): Record<string, string> {
   return simHost ? { GPU_CANARY_SIM_HOST: simHost } : {};
 }
 
-/** The evaluator of these settings; a signal aborts a run safely (production restored first). */
-export async function evaluatorFor(settings: Settings, io: Io, options: { owner: string; signal?: AbortSignal; progress?: ProgressSinks }) {
+/** Run `work` with the fleet's database open when KLR_STATE_URL is set (null otherwise); the pool is closed at the end. */
+export async function withFleet<T>(
+  settings: Settings,
+  io: Io,
+  options: { waitSeconds?: number },
+  work: (fleet: FleetState | null) => Promise<T>,
+): Promise<T> {
+  if (settings.config.stateUrl === undefined) return work(null);
+  const { openFleet } = await import("./fleet.ts");
+  const fleet = await openFleet(settings, io, options);
+  try {
+    return await work(fleet);
+  } finally {
+    await fleet?.close();
+  }
+}
+
+/**
+ * The evaluator of these settings; a signal aborts a run safely (production restored first). With
+ * `fleet` (KLR_STATE_URL, fleet.ts), budget and rate limits live in the fleet's database and
+ * quiesced runs and applies take a fleet maintenance slot.
+ */
+export async function evaluatorFor(
+  settings: Settings,
+  io: Io,
+  options: { owner: string; signal?: AbortSignal; progress?: ProgressSinks; fleet?: FleetState | null },
+) {
   const { SpicaGPUAllocation } = await import("@gpu-canary/spica-evaluator");
   return new SpicaGPUAllocation({
     config: settings.config,
@@ -52,6 +78,7 @@ export async function evaluatorFor(settings: Settings, io: Io, options: { owner:
     env: hostEnv(io),
     audit: await auditFeedFor(settings, io),
     owner: options.owner,
+    ...(options.fleet ? { stores: options.fleet.stores, fleet: options.fleet.gate } : {}),
     ...(options.signal ? { signal: options.signal } : {}),
     ...options.progress,
   });

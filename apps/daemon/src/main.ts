@@ -1,8 +1,8 @@
 import { homedir, hostname } from "node:os";
 import { createAuditFeed } from "@gpu-canary/audit-feed";
-import { layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
+import { type Config, type Layout, layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
 import { GpuCanaryError, exitCodeOf } from "@gpu-canary/errors";
-import { SpicaGPUAllocation } from "@gpu-canary/spica-evaluator";
+import { SpicaGPUAllocation, localStoresOf } from "@gpu-canary/spica-evaluator";
 import { createIntentStore, createTuningRunner } from "@gpu-canary/tuning";
 import type { pino } from "pino";
 import { VERSION } from "./args.ts";
@@ -47,8 +47,12 @@ async function run(env: Readonly<Record<string, string | undefined>>, logger: pi
     now,
     onWarning: (message) => logger.warn(message),
   });
+  // KLR_STATE_URL: budget and rate limits in the fleet's database, a fleet slot for each quiesced run
+  // and apply; a missing or newer schema refuses the start (exit 3). `pg` is loaded only then.
+  const fleet = await fleetFor(config, layout, logger);
   const runAbort = new AbortController();
   const evaluator = new SpicaGPUAllocation({
+    ...(fleet ? { stores: fleet.stores, fleet: fleet.gate } : {}),
     config,
     layout,
     audit,
@@ -108,7 +112,32 @@ async function run(env: Readonly<Record<string, string | undefined>>, logger: pi
   const reaper = setInterval(() => app.server.closeIdleConnections(), 250);
   await app.close().finally(() => clearInterval(reaper));
   await notifier.flush();
+  await fleet?.close();
   logger.info("stopped");
   logger.flush();
   return 0;
+}
+
+async function fleetFor(config: Config, layout: Layout, logger: pino.Logger) {
+  if (config.stateUrl === undefined) return null;
+  const store = await import("@gpu-canary/fleet-store");
+  const pool = store.createFleetPool(config.stateUrl, { applicationName: `gpu-canaryd ${config.hostId}` });
+  try {
+    await store.checkSchema(pool);
+  } catch (error) {
+    await pool.end().catch(() => undefined);
+    throw error;
+  }
+  await store.touchHost(pool, config.hostId);
+  logger.info({ database: store.describeDatabase(pool), host_id: config.hostId }, "fleet database");
+  const local = localStoresOf(layout);
+  const slots = store.createFleetSlots({ pool, hostId: config.hostId, maxConcurrent: config.fleetMaxConcurrent });
+  return {
+    stores: {
+      budget: store.mirroredBudgetStore(store.pgBudgetStore(pool, config.hostId), local.budget),
+      rateLimits: store.mirroredStore(store.pgRateLimitStore(pool, config.hostId), local.rateLimits),
+    },
+    gate: store.createRunGate(slots, { onRenewError: (error) => logger.warn({ err: error }, "the fleet slot could not be renewed") }),
+    close: () => pool.end().catch(() => undefined),
+  };
 }

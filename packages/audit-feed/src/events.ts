@@ -62,6 +62,8 @@ const EVENT_FIELDS = {
   /** an apply whose verification failed, put back: production serves `to` again */
   settings_rolled_back: { from: z.number().nullable(), to: z.number().nullable(), reason: z.string() },
   /** the tuning runner's decision on an intent: promoted, ranked, no_fit, deferred, refused, failed, error */
+  /** a fleet maintenance slot freed by its host's recovery, or by an operator's `fleet release HOST --force` */
+  fleet_slot_released: { runs: z.array(z.string()), forced: z.boolean(), reason: z.string(), holder_host: z.string().optional() },
   tuning_decision: { intent_id: z.string().nullable(), outcome: z.string() },
 } satisfies Record<string, z.ZodRawShape>;
 

@@ -9,6 +9,7 @@ function load(env: Record<string, string> = {}, file: string | null = null) {
   return loadConfig({
     env,
     homeDir: home,
+    hostName: "gpu-a",
     readText: (path) => (path === `${home}/.kloros_env` || path === env.KLR_ENV_FILE ? file : null),
   });
 }
@@ -323,6 +324,37 @@ describe("loadConfig", () => {
       expect.stringMatching(/:2: expected KEY=value, got "PATH\+=:\/opt\/bin"/),
     ]);
     expect(requireConfig(loaded).config.canaryMode).toBe("canary");
+  });
+});
+
+describe("fleet settings", () => {
+  it("keeps state in files, names the host after the machine and allows one host in maintenance by default", () => {
+    const { config } = requireConfig(load());
+    expect(config.stateUrl).toBeUndefined();
+    expect(config.hostId).toBe("gpu-a");
+    expect(config.fleetMaxConcurrent).toBe(1);
+  });
+
+  it("takes a postgres URL, shows it with its password hidden, and the host id and cap given", () => {
+    const url = "postgresql://gpu_canary:s3cret@db.example:5432/fleet";
+    const result = requireConfig(load({ KLR_STATE_URL: url, KLR_HOST_ID: "gpu-b.rack-2", KLR_FLEET_MAX_CONCURRENT: "3" }));
+    expect(result.config).toMatchObject({ stateUrl: url, hostId: "gpu-b.rack-2", fleetMaxConcurrent: 3 });
+    expect(result.origins.KLR_STATE_URL.text).toBe("postgresql://gpu_canary:********@db.example:5432/fleet");
+    expect(result.origins.KLR_HOST_ID.source).toEqual({ kind: "environment" });
+  });
+
+  it("names each bad fleet setting, never echoing the database password", () => {
+    const errors = errorsOf({ KLR_STATE_URL: "mysql://root:hunter2@db/fleet", KLR_HOST_ID: "gpu a", KLR_FLEET_MAX_CONCURRENT: "0" });
+    expect(errors).toEqual([
+      expect.stringMatching(
+        /^KLR_STATE_URL: expected a postgres:\/\/ or postgresql:\/\/ URL .*, got "mysql:\/\/root:\*{8}@db\/fleet" \(from the environment\)$/,
+      ),
+      expect.stringMatching(/^KLR_HOST_ID: expected a host name of letters, digits/),
+      expect.stringMatching(/^KLR_FLEET_MAX_CONCURRENT: expected a whole number of at least 1 \(hosts in maintenance at once\), got "0"/),
+    ]);
+    expect(errors.join("\n")).not.toContain("hunter2");
+    expect(errorsOf({ KLR_FLEET_MAX_CONCURRENT: "1.5" })).toEqual([expect.stringMatching(/^KLR_FLEET_MAX_CONCURRENT: /)]);
+    expect(errorsOf({ KLR_STATE_URL: "postgres:///fleet" })).toEqual([expect.stringMatching(/^KLR_STATE_URL: /)]);
   });
 });
 

@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import { hostname } from "node:os";
 import { errnoCode } from "@gpu-canary/errors";
 import { distance } from "fastest-levenshtein";
 import { parseEnvFile } from "./env-file.ts";
@@ -33,6 +34,8 @@ export interface LoadConfigDeps {
   env: Readonly<Record<string, string | undefined>>;
   /** the user's home directory, the default KLR_HOME */
   homeDir: string;
+  /** this machine's name, the default KLR_HOST_ID; default os.hostname() */
+  hostName?: string;
   /** the env file's text, or null when it does not exist */
   readText?: (path: string) => string | null;
 }
@@ -94,10 +97,12 @@ export function loadConfig(deps: LoadConfigDeps): LoadedConfig | ConfigErrors {
     if (text !== null && text.trim() === "" && "optional" in definition) text = null;
     if (text === null) {
       const fallback = name === "KLR_HOME" ? homeText : "defaultValue" in definition ? definition.defaultValue : undefined;
-      text = typeof fallback === "function" ? fallback(home) : (fallback ?? null);
+      text = typeof fallback === "function" ? fallback({ home, hostName: deps.hostName ?? hostname() }) : (fallback ?? null);
     }
     const secret = "secret" in definition && definition.secret;
-    origins[name] = { text: text !== null && secret ? "********" : text, source: given.source };
+    const redact = "redact" in definition ? definition.redact : undefined;
+    const shown = (value: string) => (secret ? "********" : redact ? redact(value) : value);
+    origins[name] = { text: text === null ? null : shown(text), source: given.source };
     if (text === null) {
       values[definition.key] = undefined;
       continue;
@@ -106,7 +111,7 @@ export function loadConfig(deps: LoadConfigDeps): LoadedConfig | ConfigErrors {
     if (parsed.success) values[definition.key] = parsed.data;
     else
       errors.push(
-        `${name}: ${parsed.error.issues[0]?.message ?? "invalid"}, got ${JSON.stringify(secret ? "********" : text)}${describeSource(given.source)}`,
+        `${name}: ${parsed.error.issues[0]?.message ?? "invalid"}, got ${JSON.stringify(shown(text))}${describeSource(given.source)}`,
       );
   }
 

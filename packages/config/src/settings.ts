@@ -5,11 +5,14 @@ import {
   argumentText,
   boolean,
   envAssignments,
+  hostId,
   httpUrl,
   listenAddress,
   logSource,
   number,
   oneOf,
+  postgresUrl,
+  redactUrlPassword,
   subsystemList,
   text,
   timeZone,
@@ -24,10 +27,18 @@ import {
 interface SettingDef<K extends string, T> {
   key: K;
   schema: z.ZodType<T, string>;
-  defaultValue?: string | ((home: string) => string);
+  defaultValue?: string | ((context: DefaultContext) => string);
   optional?: boolean;
   secret?: boolean;
+  /** shows the value with its secret part hidden (a URL's password), where `secret` would hide it all */
+  redact?: (text: string) => string;
   meaning: string;
+}
+
+/** What a function default may depend on. */
+export interface DefaultContext {
+  home: string;
+  hostName: string;
 }
 
 const def = <const K extends string, T, const O extends boolean = false>(
@@ -289,7 +300,7 @@ export const SETTINGS = {
   KLR_MODEL_PATH: def({
     key: "modelPath",
     schema: absolutePath(),
-    defaultValue: (home) => `${home}/models/llm/current`,
+    defaultValue: ({ home }) => `${home}/models/llm/current`,
     meaning: "model folder production and canary serve",
   }),
   KLR_SERVICE_MANAGER: def({
@@ -333,7 +344,7 @@ export const SETTINGS = {
   KLR_DAEMON_TOKEN_FILE: def({
     key: "daemonTokenFile",
     schema: absolutePath(),
-    defaultValue: (home) => `${home}/.kloros/daemon.token`,
+    defaultValue: ({ home }) => `${home}/.kloros/daemon.token`,
     meaning: "bearer token file for the daemon's mutating endpoints",
   }),
   KLR_DAEMON_STREAM_CLIENTS: def({
@@ -343,6 +354,25 @@ export const SETTINGS = {
     meaning: "clients of the daemon's /audit/stream at once; more get 503",
   }),
   KLR_NOTIFY_URL: def({ key: "notifyUrl", schema: httpUrl(), optional: true, meaning: "optional webhook for run results" }),
+  KLR_STATE_URL: def({
+    key: "stateUrl",
+    schema: postgresUrl(),
+    optional: true,
+    redact: redactUrlPassword,
+    meaning: "PostgreSQL database the fleet shares (postgres://…); unset: state stays in files under KLR_HOME",
+  }),
+  KLR_HOST_ID: def({
+    key: "hostId",
+    schema: hostId(),
+    defaultValue: ({ hostName }) => hostName,
+    meaning: "this host's name in the fleet database",
+  }),
+  KLR_FLEET_MAX_CONCURRENT: def({
+    key: "fleetMaxConcurrent",
+    schema: positiveInt("hosts in maintenance at once"),
+    defaultValue: "1",
+    meaning: "hosts of the fleet in maintenance at once (with KLR_STATE_URL)",
+  }),
 } as const;
 
 export type SettingName = keyof typeof SETTINGS;

@@ -135,6 +135,30 @@ export const httpUrl = () =>
     return { ok: false, expected: "an http:// or https:// URL such as http://127.0.0.1:8000" };
   });
 
+/** A PostgreSQL connection URL (postgres:// or postgresql://, with a host); kept as given for pg. */
+export const postgresUrl = () =>
+  fromParse((value) => {
+    try {
+      const url = new URL(value);
+      if ((url.protocol === "postgres:" || url.protocol === "postgresql:") && url.hostname !== "") return { ok: true, value };
+    } catch {
+      // reported below
+    }
+    return { ok: false, expected: "a postgres:// or postgresql:// URL such as postgres://gpu_canary@db.example:5432/gpu_canary" };
+  });
+
+/** A URL's password replaced by ********, whatever else is wrong with the text. */
+export function redactUrlPassword(text: string): string {
+  return text.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:@/?#]*):[^@/?#]*@/i, "$1:********@");
+}
+
+const HOST_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/;
+
+export const hostId = () =>
+  fromParse((value) =>
+    HOST_ID.test(value) ? { ok: true, value } : { ok: false, expected: "a host name of letters, digits, '.', '_' and '-' (at most 253)" },
+  );
+
 /** The port a URL talks to, the scheme's default when it names none. */
 export function portOfUrl(value: string): number {
   const url = new URL(value);

@@ -3,8 +3,11 @@ import { type Config, type Layout, portOfUrl } from "@gpu-canary/config";
 import type { GpuLock } from "@gpu-canary/gpu-lock";
 import type { GpuProbe } from "@gpu-canary/gpu-probe";
 import {
+  type BudgetStoreFor,
   type DowntimeBudget,
+  type JsonStore,
   type RateLimiter,
+  type RateLimitsFile,
   createDowntimeBudget,
   createRateLimiter,
   fileBudgetStore,
@@ -12,6 +15,7 @@ import {
 } from "@gpu-canary/policy";
 import { type VllmClient, createVllmClient } from "@gpu-canary/vllm-client";
 import { type RestorePlan, type ServiceManager, createProductionService } from "@gpu-canary/vllm-control";
+import type { FleetGate } from "./fleet-gate.ts";
 
 /** Everything a run touches, built once from the settings; tests inject the clock, paths and processes through these. */
 export interface RunContext {
@@ -25,6 +29,8 @@ export interface RunContext {
   budget: DowntimeBudget;
   rate: RateLimiter;
   production: VllmClient;
+  /** KLR_STATE_URL set: a quiesced run or an apply takes one of the fleet's maintenance slots (fleet-gate.ts) */
+  fleet?: FleetGate;
   /** extra environment for operator commands, the canary and nvidia-smi (the simulated host's state file) */
   env: Record<string, string>;
   signal?: AbortSignal;
@@ -78,11 +84,27 @@ export function restorePlanOf(config: Config, env: Record<string, string>, quies
   };
 }
 
-export function policyOf(config: Config, layout: Layout, now: () => Date): { budget: DowntimeBudget; rate: RateLimiter } {
+/** Where the budget and the rate limits are kept: files under KLR_HOME, or (KLR_STATE_URL) the fleet's database mirrored to them. */
+export interface PolicyStores {
+  budget: BudgetStoreFor;
+  rateLimits: JsonStore<RateLimitsFile>;
+}
+
+/** The files under KLR_HOME: the default, and the local copy a fleet's stores keep equal to the database. */
+export function localStoresOf(layout: Layout): PolicyStores {
+  return { budget: fileBudgetStore(layout.budgetFile), rateLimits: fileRateLimitStore(layout.rateLimits) };
+}
+
+export function policyOf(
+  config: Config,
+  layout: Layout,
+  now: () => Date,
+  stores: PolicyStores = localStoresOf(layout),
+): { budget: DowntimeBudget; rate: RateLimiter } {
   return {
-    budget: createDowntimeBudget({ storeFor: fileBudgetStore(layout.budgetFile), maxSeconds: config.maxDowntimeSeconds, now }),
+    budget: createDowntimeBudget({ storeFor: stores.budget, maxSeconds: config.maxDowntimeSeconds, now }),
     rate: createRateLimiter({
-      store: fileRateLimitStore(layout.rateLimits),
+      store: stores.rateLimits,
       rule: { maxRuns: config.rateLimitMaxRuns, windowHours: config.rateLimitWindowHours, cooldownHours: config.rateLimitCooldownHours },
       now,
       timeZone: config.maintenanceTimeZone,

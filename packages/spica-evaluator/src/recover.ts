@@ -1,6 +1,6 @@
 import { rm } from "node:fs/promises";
 import { GpuCanaryError, messageOf } from "@gpu-canary/errors";
-import { GpuLockUnreadableError, type GpuLockRecord, timeOf } from "@gpu-canary/gpu-lock";
+import { GpuLockHeldError, GpuLockUnreadableError, type GpuLockRecord, timeOf } from "@gpu-canary/gpu-lock";
 import { nightOf } from "@gpu-canary/policy";
 import {
   type RestorePlan,
@@ -32,9 +32,42 @@ export interface RecoveryOutcome {
 /**
  * Finish what a crashed run left (docs/architecture.md, invariants 1, 3 and 4): production restored (by the
  * watchdog, or now), the downtime in the lock's journal charged, the lock released, all audited.
- * A live holder is never touched (refused, exit 3).
+ * A live holder is never touched (refused, exit 3). With KLR_STATE_URL, this host's fleet
+ * maintenance slot is released last: a crashed run's, or one whose release found the database away.
  */
 export async function recover(ctx: RunContext): Promise<RecoveryOutcome> {
+  const outcome = await recoverOnHost(ctx);
+  if (!ctx.fleet) return outcome;
+  const note = await releaseOwnSlots(ctx, ctx.fleet, outcome.runId);
+  return note === null ? outcome : { ...outcome, detail: `${outcome.detail}; ${note}` };
+}
+
+/**
+ * Under the GPU lock, so that no run of this host takes a slot meanwhile: every slot this host
+ * holds is then a dead run's. Says what it did, or null when there was nothing.
+ */
+async function releaseOwnSlots(ctx: RunContext, fleet: NonNullable<RunContext["fleet"]>, runId: string | null): Promise<string | null> {
+  let handle;
+  try {
+    handle = await ctx.lock.acquire({ purpose: "recover: fleet slot", waitSeconds: 0 });
+  } catch (error) {
+    if (error instanceof GpuLockHeldError) return "the fleet maintenance slot was left alone: a run of this host holds the GPU lock";
+    throw error;
+  }
+  try {
+    const reason = runId ? `recovery of run ${runId}` : "recovery";
+    const freed = await fleet.releaseOwn(reason).catch((error: unknown) => messageOf(error));
+    if (typeof freed === "string")
+      return `this host's fleet maintenance slot could not be released (${freed}): run \`gpu-canary recover\` again`;
+    if (freed.runIds.length === 0) return null;
+    await ctx.audit.append({ event: "fleet_slot_released", run_id: runId, runs: freed.runIds, forced: false, reason });
+    return `released this host's fleet maintenance slot (run ${freed.runIds.join(", ")})`;
+  } finally {
+    await handle.release();
+  }
+}
+
+async function recoverOnHost(ctx: RunContext): Promise<RecoveryOutcome> {
   await auditWatchdogReports(ctx);
   const status = await ctx.lock.status();
   if (status.state === "unreadable")

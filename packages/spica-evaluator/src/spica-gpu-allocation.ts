@@ -8,7 +8,8 @@ import { applyPromotion, rollbackSettings } from "./apply/apply.ts";
 import type { SettingsChangeOutcome } from "./apply/change-settings.ts";
 import { type Candidate, parseCandidate } from "./candidate.ts";
 import { runCanary } from "./canary/run-canary.ts";
-import { type RunContext, policyOf, productionClient, productionServiceOf } from "./context.ts";
+import { type PolicyStores, type RunContext, policyOf, productionClient, productionServiceOf } from "./context.ts";
+import type { FleetGate } from "./fleet-gate.ts";
 import { runPreflight } from "./predictive/preflight.ts";
 import { hostFingerprint } from "./promotion-fingerprint.ts";
 import { writePromotion } from "./promotions.ts";
@@ -25,6 +26,10 @@ export interface SpicaOptions {
   env?: Record<string, string>;
   probe?: GpuProbe;
   audit?: AuditFeed;
+  /** where the budget and the rate limits are kept (default: the files under KLR_HOME) */
+  stores?: PolicyStores;
+  /** KLR_STATE_URL: the fleet's maintenance slots, taken by quiesced runs and applies */
+  fleet?: FleetGate;
   /** aborting ends a run safely (production restored); the reason, a signal name, becomes the exit code */
   signal?: AbortSignal;
   onProgress?: (line: string) => void;
@@ -78,7 +83,8 @@ export class SpicaGPUAllocation {
       lock: createGpuLock({ path: layout.gpuLock, ttlSeconds: config.lockTtlSeconds, owner: this.owner, now, audit }),
       probe: options.probe ?? createGpuProbe({ executable: config.nvidiaSmi, env }),
       production: productionClient(config),
-      ...policyOf(config, layout, now),
+      ...policyOf(config, layout, now, options.stores),
+      ...(options.fleet ? { fleet: options.fleet } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),
       ...(options.onStep ? { onStep: options.onStep } : {}),

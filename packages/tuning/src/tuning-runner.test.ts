@@ -60,7 +60,7 @@ function result(runId: string, candidate: Candidate, m: Measured | null = null):
  * A runner over a stand-in evaluator: production runs at 0.7, every candidate fits with KV tokens
  * growing with its util (so the highest util ranks first), and a canary passes whatever it is given.
  */
-async function runnerOn(version = "0.11.0", canaryMeasured: Measured | null = null) {
+async function runnerOn(version = "0.11.0", canaryMeasured: Measured | null = null, refusedBy: string | null = null) {
   const home = await testdir();
   const { config } = requireConfig(
     loadConfig({ env: { KLR_HOME: home, KLR_MODEL_PATH: join(home, "model"), KLR_CANARY_MODE: "canary" }, homeDir: home }),
@@ -91,6 +91,14 @@ async function runnerOn(version = "0.11.0", canaryMeasured: Measured | null = nu
     runTest: async (input: unknown) => {
       const candidate = parseCandidate(input);
       canaried.push(candidate);
+      if (refusedBy)
+        return {
+          ...result("r-canary", candidate),
+          status: "refused",
+          validationPassed: false,
+          validationReason: "refused",
+          gate: refusedBy,
+        };
       const passed = result("r-canary", candidate, canaryMeasured);
       // As the evaluator does with a pass under load: a promotion with the evidence, fingerprinted here.
       if (canaryMeasured)
@@ -243,5 +251,17 @@ describe("the tuning runner ranks this host's proposals by their canaries' evide
     await t.proposed("r-earlier", small(0.78), calm);
     const outcome = await t.runner.run(intent, { dryRun: true });
     expect(outcome).toMatchObject({ status: "ranked", proposal: null, proposals: [] });
+  });
+});
+
+describe("the tuning runner refused by a gate", () => {
+  it("defers the intent when another host holds the fleet's maintenance slot: it passes by itself", async () => {
+    const t = await runnerOn("0.11.0", null, "fleet_slot");
+    expect((await t.runner.run(intent)).status).toBe("deferred");
+  });
+
+  it("closes it as refused for a gate that does not pass by itself", async () => {
+    const t = await runnerOn("0.11.0", null, "canary_command");
+    expect((await t.runner.run(intent)).status).toBe("refused");
   });
 });

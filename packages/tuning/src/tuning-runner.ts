@@ -40,9 +40,10 @@ export interface Screened {
 
 /**
  * Refusals that pass by themselves: the window opens, the run holding the GPU lock ends (or is
- * recovered). The intent waits and is tried again rather than being closed as refused.
+ * recovered), another host's run frees its fleet maintenance slot. The intent waits and is tried
+ * again rather than being closed as refused.
  */
-const WAITS_FOR = new Set(["window", "lock", "crashed_run"]);
+const WAITS_FOR = new Set(["window", "lock", "crashed_run", "fleet_slot"]);
 
 /** A refusal that passes by itself waits (deferred); any other stands (refused). */
 const refusedStatus = (gate: string | null, waitsFor: ReadonlySet<string> = WAITS_FOR): TuningStatus =>

@@ -1,12 +1,12 @@
-import { type BudgetStatus, createDowntimeBudget, fileBudgetStore, nightLabel, nightOf } from "@gpu-canary/policy";
+import { type BudgetStatus, type BudgetStoreFor, createDowntimeBudget, fileBudgetStore, nightLabel, nightOf } from "@gpu-canary/policy";
 import type { GlobalOptions, Io } from "../io.ts";
 import { answer, usageError } from "../output.ts";
-import { type Settings, auditFeedFor, loadSettings } from "../settings.ts";
+import { type Settings, auditFeedFor, loadSettings, withFleet } from "../settings.ts";
 import { parseDateOption } from "../time-input.ts";
 
-function budgetFor(settings: Settings, io: Io) {
+function budgetFor(settings: Settings, io: Io, storeFor: BudgetStoreFor = fileBudgetStore(settings.layout.budgetFile)) {
   return createDowntimeBudget({
-    storeFor: fileBudgetStore(settings.layout.budgetFile),
+    storeFor,
     maxSeconds: settings.config.maxDowntimeSeconds,
     now: io.now,
   });
@@ -56,7 +56,10 @@ export async function runBudgetReset(options: GlobalOptions & { date?: string; y
   }
   const path = settings.layout.budgetFile(date);
   const reason = options.reason ?? "emergency reset from the command line";
-  const { previousSecondsUsed, status } = await budgetFor(settings, io).reset(date, reason);
+  // In a fleet the database's copy is the one runs charge: reset there (and mirrored here), or the next charge would undo it.
+  const { previousSecondsUsed, status } = await withFleet(settings, io, {}, (fleet) =>
+    budgetFor(settings, io, fleet?.stores.budget).reset(date, reason),
+  );
   await (await auditFeedFor(settings, io)).append({ event: "budget_reset", date, previous_seconds_used: previousSecondsUsed, reason });
   answer(io, options, { ...statusJson(status, path), reset: true, previous_seconds_used: previousSecondsUsed }, () =>
     [

@@ -30,6 +30,18 @@ describe("gpu-canary config", () => {
     expect(json.paths.gpu_lock).toBe(join(home, ".kloros/locks/gpu_maintenance.lock"));
   });
 
+  it("shows the fleet database's URL without its password", async () => {
+    const home = await testdir();
+    await writeFile(join(home, ".kloros_env"), "KLR_STATE_URL=postgres://gpu_canary:pg-s3cret@db.example:5432/fleet\n");
+    const text = await cli(["config"], { KLR_HOME: home });
+    expect(text.stdout).toMatch(/KLR_STATE_URL\s+postgres:\/\/gpu_canary:\*{8}@db\.example:5432\/fleet\s/);
+    const json = await cli(["config", "--json"], { KLR_HOME: home });
+    expect((json.json() as { settings: Record<string, unknown> }).settings.KLR_STATE_URL).toMatchObject({
+      value: "postgres://gpu_canary:********@db.example:5432/fleet",
+    });
+    expect(text.stdout + json.stdout).not.toContain("pg-s3cret");
+  });
+
   it("warns about a near-miss key on stderr", async () => {
     const home = await testdir();
     await writeFile(join(home, ".kloros_env"), "KLR_CANARY_MODDE=canary\n");

@@ -21,8 +21,10 @@ export function runConfig(options: GlobalOptions, io: Io): number {
     const definition = SETTINGS[name];
     const value = (settings.config as Record<string, unknown>)[definition.key];
     const secret = "secret" in definition && definition.secret && value !== undefined;
-    // Structured values (the window, the listen address, the log source) show as written.
-    const shown = typeof value === "object" && value !== null && !Array.isArray(value) ? origin.text : value;
+    // Structured values (the window, the listen address, the log source) show as written; so do
+    // redacted ones (KLR_STATE_URL without its password).
+    const asWritten = "redact" in definition || (typeof value === "object" && value !== null && !Array.isArray(value));
+    const shown = asWritten ? origin.text : value;
     return { name, value: secret ? "********" : (shown ?? null), text: origin.text, origin };
   });
   const { layout } = settings;

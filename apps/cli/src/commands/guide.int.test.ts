@@ -1,11 +1,11 @@
 import { readFileSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { testdir } from "@gpu-canary/testing";
+import { type PostgresCluster, startPostgres, testdir } from "@gpu-canary/testing";
 import { execFileSync } from "node:child_process";
 import { mkdir } from "node:fs/promises";
 import { SIM_VLLM, SYSTEMD_STANDINS, createSimSite, defineUnit } from "@gpu-canary/vllm-sim";
-import { describe, expect, it, onTestFinished } from "vitest";
+import { afterAll, describe, expect, it, onTestFinished } from "vitest";
 import { cli } from "../test-fixtures/cli.ts";
 
 const GUIDE = join(import.meta.dirname, "..", "..", "..", "..", "docs", "operations.md");
@@ -55,6 +55,12 @@ function argv(command: string, logFile: string): string[] {
     .map((w) => (w === "vllm.log" ? logFile : w));
 }
 
+// The fleet section's commands run against a real PostgreSQL, started when the guide shows any.
+let cluster: PostgresCluster | null = null;
+afterAll(async () => {
+  await cluster?.close();
+});
+
 describe("the operator's guide", () => {
   it("every gpu-canary command it shows works as written against the simulated host", async () => {
     // Production starts with --config, as `apply` needs; the load of its verification is short.
@@ -87,8 +93,14 @@ describe("the operator's guide", () => {
       );
     expect(commands).toContain("gpu-canary budget --json | jq .seconds_used");
     const results: string[] = [];
+    let fleetEnv: Record<string, string> | null = null;
     for (const command of commands) {
-      const r = await cli(argv(command.split(" | ")[0] ?? "", log), site.env, new Date().toISOString());
+      if (command.startsWith("gpu-canary fleet ") && fleetEnv === null) {
+        cluster = await startPostgres();
+        fleetEnv = { ...site.env, KLR_STATE_URL: await cluster.createDatabase("guide"), KLR_HOST_ID: "gpu-a" };
+      }
+      const env = command.startsWith("gpu-canary fleet ") && fleetEnv ? fleetEnv : site.env;
+      const r = await cli(argv(command.split(" | ")[0] ?? "", log), env, new Date().toISOString());
       // Usage errors (2) mean the guide is wrong; faults (4) mean it does not work. 1 and 3 are answers.
       if (r.code === 2 || r.code === 4) results.push(`${command} → exit ${r.code}: ${(r.stderr || r.stdout).slice(0, 300)}`);
       const path = jqPath(command);

@@ -1,7 +1,7 @@
 import type { GlobalOptions, Io } from "../io.ts";
 import { answer } from "../output.ts";
 import { logLine, progressSinks, progressStyle } from "../progress.ts";
-import { evaluatorFor, loadSettings } from "../settings.ts";
+import { evaluatorFor, loadSettings, withFleet } from "../settings.ts";
 
 /** `recover`: finish what a crashed run left — production restored, downtime charged, lock released. */
 export async function runRecover(options: GlobalOptions, io: Io): Promise<number> {
@@ -9,8 +9,15 @@ export async function runRecover(options: GlobalOptions, io: Io): Promise<number
   const { recover } = await import("@gpu-canary/spica-evaluator");
   const style = progressStyle(io, options);
   logLine(io, "recover", style, "started");
-  const evaluator = await evaluatorFor(settings, io, { owner: "gpu-canary recover", progress: progressSinks(io, "recover", style) });
-  const outcome = await recover(evaluator.context);
+  // With KLR_STATE_URL the crashed run's downtime is charged in the fleet's database, and this host's slot released.
+  const outcome = await withFleet(settings, io, {}, async (fleet) => {
+    const evaluator = await evaluatorFor(settings, io, {
+      owner: "gpu-canary recover",
+      progress: progressSinks(io, "recover", style),
+      fleet,
+    });
+    return recover(evaluator.context);
+  });
   logLine(io, "recover", style, `finished: ${outcome.action}`);
   answer(
     io,

@@ -5,13 +5,21 @@ import type { TuningOutcome } from "@gpu-canary/tuning";
 import type { GlobalOptions, Io } from "../io.ts";
 import { answer, printable, usageError } from "../output.ts";
 import { type ProgressSinks, logLine, progressSinks, progressStyle } from "../progress.ts";
-import { type Settings, auditFeedFor, evaluatorFor, loadSettings } from "../settings.ts";
+import type { FleetState } from "../fleet.ts";
+import { type Settings, auditFeedFor, evaluatorFor, loadSettings, withFleet } from "../settings.ts";
 
-async function tuningFor(settings: Settings, io: Io, owner: string, progress: ProgressSinks, signal?: AbortSignal) {
+async function tuningFor(
+  settings: Settings,
+  io: Io,
+  owner: string,
+  progress: ProgressSinks,
+  signal?: AbortSignal,
+  fleet: FleetState | null = null,
+) {
   const tuning = await import("@gpu-canary/tuning");
   const audit = await auditFeedFor(settings, io);
   const store = tuning.createIntentStore({ layout: settings.layout, subsystems: settings.config.subsystems, now: io.now });
-  const evaluator = await evaluatorFor(settings, io, { owner, ...(signal ? { signal } : {}), progress });
+  const evaluator = await evaluatorFor(settings, io, { owner, ...(signal ? { signal } : {}), progress, fleet });
   const runner = tuning.createTuningRunner({ config: settings.config, evaluator, audit, promotionsDir: settings.layout.promotionsDir });
   return { tuning, audit, store, runner };
 }
@@ -87,8 +95,9 @@ async function tuneOnce(
 ) {
   const controller = new AbortController();
   const unsubscribe = io.onSignal((signal) => controller.abort(signal));
-  try {
-    const { tuning, store, runner } = await tuningFor(settings, io, "gpu-canary tune", progress, controller.signal);
+  // A dry run ranks only: it needs no fleet database.
+  const work = async (fleet: FleetState | null): Promise<number> => {
+    const { tuning, store, runner } = await tuningFor(settings, io, "gpu-canary tune", progress, controller.signal, fleet);
     let claimed;
     if (options.intent) {
       const path = resolve(options.intent);
@@ -129,6 +138,9 @@ async function tuneOnce(
     }
     const worked = await tuning.workIntent({ store, runner }, claimed, { dryRun: options.dryRun === true });
     return await answerTune({ intent: claimed.intent, state: worked.state, outcome: worked.outcome, error: worked.error }, options, io);
+  };
+  try {
+    return await (options.dryRun ? work(null) : withFleet(settings, io, {}, work));
   } finally {
     unsubscribe();
   }

@@ -15,7 +15,7 @@ import { recoverIfCrashed } from "../recover.ts";
 import type { Measured } from "../result.ts";
 import { auditWatchdogReports } from "../canary/watchdog-reports.ts";
 import { type Refusal, checkGates } from "../canary/gates.ts";
-import { leaveRunLock, takeRunLock } from "../canary/run-lock.ts";
+import { leaveRunLock, takeFleetSlot, takeRunLock } from "../canary/run-lock.ts";
 import { abortReason, announce, runSteps, stepIoOf } from "../canary/steps.ts";
 import { type WorstCase, loggedProductionStart, worstCase } from "../canary/worst-case.ts";
 import { type SettingsRun, type SettingsTarget, VerificationFailed, settingsSteps } from "./settings-steps.ts";
@@ -161,10 +161,14 @@ export async function changeSettings(ctx: RunContext, change: SettingsChange): P
 
   const held = await takeRunLock(ctx, `${change.kind} ${change.to.name}`, runId);
   if ("refusal" in held) return refused(held.refusal);
-  const { handle, signal } = held;
+  const { signal } = held;
   try {
     const under = await checkGates(ctx, { ...gateRun, underLock: true });
     if (under.refusal) return await refused(under.refusal);
+    // Production down already (its own out-of-memory exit): bringing it back waits for no fleet slot.
+    const fleetRefusal = down ? null : await takeFleetSlot(ctx, held, runId);
+    if (fleetRefusal) return await refused(fleetRefusal);
+    const { handle } = held;
     const admitted = unlimited
       ? { allowed: true, reason: down ? "production is down: no rate limit" : "a rollback: no rate limit" }
       : await ctx.rate.admit(APPLY_SUBSYSTEM, runId);

@@ -5,7 +5,16 @@ import type { RunContext } from "../context.ts";
 import type { WorstCase } from "./worst-case.ts";
 
 export type GateName =
-  "subsystem" | "rate_limit" | "canary_command" | "canary_port" | "production_manager" | "window" | "budget" | "crashed_run" | "lock";
+  | "subsystem"
+  | "rate_limit"
+  | "canary_command"
+  | "canary_port"
+  | "production_manager"
+  | "window"
+  | "budget"
+  | "crashed_run"
+  | "lock"
+  | "fleet_slot";
 
 export interface Refusal {
   gate: GateName;

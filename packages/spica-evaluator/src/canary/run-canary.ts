@@ -6,7 +6,7 @@ import type { Measured } from "../result.ts";
 import { choosePath } from "./choose-path.ts";
 import { type Refusal, checkGates } from "./gates.ts";
 import { quiesced } from "./quiesced.ts";
-import { leaveRunLock, takeRunLock } from "./run-lock.ts";
+import { leaveRunLock, takeFleetSlot, takeRunLock } from "./run-lock.ts";
 import { abortReason, announce } from "./steps.ts";
 import type { LoadTarget } from "./test-canary.ts";
 import { switchesWhisper } from "./undoing.ts";
@@ -63,10 +63,14 @@ export async function runCanary(
 
   const held = await takeRunLock(ctx, `canary (${path}) ${JSON.stringify(candidate)}`, run.runId);
   if ("refusal" in held) return refused(held.refusal);
-  const { handle, signal } = held;
+  const { signal } = held;
   try {
     const under = await checkGates(ctx, { subsystem: run.subsystem, path, worst, underLock: true });
     if (under.refusal) return await refused(under.refusal);
+    // Only a run that takes production down needs one of the fleet's slots.
+    const fleetRefusal = path === "quiesced" ? await takeFleetSlot(ctx, held, run.runId) : null;
+    if (fleetRefusal) return await refused(fleetRefusal);
+    const { handle } = held;
     const admitted = await ctx.rate.admit(run.subsystem, run.runId);
     if (!admitted.allowed) return await refused({ gate: "rate_limit", reason: admitted.reason });
     await handle.journal({ phase: "admitted" });

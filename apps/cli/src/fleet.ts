@@ -1,0 +1,74 @@
+import { GpuCanaryError, messageOf } from "@gpu-canary/errors";
+import type { FleetGate, PolicyStores } from "@gpu-canary/spica-evaluator";
+import type { Io } from "./io.ts";
+import type { Settings } from "./settings.ts";
+
+type FleetStore = typeof import("@gpu-canary/fleet-store");
+
+/** A command's hold on the fleet's database (KLR_STATE_URL): its stores, its slots; closed at the command's end. */
+export interface FleetState {
+  store: FleetStore;
+  pool: ReturnType<FleetStore["createFleetPool"]>;
+  slots: ReturnType<FleetStore["createFleetSlots"]>;
+  hostId: string;
+  /** the database as `host:port/database`, never its user or password */
+  database: string;
+  /** budget and rate limits in the database, each mirrored to its file under KLR_HOME */
+  stores: PolicyStores;
+  gate: FleetGate;
+  close(): Promise<void>;
+}
+
+/** `fleet *` without KLR_STATE_URL: a settings error (exit 2) naming it. */
+export function noStateUrl(): GpuCanaryError {
+  return new GpuCanaryError(
+    "FLEET_NOT_CONFIGURED",
+    "KLR_STATE_URL is not set: this host keeps its state in files and belongs to no fleet",
+    {
+      kind: "usage",
+      hint: "set KLR_STATE_URL=postgres://USER:PASSWORD@HOST:5432/DATABASE on every host of the fleet, then run `gpu-canary fleet init` once",
+    },
+  );
+}
+
+/**
+ * The fleet's database, when KLR_STATE_URL is set (else null: files only, and `pg` is never
+ * loaded). `checkSchema` is asked first, so a missing or newer schema refuses before any run.
+ */
+export async function openFleet(
+  settings: Settings,
+  io: Io,
+  options: { waitSeconds?: number; check?: boolean } = {},
+): Promise<FleetState | null> {
+  const { stateUrl, hostId, fleetMaxConcurrent } = settings.config;
+  if (stateUrl === undefined) return null;
+  const store = await import("@gpu-canary/fleet-store");
+  const { localStoresOf } = await import("@gpu-canary/spica-evaluator");
+  const pool = store.createFleetPool(stateUrl, { applicationName: `gpu-canary ${hostId}` });
+  const close = () => pool.end().catch(() => undefined);
+  try {
+    if (options.check !== false) await store.checkSchema(pool);
+  } catch (error) {
+    await close();
+    throw error;
+  }
+  const local = localStoresOf(settings.layout);
+  const slots = store.createFleetSlots({ pool, hostId, maxConcurrent: fleetMaxConcurrent });
+  const gate: FleetGate = store.createRunGate(slots, {
+    ...(options.waitSeconds === undefined ? {} : { waitSeconds: options.waitSeconds }),
+    onRenewError: (error) => io.stderr(`warning: the fleet slot could not be renewed: ${messageOf(error)}\n`),
+  });
+  return {
+    store,
+    pool,
+    slots,
+    hostId,
+    database: store.describeDatabase(pool),
+    stores: {
+      budget: store.mirroredBudgetStore(store.pgBudgetStore(pool, hostId), local.budget),
+      rateLimits: store.mirroredStore(store.pgRateLimitStore(pool, hostId), local.rateLimits),
+    },
+    gate,
+    close,
+  };
+}

@@ -1,0 +1,23 @@
+export { createFleetPool, describeDatabase, inTransaction, isUnreachable, translateError } from "./connection.ts";
+export type { FleetPoolOptions } from "./connection.ts";
+export {
+  FleetDbLoginError,
+  FleetDbUnreachableError,
+  FleetReleaseRefusedError,
+  FleetSchemaMissingError,
+  FleetSchemaNewerError,
+  FleetSlotLostError,
+  FleetSlotsFullError,
+} from "./errors.ts";
+export type { SlotHolder } from "./errors.ts";
+export { createFleetSlots } from "./fleet-slots.ts";
+export type { AcquireResult, FleetSlots, FleetSlotsDeps, SlotStatus } from "./fleet-slots.ts";
+export { MIGRATIONS_DIR, checkSchema, loadMigrations, migrate } from "./migrate.ts";
+export type { MigrateResult, Migration } from "./migrate.ts";
+export { createPgJsonStore } from "./pg-json-store.ts";
+export type { PgJsonStoreOptions } from "./pg-json-store.ts";
+export { RATE_LIMITS_KEY, budgetKey, mirroredBudgetStore, mirroredStore, pgBudgetStore, pgRateLimitStore } from "./stores.ts";
+export { listHosts, touchHost } from "./hosts.ts";
+export type { FleetHost } from "./hosts.ts";
+export { createRunGate } from "./run-gate.ts";
+export type { RunGate, RunGateOptions, RunSlotHold } from "./run-gate.ts";

@@ -1,0 +1,4 @@
+// @ts-check
+import { gpuCanaryVitest } from "@gpu-canary/vitest-config";
+
+export default gpuCanaryVitest();
