@@ -8,12 +8,15 @@
 //                         found beside the code that starts it (import.meta.url): watchdog-main.js (the
 //                         restore watchdog), vllm-main.js, nvidia-smi-main.js, whisper-main.js and
 //                         systemd-main.js (the simulated host of `gpu-canary demo`)
+//   bundle/migrations/    the fleet database's schema (packages/fleet-store/migrations), found at lib/../migrations
+//                         as fleet-store finds its own beside its src/ or dist/
 //   bundle/bin/           the simulated host's executables (vllm, nvidia-smi, whisper, systemd/…),
 //                         which the simulator finds at lib/../bin as it finds its own bin/ in a checkout
 //
 // bin/gpu-canary.js and bin/gpu-canaryd.js load bundle/lib/. Nothing is external: every dependency
-// is plain JavaScript (no native or optional module), so a command loads its entry and its chunks only.
-import { chmod, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+// is plain JavaScript, so a command loads its entry and its chunks only. (pg's optional native
+// binding, pg-native, stays a require that pg tries only when asked for it, inside a try.)
+import { chmod, cp, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import * as esbuild from "esbuild";
 
@@ -104,6 +107,8 @@ await esbuild.build({
   // CommonJS dependencies (pino, fastify, …) require Node's modules: give the ESM output a require.
   banner: { js: 'import { createRequire as __gpuCanaryRequire } from "node:module"; const require = __gpuCanaryRequire(import.meta.url);' },
 });
+
+await cp(join(root, "packages", "fleet-store", "migrations"), join(out, "migrations"), { recursive: true });
 
 const manifest = JSON.parse(await readFile(join(here, "package.json"), "utf8"));
 await writeFile(

@@ -4,7 +4,8 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startPostgres } from "@gpu-canary/testing";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 
 const run = promisify(execFile);
 
@@ -114,6 +115,20 @@ describe("the packed packages, installed with npm outside the workspace", () => 
     const doc = JSON.parse(result.stdout) as { checks?: unknown[] };
     expect(Array.isArray(doc.checks)).toBe(true);
   });
+
+  it("runs fleet init against a real PostgreSQL with the schema it ships (bundle/migrations)", async () => {
+    const cluster = await startPostgres();
+    onTestFinished(() => cluster.close());
+    const url = await cluster.createDatabase("installed");
+    const home = join(dir, "fleet-home");
+    await mkdir(home);
+    const result = await runToEnd(join(bin, "gpu-canary"), ["fleet", "init", "--json"], {
+      env: { ...env, KLR_HOME: home, KLR_STATE_URL: url, KLR_HOST_ID: "gpu-installed" },
+      cwd: dir,
+    });
+    expect(result.code, result.stderr).toBe(0);
+    expect(JSON.parse(result.stdout)).toMatchObject({ from: 0, to: 1, host_id: "gpu-installed" });
+  }, 60_000);
 
   it("runs the demo on the simulated host that ships with it", async () => {
     const result = await runToEnd(join(bin, "gpu-canary"), ["demo", "--json"], { env, cwd: dir, timeout: 170_000 });

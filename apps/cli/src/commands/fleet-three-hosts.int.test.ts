@@ -5,10 +5,11 @@ import { createAuditFeed } from "@gpu-canary/audit-feed";
 import { layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
 import { createFleetPool, createFleetSlots, migrate } from "@gpu-canary/fleet-store";
 import { nightOf } from "@gpu-canary/policy";
-import { type PostgresCluster, startPostgres, testdir, tsNodeArgs, until } from "@gpu-canary/testing";
+import { type PostgresCluster, startPostgres, testdir, until } from "@gpu-canary/testing";
 import { type SimSite, createSimSite } from "@gpu-canary/vllm-sim";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { cli } from "../test-fixtures/cli.ts";
+import { shippedArgs } from "../test-fixtures/shipped.ts";
 
 let cluster: PostgresCluster;
 beforeAll(async () => {
@@ -18,7 +19,6 @@ afterAll(async () => {
   await cluster?.close();
 });
 
-const bin = join(import.meta.dirname, "..", "bin.ts");
 const candidate = JSON.stringify({ vllm_memory_util: 0.75, whisper_model_size: "small" });
 const HOSTS = ["gpu-a", "gpu-b", "gpu-c"];
 let counter = 0;
@@ -47,14 +47,14 @@ async function fleetOfThree() {
   return { url, pool, hosts };
 }
 
-/** `gpu-canary evaluate` as its own process, as each host's cron would start it. */
+/** `gpu-canary evaluate` as its own process (the shipped bundle), as each host's cron would start it. */
 function evaluate(site: SimSite, flags: string[]) {
   return evaluateProcess(site, flags).result;
 }
 
 function evaluateProcess(site: SimSite, flags: string[]) {
   const clean = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith("KLR_")));
-  const child = spawn(process.execPath, tsNodeArgs(bin, ["evaluate", "--candidate", candidate, "--json", ...flags]), {
+  const child = spawn(process.execPath, shippedArgs(["evaluate", "--candidate", candidate, "--json", ...flags]), {
     env: { ...clean, ...site.env },
     stdio: ["ignore", "pipe", "pipe"],
   });
