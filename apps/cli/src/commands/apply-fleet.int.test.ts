@@ -31,6 +31,11 @@ describe("gpu-canary apply in a fleet (KLR_STATE_URL)", () => {
         KLR_VLLM_MEMORY_UTIL_MIN: "0.1",
         KLR_MAX_MODEL_LEN: "8192",
         KLR_CANARY_LOAD_SECONDS: "1",
+        // Latency on a test machine shared by two test files is noise: these tests are about what an apply
+        // does, and a verification that fails is made to fail by its KV cache (preemptions). The latency
+        // rules have their own tests (spica-evaluator's canary-test.test.ts and load.int.test.ts).
+        KLR_CANARY_MAX_SLOWDOWN: "20",
+        KLR_CANARY_TTFT_P95_MS: "20000",
         KLR_CANARY_TIMEOUT: "30",
         KLR_GPU_MAINTENANCE_MAX_DOWNTIME: "120",
       },
@@ -68,7 +73,7 @@ describe("gpu-canary apply in a fleet (KLR_STATE_URL)", () => {
 
     await b.release({ runId: "r-b-1" });
     const applied = await run(["apply", "r-good", "--json"]);
-    expect(applied.json()).toMatchObject({ status: "applied", from: 0.7, to: 0.8 });
+    expect(applied.json(), applied.stdout).toMatchObject({ status: "applied", from: 0.7, to: 0.8 });
     expect(applied.code).toBe(0);
     expect(await b.list()).toEqual([]);
   }, 180_000);
