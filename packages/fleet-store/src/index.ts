@@ -14,6 +14,8 @@ export { createFleetSlots } from "./fleet-slots.ts";
 export type { AcquireResult, FleetSlots, FleetSlotsDeps, SlotStatus } from "./fleet-slots.ts";
 export { MIGRATIONS_DIR, checkSchema, loadMigrations, migrate } from "./migrate.ts";
 export type { MigrateResult, Migration } from "./migrate.ts";
+export { queryAudit, syncAudit } from "./audit-sync.ts";
+export type { FleetAuditEvent, FleetAuditFilter, SyncAuditOptions } from "./audit-sync.ts";
 export { createPgJsonStore } from "./pg-json-store.ts";
 export type { PgJsonStoreOptions } from "./pg-json-store.ts";
 export { RATE_LIMITS_KEY, budgetKey, mirroredBudgetStore, mirroredStore, pgBudgetStore, pgRateLimitStore } from "./stores.ts";

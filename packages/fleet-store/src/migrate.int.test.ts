@@ -19,7 +19,7 @@ describe("migrate", () => {
     const db = await freshDatabase(cluster, { empty: true });
     const pool = db.pool();
     const first = await migrate(pool);
-    expect(first).toEqual({ from: 0, to: known, applied: ["001-initial"] });
+    expect(first).toEqual({ from: 0, to: known, applied: ["001-initial", "002-audit-lines"] });
     const second = await migrate(pool);
     expect(second).toEqual({ from: known, to: known, applied: [] });
     const tables = await pool.query<{ name: string }>(
@@ -32,7 +32,7 @@ describe("migrate", () => {
   it("is safe when three hosts run fleet init at the same instant", async () => {
     const db = await freshDatabase(cluster, { empty: true });
     const results = await Promise.all([db.pool(), db.pool(), db.pool()].map((pool) => migrate(pool)));
-    expect(results.flatMap((r) => r.applied)).toEqual(["001-initial"]);
+    expect(results.flatMap((r) => r.applied).sort()).toEqual(["001-initial", "002-audit-lines"]);
     const versions = await db.pool().query("SELECT version FROM schema_version");
     expect(versions.rowCount).toBe(known);
   });
