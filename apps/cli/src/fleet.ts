@@ -16,7 +16,12 @@ export interface FleetState {
   /** budget and rate limits in the database, each mirrored to its file under KLR_HOME */
   stores: PolicyStores;
   gate: FleetGate;
-  close(): Promise<void>;
+  /**
+   * Copies this host's audit trail to the database (best effort: a warning on stderr when it
+   * cannot, the next command catches up), then ends the pool. `failure`: what the command threw;
+   * when it is the database away, the copy is not tried.
+   */
+  close(failure?: unknown): Promise<void>;
 }
 
 /** `fleet *` without KLR_STATE_URL: a settings error (exit 2) naming it. */
@@ -45,13 +50,31 @@ export async function openFleet(
   const store = await import("@gpu-canary/fleet-store");
   const { localStoresOf } = await import("@gpu-canary/spica-evaluator");
   const pool = store.createFleetPool(stateUrl, { applicationName: `gpu-canary ${hostId}` });
-  const close = () => pool.end().catch(() => undefined);
+  const end = () => pool.end().catch(() => undefined);
   try {
     if (options.check !== false) await store.checkSchema(pool);
   } catch (error) {
-    await close();
+    await end();
     throw error;
   }
+  const database = store.describeDatabase(pool);
+  const close = async (failure?: unknown) => {
+    const warn = (error: unknown) =>
+      io.stderr(
+        `warning: this host's audit trail was not copied to the fleet database ${database} (${messageOf(error)}); the next command that reaches it catches up\n`,
+      );
+    try {
+      const away =
+        failure !== undefined &&
+        (store.isUnreachable(failure) || (failure instanceof GpuCanaryError && failure.code === "FLEET_DB_UNREACHABLE"));
+      if (away) warn(failure);
+      else await store.syncAudit(pool, { hostId, auditDir: settings.layout.auditDir });
+    } catch (error) {
+      warn(error);
+    } finally {
+      await end();
+    }
+  };
   const local = localStoresOf(settings.layout);
   const slots = store.createFleetSlots({ pool, hostId, maxConcurrent: fleetMaxConcurrent });
   const gate: FleetGate = store.createRunGate(slots, {
@@ -63,7 +86,7 @@ export async function openFleet(
     pool,
     slots,
     hostId,
-    database: store.describeDatabase(pool),
+    database,
     stores: {
       budget: store.mirroredBudgetStore(store.pgBudgetStore(pool, hostId), local.budget),
       rateLimits: store.mirroredStore(store.pgRateLimitStore(pool, hostId), local.rateLimits),

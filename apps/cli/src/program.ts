@@ -178,11 +178,18 @@ running. SIGTERM and SIGINT are passed to the command.
     .option("--until <ISO>", "before this instant")
     .option("--event <NAME>", "only this event kind")
     .option("--run <RUN_ID>", "only this run")
+    .option(
+      "--fleet",
+      "KLR_STATE_URL: every host's events from the fleet's database (this host's copied there first), each with its host_id",
+    )
+    .option("--host <HOST>", "KLR_STATE_URL: only this host's events from the fleet's database (its KLR_HOST_ID); implies --fleet")
     .addHelpText(
       "after",
       examples([
         "gpu-canary audit query --since 2026-11-28T03:00 --event budget_charged",
         "gpu-canary audit query --run r-20261128-0301 --json",
+        "gpu-canary audit query --fleet --event fleet_slot_released",
+        "gpu-canary audit query --fleet --host gpu-b --since 2026-11-28T03:00 --json",
       ]),
     )
     .action(

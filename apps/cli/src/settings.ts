@@ -53,10 +53,14 @@ export async function withFleet<T>(
   if (settings.config.stateUrl === undefined) return work(null);
   const { openFleet } = await import("./fleet.ts");
   const fleet = await openFleet(settings, io, options);
+  let failure: unknown;
   try {
     return await work(fleet);
+  } catch (error) {
+    failure = error;
+    throw error;
   } finally {
-    await fleet?.close();
+    await fleet?.close(failure);
   }
 }
 

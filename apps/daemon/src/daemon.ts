@@ -31,6 +31,11 @@ export interface DaemonDeps {
   env?: Record<string, string>;
   /** the settings changes asked for over HTTP (default: its own, empty) */
   changes?: SettingsQueue;
+  /**
+   * KLR_STATE_URL: copy this host's audit trail to the fleet's database — `afterRun` after each
+   * run or settings change, else on a poll (the callee may skip it). Never throws.
+   */
+  syncAudit?: (reason: "afterRun" | "poll") => Promise<void>;
 }
 
 /**
@@ -96,6 +101,7 @@ export function createDaemon(deps: DaemonDeps) {
         const asked = changes.take() ?? (await autoApplyChoice(deps.evaluator, autoTried));
         if (asked) {
           await change(asked);
+          await deps.syncAudit?.("afterRun");
           continue;
         }
         await store.expire();
@@ -113,6 +119,7 @@ export function createDaemon(deps: DaemonDeps) {
           }
           const status = outcome?.status ?? "error";
           logger.info({ intent: claimed.intent.id, status, state, reason: outcome?.reason ?? error }, "intent worked");
+          await deps.syncAudit?.("afterRun");
           const gate = outcome?.gate ?? result?.gate ?? null;
           if (status === "deferred") {
             // Refused by the window (or, for a rollback, tonight's budget): wait for its next opening; by the lock: try again shortly.
@@ -139,6 +146,7 @@ export function createDaemon(deps: DaemonDeps) {
         deps.notifier.send("fault", { reason: message });
         if (deps.runAbort.signal.aborted) return;
       }
+      await deps.syncAudit?.("poll");
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, deps.pollMs ?? 2000);
         // stop() aborts `stopping` and then calls wake(): no listener per wait is needed.

@@ -1,6 +1,7 @@
 import { spawn } from "node:child_process";
+import { appendFile, mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { createFleetPool, listHosts, loadMigrations, migrate } from "@gpu-canary/fleet-store";
+import { createFleetPool, listHosts, loadMigrations, migrate, queryAudit } from "@gpu-canary/fleet-store";
 import { type PostgresCluster, startPostgres, testdir, tsNodeArgs } from "@gpu-canary/testing";
 import { freePort } from "@gpu-canary/vllm-sim";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
@@ -26,12 +27,12 @@ async function database(migrated: boolean) {
 }
 
 /** gpu-canaryd on a fresh KLR_HOME in predictive mode; resolves with its exit code once it stops. */
-async function daemon(url: string) {
+async function daemon(url: string, home?: string) {
   const port = freePort();
   const child = spawn(process.execPath, tsNodeArgs(bin), {
     env: {
       ...process.env,
-      KLR_HOME: await testdir(),
+      KLR_HOME: home ?? (await testdir()),
       KLR_DAEMON_LISTEN: `127.0.0.1:${port}`,
       KLR_CANARY_MODE: "predictive",
       KLR_STATE_URL: url,
@@ -68,5 +69,24 @@ describe("gpu-canaryd with KLR_STATE_URL", () => {
     d.child.kill("SIGTERM");
     expect(await d.exited).toBe(0);
     expect(d.stderr()).not.toContain(cluster.password);
+  }, 60_000);
+
+  it("copies this host's audit trail to the fleet database while it polls, and what was written last as it stops", async () => {
+    const { url, pool } = await database(true);
+    const home = await testdir();
+    const epochs = join(home, "out", "orchestration", "epochs");
+    await mkdir(epochs, { recursive: true });
+    const file = join(epochs, "gpu_canary_20261128.jsonl");
+    const line = (ts: string, event: string) => `${JSON.stringify({ ts, event, run_id: "r-1", host: "h", pid: 1 })}\n`;
+    await writeFile(file, line("2026-11-28T03:00:00.000Z", "production_stopped"));
+    const d = await daemon(url, home);
+    const copied = () => queryAudit(pool, { hostId: "gpu-a", runId: "r-1" }).then((rows) => rows.map((r) => r.record.event));
+    const deadline = Date.now() + 50_000;
+    while ((await copied()).length === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(await copied()).toEqual(["production_stopped"]);
+    await appendFile(file, line("2026-11-28T03:00:30.000Z", "production_restored"));
+    d.child.kill("SIGTERM");
+    expect(await d.exited).toBe(0);
+    expect(await copied()).toEqual(["production_stopped", "production_restored"]);
   }, 60_000);
 });

@@ -1,7 +1,7 @@
 import { homedir, hostname } from "node:os";
 import { createAuditFeed } from "@gpu-canary/audit-feed";
 import { type Config, type Layout, layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
-import { GpuCanaryError, exitCodeOf } from "@gpu-canary/errors";
+import { GpuCanaryError, exitCodeOf, messageOf } from "@gpu-canary/errors";
 import { SpicaGPUAllocation, localStoresOf } from "@gpu-canary/spica-evaluator";
 import { createIntentStore, createTuningRunner } from "@gpu-canary/tuning";
 import type { pino } from "pino";
@@ -50,6 +50,7 @@ async function run(env: Readonly<Record<string, string | undefined>>, logger: pi
   // KLR_STATE_URL: budget and rate limits in the fleet's database, a fleet slot for each quiesced run
   // and apply; a missing or newer schema refuses the start (exit 3). `pg` is loaded only then.
   const fleet = await fleetFor(config, layout, logger);
+  const syncAudit = fleet ? auditSyncFor(fleet.syncAudit, logger) : undefined;
   const runAbort = new AbortController();
   const evaluator = new SpicaGPUAllocation({
     ...(fleet ? { stores: fleet.stores, fleet: fleet.gate } : {}),
@@ -66,7 +67,21 @@ async function run(env: Readonly<Record<string, string | undefined>>, logger: pi
   const runner = createTuningRunner({ config, evaluator, audit, promotionsDir: layout.promotionsDir });
   const metrics = createMetrics(metricSourcesFor({ config, context: evaluator.context, store, promotionsDir: layout.promotionsDir, now }));
   const notifier = createNotifier({ url: config.notifyUrl, logger, host: hostname() });
-  const daemon = createDaemon({ config, layout, logger, audit, store, runner, evaluator, metrics, notifier, runAbort, now, env: hostEnv });
+  const daemon = createDaemon({
+    config,
+    layout,
+    logger,
+    audit,
+    store,
+    runner,
+    evaluator,
+    metrics,
+    notifier,
+    runAbort,
+    now,
+    env: hostEnv,
+    ...(syncAudit ? { syncAudit } : {}),
+  });
   const token = await ensureToken(layout.daemonTokenFile);
   const app = buildServer({
     logger,
@@ -112,6 +127,8 @@ async function run(env: Readonly<Record<string, string | undefined>>, logger: pi
   const reaper = setInterval(() => app.server.closeIdleConnections(), 250);
   await app.close().finally(() => clearInterval(reaper));
   await notifier.flush();
+  // what the last run wrote reaches the fleet's trail before the pool ends
+  await syncAudit?.("afterRun");
   await fleet?.close();
   logger.info("stopped");
   logger.flush();
@@ -138,6 +155,36 @@ async function fleetFor(config: Config, layout: Layout, logger: pino.Logger) {
       rateLimits: store.mirroredStore(store.pgRateLimitStore(pool, config.hostId), local.rateLimits),
     },
     gate: store.createRunGate(slots, { onRenewError: (error) => logger.warn({ err: error }, "the fleet slot could not be renewed") }),
+    syncAudit: () => store.syncAudit(pool, { hostId: config.hostId, auditDir: layout.auditDir }),
     close: () => pool.end().catch(() => undefined),
+  };
+}
+
+/** On a poll, this host's audit trail is copied at most this often (after a run, always). */
+const AUDIT_SYNC_POLL_MS = 15_000;
+
+/**
+ * The daemon's copy of its audit trail to the fleet's database: best effort (the local files are
+ * the record; the next copy catches up), one warning when it starts failing, one line when it
+ * works again.
+ */
+function auditSyncFor(sync: () => Promise<number>, logger: pino.Logger) {
+  let lastTry = Number.NEGATIVE_INFINITY;
+  let failing = false;
+  return async (reason: "afterRun" | "poll"): Promise<void> => {
+    if (reason === "poll" && Date.now() - lastTry < AUDIT_SYNC_POLL_MS) return;
+    lastTry = Date.now();
+    try {
+      const copied = await sync();
+      if (failing) logger.info({ copied }, "this host's audit trail is copied to the fleet database again");
+      failing = false;
+    } catch (error) {
+      if (!failing)
+        logger.warn(
+          { err: messageOf(error) },
+          "this host's audit trail could not be copied to the fleet database; the next copy catches up",
+        );
+      failing = true;
+    }
   };
 }

@@ -57,10 +57,13 @@ export async function runBudgetReset(options: GlobalOptions & { date?: string; y
   const path = settings.layout.budgetFile(date);
   const reason = options.reason ?? "emergency reset from the command line";
   // In a fleet the database's copy is the one runs charge: reset there (and mirrored here), or the next charge would undo it.
-  const { previousSecondsUsed, status } = await withFleet(settings, io, {}, (fleet) =>
-    budgetFor(settings, io, fleet?.stores.budget).reset(date, reason),
-  );
-  await (await auditFeedFor(settings, io)).append({ event: "budget_reset", date, previous_seconds_used: previousSecondsUsed, reason });
+  // Audited before the fleet's database closes, which copies this host's trail there.
+  const { previousSecondsUsed, status } = await withFleet(settings, io, {}, async (fleet) => {
+    const outcome = await budgetFor(settings, io, fleet?.stores.budget).reset(date, reason);
+    const audit = await auditFeedFor(settings, io);
+    await audit.append({ event: "budget_reset", date, previous_seconds_used: outcome.previousSecondsUsed, reason });
+    return outcome;
+  });
   answer(io, options, { ...statusJson(status, path), reset: true, previous_seconds_used: previousSecondsUsed }, () =>
     [
       `Reset the downtime budget for the night of ${nightLabel(date)} (${path})`,

@@ -10,10 +10,14 @@ async function withDatabase<T>(io: Io, check: boolean, work: (fleet: FleetState,
   if (settings.config.stateUrl === undefined) throw noStateUrl();
   const fleet = await openFleet(settings, io, { check });
   if (!fleet) throw noStateUrl();
+  let failure: unknown;
   try {
     return await work(fleet, settings);
+  } catch (error) {
+    failure = error;
+    throw error;
   } finally {
-    await fleet.close();
+    await fleet.close(failure);
   }
 }
 
