@@ -94,12 +94,14 @@ describe("the operator's guide", () => {
     expect(commands).toContain("gpu-canary budget --json | jq .seconds_used");
     const results: string[] = [];
     let fleetEnv: Record<string, string> | null = null;
+    // `fleet …` and `audit query --fleet`: against the database (`fleet init` comes first in the guide)
+    const isFleet = (command: string) => command.startsWith("gpu-canary fleet ") || / --fleet\b/.test(command);
     for (const command of commands) {
-      if (command.startsWith("gpu-canary fleet ") && fleetEnv === null) {
+      if (isFleet(command) && fleetEnv === null) {
         cluster = await startPostgres();
         fleetEnv = { ...site.env, KLR_STATE_URL: await cluster.createDatabase("guide"), KLR_HOST_ID: "gpu-a" };
       }
-      const env = command.startsWith("gpu-canary fleet ") && fleetEnv ? fleetEnv : site.env;
+      const env = isFleet(command) && fleetEnv ? fleetEnv : site.env;
       const r = await cli(argv(command.split(" | ")[0] ?? "", log), env, new Date().toISOString());
       // Usage errors (2) mean the guide is wrong; faults (4) mean it does not work. 1 and 3 are answers.
       if (r.code === 2 || r.code === 4) results.push(`${command} → exit ${r.code}: ${(r.stderr || r.stdout).slice(0, 300)}`);
