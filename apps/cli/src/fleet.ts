@@ -36,6 +36,11 @@ export function noStateUrl(): GpuCanaryError {
   );
 }
 
+/** The error says the fleet's database cannot be reached (FLEET_DB_UNREACHABLE, or pg's own error for it). */
+export function isDatabaseAway(store: FleetStore, error: unknown): boolean {
+  return (error instanceof GpuCanaryError && error.code === "FLEET_DB_UNREACHABLE") || store.isUnreachable(error);
+}
+
 /**
  * The fleet's database, when KLR_STATE_URL is set (else null: files only, and `pg` is never
  * loaded). `checkSchema` is asked first, so a missing or newer schema refuses before any run.
@@ -64,10 +69,7 @@ export async function openFleet(
         `warning: this host's audit trail was not copied to the fleet database ${database} (${messageOf(error)}); the next command that reaches it catches up\n`,
       );
     try {
-      const away =
-        failure !== undefined &&
-        (store.isUnreachable(failure) || (failure instanceof GpuCanaryError && failure.code === "FLEET_DB_UNREACHABLE"));
-      if (away) warn(failure);
+      if (failure !== undefined && isDatabaseAway(store, failure)) warn(failure);
       else await store.syncAudit(pool, { hostId, auditDir: settings.layout.auditDir });
     } catch (error) {
       warn(error);

@@ -32,20 +32,27 @@ async function listDays(dir: string): Promise<string[]> {
     .sort();
 }
 
-/** The file's complete lines (a last one without its newline is a writer mid-way: left for next time); null when it is gone. */
-async function completeLines(dir: string, day: string): Promise<string[] | null> {
-  let text: string;
+/**
+ * The file's complete lines (a last one without its newline is a writer mid-way: left for next
+ * time); null when it is gone, or when it has no more than `known` lines (counted on the bytes,
+ * without decoding: most days were copied before).
+ */
+async function linesAfter(dir: string, day: string, known: number): Promise<string[] | null> {
+  let bytes: Buffer;
   try {
-    text = await readFile(join(dir, `gpu_canary_${day}.jsonl`), "utf8");
+    bytes = await readFile(join(dir, `gpu_canary_${day}.jsonl`));
   } catch (error) {
     if (errnoCode(error) === "ENOENT") return null; // pruned meanwhile
     throw error;
   }
-  const lines = text.split("\n");
+  let newlines = 0;
+  for (let at = bytes.indexOf(10); at !== -1; at = bytes.indexOf(10, at + 1)) newlines += 1;
+  if (newlines <= known) return null;
+  const lines = bytes.toString("utf8").split("\n");
   lines.pop();
   // trailing blank lines have nothing to copy: they never make a day look unfinished
   while (lines.length > 0 && (lines.at(-1) ?? "").trim() === "") lines.pop();
-  return lines;
+  return lines.length > known ? lines : null;
 }
 
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
@@ -101,8 +108,8 @@ export async function syncAudit(pool: pg.Pool, options: SyncAuditOptions): Promi
   );
   let copied = 0;
   for (const day of days) {
-    const lines = await completeLines(auditDir, day);
-    if (lines === null || lines.length <= (known.get(day) ?? 0)) continue;
+    const lines = await linesAfter(auditDir, day, known.get(day) ?? 0);
+    if (lines === null) continue;
     copied += await inTransaction(pool, async (client) => {
       await client.query("SELECT pg_advisory_xact_lock(hashtext('gpu-canary/audit'), hashtext($1))", [hostId]);
       const have = dayRow.parse(

@@ -122,6 +122,11 @@ describe("gpu-canary audit query --fleet", () => {
       /^warning: this host's audit trail was not copied to the fleet database 127\.0\.0\.1:\d+\/\S+ \(.*refuse_for_a_while.*\); the next command that reaches it catches up$/,
     );
     expect(reset.stderr).not.toContain(cluster.password);
+    // audit query --fleet still answers with what the database has, warning once
+    const query = await a.run(["audit", "query", "--fleet", "--json"]);
+    expect(query.code, query.stderr).toBe(0);
+    expect(lines(query.stdout)).toEqual([]);
+    expect(query.stderr.split("\n").filter((l) => l.startsWith("warning:"))).toHaveLength(1);
     await pool.query("ALTER TABLE audit DROP CONSTRAINT refuse_for_a_while");
     expect((await a.run(["fleet", "status"])).stderr).not.toContain("was not copied");
     const rows = await pool.query<{ reason: string }>("SELECT record->>'reason' AS reason FROM audit WHERE host_id = 'gpu-a'");

@@ -1,5 +1,5 @@
 import { AUDIT_EVENT_NAMES, type AuditLine, auditLineSchema, formatEvent } from "@gpu-canary/audit-feed";
-import { noStateUrl, openFleet } from "../fleet.ts";
+import { isDatabaseAway, noStateUrl, openFleet } from "../fleet.ts";
 import type { GlobalOptions, Io } from "../io.ts";
 import { usageError } from "../output.ts";
 import { type Settings, auditFeedFor, loadSettings } from "../settings.ts";
@@ -67,7 +67,12 @@ async function fleetQuery(
   if (!fleet) throw noStateUrl();
   let failure: unknown;
   try {
-    await fleet.store.syncAudit(fleet.pool, { hostId: fleet.hostId, auditDir: settings.layout.auditDir });
+    try {
+      await fleet.store.syncAudit(fleet.pool, { hostId: fleet.hostId, auditDir: settings.layout.auditDir });
+    } catch (error) {
+      // the database away refuses the query; any other failure to copy: close() tries again and warns
+      if (isDatabaseAway(fleet.store, error)) throw error;
+    }
     const events = await fleet.store.queryAudit(fleet.pool, {
       ...filter,
       ...(options.host === undefined ? {} : { hostId: options.host }),
