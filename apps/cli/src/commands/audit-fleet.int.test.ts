@@ -75,7 +75,7 @@ describe("gpu-canary audit query --fleet", () => {
     // nothing twice, however often it is asked
     const count = await pool.query<{ n: string }>("SELECT count(*) AS n FROM audit");
     expect(Number(count.rows[0]?.n)).toBe(2);
-  });
+  }, 60_000);
 
   it("copies a host's lines written while the database was away once it is back: nothing lost", async () => {
     const { host } = await fleet();
@@ -106,7 +106,7 @@ describe("gpu-canary audit query --fleet", () => {
       ["gpu-a", "production_restored"],
       ["gpu-a", "not json"],
     ]);
-  });
+  }, 60_000);
 
   it("a command whose trail cannot be copied warns once on stderr and succeeds; the next command catches up", async () => {
     const { pool, host } = await fleet();
@@ -131,7 +131,7 @@ describe("gpu-canary audit query --fleet", () => {
     expect((await a.run(["fleet", "status"])).stderr).not.toContain("was not copied");
     const rows = await pool.query<{ reason: string }>("SELECT record->>'reason' AS reason FROM audit WHERE host_id = 'gpu-a'");
     expect(rows.rows).toEqual([{ reason: "while refused" }]);
-  });
+  }, 60_000);
 
   it("exits 2 naming KLR_STATE_URL without it", async () => {
     const home = await testdir();
