@@ -166,6 +166,19 @@ describe("three hosts, one database, one maintenance slot", () => {
     const status = (await cli(["fleet", "status", "--json"], hosts[0]?.site.env ?? {}, new Date().toISOString())).json();
     expect((status.hosts as { host_id: string }[]).map((h) => h.host_id)).toEqual(HOSTS);
     expect(status.slots).toEqual([]);
+    // one audit trail: each run copied its host's to the database as it ended
+    const audit = await cli(
+      ["audit", "query", "--fleet", "--event", "production_stopped", "--json"],
+      hosts[0]?.site.env ?? {},
+      new Date().toISOString(),
+    );
+    expect(audit.code, audit.stderr).toBe(0);
+    const stops = audit.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { host_id: string; ts: string });
+    expect(stops.map((e) => e.host_id).sort()).toEqual(HOSTS);
+    expect(stops.map((e) => e.ts)).toEqual(stops.map((e) => e.ts).sort());
   }, 300_000);
 
   it("gives the slot to one of three quiesced canaries started at the same instant; the others are refused (exit 3) naming it", async () => {
