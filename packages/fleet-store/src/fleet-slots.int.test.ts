@@ -172,9 +172,10 @@ describe("fleet maintenance slots", () => {
     await a.acquire("run-1");
     await b.acquire("run-2"); // refused, but seen
     await touchHost(pool, "gpu-c");
+    await touchHost(pool, "gpu-c", { applied: null });
     const hosts = await listHosts(pool);
     expect(hosts.map((h) => h.hostId)).toEqual(["gpu-a", "gpu-b", "gpu-c"]);
-    expect(hosts[2]?.info).toEqual({ version: "0.1.0" });
+    expect(hosts[2]?.info).toEqual({ version: "0.1.0", applied: null });
     expect(hosts.every((h) => Math.abs(h.lastSeen.getTime() - Date.now()) < 60_000)).toBe(true);
   });
 

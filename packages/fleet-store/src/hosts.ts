@@ -11,12 +11,16 @@ export interface FleetHost {
 
 const hostRow = z.object({ host_id: z.string(), last_seen: z.date(), info: z.record(z.string(), z.unknown()) });
 
-/** The host is alive: its last-seen time becomes now; `info`, when given, replaces what it said before. */
+/**
+ * The host is alive: its last-seen time becomes now. `info`, when given, is merged into what it said
+ * before, key by key: each part of gpu-canary says its own part (fingerprint, applied settings…)
+ * without erasing the others'.
+ */
 export async function touchHost(pool: pg.Pool, hostId: string, info?: Record<string, unknown>): Promise<void> {
   await query(
     pool,
     `INSERT INTO hosts (host_id, info) VALUES ($1, coalesce($2::jsonb, '{}'::jsonb))
-     ON CONFLICT (host_id) DO UPDATE SET last_seen = now(), info = coalesce($2::jsonb, hosts.info)`,
+     ON CONFLICT (host_id) DO UPDATE SET last_seen = now(), info = hosts.info || coalesce($2::jsonb, '{}'::jsonb)`,
     [hostId, info === undefined ? null : JSON.stringify(info)],
   );
 }
