@@ -1,12 +1,9 @@
-import { readFile, readdir } from "node:fs/promises";
-import { join } from "node:path";
+import { readFile } from "node:fs/promises";
+import { dayFile, listDays } from "@gpu-canary/audit-feed";
 import { errnoCode } from "@gpu-canary/errors";
 import type pg from "pg";
 import { z } from "zod";
 import { inTransaction, query } from "./connection.ts";
-
-/** A host's day files, as the audit feed names them: `gpu_canary_YYYYMMDD.jsonl`. */
-const DAY_FILE = /^gpu_canary_(\d{8})\.jsonl$/;
 
 /** Lines inserted per statement. */
 const CHUNK = 500;
@@ -18,20 +15,6 @@ export interface SyncAuditOptions {
   auditDir: string;
 }
 
-async function listDays(dir: string): Promise<string[]> {
-  let names: string[];
-  try {
-    names = await readdir(dir);
-  } catch (error) {
-    if (errnoCode(error) === "ENOENT") return [];
-    throw error;
-  }
-  return names
-    .map((name) => DAY_FILE.exec(name)?.[1])
-    .filter((day): day is string => day !== undefined)
-    .sort();
-}
-
 /**
  * The file's complete lines (a last one without its newline is a writer mid-way: left for next
  * time); null when it is gone, or when it has no more than `known` lines (counted on the bytes,
@@ -40,7 +23,7 @@ async function listDays(dir: string): Promise<string[]> {
 async function linesAfter(dir: string, day: string, known: number): Promise<string[] | null> {
   let bytes: Buffer;
   try {
-    bytes = await readFile(join(dir, `gpu_canary_${day}.jsonl`));
+    bytes = await readFile(dayFile(dir, day));
   } catch (error) {
     if (errnoCode(error) === "ENOENT") return null; // pruned meanwhile
     throw error;
