@@ -112,8 +112,11 @@ describe("fleet maintenance slots", () => {
     const b = createFleetSlots({ pool: db.pool(), hostId: "gpu-b", maxConcurrent: 1, staleAfterSeconds: 30 });
     const got = await a.acquire("run-1");
     if (!got.ok) throw new Error("gpu-a should have the slot");
+    await pool.query("UPDATE hosts SET last_seen = now() - interval '1 hour'");
     expect(await a.renew(got.token)).toBe(true);
     expect(await b.list()).toMatchObject([{ hostId: "gpu-a", runId: "run-1", token: got.token, renewing: true }]);
+    // the heartbeat says the host is alive too
+    expect((await listHosts(pool))[0]?.lastSeen.getTime()).toBeGreaterThan(Date.now() - 60_000);
 
     // gpu-a died 10 minutes ago: its last renewal is that old (the database's clock judges)
     await pool.query("UPDATE slots SET renewed_at = now() - interval '10 minutes', acquired_at = now() - interval '11 minutes'");

@@ -112,9 +112,15 @@ export function createFleetSlots(deps: FleetSlotsDeps): FleetSlots {
     });
 
   const renew = async (token: number): Promise<boolean> => {
-    const result = await query(pool, "UPDATE slots SET renewed_at = now() WHERE token = $1 AND host_id = $2", [token, hostId]);
-    await query(pool, SEEN, [hostId]);
-    return result.rowCount === 1;
+    // One statement a heartbeat: the slot's renewal and the host's last-seen time together.
+    const result = await query(
+      pool,
+      `WITH renewed AS (UPDATE slots SET renewed_at = now() WHERE token = $1 AND host_id = $2 RETURNING token),
+            seen AS (${SEEN} RETURNING host_id)
+       SELECT (SELECT count(*) FROM renewed)::int AS renewed, (SELECT count(*) FROM seen)::int AS seen`,
+      [token, hostId],
+    );
+    return (result.rows[0] as { renewed: number }).renewed === 1;
   };
 
   return {
