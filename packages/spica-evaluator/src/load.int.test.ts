@@ -17,6 +17,10 @@ const settings = {
   KLR_VLLM_MEMORY_UTIL_MIN: "0.1",
   KLR_MAX_MODEL_LEN: "8192",
   KLR_CANARY_LOAD_SECONDS: "3",
+  // Latency beside other test files on a two-core machine is noise: these tests are about the KV
+  // cache (preemptions); the latency rules are tested with exact numbers in canary-test.test.ts.
+  KLR_CANARY_MAX_SLOWDOWN: "20",
+  KLR_CANARY_TTFT_P95_MS: "20000",
   KLR_CANARY_TIMEOUT: "90",
   KLR_GPU_MAINTENANCE_MAX_DOWNTIME: "600",
   KLR_RATE_LIMIT_COOLDOWN_HOURS: "0",
@@ -43,7 +47,7 @@ describe("the canary's test under production's load", () => {
   it("passes a candidate with room, with the load's numbers; fails one whose KV cache cannot hold production's requests, on its preemptions", async () => {
     const s = await site({ traffic, settings, tokenLatencyMs: 2 });
     const passed = await s.evaluator().runTest(roomy);
-    expect(passed.status).toBe("passed");
+    expect(passed.status, passed.validationReason).toBe("passed");
     const measured = resultJson(passed).measured as Record<string, unknown>;
     expect(measured).toMatchObject({
       preemptions: 0,

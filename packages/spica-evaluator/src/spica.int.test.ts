@@ -5,7 +5,6 @@ import { createServer } from "node:net";
 import { join } from "node:path";
 import { createGpuLock } from "@gpu-canary/gpu-lock";
 import { createAuditFeed } from "@gpu-canary/audit-feed";
-import { InterruptedError } from "@gpu-canary/errors";
 import { SIM_VLLM, liveProcesses, readHost, registerProcess } from "@gpu-canary/vllm-sim";
 import { spawn } from "node:child_process";
 import { Prober, outageOf } from "@gpu-canary/testing";
@@ -138,8 +137,14 @@ describe("canary mode on the simulated host", () => {
     const outage = await watch.stop();
     expect(result.status).toBe("passed");
     expect(result.measured).toMatchObject({ path: "quiesced", errors: [], preemptions: 0 });
-    // The load: a small fallback shape (production's /metrics had counted nothing), every request completed.
-    expect(result.measured?.load).toMatchObject({ concurrency: 2, promptTokens: 512, outputTokens: 128, failed: 0, stopped: 0 });
+    // The load: a small fallback shape when production's /metrics had counted nothing yet, else the shape
+    // of the prober's requests it had counted (one token each way: a busy machine); every request completed.
+    const load = result.measured?.load;
+    expect(load).toMatchObject({ concurrency: 2, failed: 0, stopped: 0 });
+    expect([
+      { promptTokens: 512, outputTokens: 128 },
+      { promptTokens: 1, outputTokens: 1 },
+    ]).toContainEqual({ promptTokens: load?.promptTokens, outputTokens: load?.outputTokens });
     expect(result.measured?.samples).toBe(result.measured?.load?.completed);
     expect(result.measured?.samples).toBeGreaterThanOrEqual(5);
     expect(result.llmLatencyMs).toBeGreaterThan(0);
@@ -418,140 +423,5 @@ describe("canary mode on the simulated host", () => {
     expect(audit.map((e) => e.event)).toEqual(expect.arrayContaining(["production_restored", "budget_charged", "run_finished"]));
     expect(await fetch(`${s.env.KLR_VLLM_URL}/health`).then((r) => r.ok)).toBe(true);
     expect(existsSync(s.layout.gpuLock)).toBe(false);
-  }, 120_000);
-});
-
-describe("no vLLM starts beside a Whisper whose memory still moves", () => {
-  const roomy = { KLR_GPU_MAINTENANCE_MAX_DOWNTIME: "300" };
-  const candidate = { vllm_memory_util: 0.75, whisper_model_size: "medium" };
-  const at = (e: { ts: string }) => Date.parse(e.ts);
-
-  it("the canary and production's restart each start only once two readings of the new Whisper agree", async () => {
-    // Whisper loads, peaks while it warms up and gives the peak back 2 s after each start; each vLLM profiles
-    // for 0.5 s and, as vLLM does, aborts if memory is given back meanwhile (vllm-project/vllm#56830).
-    const s = await site({ whisper: "small", whisperRampMs: 2000, settings: roomy });
-    await s.startWhisper();
-    const result = await s
-      .evaluator({ whisperPollMs: 200 }, { SIM_STARTUP_DELAY_MS: "500", PRODUCTION_STARTUP_DELAY_MS: "500" })
-      .runTest(candidate);
-    expect(result.status).toBe("passed");
-    const audit = await createAuditFeed({ dir: s.layout.auditDir, timeZone: s.timeZone }).query();
-    const [there, back] = audit.filter((e) => e.event === "whisper_switched");
-    const [, steadyThere, steadyBack] = await s.whisperSteadyTimes();
-    for (const [switched, footprint] of [
-      [there, 5120],
-      [back, 2048],
-    ] as const) {
-      // The readings until two in a row agreed, the last two being Whisper's footprint.
-      expect((switched?.steady_readings_mib as number[]).slice(-2)).toEqual([footprint, footprint]);
-    }
-    const started = audit.find((e) => e.event === "canary_started");
-    expect(at(started ?? { ts: "" })).toBeGreaterThanOrEqual(steadyThere?.getTime() ?? NaN);
-    // Production's restart comes after Whisper is back and steady.
-    expect(at(back ?? { ts: "" })).toBeGreaterThanOrEqual(steadyBack?.getTime() ?? NaN);
-    expect(audit.findIndex((e) => e.event === "production_restored")).toBeGreaterThan(audit.findIndex((e) => e === back));
-  }, 180_000);
-
-  it("a Whisper that never holds still: no canary, production restored and charged, WHISPER_NOT_STEADY naming the readings", async () => {
-    const s = await site({ whisper: "small", whisperRampMs: "never", settings: { ...roomy, KLR_WHISPER_STEADY_TIMEOUT: "2" } });
-    await s.startWhisper();
-    const error: unknown = await s
-      .evaluator({ whisperPollMs: 200 })
-      .runTest(candidate)
-      .then(
-        () => null,
-        (e: unknown) => e,
-      );
-    expect(error).toMatchObject({
-      code: "WHISPER_NOT_STEADY",
-      message: expect.stringMatching(/^Whisper \(medium\) did not hold its GPU memory steady within 2 s: nvidia-smi read \d+(, \d+)* MiB/),
-    });
-    const audit = await createAuditFeed({ dir: s.layout.auditDir, timeZone: s.timeZone }).query();
-    const kinds = audit.map((e) => e.event);
-    expect(kinds).not.toContain("canary_started");
-    expect(kinds).toEqual(expect.arrayContaining(["production_stopped", "production_restored", "budget_charged", "run_finished"]));
-    expect(audit.find((e) => e.event === "run_finished")).toMatchObject({ status: "error" });
-    expect(await fetch(`${s.env.KLR_VLLM_URL}/health`).then((r) => r.ok)).toBe(true);
-    expect(existsSync(s.layout.gpuLock)).toBe(false);
-  }, 180_000);
-
-  it("the run's worst case counts both switches and their steady waits: refused by a budget that only affords the rest", async () => {
-    const s = await site({ whisper: "small", settings: { KLR_WHISPER_STEADY_TIMEOUT: "20" } });
-    const pid = await s.productionPid();
-    const result = await s.evaluator().runTest(candidate);
-    expect(result).toMatchObject({ status: "refused", gate: "budget" });
-    expect(result.validationReason).toContain("Whisper there and back 2 × (commands 5 s (default) + steady wait ≤ 20 s)");
-    expect(await s.productionPid()).toBe(pid);
-    // The same run without a Whisper switch fits the default budget.
-    expect((await s.evaluator().runTest(good, { mode: "canary" })).status).toBe("passed");
-  }, 180_000);
-});
-
-describe("signals at either end of a quiesced run", () => {
-  /** An evaluator whose run gets SIGTERM the moment it prints a progress line starting with `at`. */
-  const interruptedAt = (s: Awaited<ReturnType<typeof site>>, at: string) => {
-    const controller = new AbortController();
-    const evaluator = s.evaluator({
-      signal: controller.signal,
-      onProgress: (line) => {
-        if (line.startsWith(at)) controller.abort("SIGTERM");
-      },
-    });
-    return evaluator;
-  };
-  /** What a run threw (null when it returned): these runs are expected to end by an error. */
-  const thrownBy = (run: Promise<unknown>): Promise<unknown> =>
-    run.then(
-      () => null,
-      (e: unknown) => e,
-    );
-  const runFinished = async (s: Awaited<ReturnType<typeof site>>) => (await events(s.home)).filter((e) => e === "run_finished");
-
-  it("a signal after the lock and the gates, before the quiesce: nothing stopped, nothing charged, the lock free, exit 143", async () => {
-    const s = await site();
-    const pid = await s.productionPid();
-    const error: unknown = await thrownBy(interruptedAt(s, "gates passed").runTest(good));
-    expect(error).toBeInstanceOf(InterruptedError);
-    expect((error as InterruptedError).exitCode).toBe(143);
-    expect(await s.productionPid()).toBe(pid);
-    const kinds = await events(s.home);
-    expect(kinds).toContain("lock_acquired");
-    expect(kinds.filter((e) => e.startsWith("production_") || e === "canary_started" || e === "budget_charged")).toEqual([]);
-    expect(await runFinished(s)).toHaveLength(1);
-    expect(existsSync(s.layout.gpuLock)).toBe(false);
-    expect(existsSync(s.layout.budgetFile(s.night()))).toBe(false);
-    // The watchdog armed for the run was disarmed (its arm file gone): nothing fires later.
-    expect(existsSync(join(s.layout.locksDir, "gpu_maintenance.watchdog.arm.json"))).toBe(false);
-    expect(existsSync(s.layout.watchdogReport)).toBe(false);
-  }, 120_000);
-
-  it("a signal during the restore: production serves, the downtime is charged, the run is interrupted — never passed, no promotion", async () => {
-    const s = await site();
-    const error: unknown = await thrownBy(interruptedAt(s, "restoring production").runTest(good));
-    expect(error).toBeInstanceOf(InterruptedError);
-    expect(await fetch(`${s.env.KLR_VLLM_URL}/health`).then((r) => r.ok)).toBe(true);
-    const kinds = await events(s.home);
-    expect(kinds).toEqual(expect.arrayContaining(["production_restored", "budget_charged"]));
-    expect(kinds).not.toContain("promotion_written");
-    expect(await runFinished(s)).toHaveLength(1);
-    expect(existsSync(s.layout.promotionsDir) ? readdirSync(s.layout.promotionsDir) : []).toEqual([]);
-    expect(existsSync(s.layout.gpuLock)).toBe(false);
-  }, 120_000);
-
-  it("a forced release of the lock during the restore: the evicted run still charges its outage", async () => {
-    const s = await site();
-    const evaluator = s.evaluator({
-      onProgress: (line) => {
-        if (line.startsWith("restoring production"))
-          void createGpuLock({ path: s.layout.gpuLock, ttlSeconds: 60, owner: "operator" }).forceRelease("test: the operator forces it");
-      },
-    });
-    const error: unknown = await thrownBy(evaluator.runTest(good));
-    expect(error).toMatchObject({ code: "LOCK_LOST" });
-    expect(await fetch(`${s.env.KLR_VLLM_URL}/health`).then((r) => r.ok)).toBe(true);
-    const budget = JSON.parse(readFileSync(s.layout.budgetFile(s.night()), "utf8")) as { seconds_used: number; charges: unknown[] };
-    expect(budget.charges).toHaveLength(1);
-    expect(budget.seconds_used).toBeGreaterThan(0);
-    expect(await runFinished(s)).toHaveLength(1);
   }, 120_000);
 });

@@ -52,7 +52,7 @@ async function simSite() {
       KLR_CANARY_LOAD_SECONDS: "1",
       // Latency on a test machine shared by two test files is noise: these tests are about what an apply
       // does, and a verification that fails is made to fail by its KV cache (preemptions). The latency
-      // rules have their own tests (spica-evaluator's canary-test.test.ts and load.int.test.ts).
+      // rules have their own tests (spica-evaluator's canary-test.test.ts).
       KLR_CANARY_MAX_SLOWDOWN: "20",
       KLR_CANARY_TTFT_P95_MS: "20000",
       KLR_CANARY_TIMEOUT: "30",
