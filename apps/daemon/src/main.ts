@@ -120,6 +120,8 @@ async function run(env: Readonly<Record<string, string | undefined>>, logger: pi
   await daemon.start();
   const { host, port } = config.daemonListen;
   await app.listen({ host, port });
+  // what recovery wrote, and this host's summary, reach the fleet now, not after a first long run
+  await syncAudit?.("afterRun");
   logger.info({ mode: config.canaryMode, log: config.vllmLog.kind }, "working");
   const signal = await stopped;
   logger.info({ signal }, "stopping");
