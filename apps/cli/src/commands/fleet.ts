@@ -93,7 +93,7 @@ export async function runFleetStatus(options: GlobalOptions, io: Io): Promise<nu
         `Pending promotions (${json.pending_promotions.length})${json.pending_promotions.length === 0 ? "" : ":"}`,
         ...json.pending_promotions.map(
           (p) =>
-            `  ${p.run_id} on ${p.host_id}, ${p.created_at}: util ${p.vllm_memory_util ?? "?"}, whisper ${p.whisper_model_size ?? "?"} (gpu-canary apply ${p.run_id} on ${p.host_id})`,
+            `  ${p.run_id} on ${p.host_id}, ${p.created_at}: util ${p.vllm_memory_util ?? "?"}, whisper ${p.whisper_model_size ?? "?"} (on ${p.host_id}: gpu-canary apply ${p.run_id})`,
         ),
       ].join("\n"),
     );
