@@ -7,7 +7,7 @@ import { createIntentStore, createTuningRunner } from "@gpu-canary/tuning";
 import type { pino } from "pino";
 import { VERSION } from "./args.ts";
 import { createDaemon } from "./daemon.ts";
-import { fleetOverviewFor, hostPublisher } from "./host-publish.ts";
+import { fleetOverviewFor, hostPublisher } from "./host-publisher.ts";
 import { createDaemonLogger, logSinkFor } from "./logger.ts";
 import { metricSourcesFor } from "./metric-sources.ts";
 import { createMetrics } from "./metrics.ts";
