@@ -17,11 +17,36 @@ export interface FleetState {
   stores: PolicyStores;
   gate: FleetGate;
   /**
-   * Copies this host's audit trail to the database (best effort: a warning on stderr when it
-   * cannot, the next command catches up), then ends the pool. `failure`: what the command threw;
-   * when it is the database away, the copy is not tried.
+   * Copies this host's audit trail to the database, then publishes its promotions, applied
+   * settings and last run (best effort: a warning on stderr when it cannot, the next command
+   * catches up). Done by `close` unless the command did it already (a read command that shows
+   * the fleet: it writes nothing afterwards).
+   */
+  publish(): Promise<void>;
+  /**
+   * `publish()` unless done, then ends the pool. `failure`: what the command threw; when it is
+   * the database away, nothing is tried.
    */
   close(failure?: unknown): Promise<void>;
+}
+
+const AUDIT_NOT_COPIED = "this host's audit trail was not copied to the fleet database";
+
+/**
+ * What `fleet status` shows of this host (its promotions, applied settings, last run), published
+ * after its audit trail was copied; an unreadable promotion file is left out with a warning.
+ */
+async function publishHost(store: FleetStore, pool: FleetState["pool"], hostId: string, settings: Settings, io: Io): Promise<void> {
+  const { readHostSummary } = await import("@gpu-canary/spica-evaluator");
+  const local = await readHostSummary(settings.layout);
+  for (const u of local.unreadable)
+    io.stderr(`warning: ${u.file} is not a promotion (${u.reason}); left out of the fleet database until it is repaired\n`);
+  await store.publishHost(pool, {
+    hostId,
+    applied: local.applied && store.hostAppliedOf(local.applied),
+    appliedError: local.appliedError,
+    promotions: local.promotions,
+  });
 }
 
 /** `fleet *` without KLR_STATE_URL: a settings error (exit 2) naming it. */
@@ -63,16 +88,27 @@ export async function openFleet(
     throw error;
   }
   const database = store.describeDatabase(pool);
-  const close = async (failure?: unknown) => {
-    const warn = (error: unknown) =>
-      io.stderr(
-        `warning: this host's audit trail was not copied to the fleet database ${database} (${messageOf(error)}); the next command that reaches it catches up\n`,
-      );
+  const warn = (what: string, error: unknown) =>
+    io.stderr(`warning: ${what} ${database} (${messageOf(error)}); the next command that reaches it catches up\n`);
+  let published = false;
+  const publish = async () => {
+    published = true;
     try {
-      if (failure !== undefined && isDatabaseAway(store, failure)) warn(failure);
-      else await store.syncAudit(pool, { hostId, auditDir: settings.layout.auditDir });
+      await store.syncAudit(pool, { hostId, auditDir: settings.layout.auditDir });
     } catch (error) {
-      warn(error);
+      warn(AUDIT_NOT_COPIED, error);
+      if (isDatabaseAway(store, error)) return;
+    }
+    try {
+      await publishHost(store, pool, hostId, settings, io);
+    } catch (error) {
+      warn("this host's applied settings, last run and promotions were not published to the fleet database", error);
+    }
+  };
+  const close = async (failure?: unknown) => {
+    try {
+      if (failure !== undefined && isDatabaseAway(store, failure)) warn(AUDIT_NOT_COPIED, failure);
+      else if (!published) await publish();
     } finally {
       await end();
     }
@@ -94,6 +130,7 @@ export async function openFleet(
       rateLimits: store.mirroredStore(store.pgRateLimitStore(pool, hostId), local.rateLimits),
     },
     gate,
+    publish,
     close,
   };
 }

@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
 import { appendFile, mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { createFleetPool, listHosts, loadMigrations, migrate, queryAudit } from "@gpu-canary/fleet-store";
+import { createFleetPool, fleetOverview, listHosts, loadMigrations, migrate, queryAudit } from "@gpu-canary/fleet-store";
 import { type PostgresCluster, startPostgres, testdir, tsNodeArgs } from "@gpu-canary/testing";
 import { freePort } from "@gpu-canary/vllm-sim";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
@@ -44,7 +44,7 @@ async function daemon(url: string, home?: string) {
   let stderr = "";
   child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
   const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
-  return { child, exited, stderr: () => stderr };
+  return { child, exited, port, stderr: () => stderr };
 }
 
 describe("gpu-canaryd with KLR_STATE_URL", () => {
@@ -88,5 +88,87 @@ describe("gpu-canaryd with KLR_STATE_URL", () => {
     d.child.kill("SIGTERM");
     expect(await d.exited).toBe(0);
     expect(await copied()).toEqual(["production_stopped", "production_restored"]);
+  }, 60_000);
+
+  it("publishes this host's applied settings, last run and promotions, and serves GET /fleet as fleet status --json shows it; 503 naming the database while it is away", async () => {
+    const { url, pool } = await database(true);
+    const home = await testdir();
+    await mkdir(join(home, "out", "promotions"), { recursive: true });
+    const promotion = (runId: string, state: string) => ({
+      run_id: runId,
+      created_at: "2026-11-28T03:10:00.000Z",
+      subsystem: "gpu_allocation",
+      candidate: { vllm_memory_util: 0.8, whisper_model_size: "small" },
+      path: null,
+      whisper_verified: true,
+      llm_latency_ms: 100,
+      state,
+    });
+    await writeFile(join(home, "out", "promotions", "r-1.json"), JSON.stringify(promotion("r-1", "applied")));
+    await writeFile(join(home, "out", "promotions", "r-2.json"), JSON.stringify(promotion("r-2", "proposed")));
+    await mkdir(join(home, ".kloros", "vllm"), { recursive: true });
+    await writeFile(
+      join(home, ".kloros", "vllm", "applied.json"),
+      JSON.stringify({
+        vllm_memory_util: 0.8,
+        whisper_model_size: "small",
+        promotion_run_id: "r-1",
+        applied_at: "2026-11-28T03:20:00.000Z",
+        file: "h.yaml",
+        run_id: "apply-1",
+        previous: null,
+      }),
+    );
+    const epochs = join(home, "out", "orchestration", "epochs");
+    await mkdir(epochs, { recursive: true });
+    await writeFile(
+      join(epochs, "gpu_canary_20261128.jsonl"),
+      `${JSON.stringify({ ts: "2026-11-28T03:20:30.000Z", event: "run_finished", run_id: "apply-1", host: "h", pid: 1, status: "applied", mode: "apply" })}\n`,
+    );
+    const d = await daemon(url, home);
+    type Doc = { hosts: { host_id: string; last_seen: string; pending_promotions: string[] }[]; pending_promotions: unknown[] };
+    const get = async () => {
+      const response = await fetch(`http://127.0.0.1:${d.port}/fleet`).catch(() => null);
+      return response ? { status: response.status, body: (await response.json()) as Doc & { error?: Record<string, unknown> } } : null;
+    };
+    const deadline = Date.now() + 50_000;
+    let seen = await get();
+    while ((seen?.body.hosts?.[0]?.pending_promotions ?? []).length === 0 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      seen = await get();
+    }
+    expect(seen?.status).toBe(200);
+    const body = seen?.body as Doc;
+    expect(body.hosts).toEqual([
+      expect.objectContaining({
+        host_id: "gpu-a",
+        applied: { vllm_memory_util: 0.8, whisper_model_size: "small", promotion_run_id: "r-1", since: "2026-11-28T03:20:00.000Z" },
+        last_run: { run_id: "apply-1", at: "2026-11-28T03:20:30.000Z", verdict: "applied", mode: "apply" },
+        pending_promotions: ["r-2"],
+      }),
+    ]);
+    // the very document fleet status --json builds (fleetOverview), but for the moment each was taken
+    const night = (body as unknown as { budget: { date: string } }).budget.date;
+    const same = await fleetOverview(pool, { hostId: "gpu-a", maxConcurrent: 1, night, maxSeconds: 60 });
+    const lastSeenless = (doc: Doc) => ({ ...doc, hosts: doc.hosts.map((h) => ({ ...h, last_seen: "" })) });
+    expect(lastSeenless(body)).toEqual(
+      lastSeenless({ ...same, database: (body as unknown as { database: string }).database } as unknown as Doc),
+    );
+
+    await cluster.stop();
+    try {
+      const down = await get();
+      expect(down?.status).toBe(503);
+      expect(down?.body.error).toMatchObject({
+        code: "FLEET_DB_UNREACHABLE",
+        database: expect.stringMatching(/^127\.0\.0\.1:\d+\/daemon_/),
+      });
+      expect(JSON.stringify(down?.body)).not.toContain(cluster.password);
+    } finally {
+      await cluster.start();
+    }
+    expect((await get())?.status).toBe(200);
+    d.child.kill("SIGTERM");
+    expect(await d.exited).toBe(0);
   }, 60_000);
 });

@@ -7,6 +7,7 @@ import { createIntentStore, createTuningRunner } from "@gpu-canary/tuning";
 import type { pino } from "pino";
 import { VERSION } from "./args.ts";
 import { createDaemon } from "./daemon.ts";
+import { fleetOverviewFor, hostPublisher } from "./host-publisher.ts";
 import { createDaemonLogger, logSinkFor } from "./logger.ts";
 import { metricSourcesFor } from "./metric-sources.ts";
 import { createMetrics } from "./metrics.ts";
@@ -49,7 +50,7 @@ async function run(env: Readonly<Record<string, string | undefined>>, logger: pi
   });
   // KLR_STATE_URL: budget and rate limits in the fleet's database, a fleet slot for each quiesced run
   // and apply; a missing or newer schema refuses the start (exit 3). `pg` is loaded only then.
-  const fleet = await fleetFor(config, layout, logger);
+  const fleet = await fleetFor(config, layout, logger, now);
   const syncAudit = fleet ? auditSyncFor(fleet.syncAudit, logger) : undefined;
   const runAbort = new AbortController();
   const evaluator = new SpicaGPUAllocation({
@@ -97,6 +98,7 @@ async function run(env: Readonly<Record<string, string | undefined>>, logger: pi
     daemonState: daemon.state,
     onIntent: daemon.wake,
     changes: daemon.changes,
+    ...(fleet ? { fleet: fleet.overview } : {}),
   });
   // Persistent listeners, never `once` nor removed: execa's signal-exit, while a child runs, re-raises a
   // signal with its default action (death, exit 143) when it finds no listener but its own — which a
@@ -118,6 +120,8 @@ async function run(env: Readonly<Record<string, string | undefined>>, logger: pi
   await daemon.start();
   const { host, port } = config.daemonListen;
   await app.listen({ host, port });
+  // what recovery wrote, and this host's summary, reach the fleet now, not after a first long run
+  await syncAudit?.("afterRun");
   logger.info({ mode: config.canaryMode, log: config.vllmLog.kind }, "working");
   const signal = await stopped;
   logger.info({ signal }, "stopping");
@@ -135,7 +139,7 @@ async function run(env: Readonly<Record<string, string | undefined>>, logger: pi
   return 0;
 }
 
-async function fleetFor(config: Config, layout: Layout, logger: pino.Logger) {
+async function fleetFor(config: Config, layout: Layout, logger: pino.Logger, now: () => Date) {
   if (config.stateUrl === undefined) return null;
   const store = await import("@gpu-canary/fleet-store");
   const pool = store.createFleetPool(config.stateUrl, { applicationName: `gpu-canaryd ${config.hostId}` });
@@ -149,13 +153,20 @@ async function fleetFor(config: Config, layout: Layout, logger: pino.Logger) {
   logger.info({ database: store.describeDatabase(pool), host_id: config.hostId }, "fleet database");
   const local = localStoresOf(layout);
   const slots = store.createFleetSlots({ pool, hostId: config.hostId, maxConcurrent: config.fleetMaxConcurrent });
+  const publish = hostPublisher({ store, pool, config, layout, logger, now });
   return {
     stores: {
       budget: store.mirroredBudgetStore(store.pgBudgetStore(pool, config.hostId), local.budget),
       rateLimits: store.mirroredStore(store.pgRateLimitStore(pool, config.hostId), local.rateLimits),
     },
     gate: store.createRunGate(slots, { onRenewError: (error) => logger.warn({ err: error }, "the fleet slot could not be renewed") }),
-    syncAudit: () => store.syncAudit(pool, { hostId: config.hostId, auditDir: layout.auditDir }),
+    // the host's summary (promotions, applied settings, last run) follows each copy of its trail
+    syncAudit: async () => {
+      const copied = await store.syncAudit(pool, { hostId: config.hostId, auditDir: layout.auditDir });
+      await publish();
+      return copied;
+    },
+    overview: fleetOverviewFor({ store, pool, config, now }),
     close: () => pool.end().catch(() => undefined),
   };
 }

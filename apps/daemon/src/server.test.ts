@@ -3,6 +3,7 @@ import { type IncomingHttpHeaders, get as httpGet } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
+import { FleetDbUnreachableError } from "@gpu-canary/fleet-store";
 import { fixedNow, testdir, until } from "@gpu-canary/testing";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { buildServer } from "./server.ts";
@@ -31,6 +32,35 @@ describe("buildServer", () => {
     expect(response.json()).toEqual({ ok: true, version: "0.1.0", started_at: "2026-11-28T08:00:00.000Z", uptime_seconds: 0 });
     expect((await app.inject({ method: "GET", url: "/nope" })).statusCode).toBe(404);
     await app.close();
+  });
+
+  it("GET /fleet: 404 naming KLR_STATE_URL without a fleet; the fleet's document with one; 503 naming the database, never its password, when it is away", async () => {
+    const alone = await full();
+    const none = await alone.app.inject({ method: "GET", url: "/fleet" });
+    expect(none.statusCode).toBe(404);
+    expect(none.json()).toMatchObject({
+      error: { code: "FLEET_NOT_CONFIGURED", message: expect.stringContaining("KLR_STATE_URL is not set") },
+    });
+
+    const doc = { host_id: "gpu-a", hosts: [{ host_id: "gpu-a", pending_promotions: ["r-1"] }], pending_promotions: [] };
+    let away = false;
+    const s = await full(
+      {},
+      {
+        fleet: () =>
+          away ? Promise.reject(new FleetDbUnreachableError("db.example:5432/fleet", "connect ECONNREFUSED")) : Promise.resolve(doc),
+      },
+    );
+    // read-only like the other GET routes: no token asked
+    const ok = await s.app.inject({ method: "GET", url: "/fleet" });
+    expect(ok.statusCode).toBe(200);
+    expect(ok.json()).toEqual(doc);
+    away = true;
+    const down = await s.app.inject({ method: "GET", url: "/fleet" });
+    expect(down.statusCode).toBe(503);
+    expect(down.json()).toMatchObject({
+      error: { code: "FLEET_DB_UNREACHABLE", message: expect.stringContaining("db.example:5432/fleet"), database: "db.example:5432/fleet" },
+    });
   });
 
   it("POST /promotions/<run_id>/apply and POST /rollback: token-guarded, the run id checked, one change queued at a time (202, then 409)", async () => {

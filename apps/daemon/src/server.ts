@@ -29,6 +29,8 @@ export interface ServerDeps {
   daemonState?: () => Record<string, unknown>;
   /** a new intent arrived: wake the worker */
   onIntent?: () => void;
+  /** KLR_STATE_URL: the fleet as `gpu-canary fleet status --json` shows it (GET /fleet); absent, this host belongs to no fleet */
+  fleet?: () => Promise<unknown>;
   /** settings changes asked for (POST /promotions/<run_id>/apply, POST /rollback), worked one at a time by the daemon */
   changes?: SettingsQueue;
 }
@@ -171,6 +173,25 @@ export function buildServer(deps: ServerDeps) {
   app.get("/promotions", async () => {
     const listing = await listPromotions(deps.promotionsDir ?? "");
     return { promotions: listing.promotions, unreadable: listing.unreadable };
+  });
+
+  app.get("/fleet", async (_request, reply) => {
+    if (!deps.fleet)
+      return reply.code(404).send({
+        error: {
+          code: "FLEET_NOT_CONFIGURED",
+          message: "this host belongs to no fleet: KLR_STATE_URL is not set",
+          hint: "set KLR_STATE_URL=postgres://USER:PASSWORD@HOST:5432/DATABASE on every host of the fleet, run `gpu-canary fleet init` once, and restart gpu-canaryd",
+        },
+      });
+    try {
+      return await deps.fleet();
+    } catch (error) {
+      // The database away is the database's fault, not a refusal of this request: 503, naming it (never its password).
+      if (error instanceof GpuCanaryError && error.code === "FLEET_DB_UNREACHABLE")
+        return reply.code(503).send({ error: { ...error.toJSON(), database: error.details.database } });
+      throw error;
+    }
   });
 
   app.get("/metrics", async (_request, reply) => {

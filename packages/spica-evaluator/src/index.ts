@@ -27,6 +27,8 @@ export {
   writePromotion,
 } from "./promotions.ts";
 export type { Promotion, PromotionListing, PromotionPass, PromotionState } from "./promotions.ts";
+export { readHostSummary } from "./host-summary.ts";
+export type { HostSummary } from "./host-summary.ts";
 export {
   compareEvidence,
   decidingRule,

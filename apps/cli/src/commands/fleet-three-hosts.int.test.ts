@@ -128,7 +128,7 @@ function overlaps(intervals: { from: number; to: number }[]): boolean {
 }
 
 describe("three hosts, one database, one maintenance slot", () => {
-  it("serves three quiesced canaries started at the same instant with --wait one at a time; each host's budget is charged what its production was down", async () => {
+  it("serves three quiesced canaries started at the same instant with --wait one at a time; each host's budget is charged what its production was down, and its run publishes its verdict and its promotion", async () => {
     const { pool, hosts } = await fleetOfThree();
     const watches = hosts.map((h) => watchHealth(h.site));
     const results = await Promise.all(hosts.map((h) => evaluate(h.site, ["--wait", "240"])));
@@ -166,6 +166,12 @@ describe("three hosts, one database, one maintenance slot", () => {
     const status = (await cli(["fleet", "status", "--json"], hosts[0]?.site.env ?? {}, new Date().toISOString())).json();
     expect((status.hosts as { host_id: string }[]).map((h) => h.host_id)).toEqual(HOSTS);
     expect(status.slots).toEqual([]);
+    // what each run published as it ended (gpu-b and gpu-c ran nothing since): its last run, its promotion pending
+    for (const [i, h] of (status.hosts as Record<string, unknown>[]).entries()) {
+      const runId = results[i]?.json.run_id;
+      expect(h).toMatchObject({ last_run: { run_id: runId, verdict: "passed", mode: "canary" }, pending_promotions: [runId] });
+    }
+    expect((status.pending_promotions as { host_id: string }[]).map((p) => p.host_id).sort()).toEqual(HOSTS);
     // one audit trail: each run copied its host's to the database as it ended
     const audit = await cli(
       ["audit", "query", "--fleet", "--event", "production_stopped", "--json"],

@@ -1,7 +1,7 @@
 import { spawnSync } from "node:child_process";
-import { writeFile } from "node:fs/promises";
+import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { createFleetPool, createFleetSlots } from "@gpu-canary/fleet-store";
+import { createFleetPool, createFleetSlots, publishHost } from "@gpu-canary/fleet-store";
 import { loadConfig, requireConfig } from "@gpu-canary/config";
 import { nightOf } from "@gpu-canary/policy";
 import { type PostgresCluster, startPostgres, testdir, tsNodeArgs } from "@gpu-canary/testing";
@@ -27,6 +27,17 @@ async function host(hostId = "gpu-a") {
   const env = { KLR_HOME: await testdir(), KLR_STATE_URL: url, KLR_HOST_ID: hostId };
   return { url, pool, env, run: (argv: string[], over: Record<string, string> = {}) => cli(argv, { ...env, ...over }) };
 }
+
+const promotion = (runId: string, state: string, createdAt: string) => ({
+  run_id: runId,
+  created_at: createdAt,
+  subsystem: "gpu_allocation",
+  candidate: { vllm_memory_util: 0.8, whisper_model_size: "small" },
+  path: null,
+  whisper_verified: true,
+  llm_latency_ms: 100,
+  state,
+});
 
 describe("gpu-canary fleet", () => {
   it("exits 2 naming KLR_STATE_URL when it is unset", async () => {
@@ -56,7 +67,7 @@ describe("gpu-canary fleet", () => {
     expect(again.stdout).not.toContain(cluster.password);
   });
 
-  it("fleet status shows every host, a stale holder with its release command, and this host's budget", async () => {
+  it("fleet status shows every host with its applied settings, last run and pending promotions, a stale holder with its release command, and this host's budget", async () => {
     const { run, pool, env } = await host();
     expect((await run(["fleet", "init"])).code).toBe(0);
     const b = createFleetSlots({ pool, hostId: "gpu-b", maxConcurrent: 1 });
@@ -68,11 +79,68 @@ describe("gpu-canary fleet", () => {
     ]);
     // gpu-b stopped renewing five minutes ago (it died)
     await pool.query("UPDATE slots SET renewed_at = now() - interval '5 minutes'");
+    // gpu-b published what it had before it died: nothing applied, one promotion proven there
+    await publishHost(pool, { hostId: "gpu-b", applied: null, promotions: [promotion("r-b-0", "proposed", "2026-11-27T03:00:00.000Z")] });
+    // this host (gpu-a): a promotion applied, another pending, its last run in its own audit trail
+    const home = env.KLR_HOME;
+    await mkdir(join(home, "out", "promotions"), { recursive: true });
+    await writeFile(
+      join(home, "out", "promotions", "r-a-1.json"),
+      JSON.stringify(promotion("r-a-1", "applied", "2026-11-28T02:00:00.000Z")),
+    );
+    await writeFile(
+      join(home, "out", "promotions", "r-a-2.json"),
+      JSON.stringify(promotion("r-a-2", "proposed", "2026-11-28T03:00:00.000Z")),
+    );
+    await writeFile(join(home, "out", "promotions", "r-a-3.json"), "{ a promotion cut short");
+    await mkdir(join(home, ".kloros", "vllm"), { recursive: true });
+    await writeFile(
+      join(home, ".kloros", "vllm", "applied.json"),
+      JSON.stringify({
+        vllm_memory_util: 0.82,
+        whisper_model_size: "small",
+        promotion_run_id: "r-a-1",
+        applied_at: "2026-11-28T02:30:00.000Z",
+        file: "h.yaml",
+        run_id: "apply-1",
+        previous: null,
+      }),
+    );
+    await mkdir(join(home, "out", "orchestration", "epochs"), { recursive: true });
+    await writeFile(
+      join(home, "out", "orchestration", "epochs", "gpu_canary_20261128.jsonl"),
+      `${JSON.stringify({ ts: "2026-11-28T03:00:00.000Z", event: "run_finished", run_id: "r-a-2", host: "h", pid: 1, status: "passed", mode: "canary" })}\n`,
+    );
     const json = await run(["fleet", "status", "--json"]);
     expect(json.code).toBe(0);
-    const doc = json.json() as { hosts: Record<string, unknown>[]; slots: unknown[]; budget: unknown; max_concurrent: number };
+    expect(json.stderr).toContain("r-a-3.json is not a promotion");
+    const doc = json.json() as {
+      hosts: Record<string, unknown>[];
+      slots: unknown[];
+      budget: unknown;
+      max_concurrent: number;
+      pending_promotions: unknown[];
+    };
     expect(doc.hosts.map((h) => h.host_id)).toEqual(["gpu-a", "gpu-b"]);
-    expect(doc.hosts[1]).toMatchObject({ in_maintenance: true, run_id: "r-b-1", renewing: false, budget_seconds_used: 7.5 });
+    expect(doc.hosts[0]).toMatchObject({
+      in_maintenance: false,
+      applied: { vllm_memory_util: 0.82, whisper_model_size: "small", promotion_run_id: "r-a-1", since: "2026-11-28T02:30:00.000Z" },
+      last_run: { run_id: "r-a-2", at: "2026-11-28T03:00:00.000Z", verdict: "passed", mode: "canary" },
+      pending_promotions: ["r-a-2"],
+    });
+    expect(doc.hosts[1]).toMatchObject({
+      in_maintenance: true,
+      run_id: "r-b-1",
+      renewing: false,
+      budget_seconds_used: 7.5,
+      applied: null,
+      last_run: null,
+      pending_promotions: ["r-b-0"],
+    });
+    expect(doc.pending_promotions).toEqual([
+      expect.objectContaining({ run_id: "r-b-0", host_id: "gpu-b", vllm_memory_util: 0.8 }),
+      expect.objectContaining({ run_id: "r-a-2", host_id: "gpu-a" }),
+    ]);
     expect(doc.max_concurrent).toBe(1);
     expect(doc.slots).toEqual([
       expect.objectContaining({
@@ -89,6 +157,11 @@ describe("gpu-canary fleet", () => {
       /slot: gpu-b, run r-b-1, since .*STALE: not renewed for 5m\d\ds; if the host is dead: gpu-canary fleet release gpu-b --force/,
     );
     expect(text.stdout).toContain("gpu-b: last seen");
+    expect(text.stdout).toMatch(
+      /gpu-a: .*applied: util 0\.82, whisper small \(promotion r-a-1\) since 2026-11-28T02:30:00.000Z; last run r-a-2 canary passed at 2026-11-28T03:00:00.000Z; pending: r-a-2/,
+    );
+    expect(text.stdout).toMatch(/gpu-b: .*nothing applied by gpu-canary; no run yet; pending: r-b-0/);
+    expect(text.stdout).toContain("Pending promotions (2):");
   });
 
   it("fleet release refuses without --force (exit 2), frees the host's slot with it, and audits who and why", async () => {

@@ -1,4 +1,5 @@
-import { createDowntimeBudget, nightOf } from "@gpu-canary/policy";
+import type { FleetOverview } from "@gpu-canary/fleet-store";
+import { nightOf } from "@gpu-canary/policy";
 import { type FleetState, noStateUrl, openFleet } from "../fleet.ts";
 import type { GlobalOptions, Io } from "../io.ts";
 import { answer, humanDuration, isoUtc, usageError } from "../output.ts";
@@ -39,69 +40,61 @@ export async function runFleetInit(options: GlobalOptions, io: Io): Promise<numb
   });
 }
 
-/** `fleet status`: every host with its last-seen time, the maintenance slots and who holds them, this host's budget tonight. */
+/** A host's applied settings, last run and pending promotions, in a few words. */
+function hostLine(h: FleetOverview["hosts"][number]): string {
+  const parts = [`last seen ${h.last_seen}`];
+  if (h.in_maintenance) parts.push(`in maintenance (run ${h.run_id}, since ${h.since}, ${h.renewing ? "renewing" : "NOT renewing"})`);
+  parts.push(h.budget_seconds_used === null ? "budget unreadable" : `${h.budget_seconds_used} s of downtime used tonight`);
+  const a = h.applied;
+  if (h.applied_error !== null) parts.push(`applied settings unreadable (${h.applied_error})`);
+  else if (a === null) parts.push("nothing applied by gpu-canary");
+  else
+    parts.push(
+      `applied: util ${a.vllm_memory_util ?? "?"}, whisper ${a.whisper_model_size ?? "?"}${a.promotion_run_id ? ` (promotion ${a.promotion_run_id})` : ""}${a.since ? ` since ${a.since}` : ""}`,
+    );
+  const r = h.last_run;
+  parts.push(
+    r === null ? "no run yet" : `last run ${r.run_id ?? "?"} ${r.mode ?? ""} ${r.verdict ?? "?"} at ${r.at ?? "?"}`.replace(/ {2,}/g, " "),
+  );
+  parts.push(h.pending_promotions.length === 0 ? "no pending promotion" : `pending: ${h.pending_promotions.join(", ")}`);
+  return `  ${h.host_id}: ${parts.join("; ")}`;
+}
+
+/**
+ * `fleet status`: every host (last seen, in maintenance, budget used tonight, applied settings,
+ * last run, pending promotions), the maintenance slots and who holds them, this host's budget
+ * tonight, the fleet's pending promotions. This host publishes itself first, so it shows as it is now.
+ */
 export async function runFleetStatus(options: GlobalOptions, io: Io): Promise<number> {
   return withDatabase(io, true, async (fleet, settings) => {
-    const [hosts, slots] = [await fleet.store.listHosts(fleet.pool), await fleet.slots.list()];
-    const night = nightOf(settings.config.maintenanceWindow, settings.config.maintenanceTimeZone, io.now());
-    const budget = await createDowntimeBudget({
-      storeFor: fleet.stores.budget,
+    await fleet.publish();
+    const json = await fleet.store.fleetOverview(fleet.pool, {
+      hostId: fleet.hostId,
+      maxConcurrent: fleet.slots.maxConcurrent,
+      night: nightOf(settings.config.maintenanceWindow, settings.config.maintenanceTimeZone, io.now()),
       maxSeconds: settings.config.maxDowntimeSeconds,
       now: io.now,
-    }).status(night);
-    const slotOf = (hostId: string) => slots.find((s) => s.hostId === hostId) ?? null;
-    // Each host's downtime used tonight, as its own runs charged it (each host has its own production and maximum).
-    const usedTonight = async (hostId: string): Promise<number | null> => {
-      const read = await fleet.store.pgBudgetStore(fleet.pool, hostId)(night).read();
-      return read.status === "ok" ? read.value.seconds_used : read.status === "missing" ? 0 : null;
-    };
-    const used = await Promise.all(hosts.map((h) => usedTonight(h.hostId)));
-    const json = {
-      database: fleet.database,
-      host_id: fleet.hostId,
-      max_concurrent: fleet.slots.maxConcurrent,
-      hosts: hosts.map((h, i) => {
-        const slot = slotOf(h.hostId);
-        return {
-          host_id: h.hostId,
-          last_seen: isoUtc(h.lastSeen),
-          in_maintenance: slot !== null,
-          run_id: slot?.runId ?? null,
-          since: slot ? isoUtc(slot.acquiredAt) : null,
-          renewing: slot ? slot.renewing : null,
-          budget_seconds_used: used[i] ?? null,
-        };
-      }),
-      slots: slots.map((s) => ({
-        host_id: s.hostId,
-        run_id: s.runId,
-        token: s.token,
-        since: isoUtc(s.acquiredAt),
-        renewed_at: isoUtc(s.renewedAt),
-        renewing: s.renewing,
-        seconds_since_renewal: s.secondsSinceRenewal,
-        release_command: s.releaseCommand,
-      })),
-      budget: { date: night, seconds_used: budget.secondsUsed, max_seconds: budget.maxSeconds, seconds_left: budget.secondsLeft },
-    };
+    });
+    const { slots, hosts, budget } = json;
     answer(io, options, json, () =>
       [
-        `Fleet database ${fleet.database}: ${slots.length} of ${fleet.slots.maxConcurrent} maintenance slot${fleet.slots.maxConcurrent === 1 ? "" : "s"} held (this host: ${fleet.hostId})`,
+        `Fleet database ${json.database}: ${slots.length} of ${json.max_concurrent} maintenance slot${json.max_concurrent === 1 ? "" : "s"} held (this host: ${json.host_id})`,
         ...slots.map(
           (s) =>
-            `  slot: ${s.hostId}, run ${s.runId}, since ${isoUtc(s.acquiredAt)}, ${
+            `  slot: ${s.host_id}, run ${s.run_id}, since ${s.since}, ${
               s.renewing
                 ? "renewing"
-                : `STALE: not renewed for ${humanDuration(s.secondsSinceRenewal)}; if the host is dead: ${s.releaseCommand}`
+                : `STALE: not renewed for ${humanDuration(s.seconds_since_renewal)}; if the host is dead: ${s.release_command}`
             }`,
         ),
         `Hosts (${hosts.length}):`,
-        ...hosts.map((h, i) => {
-          const slot = slotOf(h.hostId);
-          const u = used[i];
-          return `  ${h.hostId}: last seen ${isoUtc(h.lastSeen)}${slot ? `, in maintenance (run ${slot.runId})` : ""}, ${u === null || u === undefined ? "budget unreadable" : `${u} s of downtime used tonight`}`;
-        }),
-        `Budget tonight (${fleet.hostId}, night of ${night}): ${budget.secondsUsed} of ${budget.maxSeconds} s used, ${budget.secondsLeft} s left`,
+        ...hosts.map(hostLine),
+        `Budget tonight (${json.host_id}, night of ${budget.date}): ${budget.seconds_used} of ${budget.max_seconds} s used, ${budget.seconds_left} s left`,
+        `Pending promotions (${json.pending_promotions.length})${json.pending_promotions.length === 0 ? "" : ":"}`,
+        ...json.pending_promotions.map(
+          (p) =>
+            `  ${p.run_id} on ${p.host_id}, ${p.created_at}: util ${p.vllm_memory_util ?? "?"}, whisper ${p.whisper_model_size ?? "?"} (on ${p.host_id}: gpu-canary apply ${p.run_id})`,
+        ),
       ].join("\n"),
     );
     return 0;

@@ -7,7 +7,7 @@ import { pino } from "pino";
 import { metricSourcesFor } from "../metric-sources.ts";
 import { createSettingsQueue } from "../settings-changes.ts";
 import { createMetrics } from "../metrics.ts";
-import { buildServer } from "../server.ts";
+import { type ServerDeps, buildServer } from "../server.ts";
 import { ensureToken } from "../token.ts";
 
 export const silent = pino({ level: "silent" });
@@ -16,7 +16,7 @@ export const silent = pino({ level: "silent" });
  * The daemon's whole server over a fresh KLR_HOME, with the metrics main.ts builds: no GPU
  * (nvidia-smi missing) and no production (a closed port) unless `settings` say otherwise.
  */
-export async function fullServer(settings: Record<string, string> = {}) {
+export async function fullServer(settings: Record<string, string> = {}, deps: Pick<ServerDeps, "fleet"> = {}) {
   const home = await testdir();
   const config = requireConfig(
     loadConfig({
@@ -47,6 +47,7 @@ export async function fullServer(settings: Record<string, string> = {}) {
     daemonState: () => ({ working: null }),
     onIntent: () => (woken += 1),
     changes,
+    ...deps,
   });
   return { app, home, config, token, audit, layout, store, metrics, changes, woken: () => woken };
 }

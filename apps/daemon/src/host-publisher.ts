@@ -1,0 +1,68 @@
+import type { Config, Layout } from "@gpu-canary/config";
+import { messageOf } from "@gpu-canary/errors";
+import type { FleetOverview } from "@gpu-canary/fleet-store";
+import { nightOf } from "@gpu-canary/policy";
+import { readHostSummary } from "@gpu-canary/spica-evaluator";
+import type { pino } from "pino";
+
+type FleetStore = typeof import("@gpu-canary/fleet-store");
+
+export interface HostPublishDeps {
+  store: FleetStore;
+  pool: ReturnType<FleetStore["createFleetPool"]>;
+  config: Config;
+  layout: Pick<Layout, "promotionsDir" | "appliedFile">;
+  logger: pino.Logger;
+  now: () => Date;
+}
+
+/**
+ * This host's promotions, applied settings and last run, published to the fleet's database after
+ * its audit trail is copied: best effort like that copy (one warning when it starts failing, one
+ * line when it works again; the next publication catches up). An unreadable promotion file is
+ * left out, warned about once per reason.
+ */
+export function hostPublisher(deps: HostPublishDeps): () => Promise<void> {
+  const { store, pool, config, logger } = deps;
+  let failing = false;
+  const warned = new Set<string>();
+  return async () => {
+    try {
+      const local = await readHostSummary(deps.layout);
+      for (const u of local.unreadable) {
+        const key = `${u.file}\n${u.reason}`;
+        if (warned.has(key)) continue;
+        warned.add(key);
+        logger.warn({ file: u.file, reason: u.reason }, "not a promotion: left out of the fleet database until it is repaired");
+      }
+      await store.publishHost(pool, {
+        hostId: config.hostId,
+        applied: local.applied && store.hostAppliedOf(local.applied),
+        appliedError: local.appliedError,
+        promotions: local.promotions,
+      });
+      if (failing) logger.info("this host's summary is published to the fleet database again");
+      failing = false;
+    } catch (error) {
+      if (!failing)
+        logger.warn(
+          { err: messageOf(error) },
+          "this host's applied settings, last run and promotions could not be published to the fleet database; the next try catches up",
+        );
+      failing = true;
+    }
+  };
+}
+
+/** `GET /fleet`: the same document as `gpu-canary fleet status --json`. */
+export function fleetOverviewFor(deps: Omit<HostPublishDeps, "layout" | "logger">): () => Promise<FleetOverview> {
+  const { store, pool, config } = deps;
+  return () =>
+    store.fleetOverview(pool, {
+      hostId: config.hostId,
+      maxConcurrent: config.fleetMaxConcurrent,
+      night: nightOf(config.maintenanceWindow, config.maintenanceTimeZone, deps.now()),
+      maxSeconds: config.maxDowntimeSeconds,
+      now: deps.now,
+    });
+}
