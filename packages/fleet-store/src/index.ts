@@ -23,3 +23,24 @@ export { listHosts, touchHost } from "./hosts.ts";
 export type { FleetHost } from "./hosts.ts";
 export { createRunGate } from "./run-gate.ts";
 export type { RunGate, RunGateOptions, RunSlotHold } from "./run-gate.ts";
+export {
+  ROLLOUT_HOST_STATES,
+  ROLLOUT_STATES,
+  RolloutNotFoundError,
+  RolloutRunningError,
+  assignmentFor,
+  fleetPromotion,
+  reportResult,
+  resumeRollout,
+  rolloutStatus,
+  startRollout,
+} from "./rollouts.ts";
+export type {
+  Rollout,
+  RolloutAssignment,
+  RolloutHost,
+  RolloutHostState,
+  RolloutResult,
+  RolloutState,
+  StartRolloutOptions,
+} from "./rollouts.ts";
