@@ -11,6 +11,7 @@ import { createDaemonLogger, logSinkFor } from "./logger.ts";
 import { metricSourcesFor } from "./metric-sources.ts";
 import { createMetrics } from "./metrics.ts";
 import { createNotifier } from "./notify.ts";
+import { createRolloutStep, rolloutFleetFor } from "./rollout-step.ts";
 import { buildServer } from "./server.ts";
 import { ensureToken } from "./token.ts";
 
@@ -81,6 +82,7 @@ async function run(env: Readonly<Record<string, string | undefined>>, logger: pi
     now,
     env: hostEnv,
     ...(syncAudit ? { syncAudit } : {}),
+    ...(fleet ? { rollout: createRolloutStep({ evaluator, fleet: fleet.rollout, logger, audit }) } : {}),
   });
   const token = await ensureToken(layout.daemonTokenFile);
   const app = buildServer({
@@ -156,6 +158,7 @@ async function fleetFor(config: Config, layout: Layout, logger: pino.Logger) {
     },
     gate: store.createRunGate(slots, { onRenewError: (error) => logger.warn({ err: error }, "the fleet slot could not be renewed") }),
     syncAudit: () => store.syncAudit(pool, { hostId: config.hostId, auditDir: layout.auditDir }),
+    rollout: rolloutFleetFor(store, pool, config.hostId),
     close: () => pool.end().catch(() => undefined),
   };
 }
