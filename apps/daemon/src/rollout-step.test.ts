@@ -90,9 +90,10 @@ describe("the daemon's rollout step", () => {
     expect(h.published[0]).toMatchObject({ vllm_version: "0.11.0", whisper_size: "small" });
   });
 
-  it("takes nothing without KLR_VLLM_CONFIG, as apply needs it", async () => {
+  it("is skipped, saying why, without KLR_VLLM_CONFIG, which apply needs", async () => {
     const h = await hostWith({ at: OPEN, vllmConfig: false });
     expect(await h.step.choice()).toBeNull();
+    expect(h.reports).toEqual([{ result: "skipped", reason: expect.stringContaining("KLR_VLLM_CONFIG is not set") }]);
   });
 
   it("copies the promotion as a proposal naming the rollout, applies it once a night, and reports the outcome", async () => {

@@ -61,7 +61,8 @@ export function rolloutResultOf(done: unknown): { result: RolloutResult; reason:
  * The daemon's part in the fleet's rollouts (`gpu-canary fleet rollout`): it publishes this host's
  * fingerprint (at start, then once a night: nvidia-smi is not asked at every poll), and, while the
  * window is open, takes this host's assignment as an apply (by "rollout"), at most one try a night,
- * whatever KLR_AUTO_APPLY says (an operator asked for the rollout); then reports how it went.
+ * whatever KLR_AUTO_APPLY says (an operator asked for the rollout); then reports how it went. Without
+ * KLR_VLLM_CONFIG (apply's only way to change production) the host is reported skipped.
  */
 export function createRolloutStep(deps: { evaluator: SpicaGPUAllocation; fleet: RolloutFleet; logger: Logger; audit: AuditFeed }) {
   const { evaluator, fleet, logger } = deps;
@@ -114,7 +115,7 @@ export function createRolloutStep(deps: { evaluator: SpicaGPUAllocation; fleet: 
     async choice(): Promise<SettingsRequest | null> {
       const window = windowAt(config.maintenanceWindow, config.maintenanceTimeZone, now());
       await publish(window.night);
-      if (!window.open || config.vllmConfigFile === undefined) return null;
+      if (!window.open) return null;
       let a: RolloutAssignment | null;
       try {
         a = await fleet.assignment();
@@ -130,6 +131,16 @@ export function createRolloutStep(deps: { evaluator: SpicaGPUAllocation; fleet: 
       if ((tried.get(key) ?? 0) > now().getTime()) return null;
       tried.set(key, Number.POSITIVE_INFINITY);
       lastKey = key;
+      if (config.vllmConfigFile === undefined) {
+        // apply could not change production here: the rollout goes on without this host, saying why
+        await report(
+          a.rolloutId,
+          a.runId,
+          "skipped",
+          "KLR_VLLM_CONFIG is not set on this host: its settings change only through vLLM's --config file",
+        );
+        return null;
+      }
       const settled = await settledHere(a);
       if (settled) {
         await report(a.rolloutId, a.runId, settled.result, settled.reason);
