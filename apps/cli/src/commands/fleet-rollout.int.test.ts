@@ -161,5 +161,17 @@ describe("gpu-canary fleet rollout", () => {
     expect(text.stdout).toMatch(/paused/);
     expect(text.stdout).toMatch(/gpu-d\s+skipped: GPU/);
     expect((await c.run(["fleet", "rollout", "status", "ro-unknown", "--json"])).code).toBe(2);
+
+    // gpu-b's own copy is rolled back: a rollout of it from there is refused.
+    const fromB = await b.run(["fleet", "rollout", "r-proven", "--json"]);
+    expect([fromB.code, fromB.json().error?.code]).toEqual([3, "PROMOTION_NOT_APPLICABLE"]);
+    // An operator resumes it: gpu-b stays rolled back, gpu-c is assigned next.
+    const resumed = await a.run(["fleet", "rollout", "resume", rolloutId, "--reason", "gpu-b's TTFT limit is its own", "--json"]);
+    expect(resumed.code, resumed.stdout).toBe(0);
+    expect(resumed.json()).toMatchObject({
+      state: "running",
+      hosts: [{}, { state: "rolled_back" }, { host_id: "gpu-c", state: "assigned" }, {}],
+    });
+    expect(await c.step.choice()).toMatchObject({ kind: "apply", promotion: "r-proven", by: "rollout" });
   }, 120_000);
 });
