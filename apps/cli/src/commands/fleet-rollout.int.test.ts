@@ -106,6 +106,8 @@ describe("gpu-canary fleet rollout", () => {
     };
     await writeFile(join(a.layout.promotionsDir, "r-proven.json"), JSON.stringify(promotion));
 
+    const none = await c.run(["fleet", "rollout", "status", "--json"]);
+    expect([none.code, none.json()]).toEqual([0, { rollout_id: null, state: null, hosts: [] }]);
     const unknown = await c.run(["fleet", "rollout", "r-proven", "--json"]);
     expect([unknown.code, unknown.json().error?.code]).toEqual([2, "PROMOTION_NOT_FOUND"]);
     const started = await a.run(["fleet", "rollout", "r-proven", "--wave", "1", "--json"]);

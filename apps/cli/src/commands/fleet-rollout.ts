@@ -42,7 +42,7 @@ Exit codes: 0 started, 2 usage (unknown promotion, KLR_STATE_URL unset), 3 refus
     .addHelpText(
       "after",
       `${examples(["gpu-canary fleet rollout status", "gpu-canary fleet rollout status r-20261203T031200-a1b2c3 --json | jq '.hosts'"])}
-Exit codes: 0 answered, 2 no such rollout or KLR_STATE_URL unset, 3 database away.`,
+Exit codes: 0 answered (none started yet included), 2 no rollout of that id or KLR_STATE_URL unset, 3 database away.`,
     )
     .action(run(async (command) => runFleetRolloutStatus(command.args[0], globals(command), io)));
   rollout
@@ -182,7 +182,20 @@ export async function runFleetRolloutStatus(id: string | undefined, options: Glo
   const { answer } = await import("../output.ts");
   const { withDatabase } = await import("./fleet.ts");
   return withDatabase(io, true, async (fleet) => {
-    const rollout = await fleet.store.rolloutStatus(fleet.pool, id);
+    const rollout = await fleet.store.rolloutStatus(fleet.pool, id).catch((error: unknown) => {
+      // Asked for none in particular, "none yet" is an answer (a read command); a named one that is not there is a usage error.
+      if (id === undefined && error instanceof fleet.store.RolloutNotFoundError) return null;
+      throw error;
+    });
+    if (rollout === null) {
+      answer(
+        io,
+        options,
+        { rollout_id: null, state: null, hosts: [] },
+        () => "No rollout was started yet (`gpu-canary fleet rollout RUN_ID`).",
+      );
+      return 0;
+    }
     answer(io, options, rolloutJson(rollout), () => rolloutText(rollout));
     return 0;
   });
