@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { Command, CommanderError } from "commander";
 import { EXIT } from "@gpu-canary/errors";
 import type { GlobalOptions, Io } from "./io.ts";
+import { addRolloutCommands } from "./commands/fleet-rollout.ts";
 import { reportError } from "./output.ts";
 
 const examples = (lines: string[]) => `\nExamples:\n${lines.map((l) => `  $ ${l}`).join("\n")}\n`;
@@ -367,6 +368,7 @@ Exit codes: 0 ok, 2 KLR_STATE_URL unset or usage, 3 database unreachable or sche
         return runFleetRelease(command.args[0] ?? "", globals(command), io);
       }),
     );
+  addRolloutCommands(fleet, run, globals, io);
 
   program
     .command("observe")

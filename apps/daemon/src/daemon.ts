@@ -8,6 +8,7 @@ import { type IntentStore, type TuningRunner, createObserver, followLog, lastApp
 import type { Logger } from "pino";
 import type { Metrics } from "./metrics.ts";
 import type { Notifier } from "./notify.ts";
+import type { RolloutStep } from "./rollout-step.ts";
 import { type SettingsQueue, type SettingsRequest, autoApplyChoice, createSettingsQueue, workChange } from "./settings-changes.ts";
 
 /** An intent refused because another run holds the GPU lock is tried again after this long. */
@@ -36,6 +37,8 @@ export interface DaemonDeps {
    * run or settings change, else on a poll (the callee may skip it). Never throws.
    */
   syncAudit?: (reason: "afterRun" | "poll") => Promise<void>;
+  /** KLR_STATE_URL: this host's part in the fleet's rollouts, tried before KLR_AUTO_APPLY's choice */
+  rollout?: RolloutStep;
 }
 
 /**
@@ -84,7 +87,11 @@ export function createDaemon(deps: DaemonDeps) {
     working = request.kind === "apply" ? `apply ${request.promotion}` : "rollback";
     logger.info({ change: request }, "changing production's settings");
     try {
-      const outcome = await workChange(deps.evaluator, request);
+      const outcome = await workChange(deps.evaluator, request).catch(async (error: unknown) => {
+        await deps.rollout?.done(request, error);
+        throw error;
+      });
+      await deps.rollout?.done(request, outcome);
       const fields = { run_id: outcome.runId, from: outcome.from, to: outcome.to, reason: outcome.reason, by: request.by };
       logger.info({ status: outcome.status, ...fields }, "settings change finished");
       if (outcome.status === "applied") deps.notifier.send("applied", { kind: request.kind, ...fields });
@@ -98,7 +105,7 @@ export function createDaemon(deps: DaemonDeps) {
   const workLoop = async () => {
     while (!stopping.signal.aborted) {
       try {
-        const asked = changes.take() ?? (await autoApplyChoice(deps.evaluator, autoTried));
+        const asked = changes.take() ?? (await deps.rollout?.choice()) ?? (await autoApplyChoice(deps.evaluator, autoTried));
         if (asked) {
           await change(asked);
           await deps.syncAudit?.("afterRun");

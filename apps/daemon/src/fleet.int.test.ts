@@ -60,12 +60,16 @@ describe("gpu-canaryd with KLR_STATE_URL", () => {
     expect(none.stderr()).toContain("gpu-canary fleet init");
   }, 60_000);
 
-  it("starts against the current schema, says it is in the fleet, and stops on SIGTERM with exit 0", async () => {
+  it("starts against the current schema, says it is in the fleet with its fingerprint, and stops on SIGTERM with exit 0", async () => {
     const { url, pool } = await database(true);
     const d = await daemon(url);
     const deadline = Date.now() + 50_000;
     while (!d.stderr().includes("Server listening") && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
     expect((await listHosts(pool)).map((h) => h.hostId)).toEqual(["gpu-a"]);
+    // its fingerprint, which `fleet rollout` compares with a promotion's, is published as it starts
+    const published = async () => (await listHosts(pool))[0]?.info.fingerprint;
+    while ((await published()) === undefined && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(await published()).toMatchObject({ whisper_size: expect.any(String), tuned_flags: expect.any(Object) });
     d.child.kill("SIGTERM");
     expect(await d.exited).toBe(0);
     expect(d.stderr()).not.toContain(cluster.password);

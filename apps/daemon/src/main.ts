@@ -12,6 +12,7 @@ import { createDaemonLogger, logSinkFor } from "./logger.ts";
 import { metricSourcesFor } from "./metric-sources.ts";
 import { createMetrics } from "./metrics.ts";
 import { createNotifier } from "./notify.ts";
+import { createRolloutStep, rolloutFleetFor } from "./rollout-step.ts";
 import { buildServer } from "./server.ts";
 import { ensureToken } from "./token.ts";
 
@@ -82,6 +83,7 @@ async function run(env: Readonly<Record<string, string | undefined>>, logger: pi
     now,
     env: hostEnv,
     ...(syncAudit ? { syncAudit } : {}),
+    ...(fleet ? { rollout: createRolloutStep({ evaluator, fleet: fleet.rollout, logger, audit }) } : {}),
   });
   const token = await ensureToken(layout.daemonTokenFile);
   const app = buildServer({
@@ -167,6 +169,7 @@ async function fleetFor(config: Config, layout: Layout, logger: pino.Logger, now
       return copied;
     },
     overview: fleetOverviewFor({ store, pool, config, now }),
+    rollout: rolloutFleetFor(store, pool, config.hostId),
     close: () => pool.end().catch(() => undefined),
   };
 }

@@ -11,8 +11,11 @@ import {
   readApplied,
 } from "@gpu-canary/spica-evaluator";
 
-/** A change of production's settings the daemon was asked for (POST) or chose itself (KLR_AUTO_APPLY). */
-export type SettingsRequest = { kind: "apply"; promotion: string; by: "api" | "auto" } | { kind: "rollback"; by: "api" };
+/** A change of production's settings the daemon was asked for (POST, a fleet rollout) or chose itself (KLR_AUTO_APPLY). */
+export type SettingsRequest =
+  | { kind: "apply"; promotion: string; by: "api" | "auto" }
+  | { kind: "apply"; promotion: string; by: "rollout"; rollout: string }
+  | { kind: "rollback"; by: "api" };
 
 /**
  * One change at a time, worked by the daemon's loop between intents. A second request while one

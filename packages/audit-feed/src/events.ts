@@ -64,6 +64,11 @@ const EVENT_FIELDS = {
   /** the tuning runner's decision on an intent: promoted, ranked, no_fit, deferred, refused, failed, error */
   /** a fleet maintenance slot freed by its host's recovery, or by an operator's `fleet release HOST --force` */
   fleet_slot_released: { runs: z.array(z.string()), forced: z.boolean(), reason: z.string(), holder_host: z.string().optional() },
+  /** an operator started (`fleet rollout RUN_ID`) or resumed (`fleet rollout resume ID`) a rollout of a promotion over the fleet */
+  fleet_rollout_started: { rollout_id: z.string(), wave: z.number().int() },
+  fleet_rollout_resumed: { rollout_id: z.string(), reason: z.string() },
+  /** this host's gpu-canaryd worked its part of a rollout: applied, rolled_back, failed, refused or skipped */
+  fleet_rollout_host: { rollout_id: z.string(), result: z.string(), reason: z.string() },
   tuning_decision: { intent_id: z.string().nullable(), outcome: z.string() },
 } satisfies Record<string, z.ZodRawShape>;
 

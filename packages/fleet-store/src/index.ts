@@ -29,3 +29,24 @@ export { hostAppliedOf, lastRunOf, publishHost } from "./host-summary.ts";
 export type { HostApplied, HostLastRun, PublishHostOptions, PublishHostResult } from "./host-summary.ts";
 export { fleetOverview } from "./fleet-overview.ts";
 export type { FleetOverview, FleetOverviewOptions } from "./fleet-overview.ts";
+export {
+  ROLLOUT_HOST_STATES,
+  ROLLOUT_STATES,
+  RolloutNotFoundError,
+  RolloutRunningError,
+  assignmentFor,
+  fleetPromotion,
+  reportResult,
+  resumeRollout,
+  rolloutStatus,
+  startRollout,
+} from "./rollouts.ts";
+export type {
+  Rollout,
+  RolloutAssignment,
+  RolloutHost,
+  RolloutHostState,
+  RolloutResult,
+  RolloutState,
+  StartRolloutOptions,
+} from "./rollouts.ts";

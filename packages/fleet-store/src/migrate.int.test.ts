@@ -19,20 +19,30 @@ describe("migrate", () => {
     const db = await freshDatabase(cluster, { empty: true });
     const pool = db.pool();
     const first = await migrate(pool);
-    expect(first).toEqual({ from: 0, to: known, applied: ["001-initial", "002-audit-lines"] });
+    expect(first).toEqual({ from: 0, to: known, applied: ["001-initial", "002-audit-lines", "003-rollouts"] });
     const second = await migrate(pool);
     expect(second).toEqual({ from: known, to: known, applied: [] });
     const tables = await pool.query<{ name: string }>(
       "SELECT table_name AS name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1",
     );
-    expect(tables.rows.map((r) => r.name)).toEqual(["audit", "documents", "hosts", "intents", "promotions", "schema_version", "slots"]);
+    expect(tables.rows.map((r) => r.name)).toEqual([
+      "audit",
+      "documents",
+      "hosts",
+      "intents",
+      "promotions",
+      "rollout_hosts",
+      "rollouts",
+      "schema_version",
+      "slots",
+    ]);
     expect(await checkSchema(pool)).toBe(known);
   });
 
   it("is safe when three hosts run fleet init at the same instant", async () => {
     const db = await freshDatabase(cluster, { empty: true });
     const results = await Promise.all([db.pool(), db.pool(), db.pool()].map((pool) => migrate(pool)));
-    expect(results.flatMap((r) => r.applied).sort()).toEqual(["001-initial", "002-audit-lines"]);
+    expect(results.flatMap((r) => r.applied).sort()).toEqual(["001-initial", "002-audit-lines", "003-rollouts"]);
     const versions = await db.pool().query("SELECT version FROM schema_version");
     expect(versions.rowCount).toBe(known);
   });

@@ -6,7 +6,7 @@ import { answer, humanDuration, isoUtc, usageError } from "../output.ts";
 import { type Settings, auditFeedFor, loadSettings } from "../settings.ts";
 
 /** The fleet's database for a `fleet` command: KLR_STATE_URL unset is a settings error (exit 2); the pool ends with the command. */
-async function withDatabase<T>(io: Io, check: boolean, work: (fleet: FleetState, settings: Settings) => Promise<T>): Promise<T> {
+export async function withDatabase<T>(io: Io, check: boolean, work: (fleet: FleetState, settings: Settings) => Promise<T>): Promise<T> {
   const settings = loadSettings(io);
   if (settings.config.stateUrl === undefined) throw noStateUrl();
   const fleet = await openFleet(settings, io, { check });
