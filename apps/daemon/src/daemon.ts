@@ -9,7 +9,14 @@ import type { Logger } from "pino";
 import type { Metrics } from "./metrics.ts";
 import type { Notifier } from "./notify.ts";
 import type { RolloutStep } from "./rollout-step.ts";
-import { type SettingsQueue, type SettingsRequest, autoApplyChoice, createSettingsQueue, workChange } from "./settings-changes.ts";
+import {
+  type SettingsQueue,
+  type SettingsRequest,
+  autoApplyChoice,
+  createSettingsQueue,
+  giveBackBusyTry,
+  workChange,
+} from "./settings-changes.ts";
 
 /** An intent refused because another run holds the GPU lock is tried again after this long. */
 const LOCK_RETRY_MS = 30_000;
@@ -81,6 +88,8 @@ export function createDaemon(deps: DaemonDeps) {
 
   const changes = deps.changes ?? createSettingsQueue();
   const autoTried = new Set<string>();
+  // after an auto-apply refused for a busy slot or lock: not asked again before this
+  let autoNotBefore = 0;
 
   /** One settings change, worked like an intent: the run can be ended safely by stop(); its end is notified. */
   const change = async (request: SettingsRequest) => {
@@ -92,6 +101,7 @@ export function createDaemon(deps: DaemonDeps) {
         throw error;
       });
       await deps.rollout?.done(request, outcome);
+      if (giveBackBusyTry(autoTried, request, outcome)) autoNotBefore = now().getTime() + LOCK_RETRY_MS;
       const fields = { run_id: outcome.runId, from: outcome.from, to: outcome.to, reason: outcome.reason, by: request.by };
       logger.info({ status: outcome.status, ...fields }, "settings change finished");
       if (outcome.status === "applied") deps.notifier.send("applied", { kind: request.kind, ...fields });
@@ -105,7 +115,10 @@ export function createDaemon(deps: DaemonDeps) {
   const workLoop = async () => {
     while (!stopping.signal.aborted) {
       try {
-        const asked = changes.take() ?? (await deps.rollout?.choice()) ?? (await autoApplyChoice(deps.evaluator, autoTried));
+        const asked =
+          changes.take() ??
+          (await deps.rollout?.choice()) ??
+          (now().getTime() >= autoNotBefore ? await autoApplyChoice(deps.evaluator, autoTried) : null);
         if (asked) {
           await change(asked);
           await deps.syncAudit?.("afterRun");

@@ -5,6 +5,7 @@ import {
   type Candidate,
   type EvaluationResult,
   type Measured,
+  type SettingsChangeOutcome,
   type SpicaGPUAllocation,
   hostFingerprint,
   setPromotionState,
@@ -12,7 +13,7 @@ import {
 } from "@gpu-canary/spica-evaluator";
 import { testdir } from "@gpu-canary/testing";
 import { describe, expect, it } from "vitest";
-import { autoApplyChoice } from "./settings-changes.ts";
+import { autoApplyChoice, giveBackBusyTry } from "./settings-changes.ts";
 
 // 04:00 UTC: inside the default window (03:00–07:00) in UTC.
 const NOW = new Date("2026-12-07T04:00:00.000Z");
@@ -140,6 +141,33 @@ describe("autoApplyChoice takes the best proposed promotion for this host by its
     const tried = new Set<string>();
     expect(await autoApplyChoice(d.evaluator, tried)).toMatchObject({ promotion: "r-calm" });
     expect(await autoApplyChoice(d.evaluator, tried)).toBeNull();
+  });
+
+  it("a try refused because another host held the fleet's slot (or another run the lock) is given back; other refusals keep it", async () => {
+    const d = await daemonOn();
+    await d.promote("r-calm", 0.78, calm, EARLIER);
+    const tried = new Set<string>();
+    const asked = await autoApplyChoice(d.evaluator, tried);
+    if (asked?.kind !== "apply") throw new Error("expected an apply");
+    const refused = (gate: string): SettingsChangeOutcome => ({
+      status: "refused",
+      reason: `refused by ${gate}`,
+      gate,
+      runId: "r-try",
+      from: null,
+      to: 0.78,
+      downtimeSeconds: null,
+      measured: null,
+      applied: null,
+      historyFile: null,
+    });
+    expect(giveBackBusyTry(tried, asked, refused("budget"))).toBe(false);
+    expect(await autoApplyChoice(d.evaluator, tried)).toBeNull();
+    expect(giveBackBusyTry(tried, asked, refused("fleet_slot"))).toBe(true);
+    expect(await autoApplyChoice(d.evaluator, tried)).toMatchObject({ promotion: "r-calm", by: "auto" });
+    expect(giveBackBusyTry(tried, asked, refused("lock"))).toBe(true);
+    // an operator's apply is theirs to ask again
+    expect(giveBackBusyTry(tried, { kind: "apply", promotion: "r-calm", by: "api" }, refused("fleet_slot"))).toBe(false);
   });
 
   it("nothing when production already runs the best", async () => {

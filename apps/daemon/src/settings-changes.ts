@@ -88,3 +88,15 @@ export async function autoApplyChoice(evaluator: SpicaGPUAllocation, tried: Set<
   }
   return null;
 }
+
+/**
+ * An auto-apply refused because another host of the fleet held the maintenance slot or another run
+ * held the GPU lock: the night's try is given back (the caller waits a little before asking again),
+ * as a slot taken by the host before it in the fleet frees within minutes. True when it was.
+ */
+export function giveBackBusyTry(tried: Set<string>, request: SettingsRequest, outcome: SettingsChangeOutcome): boolean {
+  if (request.kind !== "apply" || request.by !== "auto" || outcome.status !== "refused") return false;
+  if (outcome.gate !== "fleet_slot" && outcome.gate !== "lock") return false;
+  for (const key of tried) if (key.startsWith(`${request.promotion}@`)) tried.delete(key);
+  return true;
+}
