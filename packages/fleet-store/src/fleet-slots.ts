@@ -116,7 +116,7 @@ export function createFleetSlots(deps: FleetSlotsDeps): FleetSlots {
     const result = await query(
       pool,
       `WITH renewed AS (UPDATE slots SET renewed_at = now() WHERE token = $1 AND host_id = $2 RETURNING token),
-            seen AS (${SEEN} RETURNING host_id)
+            seen AS (INSERT INTO hosts (host_id) VALUES ($2) ON CONFLICT (host_id) DO UPDATE SET last_seen = now() RETURNING host_id)
        SELECT (SELECT count(*) FROM renewed)::int AS renewed, (SELECT count(*) FROM seen)::int AS seen`,
       [token, hostId],
     );
