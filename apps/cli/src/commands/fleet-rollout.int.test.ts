@@ -124,8 +124,9 @@ describe("gpu-canary fleet rollout", () => {
         { host_id: "gpu-d", state: "skipped", reason: expect.stringContaining("GPU") },
       ],
     });
-    // gpu-b finds it in the fleet's promotions table, where gpu-a copied it; a second rollout of it is refused.
-    await pool.query("INSERT INTO promotions (run_id, host_id, doc) VALUES ('r-proven', 'gpu-a', $1)", [JSON.stringify(promotion)]);
+    // gpu-b finds it in the fleet's promotions table, where gpu-a's command copied it as it ended; a second rollout of it is refused.
+    const copied = await pool.query<{ host_id: string }>("SELECT host_id FROM promotions WHERE run_id = 'r-proven'");
+    expect(copied.rows).toEqual([{ host_id: "gpu-a" }]);
     const again = await b.run(["fleet", "rollout", "r-proven", "--json"]);
     expect([again.code, again.json().error?.code]).toEqual([3, "ROLLOUT_RUNNING"]);
 
