@@ -2,24 +2,16 @@ import { spawn } from "node:child_process";
 import { appendFile, mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { createFleetPool, fleetOverview, listHosts, loadMigrations, migrate, queryAudit } from "@gpu-canary/fleet-store";
-import { type PostgresCluster, startPostgres, testdir, tsNodeArgs } from "@gpu-canary/testing";
+import { postgresForFile, testdir, tsNodeArgs } from "@gpu-canary/testing";
 import { freePort } from "@gpu-canary/vllm-sim";
-import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
+import { describe, expect, it, onTestFinished } from "vitest";
 
-let cluster: PostgresCluster;
-beforeAll(async () => {
-  cluster = await startPostgres();
-});
-afterAll(async () => {
-  await cluster?.close();
-});
+const postgres = postgresForFile();
 
 const bin = join(import.meta.dirname, "bin.ts");
-let counter = 0;
 
 async function database(migrated: boolean) {
-  counter += 1;
-  const url = await cluster.createDatabase(`daemon_${process.pid}_${counter}`);
+  const url = await postgres.database("daemon");
   const pool = createFleetPool(url);
   onTestFinished(() => pool.end());
   if (migrated) await migrate(pool);
@@ -54,7 +46,7 @@ describe("gpu-canaryd with KLR_STATE_URL", () => {
     const d = await daemon(newer.url);
     expect(await d.exited).toBe(3);
     expect(d.stderr()).toContain('"code":"FLEET_SCHEMA_NEWER"');
-    expect(d.stderr()).not.toContain(cluster.password);
+    expect(d.stderr()).not.toContain(postgres.cluster.password);
     const none = await daemon((await database(false)).url);
     expect(await none.exited).toBe(3);
     expect(none.stderr()).toContain("gpu-canary fleet init");
@@ -72,7 +64,7 @@ describe("gpu-canaryd with KLR_STATE_URL", () => {
     expect(await published()).toMatchObject({ whisper_size: expect.any(String), tuned_flags: expect.any(Object) });
     d.child.kill("SIGTERM");
     expect(await d.exited).toBe(0);
-    expect(d.stderr()).not.toContain(cluster.password);
+    expect(d.stderr()).not.toContain(postgres.cluster.password);
   }, 60_000);
 
   it("copies this host's audit trail to the fleet database while it polls, and what was written last as it stops", async () => {
@@ -159,7 +151,7 @@ describe("gpu-canaryd with KLR_STATE_URL", () => {
       lastSeenless({ ...same, database: (body as unknown as { database: string }).database } as unknown as Doc),
     );
 
-    await cluster.stop();
+    await postgres.cluster.stop();
     try {
       const down = await get();
       expect(down?.status).toBe(503);
@@ -167,9 +159,9 @@ describe("gpu-canaryd with KLR_STATE_URL", () => {
         code: "FLEET_DB_UNREACHABLE",
         database: expect.stringMatching(/^127\.0\.0\.1:\d+\/daemon_/),
       });
-      expect(JSON.stringify(down?.body)).not.toContain(cluster.password);
+      expect(JSON.stringify(down?.body)).not.toContain(postgres.cluster.password);
     } finally {
-      await cluster.start();
+      await postgres.cluster.start();
     }
     expect((await get())?.status).toBe(200);
     d.child.kill("SIGTERM");

@@ -3,18 +3,12 @@ import { join } from "node:path";
 import { layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
 import { createFleetPool, listHosts, migrate, rolloutStatus, startRollout } from "@gpu-canary/fleet-store";
 import { fingerprintDifferences, fingerprintSchema } from "@gpu-canary/spica-evaluator";
-import { type PostgresCluster, startPostgres, testdir, until } from "@gpu-canary/testing";
+import { postgresForFile, testdir, until } from "@gpu-canary/testing";
 import { createSimSite } from "@gpu-canary/vllm-sim";
-import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
+import { describe, expect, it, onTestFinished } from "vitest";
 import { startDaemon } from "./test-fixtures/daemon-process.ts";
 
-let cluster: PostgresCluster;
-beforeAll(async () => {
-  cluster = await startPostgres();
-});
-afterAll(async () => {
-  await cluster?.close();
-});
+const postgres = postgresForFile();
 
 /** A simulated host with production on a --config file at 0.7, and its gpu-canaryd in the fleet. */
 async function hostWithDaemon(url: string, hostId: string, settings: Record<string, string> = {}) {
@@ -43,7 +37,7 @@ async function hostWithDaemon(url: string, hostId: string, settings: Record<stri
 
 describe("gpu-canaryd in a fleet rollout", () => {
   it("each daemon publishes its fingerprint, applies its assignment in its window and reports it; a verification that fails pauses the rollout", async () => {
-    const url = await cluster.createDatabase(`daemon_rollout_${process.pid}`);
+    const url = await postgres.database("daemon_rollout");
     const pool = createFleetPool(url);
     onTestFinished(() => pool.end());
     await migrate(pool);

@@ -1,19 +1,13 @@
 import { appendFile, mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { type PostgresCluster, startPostgres, testdir } from "@gpu-canary/testing";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { postgresForFile, testdir } from "@gpu-canary/testing";
+import { describe, expect, it } from "vitest";
 import { queryAudit, syncAudit } from "./audit-sync.ts";
 import { FleetDbUnreachableError } from "./errors.ts";
 import { freshDatabase } from "./test-fixtures/fleet-db.ts";
 
 // This file stops and starts its own cluster: no other file's tests share it.
-let cluster: PostgresCluster;
-beforeAll(async () => {
-  cluster = await startPostgres();
-});
-afterAll(async () => {
-  await cluster?.close();
-});
+const postgres = postgresForFile();
 
 const line = (ts: string, event: string, extra: Record<string, unknown> = {}) =>
   `${JSON.stringify({ ts, event, run_id: null, host: "h", pid: 1, ...extra })}\n`;
@@ -28,7 +22,7 @@ const day = (dir: string, yyyymmdd: string) => join(dir, `gpu_canary_${yyyymmdd}
 
 describe("syncAudit", () => {
   it("copies each host's lines once: run again, it copies nothing; a new line is copied alone", async () => {
-    const db = await freshDatabase(cluster);
+    const db = await freshDatabase(postgres.cluster);
     const pool = db.pool();
     const dirA = await auditDir();
     const dirB = await auditDir();
@@ -73,7 +67,7 @@ describe("syncAudit", () => {
   });
 
   it("keeps a line that is not JSON as unparsed text, with the time of the line before it", async () => {
-    const db = await freshDatabase(cluster);
+    const db = await freshDatabase(postgres.cluster);
     const pool = db.pool();
     const dir = await auditDir();
     await writeFile(
@@ -94,18 +88,18 @@ describe("syncAudit", () => {
   });
 
   it("copies nothing from a host without audit files", async () => {
-    const db = await freshDatabase(cluster);
+    const db = await freshDatabase(postgres.cluster);
     expect(await syncAudit(db.pool(), { hostId: "gpu-a", auditDir: join(await testdir(), "missing") })).toBe(0);
   });
 
   it("throws FLEET_DB_UNREACHABLE while the database is stopped, and copies the lines written meanwhile once it is back: nothing lost", async () => {
-    const db = await freshDatabase(cluster);
+    const db = await freshDatabase(postgres.cluster);
     const pool = db.pool();
     const dir = await auditDir();
     await writeFile(day(dir, "20261128"), line("2026-11-28T03:00:00.000Z", "lock_acquired"));
     expect(await syncAudit(pool, { hostId: "gpu-a", auditDir: dir })).toBe(1);
 
-    await cluster.stop();
+    await postgres.cluster.stop();
     try {
       await appendFile(day(dir, "20261128"), line("2026-11-28T03:00:01.000Z", "production_stopped", { method: "systemd" }));
       await appendFile(day(dir, "20261128"), line("2026-11-28T03:00:40.000Z", "production_restored"));
@@ -113,9 +107,9 @@ describe("syncAudit", () => {
       const error = await syncAudit(pool, { hostId: "gpu-a", auditDir: dir }).catch((e: unknown) => e);
       expect(error).toBeInstanceOf(FleetDbUnreachableError);
       expect(error).toMatchObject({ code: "FLEET_DB_UNREACHABLE" });
-      expect((error as Error).message).not.toContain(cluster.password);
+      expect((error as Error).message).not.toContain(postgres.cluster.password);
     } finally {
-      await cluster.start();
+      await postgres.cluster.start();
     }
 
     expect(await syncAudit(pool, { hostId: "gpu-a", auditDir: dir })).toBe(3);

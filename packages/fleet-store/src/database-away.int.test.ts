@@ -1,6 +1,6 @@
 import { createDowntimeBudget } from "@gpu-canary/policy";
-import { type PostgresCluster, startPostgres, until } from "@gpu-canary/testing";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { postgresForFile, until } from "@gpu-canary/testing";
+import { describe, expect, it } from "vitest";
 import { createFleetPool } from "./connection.ts";
 import { FleetDbLoginError, FleetDbUnreachableError } from "./errors.ts";
 import { createFleetSlots } from "./fleet-slots.ts";
@@ -9,13 +9,7 @@ import { pgBudgetStore } from "./stores.ts";
 import { freshDatabase } from "./test-fixtures/fleet-db.ts";
 
 // This file stops and starts its own cluster: no other file's tests share it.
-let cluster: PostgresCluster;
-beforeAll(async () => {
-  cluster = await startPostgres();
-});
-afterAll(async () => {
-  await cluster?.close();
-});
+const postgres = postgresForFile();
 
 const DATE = "20261128";
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -25,13 +19,13 @@ function expectUnreachable(error: unknown, database: string): void {
   const e = error as FleetDbUnreachableError;
   expect(e).toMatchObject({ code: "FLEET_DB_UNREACHABLE", kind: "refused", exitCode: 3, details: { database } });
   expect(e.message).toContain(`the fleet database ${database} cannot be reached`);
-  expect(JSON.stringify({ ...e.toJSON(), details: e.details })).not.toContain(cluster.password);
+  expect(JSON.stringify({ ...e.toJSON(), details: e.details })).not.toContain(postgres.cluster.password);
 }
 
 describe("the fleet database away", () => {
   it("refuses new slots and charges while the server is stopped, naming it without the password, and loses nothing when it returns", async () => {
-    const db = await freshDatabase(cluster);
-    const database = `127.0.0.1:${cluster.port}/${db.url.split("/").at(-1)}`;
+    const db = await freshDatabase(postgres.cluster);
+    const database = `127.0.0.1:${postgres.cluster.port}/${db.url.split("/").at(-1)}`;
     const a = createFleetSlots({ pool: db.pool(), hostId: "gpu-a", maxConcurrent: 1 });
     const b = createFleetSlots({ pool: db.pool(), hostId: "gpu-b", maxConcurrent: 1 });
     const budget = createDowntimeBudget({ storeFor: pgBudgetStore(db.pool(), "gpu-a"), maxSeconds: 120 });
@@ -42,7 +36,7 @@ describe("the fleet database away", () => {
     let lost = 0;
     const heartbeat = a.keepRenewing(held.token, { everyMs: 50, onLost: () => (lost += 1), onError: (e) => renewalErrors.push(e) });
 
-    await cluster.stop();
+    await postgres.cluster.stop();
     try {
       await until(() => renewalErrors.length >= 2, "the heartbeat to fail while the database is away");
       expectUnreachable(await b.acquire("run-2").catch((e: unknown) => e), database);
@@ -52,7 +46,7 @@ describe("the fleet database away", () => {
       expectUnreachable(await budget.status(DATE).catch((e: unknown) => e), database);
       expectUnreachable(await checkSchema(db.pool()).catch((e: unknown) => e), database);
     } finally {
-      await cluster.start();
+      await postgres.cluster.start();
     }
 
     // the same pools work again; the slot and the charge are still there, the heartbeat goes on
@@ -71,7 +65,7 @@ describe("the fleet database away", () => {
   });
 
   it("names the database when nothing listens on its port", async () => {
-    const url = cluster.url("fleet").replace(`:${cluster.port}/`, ":1/");
+    const url = postgres.cluster.url("fleet").replace(`:${postgres.cluster.port}/`, ":1/");
     const pool = createFleetPool(url, { connectTimeoutMs: 2_000 });
     try {
       const slots = createFleetSlots({ pool, hostId: "gpu-a", maxConcurrent: 1 });
@@ -84,14 +78,14 @@ describe("the fleet database away", () => {
   });
 
   it("says that a wrong password is refused without echoing it", async () => {
-    const url = cluster.url("postgres").replace(cluster.password, "not-the-password");
+    const url = postgres.cluster.url("postgres").replace(postgres.cluster.password, "not-the-password");
     const pool = createFleetPool(url, { connectTimeoutMs: 2_000 });
     try {
       const error = await checkSchema(pool).catch((e: unknown) => e);
       expect(error).toBeInstanceOf(FleetDbLoginError);
       expect(error).toMatchObject({ code: "FLEET_DB_LOGIN_FAILED", kind: "fault", exitCode: 4 });
       expect((error as Error).message).toBe(
-        `the fleet database 127.0.0.1:${cluster.port}/postgres refused this host: password authentication failed for user "canary"`,
+        `the fleet database 127.0.0.1:${postgres.cluster.port}/postgres refused this host: password authentication failed for user "canary"`,
       );
       expect((error as Error).message).not.toContain("not-the-password");
     } finally {

@@ -1,17 +1,11 @@
-import { type PostgresCluster, startPostgres, until } from "@gpu-canary/testing";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { postgresForFile, until } from "@gpu-canary/testing";
+import { describe, expect, it } from "vitest";
 import { FleetReleaseRefusedError, FleetSlotLostError } from "./errors.ts";
 import { createFleetSlots } from "./fleet-slots.ts";
 import { listHosts, touchHost } from "./hosts.ts";
 import { freshDatabase } from "./test-fixtures/fleet-db.ts";
 
-let cluster: PostgresCluster;
-beforeAll(async () => {
-  cluster = await startPostgres();
-});
-afterAll(async () => {
-  await cluster?.close();
-});
+const postgres = postgresForFile();
 
 const HOSTS = ["gpu-a", "gpu-b", "gpu-c"];
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -35,7 +29,7 @@ function mostAtOnce(intervals: { start: number; end: number }[]): number {
 
 describe("fleet maintenance slots", () => {
   it("gives the only slot to one of three hosts acquiring at the same instant; the others are told who holds it", async () => {
-    const db = await freshDatabase(cluster);
+    const db = await freshDatabase(postgres.cluster);
     const slots = HOSTS.map((hostId) => createFleetSlots({ pool: db.pool(), hostId, maxConcurrent: 1 }));
     const results = await Promise.all(slots.map((s, i) => s.acquire(`run-${i}`)));
     const winners = results.flatMap((r, i) => (r.ok ? [HOSTS[i]] : []));
@@ -50,7 +44,7 @@ describe("fleet maintenance slots", () => {
   });
 
   it("answers the same token when a host takes its run's slot again", async () => {
-    const db = await freshDatabase(cluster);
+    const db = await freshDatabase(postgres.cluster);
     const a = createFleetSlots({ pool: db.pool(), hostId: "gpu-a", maxConcurrent: 1 });
     const first = await a.acquire("run-1");
     const again = await a.acquire("run-1");
@@ -61,7 +55,7 @@ describe("fleet maintenance slots", () => {
   });
 
   it("never lets two hosts hold the only slot at once in 3 hosts × 20 contending runs", async () => {
-    const db = await freshDatabase(cluster);
+    const db = await freshDatabase(postgres.cluster);
     const timeline: { host: string; start: number; end: number }[] = [];
     const token: number[] = [];
     await Promise.all(
@@ -87,7 +81,7 @@ describe("fleet maintenance slots", () => {
   });
 
   it("lets at most two hosts in at once with a cap of 2", async () => {
-    const db = await freshDatabase(cluster);
+    const db = await freshDatabase(postgres.cluster);
     const timeline: { start: number; end: number }[] = [];
     await Promise.all(
       [...HOSTS, "gpu-d"].map(async (hostId) => {
@@ -106,7 +100,7 @@ describe("fleet maintenance slots", () => {
   });
 
   it("keeps a slot whose holder stopped renewing, shows it stale, and frees it only by a forced release", async () => {
-    const db = await freshDatabase(cluster);
+    const db = await freshDatabase(postgres.cluster);
     const pool = db.pool();
     const a = createFleetSlots({ pool, hostId: "gpu-a", maxConcurrent: 1, staleAfterSeconds: 30 });
     const b = createFleetSlots({ pool: db.pool(), hostId: "gpu-b", maxConcurrent: 1, staleAfterSeconds: 30 });
@@ -150,7 +144,7 @@ describe("fleet maintenance slots", () => {
   });
 
   it("keeps renewing a held slot until stopped, and says once when the slot was released by force", async () => {
-    const db = await freshDatabase(cluster);
+    const db = await freshDatabase(postgres.cluster);
     const pool = db.pool();
     const a = createFleetSlots({ pool, hostId: "gpu-a", maxConcurrent: 1, staleAfterSeconds: 30 });
     const got = await a.acquire("run-1");
@@ -169,7 +163,7 @@ describe("fleet maintenance slots", () => {
   });
 
   it("lists every host that took or renewed a slot, with what each said of itself", async () => {
-    const db = await freshDatabase(cluster);
+    const db = await freshDatabase(postgres.cluster);
     const pool = db.pool();
     await touchHost(pool, "gpu-c", { version: "0.1.0" });
     const a = createFleetSlots({ pool, hostId: "gpu-a", maxConcurrent: 1 });
@@ -185,7 +179,7 @@ describe("fleet maintenance slots", () => {
   });
 
   it("frees its own host's slots on recovery without --force", async () => {
-    const db = await freshDatabase(cluster);
+    const db = await freshDatabase(postgres.cluster);
     const a = createFleetSlots({ pool: db.pool(), hostId: "gpu-a", maxConcurrent: 2 });
     await a.acquire("run-1");
     await a.acquire("run-2");
@@ -195,7 +189,7 @@ describe("fleet maintenance slots", () => {
   });
 
   it("waits for a slot with --wait and gets it when the holder's run ends; gives up after the wait", async () => {
-    const db = await freshDatabase(cluster);
+    const db = await freshDatabase(postgres.cluster);
     const a = createFleetSlots({ pool: db.pool(), hostId: "gpu-a", maxConcurrent: 1 });
     const b = createFleetSlots({ pool: db.pool(), hostId: "gpu-b", maxConcurrent: 1 });
     await a.acquire("run-1");

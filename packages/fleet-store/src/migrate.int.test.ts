@@ -1,22 +1,16 @@
-import { type PostgresCluster, startPostgres } from "@gpu-canary/testing";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { postgresForFile } from "@gpu-canary/testing";
+import { describe, expect, it } from "vitest";
 import { FleetSchemaMissingError, FleetSchemaNewerError } from "./errors.ts";
 import { checkSchema, loadMigrations, migrate } from "./migrate.ts";
 import { freshDatabase } from "./test-fixtures/fleet-db.ts";
 
-let cluster: PostgresCluster;
-beforeAll(async () => {
-  cluster = await startPostgres();
-});
-afterAll(async () => {
-  await cluster?.close();
-});
+const postgres = postgresForFile();
 
 const known = loadMigrations().length;
 
 describe("migrate", () => {
   it("creates the schema on an empty database and changes nothing when run again", async () => {
-    const db = await freshDatabase(cluster, { empty: true });
+    const db = await freshDatabase(postgres.cluster, { empty: true });
     const pool = db.pool();
     const first = await migrate(pool);
     expect(first).toEqual({ from: 0, to: known, applied: ["001-initial", "002-audit-lines", "003-rollouts"] });
@@ -40,7 +34,7 @@ describe("migrate", () => {
   });
 
   it("is safe when three hosts run fleet init at the same instant", async () => {
-    const db = await freshDatabase(cluster, { empty: true });
+    const db = await freshDatabase(postgres.cluster, { empty: true });
     const results = await Promise.all([db.pool(), db.pool(), db.pool()].map((pool) => migrate(pool)));
     expect(results.flatMap((r) => r.applied).sort()).toEqual(["001-initial", "002-audit-lines", "003-rollouts"]);
     const versions = await db.pool().query("SELECT version FROM schema_version");
@@ -48,17 +42,17 @@ describe("migrate", () => {
   });
 
   it("refuses a database without the schema, naming gpu-canary fleet init", async () => {
-    const db = await freshDatabase(cluster, { empty: true });
+    const db = await freshDatabase(postgres.cluster, { empty: true });
     const error = await checkSchema(db.pool()).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(FleetSchemaMissingError);
     expect(error).toMatchObject({ code: "FLEET_SCHEMA_MISSING", kind: "refused", exitCode: 3 });
     expect((error as FleetSchemaMissingError).hint).toContain("gpu-canary fleet init");
-    expect((error as Error).message).toContain(`127.0.0.1:${cluster.port}/`);
-    expect((error as Error).message).not.toContain(cluster.password);
+    expect((error as Error).message).toContain(`127.0.0.1:${postgres.cluster.port}/`);
+    expect((error as Error).message).not.toContain(postgres.cluster.password);
   });
 
   it("refuses a schema newer than this version knows, in check and in migrate", async () => {
-    const db = await freshDatabase(cluster);
+    const db = await freshDatabase(postgres.cluster);
     const pool = db.pool();
     await pool.query("INSERT INTO schema_version (version, name) VALUES ($1, 'from-the-future')", [known + 1]);
     for (const attempt of [checkSchema(pool), migrate(pool)]) {

@@ -8,20 +8,14 @@ import {
   createRateLimiter,
   fileBudgetStore,
 } from "@gpu-canary/policy";
-import { type PostgresCluster, startPostgres, testdir } from "@gpu-canary/testing";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { postgresForFile, testdir } from "@gpu-canary/testing";
+import { describe, expect, it } from "vitest";
 import { z } from "zod";
 import { createPgJsonStore } from "./pg-json-store.ts";
 import { budgetKey, mirroredBudgetStore, pgBudgetStore, pgRateLimitStore } from "./stores.ts";
 import { freshDatabase } from "./test-fixtures/fleet-db.ts";
 
-let cluster: PostgresCluster;
-beforeAll(async () => {
-  cluster = await startPostgres();
-});
-afterAll(async () => {
-  await cluster?.close();
-});
+const postgres = postgresForFile();
 
 const DATE = "20261128";
 const counter = z.object({ n: z.number().int() });
@@ -44,9 +38,9 @@ const slowBudget =
 
 describe("createPgJsonStore", () => {
   it("tells a missing document from a written one, and writes only what decide says", async () => {
-    const db = await freshDatabase(cluster);
+    const db = await freshDatabase(postgres.cluster);
     const store = createPgJsonStore(db.pool(), { hostId: "gpu-a", key: "counter", schema: counter });
-    expect(store.location).toBe(`127.0.0.1:${cluster.port}/${db.url.split("/").at(-1)} documents[gpu-a/counter]`);
+    expect(store.location).toBe(`127.0.0.1:${postgres.cluster.port}/${db.url.split("/").at(-1)} documents[gpu-a/counter]`);
     expect(await store.read()).toEqual({ status: "missing" });
     expect(await store.update((current) => ({ answer: current.status }))).toBe("missing");
     expect(await store.read()).toEqual({ status: "missing" });
@@ -57,7 +51,7 @@ describe("createPgJsonStore", () => {
   });
 
   it("reports a stored document that fails the schema as unreadable with its reason, and never resets it", async () => {
-    const db = await freshDatabase(cluster);
+    const db = await freshDatabase(postgres.cluster);
     const pool = db.pool();
     await pool.query("INSERT INTO documents (host_id, key, doc) VALUES ('gpu-a', $1, $2::jsonb)", [
       budgetKey(DATE),
@@ -77,7 +71,7 @@ describe("createPgJsonStore", () => {
   });
 
   it("refuses to write a document that would not read back", async () => {
-    const db = await freshDatabase(cluster);
+    const db = await freshDatabase(postgres.cluster);
     const store = createPgJsonStore(db.pool(), { hostId: "gpu-a", key: "counter", schema: counter });
     await expect(store.update(() => ({ write: { n: 0.5 }, answer: null }))).rejects.toThrow();
     expect(await store.read()).toEqual({ status: "missing" });
@@ -86,7 +80,7 @@ describe("createPgJsonStore", () => {
 
 describe("downtime budget on the fleet database", () => {
   it("loses no charge when one host's 12 charges come from three processes at once", async () => {
-    const db = await freshDatabase(cluster);
+    const db = await freshDatabase(postgres.cluster);
     const pools = [db.pool(), db.pool(), db.pool()];
     const budgets = pools.map((pool) => createDowntimeBudget({ storeFor: slowBudget(pgBudgetStore(pool, "gpu-a")), maxSeconds: 600 }));
     const seconds = Array.from({ length: 12 }, (_, i) => 1.25 + i);
@@ -100,7 +94,7 @@ describe("downtime budget on the fleet database", () => {
   });
 
   it("keeps each host's budget apart when three hosts charge 4 times each at once", async () => {
-    const db = await freshDatabase(cluster);
+    const db = await freshDatabase(postgres.cluster);
     const hosts = ["gpu-a", "gpu-b", "gpu-c"];
     const budgets = hosts.map((host) => createDowntimeBudget({ storeFor: slowBudget(pgBudgetStore(db.pool(), host)), maxSeconds: 600 }));
     await Promise.all(budgets.flatMap((budget, h) => [1, 2, 3, 4].map((k) => budget.charge(DATE, `run-${h}-${k}`, k * (h + 1)))));
@@ -109,7 +103,7 @@ describe("downtime budget on the fleet database", () => {
   });
 
   it("charges a run once even when the charge is repeated from another process", async () => {
-    const db = await freshDatabase(cluster);
+    const db = await freshDatabase(postgres.cluster);
     const [a, b] = [db.pool(), db.pool()].map((pool) =>
       createDowntimeBudget({ storeFor: slowBudget(pgBudgetStore(pool, "gpu-a")), maxSeconds: 60 }),
     );
@@ -119,7 +113,7 @@ describe("downtime budget on the fleet database", () => {
   });
 
   it("keeps the local budget file equal to the database's document after every charge", async () => {
-    const db = await freshDatabase(cluster);
+    const db = await freshDatabase(postgres.cluster);
     const dir = await testdir();
     const pathFor = (date: string) => join(dir, `gpu_budget_${date}.json`);
     // the host's file is stale (from before the fleet, or a missed write): the next update puts it right
@@ -142,7 +136,7 @@ describe("downtime budget on the fleet database", () => {
 
 describe("rate limits on the fleet database", () => {
   it("admits at most maxRuns of concurrent runs from three processes of one host", async () => {
-    const db = await freshDatabase(cluster);
+    const db = await freshDatabase(postgres.cluster);
     const rule = { maxRuns: 2, windowHours: 24, cooldownHours: 0 };
     const limiters = [db.pool(), db.pool(), db.pool()].map((pool) =>
       createRateLimiter({ store: slowed(pgRateLimitStore(pool, "gpu-a")), rule }),

@@ -125,5 +125,5 @@ export async function until<T>(
 export { Prober, outageOf, servingAgainAfter } from "./prober.ts";
 export type { Outage, Probe } from "./prober.ts";
 export { CHROMIUM_MISSING, browserEnv, chromiumExecutable, watchPage } from "./chromium.ts";
-export { POSTGRES_MISSING, postgresBinDir, startPostgres } from "./postgres.ts";
-export type { PostgresCluster } from "./postgres.ts";
+export { POSTGRES_MISSING, postgresBinDir, postgresForFile, startPostgres } from "./postgres.ts";
+export type { PostgresCluster, PostgresForFile } from "./postgres.ts";

@@ -5,6 +5,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { execa } from "execa";
+import { afterAll, beforeAll } from "vitest";
 
 /** What a test says when no PostgreSQL server is installed: CI installs one, a developer may not have. */
 export const POSTGRES_MISSING =
@@ -199,6 +200,42 @@ export async function startPostgres(options: { binDir?: string; user?: string } 
         // already stopped (a test's stop()): nothing runs
       }
       await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface PostgresForFile {
+  /** the file's cluster, once its beforeAll has started it */
+  readonly cluster: PostgresCluster;
+  /** a new, empty database on it for one test (named `<prefix>_<pid>_<n>`); answers its URL */
+  database(prefix?: string): Promise<string>;
+}
+
+let databases = 0;
+
+/**
+ * A throwaway cluster for a test file: started in its beforeAll, stopped and removed in its
+ * afterAll; each test takes a database of its own, so tests of a file never see each other's rows.
+ */
+export function postgresForFile(): PostgresForFile {
+  let cluster: PostgresCluster | undefined;
+  beforeAll(async () => {
+    cluster = await startPostgres();
+  });
+  afterAll(async () => {
+    await cluster?.close();
+  });
+  const started = (): PostgresCluster => {
+    if (!cluster) throw new Error("postgresForFile(): the cluster starts in beforeAll; use it inside a test or a hook");
+    return cluster;
+  };
+  return {
+    get cluster() {
+      return started();
+    },
+    database(prefix = "test") {
+      databases += 1;
+      return started().createDatabase(`${prefix}_${process.pid}_${databases}`);
     },
   };
 }

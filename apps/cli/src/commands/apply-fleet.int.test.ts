@@ -3,22 +3,16 @@ import { join } from "node:path";
 import { createAuditFeed } from "@gpu-canary/audit-feed";
 import { layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
 import { createFleetPool, createFleetSlots, migrate } from "@gpu-canary/fleet-store";
-import { type PostgresCluster, startPostgres, testdir } from "@gpu-canary/testing";
+import { postgresForFile, testdir } from "@gpu-canary/testing";
 import { createSimSite } from "@gpu-canary/vllm-sim";
-import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
+import { describe, expect, it, onTestFinished } from "vitest";
 import { cli } from "../test-fixtures/cli.ts";
 
-let cluster: PostgresCluster;
-beforeAll(async () => {
-  cluster = await startPostgres();
-});
-afterAll(async () => {
-  await cluster?.close();
-});
+const postgres = postgresForFile();
 
 describe("gpu-canary apply in a fleet (KLR_STATE_URL)", () => {
   it("is refused (exit 3) with production's file untouched while another host holds the only slot, and applies once it is released", async () => {
-    const url = await cluster.createDatabase(`apply_fleet_${process.pid}`);
+    const url = await postgres.database("apply_fleet");
     const pool = createFleetPool(url);
     onTestFinished(() => pool.end());
     await migrate(pool);

@@ -1,25 +1,16 @@
 import { appendFile, mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { createFleetPool } from "@gpu-canary/fleet-store";
-import { type PostgresCluster, startPostgres, testdir } from "@gpu-canary/testing";
-import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
+import { postgresForFile, testdir } from "@gpu-canary/testing";
+import { describe, expect, it, onTestFinished } from "vitest";
 import { cli } from "../test-fixtures/cli.ts";
 
 // This file stops and starts its own server: its tests never share it with another file's.
-let cluster: PostgresCluster;
-beforeAll(async () => {
-  cluster = await startPostgres();
-});
-afterAll(async () => {
-  await cluster?.close();
-});
-
-let counter = 0;
+const postgres = postgresForFile();
 
 /** Hosts on one new fleet database: each its own KLR_HOME and KLR_HOST_ID. */
 async function fleet() {
-  counter += 1;
-  const url = await cluster.createDatabase(`cli_audit_${process.pid}_${counter}`);
+  const url = await postgres.database("cli_audit");
   const pool = createFleetPool(url);
   onTestFinished(() => pool.end());
   const host = async (hostId: string) => {
@@ -84,7 +75,7 @@ describe("gpu-canary audit query --fleet", () => {
     expect((await a.run(["fleet", "init"])).code).toBe(0);
     const dir = join(a.env.KLR_HOME, "out", "orchestration", "epochs");
     await mkdir(dir, { recursive: true });
-    await cluster.stop();
+    await postgres.cluster.stop();
     try {
       // lines gpu-a wrote with the database away (a run's end, recorded locally)
       await appendFile(
@@ -94,9 +85,9 @@ describe("gpu-canary audit query --fleet", () => {
       const away = await b.run(["audit", "query", "--fleet", "--json"]);
       expect(away.code).toBe(3);
       expect(away.json().error).toMatchObject({ code: "FLEET_DB_UNREACHABLE" });
-      expect(away.stdout + away.stderr).not.toContain(cluster.password);
+      expect(away.stdout + away.stderr).not.toContain(postgres.cluster.password);
     } finally {
-      await cluster.start();
+      await postgres.cluster.start();
     }
     const back = await b.run(["audit", "query", "--fleet", "--json"]);
     expect(lines(back.stdout)).toEqual([]); // gpu-a has not been back to the database yet
@@ -121,7 +112,7 @@ describe("gpu-canary audit query --fleet", () => {
     expect(warnings[0]).toMatch(
       /^warning: this host's audit trail was not copied to the fleet database 127\.0\.0\.1:\d+\/\S+ \(.*refuse_for_a_while.*\); the next command that reaches it catches up$/,
     );
-    expect(reset.stderr).not.toContain(cluster.password);
+    expect(reset.stderr).not.toContain(postgres.cluster.password);
     // audit query --fleet still answers with what the database has, warning once
     const query = await a.run(["audit", "query", "--fleet", "--json"]);
     expect(query.code, query.stderr).toBe(0);

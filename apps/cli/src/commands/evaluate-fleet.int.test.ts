@@ -3,26 +3,18 @@ import { createAuditFeed } from "@gpu-canary/audit-feed";
 import { layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
 import { createFleetPool, createFleetSlots, migrate } from "@gpu-canary/fleet-store";
 import { nightOf } from "@gpu-canary/policy";
-import { type PostgresCluster, startPostgres, testdir, until } from "@gpu-canary/testing";
+import { postgresForFile, testdir, until } from "@gpu-canary/testing";
 import { createSimSite } from "@gpu-canary/vllm-sim";
-import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
+import { describe, expect, it, onTestFinished } from "vitest";
 import { cli } from "../test-fixtures/cli.ts";
 
-let cluster: PostgresCluster;
-beforeAll(async () => {
-  cluster = await startPostgres();
-});
-afterAll(async () => {
-  await cluster?.close();
-});
+const postgres = postgresForFile();
 
 const candidate = JSON.stringify({ vllm_memory_util: 0.75, whisper_model_size: "small" });
-let counter = 0;
 
 /** A simulated host `gpu-a` serving production, on a new migrated fleet database; `slots(host)` acts as another host. */
 async function fleetSite(settings: Record<string, string> = {}) {
-  counter += 1;
-  const url = await cluster.createDatabase(`eval_fleet_${process.pid}_${counter}`);
+  const url = await postgres.database("eval_fleet");
   const pool = createFleetPool(url);
   onTestFinished(() => pool.end());
   await migrate(pool);
@@ -86,11 +78,11 @@ describe("gpu-canary evaluate in a fleet (KLR_STATE_URL)", () => {
 
   it("refuses a quiesced canary (exit 3) when the database is away, and still answers a predictive run", async () => {
     const f = await fleetSite();
-    const away = { KLR_STATE_URL: f.url.replace(`:${cluster.port}/`, ":1/") };
+    const away = { KLR_STATE_URL: f.url.replace(`:${postgres.cluster.port}/`, ":1/") };
     const refused = await f.run(["evaluate", "--candidate", candidate, "--json"], away);
     expect(refused.code).toBe(3);
     expect(refused.json().error).toMatchObject({ code: "FLEET_DB_UNREACHABLE" });
-    expect(refused.stdout).not.toContain(cluster.password);
+    expect(refused.stdout).not.toContain(postgres.cluster.password);
     const predictive = await f.run(["evaluate", "--candidate", candidate, "--mode", "predictive"], away);
     expect(predictive.code).toBe(0);
   }, 120_000);

@@ -4,26 +4,20 @@ import { join } from "node:path";
 import { layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
 import { createFleetPool, createFleetSlots, migrate } from "@gpu-canary/fleet-store";
 import { nightOf } from "@gpu-canary/policy";
-import { type PostgresCluster, startPostgres, testdir, tsNodeArgs, until } from "@gpu-canary/testing";
+import { postgresForFile, testdir, tsNodeArgs, until } from "@gpu-canary/testing";
 import { createSimSite } from "@gpu-canary/vllm-sim";
-import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
+import { describe, expect, it, onTestFinished } from "vitest";
 import { cli } from "../test-fixtures/cli.ts";
 
 // This file stops and starts its own server: its tests never share it with another file's.
-let cluster: PostgresCluster;
-beforeAll(async () => {
-  cluster = await startPostgres();
-});
-afterAll(async () => {
-  await cluster?.close();
-});
+const postgres = postgresForFile();
 
 const bin = join(import.meta.dirname, "..", "bin.ts");
 const candidate = JSON.stringify({ vllm_memory_util: 0.75, whisper_model_size: "small" });
 
 describe("a fleet run whose database goes away", () => {
   it("restores production and ends, keeps its slot and its charge in the journal; new runs refuse; recover charges and frees the slot once it is back", async () => {
-    const url = await cluster.createDatabase(`away_${process.pid}`);
+    const url = await postgres.database("away");
     const pool = createFleetPool(url);
     onTestFinished(() => pool.end());
     await migrate(pool);
@@ -60,7 +54,7 @@ describe("a fleet run whose database goes away", () => {
       { timeoutMs: 60_000 },
     );
     expect(await serves()).toBe(false); // production is down for the canary
-    await cluster.stop();
+    await postgres.cluster.stop();
     const code = await exited;
 
     // The run finished its undo: production serves again; the charge could not reach the database.
@@ -69,7 +63,7 @@ describe("a fleet run whose database goes away", () => {
     const result = JSON.parse(stdout) as { status: string; validation_reason: string };
     expect(result.status).toBe("error");
     expect(result.validation_reason).toMatch(/cannot be reached/);
-    expect(stdout + stderr).not.toContain(cluster.password);
+    expect(stdout + stderr).not.toContain(postgres.cluster.password);
     // recorded locally: the audit trail says production came back, and the lock keeps the journal for recover
     const audit = await cli(["audit", "query", "--json"], site.env, new Date().toISOString());
     expect(audit.stdout).toContain('"production_restored"');
@@ -83,7 +77,7 @@ describe("a fleet run whose database goes away", () => {
     expect(refused.json().error).toMatchObject({ code: "FLEET_DB_UNREACHABLE" });
 
     // Back: the crashed run's slot is still held (never freed by time) …
-    await cluster.start();
+    await postgres.cluster.start();
     const slots = createFleetSlots({ pool, hostId: "gpu-b", maxConcurrent: 1 });
     const runId = (lock.holder as { run_id: string }).run_id;
     expect((await slots.list()).map((s) => [s.hostId, s.runId])).toEqual([["gpu-a", runId]]);

@@ -4,20 +4,14 @@ import { createAuditFeed } from "@gpu-canary/audit-feed";
 import { layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
 import { createRolloutStep, rolloutFleetFor } from "@gpu-canary/daemon";
 import * as store from "@gpu-canary/fleet-store";
-import { type PostgresCluster, startPostgres, testdir } from "@gpu-canary/testing";
+import { postgresForFile, testdir } from "@gpu-canary/testing";
 import { SpicaGPUAllocation, hostFingerprint, localStoresOf } from "@gpu-canary/spica-evaluator";
 import { createSimSite } from "@gpu-canary/vllm-sim";
 import { pino } from "pino";
-import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
+import { describe, expect, it, onTestFinished } from "vitest";
 import { cli } from "../test-fixtures/cli.ts";
 
-let cluster: PostgresCluster;
-beforeAll(async () => {
-  cluster = await startPostgres();
-});
-afterAll(async () => {
-  await cluster?.close();
-});
+const postgres = postgresForFile();
 
 /**
  * One simulated host of the fleet, with what its gpu-canaryd would hold: an evaluator on the fleet's
@@ -79,7 +73,7 @@ async function host(url: string, hostId: string, settings: Record<string, string
 
 describe("gpu-canary fleet rollout", () => {
   it("rolls a promotion proven on gpu-a out in waves of one and stops at gpu-b, whose apply fails verification; gpu-c stays pending, gpu-d (another GPU) is skipped", async () => {
-    const url = await cluster.createDatabase(`rollout_${process.pid}`);
+    const url = await postgres.database("rollout");
     const pool = store.createFleetPool(url);
     onTestFinished(() => pool.end());
     await store.migrate(pool);

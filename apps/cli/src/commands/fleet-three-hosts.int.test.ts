@@ -5,28 +5,20 @@ import { createAuditFeed } from "@gpu-canary/audit-feed";
 import { layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
 import { createFleetPool, createFleetSlots, migrate } from "@gpu-canary/fleet-store";
 import { nightOf } from "@gpu-canary/policy";
-import { type PostgresCluster, startPostgres, testdir, until } from "@gpu-canary/testing";
+import { postgresForFile, testdir, until } from "@gpu-canary/testing";
 import { type SimSite, createSimSite } from "@gpu-canary/vllm-sim";
-import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
+import { describe, expect, it, onTestFinished } from "vitest";
 import { cli } from "../test-fixtures/cli.ts";
 import { shippedArgs } from "../test-fixtures/shipped.ts";
 
-let cluster: PostgresCluster;
-beforeAll(async () => {
-  cluster = await startPostgres();
-});
-afterAll(async () => {
-  await cluster?.close();
-});
+const postgres = postgresForFile();
 
 const candidate = JSON.stringify({ vllm_memory_util: 0.75, whisper_model_size: "small" });
 const HOSTS = ["gpu-a", "gpu-b", "gpu-c"];
-let counter = 0;
 
 /** Three simulated hosts — three KLR_HOMEs, three productions — on one new migrated database, one slot between them. */
 async function fleetOfThree() {
-  counter += 1;
-  const url = await cluster.createDatabase(`three_${process.pid}_${counter}`);
+  const url = await postgres.database("three");
   const pool = createFleetPool(url);
   onTestFinished(() => pool.end());
   await migrate(pool);
