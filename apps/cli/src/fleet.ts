@@ -17,7 +17,7 @@ export interface FleetState {
   stores: PolicyStores;
   gate: FleetGate;
   /**
-   * Copies this host's audit trail to the database, then publishes its promotions, applied
+   * Copies this host's audit trail to the database, then publishes its promotions, intents, applied
    * settings and last run (best effort: a warning on stderr when it cannot, the next command
    * catches up). Done by `close` unless the command did it already (a read command that shows
    * the fleet: it writes nothing afterwards).
@@ -33,11 +33,13 @@ export interface FleetState {
 const AUDIT_NOT_COPIED = "this host's audit trail was not copied to the fleet database";
 
 /**
- * What `fleet status` shows of this host (its promotions, applied settings, last run), published
+ * What `fleet status` shows of this host (its promotions, intents, applied settings, last run), published
  * after its audit trail was copied; an unreadable promotion file is left out with a warning.
  */
 async function publishHost(store: FleetStore, pool: FleetState["pool"], hostId: string, settings: Settings, io: Io): Promise<void> {
   const { readHostSummary } = await import("@gpu-canary/spica-evaluator");
+  // loaded here, not at the top: only a command that publishes to the fleet pays for it
+  const { listIntentDocs } = await import("@gpu-canary/tuning");
   const local = await readHostSummary(settings.layout);
   for (const u of local.unreadable)
     io.stderr(`warning: ${u.file} is not a promotion (${u.reason}); left out of the fleet database until it is repaired\n`);
@@ -46,6 +48,8 @@ async function publishHost(store: FleetStore, pool: FleetState["pool"], hostId: 
     applied: local.applied && store.hostAppliedOf(local.applied),
     appliedError: local.appliedError,
     promotions: local.promotions,
+    // open intents, and finished ones of the last 7 days: a long history is not copied again and again
+    intents: await listIntentDocs(settings.layout),
   });
 }
 
@@ -102,7 +106,7 @@ export async function openFleet(
     try {
       await publishHost(store, pool, hostId, settings, io);
     } catch (error) {
-      warn("this host's applied settings, last run and promotions were not published to the fleet database", error);
+      warn("this host's applied settings, last run, promotions and intents were not published to the fleet database", error);
     }
   };
   const close = async (failure?: unknown) => {

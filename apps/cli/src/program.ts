@@ -339,7 +339,7 @@ Exit codes: 0 ok, 2 KLR_STATE_URL unset or usage, 3 database unreachable or sche
   fleet
     .command("status")
     .description(
-      "every host (last seen, in maintenance, budget used tonight, applied settings, last run and verdict, pending promotions), the maintenance slots (holder, run, since, renewing or stale), the fleet's pending promotions, this host's budget tonight",
+      "every host (last seen, in maintenance, budget used tonight, applied settings, last run and verdict, pending promotions, open intents), the maintenance slots (holder, run, since, renewing or stale), the fleet's pending promotions and open intents, this host's budget tonight",
     )
     .addHelpText(
       "after",
@@ -347,6 +347,7 @@ Exit codes: 0 ok, 2 KLR_STATE_URL unset or usage, 3 database unreachable or sche
         "gpu-canary fleet status",
         "gpu-canary fleet status --json | jq '.slots'",
         "gpu-canary fleet status --json | jq '.hosts[] | {host_id, applied, last_run}'",
+        "gpu-canary fleet status --json | jq '.open_intents'",
       ]),
     )
     .action(

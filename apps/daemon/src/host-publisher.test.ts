@@ -21,19 +21,28 @@ function capturedLogger() {
 }
 
 describe("hostPublisher", () => {
-  it("warns once while publishing fails, says when it works again, and names an unreadable promotion file once", async () => {
+  it("warns once while publishing fails, says when it works again, names an unreadable promotion file once, and publishes the intents", async () => {
     const home = await testdir();
     const config = requireConfig(loadConfig({ env: { KLR_HOME: home, KLR_HOST_ID: "gpu-a" }, homeDir: home })).config;
     const layout = layoutFor(config);
     await mkdir(layout.promotionsDir, { recursive: true });
     await writeFile(join(layout.promotionsDir, "r-9.json"), "{ cut short");
+    const intent = {
+      kind: "oom_kv_cache",
+      subsystem: "gpu_allocation",
+      evidence: "CUDA out of memory",
+      id: "i-1",
+      created_at: "2026-11-28T03:00:00.000Z",
+    };
+    await mkdir(layout.intentsDir, { recursive: true });
+    await writeFile(join(layout.intentsDir, "i-1.json"), JSON.stringify(intent));
     const published: unknown[] = [];
     let away = true;
     const store = {
       publishHost: (_pool: unknown, options: unknown) => {
         if (away) return Promise.reject(new FleetDbUnreachableError("db:5432/fleet", "connect ECONNREFUSED"));
         published.push(options);
-        return Promise.resolve({ promotions: { written: 0, otherHost: [] }, lastRun: null });
+        return Promise.resolve({ promotions: { written: 0, otherHost: [] }, intents: { written: 0, otherHost: [] }, lastRun: null });
       },
       hostAppliedOf: (a: unknown) => a,
     };
@@ -58,8 +67,8 @@ describe("hostPublisher", () => {
       expect.objectContaining({ file: join(layout.promotionsDir, "r-9.json") }),
     ]);
     expect(published).toEqual([
-      { hostId: "gpu-a", applied: null, appliedError: null, promotions: [] },
-      { hostId: "gpu-a", applied: null, appliedError: null, promotions: [] },
+      { hostId: "gpu-a", applied: null, appliedError: null, promotions: [], intents: [{ ...intent, state: "pending" }] },
+      { hostId: "gpu-a", applied: null, appliedError: null, promotions: [], intents: [{ ...intent, state: "pending" }] },
     ]);
   });
 });

@@ -3,6 +3,7 @@ import { messageOf } from "@gpu-canary/errors";
 import type { FleetOverview } from "@gpu-canary/fleet-store";
 import { nightOf } from "@gpu-canary/policy";
 import { readHostSummary } from "@gpu-canary/spica-evaluator";
+import { listIntentDocs } from "@gpu-canary/tuning";
 import type { pino } from "pino";
 
 type FleetStore = typeof import("@gpu-canary/fleet-store");
@@ -11,13 +12,14 @@ export interface HostPublishDeps {
   store: FleetStore;
   pool: ReturnType<FleetStore["createFleetPool"]>;
   config: Config;
-  layout: Pick<Layout, "promotionsDir" | "appliedFile">;
+  layout: Pick<Layout, "promotionsDir" | "appliedFile" | "intentsDir" | "intentsProcessing" | "intentsProcessed" | "intentsFailed">;
   logger: pino.Logger;
   now: () => Date;
 }
 
 /**
- * This host's promotions, applied settings and last run, published to the fleet's database after
+ * This host's promotions, intents (open ones, and finished ones of the last 7 days), applied
+ * settings and last run, published to the fleet's database after
  * its audit trail is copied: best effort like that copy (one warning when it starts failing, one
  * line when it works again; the next publication catches up). An unreadable promotion file is
  * left out, warned about once per reason.
@@ -40,6 +42,7 @@ export function hostPublisher(deps: HostPublishDeps): () => Promise<void> {
         applied: local.applied && store.hostAppliedOf(local.applied),
         appliedError: local.appliedError,
         promotions: local.promotions,
+        intents: await listIntentDocs(deps.layout, { now: deps.now }),
       });
       if (failing) logger.info("this host's summary is published to the fleet database again");
       failing = false;
@@ -47,7 +50,7 @@ export function hostPublisher(deps: HostPublishDeps): () => Promise<void> {
       if (!failing)
         logger.warn(
           { err: messageOf(error) },
-          "this host's applied settings, last run and promotions could not be published to the fleet database; the next try catches up",
+          "this host's applied settings, last run, promotions and intents could not be published to the fleet database; the next try catches up",
         );
       failing = true;
     }

@@ -3,6 +3,7 @@ import type pg from "pg";
 import { describeDatabase } from "./connection.ts";
 import { createFleetSlots } from "./fleet-slots.ts";
 import { listHosts } from "./hosts.ts";
+import { listFleetIntents } from "./intents.ts";
 import { listFleetPromotions } from "./promotions.ts";
 import { pgBudgetStore } from "./stores.ts";
 
@@ -48,12 +49,18 @@ function lastRunOf(info: Record<string, unknown>) {
  * The fleet as `gpu-canary fleet status --json` and the daemon's `GET /fleet` show it: every
  * host (last seen; in maintenance or not, which run, since when, renewing or not; its downtime
  * used tonight; production's applied settings; its last run and verdict; its pending
- * promotions), the slots, this host's budget tonight and the fleet's pending promotions.
+ * promotions; its open intents), the slots, this host's budget tonight, the fleet's pending
+ * promotions and its open (pending or processing) intents, oldest first.
  */
 export async function fleetOverview(pool: pg.Pool, options: FleetOverviewOptions) {
   const { hostId, maxConcurrent, night } = options;
   const slotsApi = createFleetSlots({ pool, hostId, maxConcurrent });
-  const [hosts, slots, pending] = [await listHosts(pool), await slotsApi.list(), await listFleetPromotions(pool, { state: "proposed" })];
+  const [hosts, slots, pending, open] = [
+    await listHosts(pool),
+    await slotsApi.list(),
+    await listFleetPromotions(pool, { state: "proposed" }),
+    await listFleetIntents(pool, { state: ["pending", "processing"] }),
+  ];
   const budget = await createDowntimeBudget({
     storeFor: pgBudgetStore(pool, hostId),
     maxSeconds: options.maxSeconds,
@@ -75,6 +82,7 @@ export async function fleetOverview(pool: pg.Pool, options: FleetOverviewOptions
       whisper_model_size: str(candidate?.whisper_model_size),
     };
   });
+  const openIntents = open.map((i) => ({ id: i.id, host_id: i.hostId, kind: i.kind, state: i.state, created_at: iso(i.createdAt) }));
   return {
     database: describeDatabase(pool),
     host_id: hostId,
@@ -93,6 +101,7 @@ export async function fleetOverview(pool: pg.Pool, options: FleetOverviewOptions
         applied_error: str(h.info.applied_error),
         last_run: lastRunOf(h.info),
         pending_promotions: pendingPromotions.filter((p) => p.host_id === h.hostId).map((p) => p.run_id),
+        open_intents: openIntents.filter((i) => i.host_id === h.hostId).map((i) => i.id),
       };
     }),
     slots: slots.map((s) => ({
@@ -107,6 +116,7 @@ export async function fleetOverview(pool: pg.Pool, options: FleetOverviewOptions
     })),
     budget: { date: night, seconds_used: budget.secondsUsed, max_seconds: budget.maxSeconds, seconds_left: budget.secondsLeft },
     pending_promotions: pendingPromotions,
+    open_intents: openIntents,
   };
 }
 

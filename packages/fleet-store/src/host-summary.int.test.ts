@@ -8,6 +8,7 @@ import { fleetOverview } from "./fleet-overview.ts";
 import { createFleetSlots } from "./fleet-slots.ts";
 import { publishHost } from "./host-summary.ts";
 import { listHosts, touchHost } from "./hosts.ts";
+import { listFleetIntents, syncIntents } from "./intents.ts";
 import { listFleetPromotions, syncPromotions } from "./promotions.ts";
 import { freshDatabase } from "./test-fixtures/fleet-db.ts";
 
@@ -27,6 +28,15 @@ const promotion = (runId: string, state: string, util = 0.8, createdAt = "2026-1
   candidate: { vllm_memory_util: util, whisper_model_size: "small" },
   state,
   passes: [],
+});
+
+const intent = (id: string, state: string, createdAt = "2026-11-28T03:10:00.000Z", kind = "oom_kv_cache") => ({
+  id,
+  kind,
+  subsystem: "gpu_allocation",
+  evidence: "CUDA out of memory",
+  created_at: createdAt,
+  state,
 });
 
 const applied = { vllm_memory_util: 0.82, whisper_model_size: "small", promotion_run_id: "r-a-1", applied_at: "2026-11-28T03:20:00.000Z" };
@@ -83,6 +93,39 @@ describe("syncPromotions", () => {
   });
 });
 
+describe("syncIntents", () => {
+  it("upserts each host's intents once, follows them from folder to folder, and never takes over another host's id", async () => {
+    const db = await freshDatabase(cluster);
+    const pool = db.pool();
+    const mine = [intent("i-a-1", "pending"), intent("i-a-2", "processing", "2026-11-28T03:30:00.000Z", "manual")];
+    expect(await syncIntents(pool, { hostId: "gpu-a", intents: mine })).toEqual({ written: 2, otherHost: [] });
+    expect(await syncIntents(pool, { hostId: "gpu-a", intents: mine })).toEqual({ written: 0, otherHost: [] });
+    // i-a-2 worked: processed, with its outcome
+    const worked = [mine[0]!, { ...intent("i-a-2", "processed", "2026-11-28T03:30:00.000Z", "manual"), outcome: { status: "passed" } }];
+    expect(await syncIntents(pool, { hostId: "gpu-a", intents: worked })).toEqual({ written: 1, otherHost: [] });
+    // gpu-b says it has i-a-1 too: the row stays gpu-a's and pending
+    expect(
+      await syncIntents(pool, {
+        hostId: "gpu-b",
+        intents: [intent("i-a-1", "failed"), intent("i-b-1", "pending", "2026-11-28T02:00:00.000Z")],
+      }),
+    ).toEqual({ written: 1, otherHost: ["i-a-1"] });
+
+    const all = await listFleetIntents(pool);
+    expect(all.map((i) => [i.id, i.hostId, i.state, i.kind])).toEqual([
+      ["i-b-1", "gpu-b", "pending", "oom_kv_cache"],
+      ["i-a-1", "gpu-a", "pending", "oom_kv_cache"],
+      ["i-a-2", "gpu-a", "processed", "manual"],
+    ]);
+    expect(all[2]?.doc).toMatchObject({ outcome: { status: "passed" } });
+    expect(all[2]?.createdAt.toISOString()).toBe("2026-11-28T03:30:00.000Z");
+    expect((await listFleetIntents(pool, { state: "pending" })).map((i) => i.id)).toEqual(["i-b-1", "i-a-1"]);
+    expect((await listFleetIntents(pool, { state: "pending", hostId: "gpu-a" })).map((i) => i.id)).toEqual(["i-a-1"]);
+    expect((await listFleetIntents(pool, { state: ["processing", "processed"] })).map((i) => i.id)).toEqual(["i-a-2"]);
+    expect((await listFleetIntents(pool, { hostId: "gpu-b" })).map((i) => i.id)).toEqual(["i-b-1"]);
+  });
+});
+
 describe("publishHost and fleetOverview", () => {
   it("publish each host's applied settings, last run and promotions; the overview shows them per host and the fleet's pending ones", async () => {
     const db = await freshDatabase(cluster);
@@ -106,13 +149,20 @@ describe("publishHost and fleetOverview", () => {
       hostId: "gpu-a",
       applied,
       promotions: [promotion("r-a-1", "applied"), promotion("r-a-2", "proposed", 0.85, "2026-11-28T03:30:00.000Z")],
+      intents: [
+        intent("i-a-2", "processing", "2026-11-28T03:40:00.000Z", "manual"),
+        intent("i-a-1", "pending", "2026-11-28T03:35:00.000Z"),
+        intent("i-a-0", "processed", "2026-11-28T01:00:00.000Z"),
+      ],
     });
+    expect(published.intents).toEqual({ written: 3, otherHost: [] });
     expect(published.lastRun).toEqual({ run_id: "r-a-9", at: "2026-11-28T03:30:00.000Z", status: "applied", mode: "apply" });
     // gpu-b: nothing applied, no run yet, one pending promotion
     await publishHost(pool, {
       hostId: "gpu-b",
       applied: null,
       promotions: [promotion("r-b-1", "proposed", 0.78, "2026-11-28T02:00:00.000Z")],
+      intents: [intent("i-b-1", "failed", "2026-11-28T02:30:00.000Z")],
     });
     await publishHost(pool, { hostId: "gpu-c", applied: null, appliedError: "applied.json: not JSON", promotions: [] });
     // what the host said before is kept beside it
@@ -133,6 +183,7 @@ describe("publishHost and fleetOverview", () => {
       applied_error: null,
       last_run: { run_id: "r-a-9", at: "2026-11-28T03:30:00.000Z", verdict: "applied", mode: "apply" },
       pending_promotions: ["r-a-2"],
+      open_intents: ["i-a-1", "i-a-2"],
     });
     expect(overview.hosts[1]).toMatchObject({
       in_maintenance: true,
@@ -141,6 +192,7 @@ describe("publishHost and fleetOverview", () => {
       applied: null,
       last_run: null,
       pending_promotions: ["r-b-1"],
+      open_intents: [],
     });
     expect(overview.hosts[2]).toMatchObject({
       applied: null,
@@ -151,6 +203,10 @@ describe("publishHost and fleetOverview", () => {
     expect(overview.pending_promotions).toEqual([
       { run_id: "r-b-1", host_id: "gpu-b", created_at: "2026-11-28T02:00:00Z", vllm_memory_util: 0.78, whisper_model_size: "small" },
       { run_id: "r-a-2", host_id: "gpu-a", created_at: "2026-11-28T03:30:00Z", vllm_memory_util: 0.85, whisper_model_size: "small" },
+    ]);
+    expect(overview.open_intents).toEqual([
+      { id: "i-a-1", host_id: "gpu-a", kind: "oom_kv_cache", state: "pending", created_at: "2026-11-28T03:35:00Z" },
+      { id: "i-a-2", host_id: "gpu-a", kind: "manual", state: "processing", created_at: "2026-11-28T03:40:00Z" },
     ]);
     expect(overview.budget).toEqual({ date: "20261127", seconds_used: 12, max_seconds: 60, seconds_left: 48 });
     expect(overview.database).not.toContain(cluster.password);

@@ -2,6 +2,7 @@ import type pg from "pg";
 import { z } from "zod";
 import { query } from "./connection.ts";
 import { touchHost } from "./hosts.ts";
+import { type IntentDoc, type SyncIntentsResult, syncIntents } from "./intents.ts";
 import { type PromotionDoc, type SyncPromotionsResult, syncPromotions } from "./promotions.ts";
 
 /** Production's applied settings as a host publishes them (its applied.json, in short). */
@@ -32,10 +33,13 @@ export interface PublishHostOptions {
   appliedError?: string | null;
   /** this host's readable promotions */
   promotions: readonly PromotionDoc[];
+  /** this host's readable intents, each with its `state` (left out: none synced) */
+  intents?: readonly IntentDoc[];
 }
 
 export interface PublishHostResult {
   promotions: SyncPromotionsResult;
+  intents: SyncIntentsResult;
   lastRun: HostLastRun | null;
 }
 
@@ -77,17 +81,18 @@ export async function lastRunOf(pool: pg.Pool, hostId: string): Promise<HostLast
 
 /**
  * What `fleet status` shows of a host, published by the host itself: its promotions into
- * `promotions`, and into its `hosts.info` its applied settings and its last run (read from the
+ * `promotions`, its intents into `intents`, and into its `hosts.info` its applied settings and its last run (read from the
  * audit lines already copied: call it after `syncAudit`). Like `syncAudit`, best effort for the
  * caller: the database away throws FLEET_DB_UNREACHABLE and the next publication catches up.
  */
 export async function publishHost(pool: pg.Pool, options: PublishHostOptions): Promise<PublishHostResult> {
   const promotions = await syncPromotions(pool, { hostId: options.hostId, promotions: options.promotions });
+  const intents = await syncIntents(pool, { hostId: options.hostId, intents: options.intents ?? [] });
   const lastRun = await lastRunOf(pool, options.hostId);
   await touchHost(pool, options.hostId, {
     applied: options.applied,
     applied_error: options.appliedError ?? null,
     last_run: lastRun,
   });
-  return { promotions, lastRun };
+  return { promotions, intents, lastRun };
 }

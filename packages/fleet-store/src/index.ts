@@ -25,6 +25,8 @@ export { createRunGate } from "./run-gate.ts";
 export type { RunGate, RunGateOptions, RunSlotHold } from "./run-gate.ts";
 export { listFleetPromotions, syncPromotions } from "./promotions.ts";
 export type { FleetPromotion, FleetPromotionFilter, PromotionDoc, SyncPromotionsOptions, SyncPromotionsResult } from "./promotions.ts";
+export { listFleetIntents, syncIntents } from "./intents.ts";
+export type { FleetIntent, FleetIntentFilter, IntentDoc, SyncIntentsOptions, SyncIntentsResult } from "./intents.ts";
 export { hostAppliedOf, lastRunOf, publishHost } from "./host-summary.ts";
 export type { HostApplied, HostLastRun, PublishHostOptions, PublishHostResult } from "./host-summary.ts";
 export { fleetOverview } from "./fleet-overview.ts";

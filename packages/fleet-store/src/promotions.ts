@@ -1,6 +1,7 @@
 import type pg from "pg";
 import { z } from "zod";
 import { query } from "./connection.ts";
+import { type SyncHostDocsResult, createdAtOf, syncHostDocs } from "./host-docs.ts";
 
 /** A promotion as its host's file holds it: any JSON object with its `run_id` (its `state` and the rest are kept as they are). */
 export interface PromotionDoc {
@@ -17,18 +18,8 @@ export interface SyncPromotionsOptions {
   promotions: readonly PromotionDoc[];
 }
 
-export interface SyncPromotionsResult {
-  /** rows inserted or changed (a state change counts) */
-  written: number;
-  /** run ids the database already holds for another host: left as they are */
-  otherHost: string[];
-}
-
-function createdAtOf(doc: PromotionDoc): string | null {
-  if (typeof doc.created_at !== "string") return null;
-  const t = Date.parse(doc.created_at);
-  return Number.isFinite(t) ? new Date(t).toISOString() : null;
-}
+/** `written`: rows inserted or changed (a state change counts); `otherHost`: run ids the database holds for another host, left as they are */
+export type SyncPromotionsResult = SyncHostDocsResult;
 
 /**
  * Upsert this host's promotions into `promotions`, one row per run id: a new one is inserted, a
@@ -37,25 +28,8 @@ function createdAtOf(doc: PromotionDoc): string | null {
  * Nothing is deleted: a promotion file removed by hand stays in the fleet's record.
  */
 export async function syncPromotions(pool: pg.Pool, options: SyncPromotionsOptions): Promise<SyncPromotionsResult> {
-  const { hostId, promotions } = options;
-  if (promotions.length === 0) return { written: 0, otherHost: [] };
-  const result = await query(
-    pool,
-    `WITH incoming AS (
-       SELECT p.run_id, p.doc, p.created_at FROM unnest($2::text[], $3::jsonb[], $4::timestamptz[]) AS p(run_id, doc, created_at)
-     ), upserted AS (
-       INSERT INTO promotions (run_id, host_id, doc, created_at)
-       SELECT run_id, $1, doc, coalesce(created_at, now()) FROM incoming
-       ON CONFLICT (run_id) DO UPDATE SET doc = EXCLUDED.doc
-         WHERE promotions.host_id = EXCLUDED.host_id AND promotions.doc IS DISTINCT FROM EXCLUDED.doc
-       RETURNING run_id
-     )
-     SELECT (SELECT count(*) FROM upserted)::int AS written,
-            coalesce((SELECT array_agg(p.run_id ORDER BY p.run_id) FROM promotions p JOIN incoming i USING (run_id) WHERE p.host_id <> $1), '{}') AS other_host`,
-    [hostId, promotions.map((p) => p.run_id), promotions.map((p) => JSON.stringify(p)), promotions.map(createdAtOf)],
-  );
-  const row = z.object({ written: z.number().int(), other_host: z.array(z.string()) }).parse(result.rows[0]);
-  return { written: row.written, otherHost: row.other_host };
+  const docs = options.promotions.map((p) => ({ key: p.run_id, doc: p, createdAt: createdAtOf(p) }));
+  return syncHostDocs(pool, "promotions", options.hostId, docs);
 }
 
 export interface FleetPromotion {

@@ -39,6 +39,14 @@ const promotion = (runId: string, state: string, createdAt: string) => ({
   state,
 });
 
+const intent = (id: string, createdAt: string) => ({
+  kind: "oom_kv_cache",
+  subsystem: "gpu_allocation",
+  evidence: "ValueError: No available memory for the cache blocks.",
+  id,
+  created_at: createdAt,
+});
+
 describe("gpu-canary fleet", () => {
   it("exits 2 naming KLR_STATE_URL when it is unset", async () => {
     const home = await testdir();
@@ -67,7 +75,7 @@ describe("gpu-canary fleet", () => {
     expect(again.stdout).not.toContain(cluster.password);
   });
 
-  it("fleet status shows every host with its applied settings, last run and pending promotions, a stale holder with its release command, and this host's budget", async () => {
+  it("fleet status shows every host with its applied settings, last run, pending promotions and open intents, a stale holder with its release command, and this host's budget", async () => {
     const { run, pool, env } = await host();
     expect((await run(["fleet", "init"])).code).toBe(0);
     const b = createFleetSlots({ pool, hostId: "gpu-b", maxConcurrent: 1 });
@@ -80,7 +88,12 @@ describe("gpu-canary fleet", () => {
     // gpu-b stopped renewing five minutes ago (it died)
     await pool.query("UPDATE slots SET renewed_at = now() - interval '5 minutes'");
     // gpu-b published what it had before it died: nothing applied, one promotion proven there
-    await publishHost(pool, { hostId: "gpu-b", applied: null, promotions: [promotion("r-b-0", "proposed", "2026-11-27T03:00:00.000Z")] });
+    await publishHost(pool, {
+      hostId: "gpu-b",
+      applied: null,
+      promotions: [promotion("r-b-0", "proposed", "2026-11-27T03:00:00.000Z")],
+      intents: [{ ...intent("i-b-1", "2026-11-27T02:00:00.000Z"), state: "processed" }],
+    });
     // this host (gpu-a): a promotion applied, another pending, its last run in its own audit trail
     const home = env.KLR_HOME;
     await mkdir(join(home, "out", "promotions"), { recursive: true });
@@ -93,6 +106,12 @@ describe("gpu-canary fleet", () => {
       JSON.stringify(promotion("r-a-2", "proposed", "2026-11-28T03:00:00.000Z")),
     );
     await writeFile(join(home, "out", "promotions", "r-a-3.json"), "{ a promotion cut short");
+    // an out-of-memory event queued on this host, not worked yet
+    await mkdir(join(home, "out", "orchestration", "intents"), { recursive: true });
+    await writeFile(
+      join(home, "out", "orchestration", "intents", "i-a-1.json"),
+      JSON.stringify(intent("i-a-1", "2026-11-28T03:05:00.000Z")),
+    );
     await mkdir(join(home, ".kloros", "vllm"), { recursive: true });
     await writeFile(
       join(home, ".kloros", "vllm", "applied.json"),
@@ -120,6 +139,7 @@ describe("gpu-canary fleet", () => {
       budget: unknown;
       max_concurrent: number;
       pending_promotions: unknown[];
+      open_intents: unknown[];
     };
     expect(doc.hosts.map((h) => h.host_id)).toEqual(["gpu-a", "gpu-b"]);
     expect(doc.hosts[0]).toMatchObject({
@@ -127,6 +147,7 @@ describe("gpu-canary fleet", () => {
       applied: { vllm_memory_util: 0.82, whisper_model_size: "small", promotion_run_id: "r-a-1", since: "2026-11-28T02:30:00.000Z" },
       last_run: { run_id: "r-a-2", at: "2026-11-28T03:00:00.000Z", verdict: "passed", mode: "canary" },
       pending_promotions: ["r-a-2"],
+      open_intents: ["i-a-1"],
     });
     expect(doc.hosts[1]).toMatchObject({
       in_maintenance: true,
@@ -136,10 +157,14 @@ describe("gpu-canary fleet", () => {
       applied: null,
       last_run: null,
       pending_promotions: ["r-b-0"],
+      open_intents: [],
     });
     expect(doc.pending_promotions).toEqual([
       expect.objectContaining({ run_id: "r-b-0", host_id: "gpu-b", vllm_memory_util: 0.8 }),
       expect.objectContaining({ run_id: "r-a-2", host_id: "gpu-a" }),
+    ]);
+    expect(doc.open_intents).toEqual([
+      { id: "i-a-1", host_id: "gpu-a", kind: "oom_kv_cache", state: "pending", created_at: "2026-11-28T03:05:00Z" },
     ]);
     expect(doc.max_concurrent).toBe(1);
     expect(doc.slots).toEqual([
@@ -158,9 +183,9 @@ describe("gpu-canary fleet", () => {
     );
     expect(text.stdout).toContain("gpu-b: last seen");
     expect(text.stdout).toMatch(
-      /gpu-a: .*applied: util 0\.82, whisper small \(promotion r-a-1\) since 2026-11-28T02:30:00.000Z; last run r-a-2 canary passed at 2026-11-28T03:00:00.000Z; pending: r-a-2/,
+      /gpu-a: .*applied: util 0\.82, whisper small \(promotion r-a-1\) since 2026-11-28T02:30:00.000Z; last run r-a-2 canary passed at 2026-11-28T03:00:00.000Z; pending: r-a-2; 1 open intent$/m,
     );
-    expect(text.stdout).toMatch(/gpu-b: .*nothing applied by gpu-canary; no run yet; pending: r-b-0/);
+    expect(text.stdout).toMatch(/gpu-b: .*nothing applied by gpu-canary; no run yet; pending: r-b-0; 0 open intents$/m);
     expect(text.stdout).toContain("Pending promotions (2):");
   });
 

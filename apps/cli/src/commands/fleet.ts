@@ -40,7 +40,7 @@ export async function runFleetInit(options: GlobalOptions, io: Io): Promise<numb
   });
 }
 
-/** A host's applied settings, last run and pending promotions, in a few words. */
+/** A host's applied settings, last run, pending promotions and open intents, in a few words. */
 function hostLine(h: FleetOverview["hosts"][number]): string {
   const parts = [`last seen ${h.last_seen}`];
   if (h.in_maintenance) parts.push(`in maintenance (run ${h.run_id}, since ${h.since}, ${h.renewing ? "renewing" : "NOT renewing"})`);
@@ -57,13 +57,14 @@ function hostLine(h: FleetOverview["hosts"][number]): string {
     r === null ? "no run yet" : `last run ${r.run_id ?? "?"} ${r.mode ?? ""} ${r.verdict ?? "?"} at ${r.at ?? "?"}`.replace(/ {2,}/g, " "),
   );
   parts.push(h.pending_promotions.length === 0 ? "no pending promotion" : `pending: ${h.pending_promotions.join(", ")}`);
+  parts.push(`${h.open_intents.length} open intent${h.open_intents.length === 1 ? "" : "s"}`);
   return `  ${h.host_id}: ${parts.join("; ")}`;
 }
 
 /**
  * `fleet status`: every host (last seen, in maintenance, budget used tonight, applied settings,
- * last run, pending promotions), the maintenance slots and who holds them, this host's budget
- * tonight, the fleet's pending promotions. This host publishes itself first, so it shows as it is now.
+ * last run, pending promotions, open intents), the maintenance slots and who holds them, this host's budget
+ * tonight, the fleet's pending promotions and open intents. This host publishes itself first, so it shows as it is now.
  */
 export async function runFleetStatus(options: GlobalOptions, io: Io): Promise<number> {
   return withDatabase(io, true, async (fleet, settings) => {
