@@ -1,7 +1,7 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { type PostgresCluster, startPostgres, testdir } from "@gpu-canary/testing";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { postgresForFile, testdir } from "@gpu-canary/testing";
+import { describe, expect, it } from "vitest";
 import { syncAudit } from "./audit-sync.ts";
 import { FleetDbUnreachableError } from "./errors.ts";
 import { fleetOverview } from "./fleet-overview.ts";
@@ -13,13 +13,7 @@ import { listFleetPromotions, syncPromotions } from "./promotions.ts";
 import { freshDatabase } from "./test-fixtures/fleet-db.ts";
 
 // This file stops and starts its own cluster: no other file's tests share it.
-let cluster: PostgresCluster;
-beforeAll(async () => {
-  cluster = await startPostgres();
-});
-afterAll(async () => {
-  await cluster?.close();
-});
+const postgres = postgresForFile();
 
 const promotion = (runId: string, state: string, util = 0.8, createdAt = "2026-11-28T03:10:00.000Z") => ({
   run_id: runId,
@@ -53,7 +47,7 @@ async function auditDir(lines: Record<string, unknown>[]): Promise<string> {
 
 describe("syncPromotions", () => {
   it("upserts each host's promotions once, takes their state changes, and never takes over another host's run id", async () => {
-    const db = await freshDatabase(cluster);
+    const db = await freshDatabase(postgres.cluster);
     const pool = db.pool();
     const mine = [promotion("r-a-1", "proposed"), promotion("r-a-2", "proposed", 0.85, "2026-11-28T03:30:00.000Z")];
     expect(await syncPromotions(pool, { hostId: "gpu-a", promotions: mine })).toEqual({ written: 2, otherHost: [] });
@@ -84,7 +78,7 @@ describe("syncPromotions", () => {
   });
 
   it("counts a promotion without a state as proposed, as the host's own files do", async () => {
-    const db = await freshDatabase(cluster);
+    const db = await freshDatabase(postgres.cluster);
     const pool = db.pool();
     const old: Record<string, unknown> & { run_id: string } = promotion("r-old", "proposed");
     delete old.state;
@@ -95,7 +89,7 @@ describe("syncPromotions", () => {
 
 describe("syncIntents", () => {
   it("upserts each host's intents once, follows them from folder to folder, and never takes over another host's id", async () => {
-    const db = await freshDatabase(cluster);
+    const db = await freshDatabase(postgres.cluster);
     const pool = db.pool();
     const mine = [intent("i-a-1", "pending"), intent("i-a-2", "processing", "2026-11-28T03:30:00.000Z", "manual")];
     expect(await syncIntents(pool, { hostId: "gpu-a", intents: mine })).toEqual({ written: 2, otherHost: [] });
@@ -128,7 +122,7 @@ describe("syncIntents", () => {
 
 describe("publishHost and fleetOverview", () => {
   it("publish each host's applied settings, last run and promotions; the overview shows them per host and the fleet's pending ones", async () => {
-    const db = await freshDatabase(cluster);
+    const db = await freshDatabase(postgres.cluster);
     const pool = db.pool();
     const dirA = await auditDir([
       { ts: "2026-11-28T03:00:00.000Z", event: "run_finished", run_id: "r-a-1", status: "passed", mode: "canary" },
@@ -209,21 +203,21 @@ describe("publishHost and fleetOverview", () => {
       { id: "i-a-2", host_id: "gpu-a", kind: "manual", state: "processing", created_at: "2026-11-28T03:40:00Z" },
     ]);
     expect(overview.budget).toEqual({ date: "20261127", seconds_used: 12, max_seconds: 60, seconds_left: 48 });
-    expect(overview.database).not.toContain(cluster.password);
+    expect(overview.database).not.toContain(postgres.cluster.password);
   });
 
   it("throws FLEET_DB_UNREACHABLE while the database is stopped; the next publication catches up", async () => {
-    const db = await freshDatabase(cluster);
+    const db = await freshDatabase(postgres.cluster);
     const pool = db.pool();
-    await cluster.stop();
+    await postgres.cluster.stop();
     try {
       const error = await publishHost(pool, { hostId: "gpu-a", applied, promotions: [promotion("r-a-1", "proposed")] }).catch(
         (e: unknown) => e,
       );
       expect(error).toBeInstanceOf(FleetDbUnreachableError);
-      expect((error as Error).message).not.toContain(cluster.password);
+      expect((error as Error).message).not.toContain(postgres.cluster.password);
     } finally {
-      await cluster.start();
+      await postgres.cluster.start();
     }
     await publishHost(pool, { hostId: "gpu-a", applied, promotions: [promotion("r-a-1", "proposed")] });
     expect((await listFleetPromotions(pool)).map((p) => p.runId)).toEqual(["r-a-1"]);

@@ -1,6 +1,6 @@
-import { type PostgresCluster, startPostgres } from "@gpu-canary/testing";
+import { postgresForFile } from "@gpu-canary/testing";
 import type pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { touchHost } from "./hosts.ts";
 import {
   RolloutNotFoundError,
@@ -13,13 +13,7 @@ import {
 } from "./rollouts.ts";
 import { freshDatabase } from "./test-fixtures/fleet-db.ts";
 
-let cluster: PostgresCluster;
-beforeAll(async () => {
-  cluster = await startPostgres();
-});
-afterAll(async () => {
-  await cluster?.close();
-});
+const postgres = postgresForFile();
 
 const FP = { gpu_name: "NVIDIA L4", vllm_version: "0.11.0" };
 const PROMOTION = { run_id: "r-1", candidate: { vllm_memory_util: 0.8 }, fingerprint: FP };
@@ -40,7 +34,7 @@ const states = async (pool: pg.Pool, id: string) =>
 
 describe("rollouts", () => {
   it("assigns one host at a time in waves of one, the proving host first, skipping a host whose fingerprint differs; done when all applied", async () => {
-    const db = await freshDatabase(cluster);
+    const db = await freshDatabase(postgres.cluster);
     const pool = db.pool();
     await fleetOf(pool, { "gpu-a": FP, "gpu-b": FP, "gpu-c": FP, "gpu-d": { ...FP, gpu_name: "NVIDIA A10" }, "gpu-e": undefined });
     const rollout = await startRollout(pool, { runId: "r-1", fromHost: "gpu-b", promotion: PROMOTION, differs, id: "ro-1" });
@@ -68,7 +62,7 @@ describe("rollouts", () => {
   }, 30_000);
 
   it("pauses at the first host whose apply rolls back: nothing more is assigned until it is resumed", async () => {
-    const db = await freshDatabase(cluster);
+    const db = await freshDatabase(postgres.cluster);
     const pool = db.pool();
     await fleetOf(pool, { "gpu-a": FP, "gpu-b": FP, "gpu-c": FP });
     await startRollout(pool, { runId: "r-1", fromHost: "gpu-a", promotion: PROMOTION, differs, id: "ro-1" });
@@ -92,7 +86,7 @@ describe("rollouts", () => {
   }, 30_000);
 
   it("never has more than `wave` hosts assigned when hosts report at the same instant", async () => {
-    const db = await freshDatabase(cluster);
+    const db = await freshDatabase(postgres.cluster);
     const setup = db.pool();
     const hosts = Array.from({ length: 8 }, (_, i) => `gpu-${i}`);
     await fleetOf(setup, Object.fromEntries(hosts.map((h) => [h, FP])));

@@ -4,24 +4,15 @@ import { join } from "node:path";
 import { createFleetPool, createFleetSlots, publishHost } from "@gpu-canary/fleet-store";
 import { loadConfig, requireConfig } from "@gpu-canary/config";
 import { nightOf } from "@gpu-canary/policy";
-import { type PostgresCluster, startPostgres, testdir, tsNodeArgs } from "@gpu-canary/testing";
-import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
+import { postgresForFile, testdir, tsNodeArgs } from "@gpu-canary/testing";
+import { describe, expect, it, onTestFinished } from "vitest";
 import { cli } from "../test-fixtures/cli.ts";
 
-let cluster: PostgresCluster;
-beforeAll(async () => {
-  cluster = await startPostgres();
-});
-afterAll(async () => {
-  await cluster?.close();
-});
-
-let counter = 0;
+const postgres = postgresForFile();
 
 /** A host's KLR_HOME on a new, empty fleet database, and a pool on it for the test's own looks. */
 async function host(hostId = "gpu-a") {
-  counter += 1;
-  const url = await cluster.createDatabase(`cli_fleet_${process.pid}_${counter}`);
+  const url = await postgres.database("cli_fleet");
   const pool = createFleetPool(url);
   onTestFinished(() => pool.end());
   const env = { KLR_HOME: await testdir(), KLR_STATE_URL: url, KLR_HOST_ID: hostId };
@@ -72,7 +63,7 @@ describe("gpu-canary fleet", () => {
     const again = await run(["fleet", "init"]);
     expect(again).toMatchObject({ code: 0 });
     expect(again.stdout).toMatch(/is at schema version 3: nothing to do/);
-    expect(again.stdout).not.toContain(cluster.password);
+    expect(again.stdout).not.toContain(postgres.cluster.password);
   });
 
   it("fleet status shows every host with its applied settings, last run, pending promotions and open intents, a stale holder with its release command, and this host's budget", async () => {
@@ -215,11 +206,11 @@ describe("gpu-canary fleet", () => {
 
   it("fleet status exits 3 naming the database, never its password, when the server does not answer", async () => {
     const { url } = await host();
-    const dead = url.replace(`:${cluster.port}/`, ":1/");
+    const dead = url.replace(`:${postgres.cluster.port}/`, ":1/");
     const result = await cli(["fleet", "status", "--json"], { KLR_HOME: await testdir(), KLR_STATE_URL: dead });
     expect(result.code).toBe(3);
     expect(result.json().error).toMatchObject({ code: "FLEET_DB_UNREACHABLE" });
-    expect(result.stdout).not.toContain(cluster.password);
+    expect(result.stdout).not.toContain(postgres.cluster.password);
   });
 
   it("never loads pg without KLR_STATE_URL, nor for a predictive run with it: the fleet costs a host's cold start nothing", async () => {
