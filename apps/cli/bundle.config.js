@@ -88,6 +88,87 @@ export { Agent, request };
   },
 };
 
+/**
+ * An import of one of our packages becomes an import of the files that define the names imported.
+ * esbuild's code splitting puts whole files in chunks by following every import, used or not: a
+ * command importing `windowAt` from @gpu-canary/policy's index would load every file the index names
+ * and what they import (zod, the state files). Our indexes only re-export (`export { a, b as c } from
+ * "./x.ts"`) and our modules do nothing when loaded, so the names can be taken from where they are
+ * defined. A name the index defines itself, `import * as`, or an import this cannot read keeps the index.
+ */
+const ownPackage = /^@gpu-canary\/[a-z-]+$/;
+const reExport = /export\s*\{([^}]*)\}\s*from\s*["']([^"']+)["']/g;
+/** exported name → [the module that defines it, its name there], from an index's `export { … } from` lines */
+async function reExportsOf(indexPath) {
+  const names = new Map();
+  for (const [, list, from] of (await readFile(indexPath, "utf8")).matchAll(reExport)) {
+    for (const item of list.split(",").map((s) => s.trim())) {
+      if (item === "" || item.startsWith("type ")) continue;
+      const [local, exported = local] = item.split(/\s+as\s+/);
+      names.set(exported, [from, local]);
+    }
+  }
+  return names;
+}
+/** The value names a module's source takes from `specifier`, or null when it takes them in a way not read here. */
+function namesImported(source, specifier) {
+  const quoted = `["']${specifier.replace(/[/-]/g, "\\$&")}["']`;
+  const patterns = [
+    new RegExp(`import\\s*\\{([^{}]*)\\}\\s*from\\s*${quoted}`, "g"),
+    new RegExp(`export\\s*\\{([^{}]*)\\}\\s*from\\s*${quoted}`, "g"),
+    new RegExp(`(?:const|let)\\s*\\{([^{}]*)\\}\\s*=\\s*await\\s+import\\(\\s*${quoted}\\s*\\)`, "g"),
+  ];
+  const typeOnly = new RegExp(`(import|export)\\s+type\\s*\\{[^{}]*\\}\\s*from\\s*${quoted}`, "g");
+  const uses = source.match(new RegExp(quoted, "g"))?.length ?? 0;
+  let read = source.match(typeOnly)?.length ?? 0;
+  const names = new Set();
+  for (const pattern of patterns) {
+    for (const [, list] of source.matchAll(pattern)) {
+      read += 1;
+      for (const item of list.split(",").map((s) => s.trim())) {
+        if (item === "" || item.startsWith("type ")) continue;
+        const name = item.split(/\s+as\s+|\s*:\s*/)[0];
+        if (!/^[A-Za-z_$][\w$]*$/.test(name)) return null;
+        names.add(name);
+      }
+    }
+  }
+  return read === uses ? names : null;
+}
+const namesFromDefinitions = {
+  name: "names-from-definitions",
+  setup(build) {
+    const virtual = new Map();
+    build.onResolve({ filter: ownPackage }, async (args) => {
+      if (args.pluginData === "index") return undefined;
+      const index = await build.resolve(args.path, {
+        kind: args.kind,
+        resolveDir: args.resolveDir,
+        importer: args.importer,
+        pluginData: "index",
+      });
+      if (index.errors.length > 0 || !index.path.endsWith(`${join("src", "index.ts")}`)) return index;
+      const source = virtual.get(args.importer) ?? (await readFile(args.importer, "utf8"));
+      const names = namesImported(source, args.path);
+      const exported = await reExportsOf(index.path);
+      if (names === null || names.size === 0) return { path: index.path };
+      const lines = [...names].map((name) => {
+        const [from, local] = exported.get(name) ?? [index.path, name];
+        const target = from.startsWith(".") ? join(dirname(index.path), from) : from;
+        return `export { ${local === name ? name : `${local} as ${name}`} } from ${JSON.stringify(target)};`;
+      });
+      const path = `${index.path}?${[...names].sort().join(",")}`;
+      virtual.set(path, lines.join("\n"));
+      return { path, namespace: "names-from-definitions", pluginData: dirname(index.path) };
+    });
+    build.onLoad({ filter: /.*/, namespace: "names-from-definitions" }, (args) => ({
+      contents: virtual.get(args.path),
+      resolveDir: args.pluginData,
+      loader: "js",
+    }));
+  },
+};
+
 await rm(out, { recursive: true, force: true });
 await esbuild.build({
   entryPoints,
@@ -103,7 +184,7 @@ await esbuild.build({
   sourcemap: true,
   sourcesContent: false,
   logLevel: "warning",
-  plugins: [leaveOut],
+  plugins: [leaveOut, namesFromDefinitions],
   // CommonJS dependencies (pino, fastify, …) require Node's modules: give the ESM output a require.
   banner: { js: 'import { createRequire as __gpuCanaryRequire } from "node:module"; const require = __gpuCanaryRequire(import.meta.url);' },
 });
