@@ -85,6 +85,15 @@ export { Agent, request };
       /[\\/]zod[\\/]/.test(args.importer) ? { path: "zod-locales", namespace: "leave-out" } : undefined,
     );
     build.onLoad({ filter: /.*/, namespace: "leave-out" }, () => ({ contents: "export {};", loader: "js" }));
+    // commander requires child_process (and with it net, dgram, streams) for executable subcommands,
+    // which we have none of: it gets child_process when it first uses it.
+    build.onResolve({ filter: /^node:child_process$/ }, (args) =>
+      /[\\/]commander[\\/]/.test(args.importer) ? { path: "child_process-when-used", namespace: "commander-lazy" } : undefined,
+    );
+    build.onLoad({ filter: /.*/, namespace: "commander-lazy" }, () => ({
+      contents: 'module.exports = { spawn: (...args) => require("node:child_process").spawn(...args) };',
+      loader: "js",
+    }));
   },
 };
 
