@@ -49,7 +49,8 @@ const simBins = {
  * (measured in `pnpm bench`'s cold-start rows):
  * - undici's index loads all of undici (fetch, WebSocket, caches, mocks: ~90 ms on Node 20); our code
  *   imports `request` and `Agent` only, so "undici" becomes those two, taken from undici's own modules
- *   the way its index builds them. Importing anything else from "undici" fails this build.
+ *   the way its index builds them (dispatchers get `request` alone of its API: the others loaded the
+ *   streams code we never run). Importing anything else from "undici" fails this build.
  * - zod's `z.locales` namespace holds every language's messages; we use none (English is zod's
  *   default, registered by its schemas themselves).
  */
@@ -67,16 +68,16 @@ const leaveOut = {
       loader: "js",
       contents: `
 import Dispatcher from "./lib/dispatcher/dispatcher.js";
-import * as api from "./lib/api/index.js";
+import apiRequest from "./lib/api/api-request.js";
 import Agent from "./lib/dispatcher/agent.js";
 import { getGlobalDispatcher } from "./lib/global.js";
-// undici's index gives every dispatcher the request API this way.
-Object.assign(Dispatcher.prototype, api);
+// undici's index gives every dispatcher its API this way; we use request (not stream, pipeline, upgrade, connect).
+Object.assign(Dispatcher.prototype, { request: apiRequest });
 // undici's request(url, options): the URL's origin and path, on options.dispatcher or the global one.
 function request(url, options = {}) {
   const target = new URL(url);
   const { dispatcher = getGlobalDispatcher(), ...rest } = options;
-  return api.request.call(dispatcher, { ...rest, origin: target.origin, path: target.pathname + target.search, method: rest.method || (rest.body ? "PUT" : "GET") });
+  return apiRequest.call(dispatcher, { ...rest, origin: target.origin, path: target.pathname + target.search, method: rest.method || (rest.body ? "PUT" : "GET") });
 }
 export { Agent, request };
 `,
