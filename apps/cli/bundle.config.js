@@ -86,6 +86,18 @@ export { Agent, request };
       /[\\/]zod[\\/]/.test(args.importer) ? { path: "zod-locales", namespace: "leave-out" } : undefined,
     );
     build.onLoad({ filter: /.*/, namespace: "leave-out" }, () => ({ contents: "export {};", loader: "js" }));
+    // undici's client requires its HTTP/2 half, and with it node:http2, when loaded; it runs only on a TLS
+    // connection that negotiates h2 (allowH2, which we never set): it is loaded on its first such connection.
+    build.onResolve({ filter: /^\.\/client-h2\.js$/ }, (args) =>
+      /[\\/]undici[\\/]lib[\\/]dispatcher[\\/]client\.js$/.test(args.importer)
+        ? { path: "client-h2-when-used", namespace: "undici-h2", pluginData: dirname(args.importer) }
+        : undefined,
+    );
+    build.onLoad({ filter: /.*/, namespace: "undici-h2" }, (args) => ({
+      contents: 'let connectH2;\nmodule.exports = (...args) => (connectH2 ??= require("./client-h2.js"))(...args);\n',
+      loader: "js",
+      resolveDir: args.pluginData,
+    }));
     // commander requires child_process (and with it net, dgram, streams) for executable subcommands,
     // which we have none of: it gets child_process when it first uses it.
     build.onResolve({ filter: /^node:child_process$/ }, (args) =>
