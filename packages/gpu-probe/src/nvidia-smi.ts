@@ -59,9 +59,6 @@ export const spawnExec: Exec = (file, args, { timeoutMs, env }) =>
     child.on("close", (code) => settle(code ?? undefined, false));
   });
 
-/** @deprecated nvidia-smi no longer runs on execa: this is `spawnExec`. */
-export const execaExec: Exec = spawnExec;
-
 export interface GpuProbeDeps {
   /** KLR_NVIDIA_SMI */
   executable: string;
