@@ -49,7 +49,8 @@ const simBins = {
  * (measured in `pnpm bench`'s cold-start rows):
  * - undici's index loads all of undici (fetch, WebSocket, caches, mocks: ~90 ms on Node 20); our code
  *   imports `request` and `Agent` only, so "undici" becomes those two, taken from undici's own modules
- *   the way its index builds them. Importing anything else from "undici" fails this build.
+ *   the way its index builds them (dispatchers get `request` alone of its API: the others loaded the
+ *   streams code we never run). Importing anything else from "undici" fails this build.
  * - zod's `z.locales` namespace holds every language's messages; we use none (English is zod's
  *   default, registered by its schemas themselves).
  */
@@ -67,16 +68,16 @@ const leaveOut = {
       loader: "js",
       contents: `
 import Dispatcher from "./lib/dispatcher/dispatcher.js";
-import * as api from "./lib/api/index.js";
+import apiRequest from "./lib/api/api-request.js";
 import Agent from "./lib/dispatcher/agent.js";
 import { getGlobalDispatcher } from "./lib/global.js";
-// undici's index gives every dispatcher the request API this way.
-Object.assign(Dispatcher.prototype, api);
+// undici's index gives every dispatcher its API this way; we use request (not stream, pipeline, upgrade, connect).
+Object.assign(Dispatcher.prototype, { request: apiRequest });
 // undici's request(url, options): the URL's origin and path, on options.dispatcher or the global one.
 function request(url, options = {}) {
   const target = new URL(url);
   const { dispatcher = getGlobalDispatcher(), ...rest } = options;
-  return api.request.call(dispatcher, { ...rest, origin: target.origin, path: target.pathname + target.search, method: rest.method || (rest.body ? "PUT" : "GET") });
+  return apiRequest.call(dispatcher, { ...rest, origin: target.origin, path: target.pathname + target.search, method: rest.method || (rest.body ? "PUT" : "GET") });
 }
 export { Agent, request };
 `,
@@ -85,6 +86,108 @@ export { Agent, request };
       /[\\/]zod[\\/]/.test(args.importer) ? { path: "zod-locales", namespace: "leave-out" } : undefined,
     );
     build.onLoad({ filter: /.*/, namespace: "leave-out" }, () => ({ contents: "export {};", loader: "js" }));
+    // undici's client requires its HTTP/2 half, and with it node:http2, when loaded; it runs only on a TLS
+    // connection that negotiates h2 (allowH2, which we never set): it is loaded on its first such connection.
+    build.onResolve({ filter: /^\.\/client-h2\.js$/ }, (args) =>
+      /[\\/]undici[\\/]lib[\\/]dispatcher[\\/]client\.js$/.test(args.importer)
+        ? { path: "client-h2-when-used", namespace: "undici-h2", pluginData: dirname(args.importer) }
+        : undefined,
+    );
+    build.onLoad({ filter: /.*/, namespace: "undici-h2" }, (args) => ({
+      contents: 'let connectH2;\nmodule.exports = (...args) => (connectH2 ??= require("./client-h2.js"))(...args);\n',
+      loader: "js",
+      resolveDir: args.pluginData,
+    }));
+    // commander requires child_process (and with it net, dgram, streams) for executable subcommands,
+    // which we have none of: it gets child_process when it first uses it.
+    build.onResolve({ filter: /^node:child_process$/ }, (args) =>
+      /[\\/]commander[\\/]/.test(args.importer) ? { path: "child_process-when-used", namespace: "commander-lazy" } : undefined,
+    );
+    build.onLoad({ filter: /.*/, namespace: "commander-lazy" }, () => ({
+      contents: 'module.exports = { spawn: (...args) => require("node:child_process").spawn(...args) };',
+      loader: "js",
+    }));
+  },
+};
+
+/**
+ * An import of one of our packages becomes an import of the files that define the names imported.
+ * esbuild's code splitting puts whole files in chunks by following every import, used or not: a
+ * command importing `windowAt` from @gpu-canary/policy's index would load every file the index names
+ * and what they import (zod, the state files). Our indexes only re-export (`export { a, b as c } from
+ * "./x.ts"`) and our modules do nothing when loaded, so the names can be taken from where they are
+ * defined. A name the index defines itself, `import * as`, or an import this cannot read keeps the index.
+ */
+const ownPackage = /^@gpu-canary\/[a-z-]+$/;
+const reExport = /export\s*\{([^}]*)\}\s*from\s*["']([^"']+)["']/g;
+/** exported name → [the module that defines it, its name there], from an index's `export { … } from` lines */
+async function reExportsOf(indexPath) {
+  const names = new Map();
+  for (const [, list, from] of (await readFile(indexPath, "utf8")).matchAll(reExport)) {
+    for (const item of list.split(",").map((s) => s.trim())) {
+      if (item === "" || item.startsWith("type ")) continue;
+      const [local, exported = local] = item.split(/\s+as\s+/);
+      names.set(exported, [from, local]);
+    }
+  }
+  return names;
+}
+/** The value names a module's source takes from `specifier`, or null when it takes them in a way not read here. */
+function namesImported(source, specifier) {
+  const quoted = `["']${specifier.replace(/[/-]/g, "\\$&")}["']`;
+  const patterns = [
+    new RegExp(`import\\s*\\{([^{}]*)\\}\\s*from\\s*${quoted}`, "g"),
+    new RegExp(`export\\s*\\{([^{}]*)\\}\\s*from\\s*${quoted}`, "g"),
+    new RegExp(`(?:const|let)\\s*\\{([^{}]*)\\}\\s*=\\s*await\\s+import\\(\\s*${quoted}\\s*\\)`, "g"),
+  ];
+  const typeOnly = new RegExp(`(import|export)\\s+type\\s*\\{[^{}]*\\}\\s*from\\s*${quoted}`, "g");
+  const uses = source.match(new RegExp(quoted, "g"))?.length ?? 0;
+  let read = source.match(typeOnly)?.length ?? 0;
+  const names = new Set();
+  for (const pattern of patterns) {
+    for (const [, list] of source.matchAll(pattern)) {
+      read += 1;
+      for (const item of list.split(",").map((s) => s.trim())) {
+        if (item === "" || item.startsWith("type ")) continue;
+        const name = item.split(/\s+as\s+|\s*:\s*/)[0];
+        if (!/^[A-Za-z_$][\w$]*$/.test(name)) return null;
+        names.add(name);
+      }
+    }
+  }
+  return read === uses ? names : null;
+}
+const namesFromDefinitions = {
+  name: "names-from-definitions",
+  setup(build) {
+    const virtual = new Map();
+    build.onResolve({ filter: ownPackage }, async (args) => {
+      if (args.pluginData === "index") return undefined;
+      const index = await build.resolve(args.path, {
+        kind: args.kind,
+        resolveDir: args.resolveDir,
+        importer: args.importer,
+        pluginData: "index",
+      });
+      if (index.errors.length > 0 || !index.path.endsWith(`${join("src", "index.ts")}`)) return index;
+      const source = virtual.get(args.importer) ?? (await readFile(args.importer, "utf8"));
+      const names = namesImported(source, args.path);
+      const exported = await reExportsOf(index.path);
+      if (names === null || names.size === 0) return { path: index.path };
+      const lines = [...names].map((name) => {
+        const [from, local] = exported.get(name) ?? [index.path, name];
+        const target = from.startsWith(".") ? join(dirname(index.path), from) : from;
+        return `export { ${local === name ? name : `${local} as ${name}`} } from ${JSON.stringify(target)};`;
+      });
+      const path = `${index.path}?${[...names].sort().join(",")}`;
+      virtual.set(path, lines.join("\n"));
+      return { path, namespace: "names-from-definitions", pluginData: dirname(index.path) };
+    });
+    build.onLoad({ filter: /.*/, namespace: "names-from-definitions" }, (args) => ({
+      contents: virtual.get(args.path),
+      resolveDir: args.pluginData,
+      loader: "js",
+    }));
   },
 };
 
@@ -103,7 +206,7 @@ await esbuild.build({
   sourcemap: true,
   sourcesContent: false,
   logLevel: "warning",
-  plugins: [leaveOut],
+  plugins: [leaveOut, namesFromDefinitions],
   // CommonJS dependencies (pino, fastify, …) require Node's modules: give the ESM output a require.
   banner: { js: 'import { createRequire as __gpuCanaryRequire } from "node:module"; const require = __gpuCanaryRequire(import.meta.url);' },
 });

@@ -1,5 +1,5 @@
-import type { z } from "zod";
 import {
+  type SettingSchema,
   WHISPER_SIZES,
   absolutePath,
   argumentText,
@@ -26,7 +26,7 @@ import {
  */
 interface SettingDef<K extends string, T> {
   key: K;
-  schema: z.ZodType<T, string>;
+  schema: SettingSchema<T>;
   defaultValue?: string | ((context: DefaultContext) => string);
   optional?: boolean;
   secret?: boolean;
@@ -379,7 +379,7 @@ export type SettingName = keyof typeof SETTINGS;
 export const SETTING_NAMES = Object.keys(SETTINGS) as SettingName[];
 
 type Defs = typeof SETTINGS;
-type ValueOf<N extends SettingName> = Defs[N]["schema"] extends z.ZodType<infer T, string> ? T : never;
+type ValueOf<N extends SettingName> = Defs[N]["schema"] extends SettingSchema<infer T> ? T : never;
 type KeyOf<N extends SettingName> = Defs[N]["key"];
 type IsOptional<N extends SettingName> = Defs[N] extends { optional?: infer O } ? (true extends O ? true : false) : false;
 

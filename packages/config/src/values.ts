@@ -1,5 +1,4 @@
 import { IANAZone } from "luxon";
-import { z } from "zod";
 import { splitArguments } from "./arguments.ts";
 
 /**
@@ -8,13 +7,23 @@ import { splitArguments } from "./arguments.ts";
  */
 type Parse<T> = (text: string) => { ok: true; value: T } | { ok: false; expected: string };
 
-export function fromParse<T>(parse: Parse<T>): z.ZodType<T, string> {
-  return z.string().transform((raw, ctx) => {
-    const result = parse(raw.trim());
-    if (result.ok) return result.value;
-    ctx.addIssue({ code: "custom", message: `expected ${result.expected}` });
-    return z.NEVER;
-  });
+/**
+ * One setting's schema: zod's `safeParse` answer, without zod. Every command reads its settings
+ * first, and importing zod was a fifth of `gpu-canary window`'s cold start (README, Benchmarks).
+ */
+export interface SettingSchema<T> {
+  safeParse(text: string): { success: true; data: T } | { success: false; error: { issues: { message: string }[] } };
+}
+
+export function fromParse<T>(parse: Parse<T>): SettingSchema<T> {
+  return {
+    safeParse(raw) {
+      const result = parse(raw.trim());
+      return result.ok
+        ? { success: true, data: result.value }
+        : { success: false, error: { issues: [{ message: `expected ${result.expected}` }] } };
+    },
+  };
 }
 
 export interface NumberRule {

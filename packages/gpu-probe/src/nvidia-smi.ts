@@ -1,5 +1,5 @@
+import { spawn } from "node:child_process";
 import { messageOf } from "@gpu-canary/errors";
-import { execa } from "execa";
 import { GpuProbeError } from "./errors.ts";
 import {
   APP_FIELDS,
@@ -27,25 +27,37 @@ export type Exec = (
   options: { timeoutMs: number; env: Record<string, string> },
 ) => Promise<RunResult>;
 
-export const execaExec: Exec = async (file, args, { timeoutMs, env }) => {
-  const result = await execa(file, args, {
-    reject: false,
-    timeout: timeoutMs,
-    killSignal: "SIGKILL",
-    stdin: "ignore",
-    env: { ...env, LC_ALL: "C" },
+/**
+ * Runs nvidia-smi with node's child_process, as execa 9 ran it (reject: false): the environment added
+ * to this process's own, stdin ignored, killed with SIGKILL at the timeout, one final newline taken
+ * off each output. Not execa: loading it was a tenth of `gpu-canary status`'s cold start (README, Benchmarks).
+ */
+export const spawnExec: Exec = (file, args, { timeoutMs, env }) =>
+  new Promise((resolve) => {
+    const stdout: Buffer[] = [];
+    const stderr: Buffer[] = [];
+    let timedOut = false;
+    let settled = false;
+    const child = spawn(file, args, { env: { ...process.env, ...env, LC_ALL: "C" }, stdio: ["ignore", "pipe", "pipe"] });
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill("SIGKILL");
+    }, timeoutMs);
+    const text = (chunks: Buffer[]) =>
+      Buffer.concat(chunks)
+        .toString("utf8")
+        .replace(/\r?\n$/, "");
+    const settle = (exitCode: number | undefined, notFound: boolean) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      resolve({ stdout: text(stdout), stderr: text(stderr), exitCode, timedOut, notFound });
+    };
+    child.stdout.on("data", (chunk: Buffer) => stdout.push(chunk));
+    child.stderr.on("data", (chunk: Buffer) => stderr.push(chunk));
+    child.on("error", (error: NodeJS.ErrnoException) => settle(undefined, error.code === "ENOENT"));
+    child.on("close", (code) => settle(code ?? undefined, false));
   });
-  // execa 9 with reject: false reports a missing executable as a failed result, not a throw.
-  const code = (result as { code?: string }).code;
-  const message = (result as { originalMessage?: string }).originalMessage ?? "";
-  return {
-    stdout: result.stdout,
-    stderr: result.stderr,
-    exitCode: result.exitCode,
-    timedOut: result.timedOut,
-    notFound: code === "ENOENT" || message.includes("ENOENT"),
-  };
-};
 
 export interface GpuProbeDeps {
   /** KLR_NVIDIA_SMI */
@@ -99,7 +111,7 @@ const unknownField = (result: RunResult, field: string) =>
   `${result.stdout}\n${result.stderr}`.includes(`Field "${field}" is not a valid field to query`);
 
 export function createGpuProbe(deps: GpuProbeDeps) {
-  const exec = deps.exec ?? execaExec;
+  const exec = deps.exec ?? spawnExec;
   const timeoutMs = deps.timeoutMs ?? 10_000;
   const run = async (args: string[]) => {
     try {

@@ -45,6 +45,14 @@ describe("gpu-probe against the simulated host", () => {
     await expect((await probeOf({ fail, gpus: [h200(0)] })).report()).rejects.toMatchObject({ code });
   });
 
+  it("reports nvidia-smi as not found when KLR_NVIDIA_SMI names no file, and one that cannot run as failed", async () => {
+    const dir = await testdir();
+    await expect(createGpuProbe({ executable: join(dir, "no-nvidia-smi") }).report()).rejects.toMatchObject({
+      code: "NVIDIA_SMI_NOT_FOUND",
+    });
+    await expect(createGpuProbe({ executable: dir }).report()).rejects.toMatchObject({ code: "NVIDIA_SMI_FAILED" });
+  });
+
   it("kills a hung nvidia-smi after the timeout", async () => {
     const started = Date.now();
     await expect((await probeOf({ fail: "hang", gpus: [h200(0)] }, 1500)).report()).rejects.toMatchObject({ code: "NVIDIA_SMI_TIMEOUT" });

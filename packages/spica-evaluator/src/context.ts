@@ -1,7 +1,7 @@
 import type { AuditFeed } from "@gpu-canary/audit-feed";
 import { type Config, type Layout, portOfUrl } from "@gpu-canary/config";
-import type { GpuLock } from "@gpu-canary/gpu-lock";
-import type { GpuProbe } from "@gpu-canary/gpu-probe";
+import { type GpuLock, createGpuLock } from "@gpu-canary/gpu-lock";
+import { type GpuProbe, createGpuProbe } from "@gpu-canary/gpu-probe";
 import {
   type BudgetStoreFor,
   type DowntimeBudget,
@@ -109,6 +109,31 @@ export function policyOf(
       now,
       timeZone: config.maintenanceTimeZone,
     }),
+  };
+}
+
+/**
+ * What a status reads of a run's context — the lock, nvidia-smi, production, the budget and the rate
+ * limits — built as a run builds them; `gpu-canary status` takes these alone, without loading a run's code.
+ */
+export function statusContextOf(options: {
+  config: Config;
+  layout: Layout;
+  now: () => Date;
+  audit: AuditFeed;
+  env: Record<string, string>;
+  owner: string;
+  probe?: GpuProbe;
+  stores?: PolicyStores;
+}): Pick<RunContext, "config" | "now" | "lock" | "probe" | "production" | "budget" | "rate"> {
+  const { config, layout, now, audit, env } = options;
+  return {
+    config,
+    now,
+    lock: createGpuLock({ path: layout.gpuLock, ttlSeconds: config.lockTtlSeconds, owner: options.owner, now, audit }),
+    probe: options.probe ?? createGpuProbe({ executable: config.nvidiaSmi, env }),
+    production: productionClient(config),
+    ...policyOf(config, layout, now, options.stores),
   };
 }
 

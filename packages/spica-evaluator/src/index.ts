@@ -42,7 +42,16 @@ export {
 export type { RankRule, RankedEvidence } from "./promotion-rank.ts";
 export { fingerprintDifferences, fingerprintSchema, hostFingerprint } from "./promotion-fingerprint.ts";
 export type { Fingerprint } from "./promotion-fingerprint.ts";
-export { canaryClient, localStoresOf, managerOf, policyOf, productionClient, productionServiceOf, restorePlanOf } from "./context.ts";
+export {
+  canaryClient,
+  localStoresOf,
+  managerOf,
+  policyOf,
+  productionClient,
+  productionServiceOf,
+  restorePlanOf,
+  statusContextOf,
+} from "./context.ts";
 export type { PolicyStores, RunContext } from "./context.ts";
 export type { FleetGate, FleetSlotHold } from "./fleet-gate.ts";
 export { loggedProductionStart, worstCase } from "./canary/worst-case.ts";

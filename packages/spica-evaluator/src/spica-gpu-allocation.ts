@@ -2,13 +2,12 @@ import { randomBytes } from "node:crypto";
 import { type AuditFeed, createAuditFeed } from "@gpu-canary/audit-feed";
 import { type Config, type Layout, layoutFor } from "@gpu-canary/config";
 import { GpuCanaryError, InterruptedError, messageOf } from "@gpu-canary/errors";
-import { createGpuLock } from "@gpu-canary/gpu-lock";
-import { type GpuProbe, createGpuProbe } from "@gpu-canary/gpu-probe";
+import type { GpuProbe } from "@gpu-canary/gpu-probe";
 import { applyPromotion, rollbackSettings } from "./apply/apply.ts";
 import type { SettingsChangeOutcome } from "./apply/change-settings.ts";
 import { type Candidate, parseCandidate } from "./candidate.ts";
 import { runCanary } from "./canary/run-canary.ts";
-import { type PolicyStores, type RunContext, policyOf, productionClient, productionServiceOf } from "./context.ts";
+import { type PolicyStores, type RunContext, productionServiceOf, statusContextOf } from "./context.ts";
 import type { FleetGate } from "./fleet-gate.ts";
 import { runPreflight } from "./predictive/preflight.ts";
 import { hostFingerprint } from "./promotion-fingerprint.ts";
@@ -75,15 +74,10 @@ export class SpicaGPUAllocation {
     this.owner = options.owner ?? "gpu-canary evaluate";
     const audit = options.audit ?? createAuditFeed({ dir: layout.auditDir, timeZone: config.maintenanceTimeZone, now });
     this.context = {
-      config,
       layout,
-      now,
       audit,
       env,
-      lock: createGpuLock({ path: layout.gpuLock, ttlSeconds: config.lockTtlSeconds, owner: this.owner, now, audit }),
-      probe: options.probe ?? createGpuProbe({ executable: config.nvidiaSmi, env }),
-      production: productionClient(config),
-      ...policyOf(config, layout, now, options.stores),
+      ...statusContextOf({ config, layout, now, audit, env, owner: this.owner, probe: options.probe, stores: options.stores }),
       ...(options.fleet ? { fleet: options.fleet } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),

@@ -1,5 +1,3 @@
-import { execa } from "execa";
-
 export interface CommandResult {
   exitCode: number | undefined;
   output: string;
@@ -15,6 +13,7 @@ export async function runOperatorCommand(
   command: string,
   options: { env?: Record<string, string>; timeoutMs: number },
 ): Promise<CommandResult> {
+  const { execa } = await import("execa");
   const result = await execa("sh", ["-c", command], {
     reject: false,
     all: true,
@@ -32,6 +31,7 @@ export async function runArgv(
   timeoutMs: number,
   env?: Record<string, string>,
 ): Promise<CommandResult> {
+  const { execa } = await import("execa");
   const result = await execa(file, args, { reject: false, all: true, timeout: timeoutMs, stdin: "ignore", ...(env ? { env } : {}) });
   return { exitCode: result.exitCode, output: (result.all ?? "").slice(-4000), timedOut: result.timedOut };
 }

@@ -1,13 +1,21 @@
 import { localTime, nightLabel } from "@gpu-canary/policy";
 import type { GlobalOptions, Io } from "../io.ts";
 import { answer, humanDuration } from "../output.ts";
-import { evaluatorFor, loadSettings } from "../settings.ts";
+import { auditFeedFor, hostEnv, loadSettings } from "../settings.ts";
 
 export async function runStatus(options: GlobalOptions, io: Io): Promise<number> {
   const settings = loadSettings(io);
-  const { statusDocument, isUnavailable: failed } = await import("@gpu-canary/spica-evaluator");
-  const evaluator = await evaluatorFor(settings, io, { owner: "gpu-canary status" });
-  const doc = await statusDocument(evaluator.context);
+  // The parts of a run's context a status reads, without a run's code (cold start: README, Benchmarks).
+  const { statusContextOf, statusDocument, isUnavailable: failed } = await import("@gpu-canary/spica-evaluator");
+  const context = statusContextOf({
+    config: settings.config,
+    layout: settings.layout,
+    now: io.now,
+    audit: await auditFeedFor(settings, io),
+    env: hostEnv(io),
+    owner: "gpu-canary status",
+  });
+  const doc = await statusDocument(context);
   answer(io, options, doc, () => {
     const lines: string[] = [];
     const w = doc.window;
