@@ -160,7 +160,7 @@ rows.push({
 // Where a cold start goes beyond the floor: each heavy dependency's import on its own.
 const packagesDir = join(import.meta.dirname, "..", "..", "..", "..", "packages");
 const imports: [name: string, owner: string, code: string][] = [
-  ["zod", "config", "await import('zod')"],
+  ["zod", "state-file", "await import('zod')"],
   ["commander", "../apps/cli", "await import('commander')"],
   [
     "luxon + a time-zone lookup",
@@ -168,7 +168,7 @@ const imports: [name: string, owner: string, code: string][] = [
     "const { DateTime } = await import('luxon'); DateTime.now().setZone('America/New_York').toISO()",
   ],
   ["undici", "vllm-client", "await import('undici')"],
-  ["execa", "gpu-probe", "await import('execa')"],
+  ["execa", "vllm-control", "await import('execa')"],
 ];
 const importCosts = imports.map(([name, owner, code]) => {
   const times = Array.from({ length: 7 }, () => {
