@@ -4,7 +4,7 @@ import { layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
 import { createFleetPool, listHosts, migrate, rolloutStatus, startRollout } from "@gpu-canary/fleet-store";
 import { fingerprintDifferences, fingerprintSchema } from "@gpu-canary/spica-evaluator";
 import { postgresForFile, testdir, until } from "@gpu-canary/testing";
-import { createSimSite } from "@gpu-canary/vllm-sim";
+import { applySiteOptions, createSimSite } from "@gpu-canary/vllm-sim";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { startDaemon } from "./test-fixtures/daemon-process.ts";
 
@@ -12,22 +12,7 @@ const postgres = postgresForFile();
 
 /** A simulated host with production on a --config file at 0.7, and its gpu-canaryd in the fleet. */
 async function hostWithDaemon(url: string, hostId: string, settings: Record<string, string> = {}) {
-  const site = await createSimSite(await testdir(), {
-    configFile: true,
-    productionUtil: 0.7,
-    settings: {
-      KLR_STATE_URL: url,
-      KLR_HOST_ID: hostId,
-      KLR_VLLM_MEMORY_UTIL_MIN: "0.1",
-      KLR_MAX_MODEL_LEN: "8192",
-      KLR_CANARY_LOAD_SECONDS: "1",
-      KLR_CANARY_MAX_SLOWDOWN: "20",
-      KLR_CANARY_TTFT_P95_MS: "20000",
-      KLR_CANARY_TIMEOUT: "30",
-      KLR_GPU_MAINTENANCE_MAX_DOWNTIME: "120",
-      ...settings,
-    },
-  });
+  const site = await createSimSite(await testdir(), applySiteOptions({ KLR_STATE_URL: url, KLR_HOST_ID: hostId, ...settings }));
   onTestFinished(() => site.cleanup());
   await site.startProduction();
   const daemon = await startDaemon(site);

@@ -37,5 +37,5 @@ export const SIM_WHISPER = join(import.meta.dirname, "..", "bin", "whisper");
 /** The stand-in executable: point KLR_NVIDIA_SMI at it and GPU_CANARY_SIM_HOST at a host file. */
 export const NVIDIA_SMI_STANDIN = join(import.meta.dirname, "..", "bin", "nvidia-smi");
 
-export { LLAMA_31_8B, createSimSite, writeModelFolder } from "./sim-site.ts";
+export { LLAMA_31_8B, applySiteOptions, createSimSite, writeModelFolder } from "./sim-site.ts";
 export type { SimSite, SimSiteOptions, SimTraffic } from "./sim-site.ts";

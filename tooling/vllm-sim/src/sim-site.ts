@@ -143,6 +143,30 @@ function sh(command: string, env: Record<string, string>): Promise<string> {
  * stand-ins, a model folder, production managed by the `command` manager (started detached,
  * stopped by signal), and the KLR_* settings that point gpu-canary at all of it — nothing real.
  */
+/**
+ * A simulated host on which an apply (or a host's part of a fleet rollout) is tested: production at
+ * util 0.7 from a `--config` file, a one-second canary load, and loose latency limits — latency beside
+ * another test file on a two-core machine is noise, so a verification a test wants failed is made to
+ * fail by its KV cache or by a limit the test sets tight in `settings`.
+ */
+export function applySiteOptions(settings: Record<string, string> = {}, options: SimSiteOptions = {}): SimSiteOptions {
+  return {
+    configFile: true,
+    productionUtil: 0.7,
+    ...options,
+    settings: {
+      KLR_VLLM_MEMORY_UTIL_MIN: "0.1",
+      KLR_MAX_MODEL_LEN: "8192",
+      KLR_CANARY_LOAD_SECONDS: "1",
+      KLR_CANARY_MAX_SLOWDOWN: "20",
+      KLR_CANARY_TTFT_P95_MS: "20000",
+      KLR_CANARY_TIMEOUT: "30",
+      KLR_GPU_MAINTENANCE_MAX_DOWNTIME: "120",
+      ...settings,
+    },
+  };
+}
+
 export async function createSimSite(dir: string, options: SimSiteOptions = {}): Promise<SimSite> {
   const home = join(dir, "home");
   const hostFile = join(dir, "host.json");

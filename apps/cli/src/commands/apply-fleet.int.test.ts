@@ -4,7 +4,7 @@ import { createAuditFeed } from "@gpu-canary/audit-feed";
 import { layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
 import { createFleetPool, createFleetSlots, migrate } from "@gpu-canary/fleet-store";
 import { postgresForFile, testdir } from "@gpu-canary/testing";
-import { createSimSite } from "@gpu-canary/vllm-sim";
+import { applySiteOptions, createSimSite } from "@gpu-canary/vllm-sim";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { cli } from "../test-fixtures/cli.ts";
 
@@ -16,24 +16,7 @@ describe("gpu-canary apply in a fleet (KLR_STATE_URL)", () => {
     const pool = createFleetPool(url);
     onTestFinished(() => pool.end());
     await migrate(pool);
-    const site = await createSimSite(await testdir(), {
-      configFile: true,
-      productionUtil: 0.7,
-      settings: {
-        KLR_STATE_URL: url,
-        KLR_HOST_ID: "gpu-a",
-        KLR_VLLM_MEMORY_UTIL_MIN: "0.1",
-        KLR_MAX_MODEL_LEN: "8192",
-        KLR_CANARY_LOAD_SECONDS: "1",
-        // Latency on a test machine shared by two test files is noise: these tests are about what an apply
-        // does, and a verification that fails is made to fail by its KV cache (preemptions). The latency
-        // rules have their own tests (spica-evaluator's canary-test.test.ts and load.int.test.ts).
-        KLR_CANARY_MAX_SLOWDOWN: "20",
-        KLR_CANARY_TTFT_P95_MS: "20000",
-        KLR_CANARY_TIMEOUT: "30",
-        KLR_GPU_MAINTENANCE_MAX_DOWNTIME: "120",
-      },
-    });
+    const site = await createSimSite(await testdir(), applySiteOptions({ KLR_STATE_URL: url, KLR_HOST_ID: "gpu-a" }));
     onTestFinished(() => site.cleanup());
     await site.startProduction();
     const { config } = requireConfig(loadConfig({ env: site.env, homeDir: site.home }));

@@ -6,7 +6,7 @@ import { createAuditFeed } from "@gpu-canary/audit-feed";
 import { layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
 import { nightOf } from "@gpu-canary/policy";
 import { type Probe, Prober, testdir, until } from "@gpu-canary/testing";
-import { createSimSite } from "@gpu-canary/vllm-sim";
+import { applySiteOptions, createSimSite } from "@gpu-canary/vllm-sim";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { shippedArgs } from "../test-fixtures/shipped.ts";
 import { cli } from "../test-fixtures/cli.ts";
@@ -38,29 +38,21 @@ function downSeconds(probes: readonly Probe[], slowIsDown = false): number {
 }
 
 async function simSite() {
-  const site = await createSimSite(await testdir(), {
-    configFile: true,
-    productionUtil: 0.7,
-    tokenLatencyMs: 1,
-    traffic: TRAFFIC,
-    // As vLLM before 0.8 does: a request naming no model is refused, so every step of an apply and
-    // its rollback (verification, restore, watchdog, recover) must name production's model.
-    requireModel: true,
-    settings: {
-      KLR_VLLM_MEMORY_UTIL_MIN: "0.1",
-      KLR_MAX_MODEL_LEN: "8192",
-      KLR_CANARY_LOAD_SECONDS: "1",
-      // Latency on a test machine shared by two test files is noise: these tests are about what an apply
-      // does, and a verification that fails is made to fail by its KV cache (preemptions). The latency
-      // rules have their own tests (spica-evaluator's canary-test.test.ts).
-      KLR_CANARY_MAX_SLOWDOWN: "20",
-      KLR_CANARY_TTFT_P95_MS: "20000",
-      KLR_CANARY_TIMEOUT: "30",
-      KLR_GPU_MAINTENANCE_MAX_DOWNTIME: "120",
-      KLR_RATE_LIMIT_MAX_RUNS: "10",
-      KLR_RATE_LIMIT_COOLDOWN_HOURS: "0",
-    },
-  });
+  const site = await createSimSite(
+    await testdir(),
+    // Latency is loose (applySiteOptions): these tests are about what an apply does, and a verification
+    // that fails is made to fail by its KV cache (preemptions); the latency rules have their own tests.
+    applySiteOptions(
+      { KLR_RATE_LIMIT_MAX_RUNS: "10", KLR_RATE_LIMIT_COOLDOWN_HOURS: "0" },
+      {
+        tokenLatencyMs: 1,
+        traffic: TRAFFIC,
+        // As vLLM before 0.8 does: a request naming no model is refused, so every step of an apply and
+        // its rollback (verification, restore, watchdog, recover) must name production's model.
+        requireModel: true,
+      },
+    ),
+  );
   onTestFinished(() => site.cleanup());
   await site.startProduction();
   const { config } = requireConfig(loadConfig({ env: site.env, homeDir: site.home }));

@@ -6,7 +6,7 @@ import { createRolloutStep, rolloutFleetFor } from "@gpu-canary/daemon";
 import * as store from "@gpu-canary/fleet-store";
 import { postgresForFile, testdir } from "@gpu-canary/testing";
 import { SpicaGPUAllocation, hostFingerprint, localStoresOf } from "@gpu-canary/spica-evaluator";
-import { createSimSite } from "@gpu-canary/vllm-sim";
+import { applySiteOptions, createSimSite } from "@gpu-canary/vllm-sim";
 import { pino } from "pino";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { cli } from "../test-fixtures/cli.ts";
@@ -18,23 +18,8 @@ const postgres = postgresForFile();
  * stores and slot, and the daemon's rollout step bound to its own pool.
  */
 async function host(url: string, hostId: string, settings: Record<string, string> = {}) {
-  const site = await createSimSite(await testdir(), {
-    configFile: true,
-    productionUtil: 0.7,
-    settings: {
-      KLR_STATE_URL: url,
-      KLR_HOST_ID: hostId,
-      KLR_VLLM_MEMORY_UTIL_MIN: "0.1",
-      KLR_MAX_MODEL_LEN: "8192",
-      KLR_CANARY_LOAD_SECONDS: "1",
-      // Latency on a shared test machine is noise: only the host rigged to fail its verification has a tight limit.
-      KLR_CANARY_MAX_SLOWDOWN: "20",
-      KLR_CANARY_TTFT_P95_MS: "20000",
-      KLR_CANARY_TIMEOUT: "30",
-      KLR_GPU_MAINTENANCE_MAX_DOWNTIME: "120",
-      ...settings,
-    },
-  });
+  // Latency limits loose (applySiteOptions): only the host rigged to fail its verification has a tight one.
+  const site = await createSimSite(await testdir(), applySiteOptions({ KLR_STATE_URL: url, KLR_HOST_ID: hostId, ...settings }));
   onTestFinished(() => site.cleanup());
   await site.startProduction();
   const { config } = requireConfig(loadConfig({ env: site.env, homeDir: site.home }));
