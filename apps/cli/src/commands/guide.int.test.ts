@@ -75,10 +75,15 @@ describe("the operator's guide", () => {
     // Following never ends; the demo has its own test (demo.int.test.ts).
     const commands = guideCommands().filter((c) => !c.includes("--follow") && !c.startsWith("gpu-canary demo"));
     expect(commands.length).toBeGreaterThan(15);
-    // The promotion the guide applies, as a passed canary would have written it.
+    // The promotions the guide applies and rolls out, as a passed canary would have written them.
     const promotions = join(site.home, "out", "promotions");
     await mkdir(promotions, { recursive: true });
-    for (const id of new Set(commands.flatMap((c) => /^gpu-canary apply (\S+)/.exec(c)?.[1] ?? [])))
+    for (const id of new Set(
+      commands.flatMap((c) => {
+        const m = /^gpu-canary (?:apply (\S+)|fleet rollout (r-\S+))/.exec(c);
+        return m?.[1] ?? m?.[2] ?? [];
+      }),
+    ))
       await writeFile(
         join(promotions, `${id}.json`),
         JSON.stringify({
