@@ -38,6 +38,8 @@ async function daemonOn(settings: Record<string, string>, options: { configFile?
       .join("\n")
       .slice(-4000);
   await waitFor(() => stderr().includes("Server listening"), "the daemon to listen");
+  // The follower starts at the log's end: a line written before it opened the file is not news to it.
+  await waitFor(() => stderr().includes("following vLLM's log"), "the daemon to follow vLLM's log");
   const get = async <T>(path: string) => (await (await fetch(`${base}${path}`)).json()) as T;
   const events = async () => (await get<{ events: { event: string; [k: string]: unknown }[] }>("/audit")).events;
   const serves = () =>

@@ -205,6 +205,7 @@ export function createDaemon(deps: DaemonDeps) {
             metrics.observerErrors.inc();
             logger.warn({ source: config.vllmLog.kind }, message);
           },
+          onFollowing: ({ path, offset }) => logger.info({ path, offset }, "following vLLM's log"),
           signal: stopping.signal,
           ...(deps.env ? { env: deps.env } : {}),
         }),

@@ -36,6 +36,8 @@ describe("the status page in a real browser", () => {
     const wait = <T>(check: () => T | false | null | undefined | Promise<T | false | null | undefined>, what: string) =>
       until(check, () => `${what}\n${daemonLines()}`, { timeoutMs: 90_000, pollMs: 200 });
     await wait(() => daemon.stderr().includes("Server listening"), "the daemon to listen");
+    // The follower starts at the log's end: a line written before it opened the file is not news to it.
+    await wait(() => daemon.stderr().includes("following vLLM's log"), "the daemon to follow vLLM's log");
     const base = `http://${site.env.KLR_DAEMON_LISTEN}`;
     const get = async <T>(path: string) => (await (await fetch(`${base}${path}`)).json()) as T;
     type Event = { event: string; run_id: string | null; status?: string; [k: string]: unknown };

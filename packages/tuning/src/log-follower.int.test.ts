@@ -9,6 +9,7 @@ import type { LogSource } from "@gpu-canary/config";
 function follow(source: LogSource, stateDir: string, extra: { unit?: string; env?: Record<string, string>; journalctl?: string } = {}) {
   const lines: string[] = [];
   const errors: string[] = [];
+  const following: { path: string; offset: number }[] = [];
   const controller = new AbortController();
   const done = followLog({
     source,
@@ -16,6 +17,7 @@ function follow(source: LogSource, stateDir: string, extra: { unit?: string; env
     stateDir,
     onLine: (l) => void lines.push(l),
     onError: (m) => void errors.push(m),
+    onFollowing: (where) => void following.push(where),
     signal: controller.signal,
     pollMs: 25,
     ...(extra.env ? { env: extra.env } : {}),
@@ -26,7 +28,7 @@ function follow(source: LogSource, stateDir: string, extra: { unit?: string; env
     await done;
   };
   onTestFinished(stop);
-  return { lines, errors, stop };
+  return { lines, errors, following, stop };
 }
 
 describe("followLog", () => {
@@ -35,7 +37,9 @@ describe("followLog", () => {
     const log = join(dir, "vllm.log");
     await writeFile(log, "old line before the daemon started\n");
     const f = follow({ kind: "file", path: log }, dir);
-    await new Promise((r) => setTimeout(r, 150));
+    // open at the end of the file: the old line is not news
+    await until(() => f.following.length > 0, "the file open", { timeoutMs: 15_000, pollMs: 25 });
+    expect(f.following).toEqual([{ path: log, offset: "old line before the daemon started\n".length }]);
     await appendFile(log, "one\ntw");
     await until(() => f.lines.includes("one"), "an appended line", { timeoutMs: 15_000, pollMs: 25 });
     await appendFile(log, "o\n");
@@ -54,6 +58,9 @@ describe("followLog", () => {
     const again = follow({ kind: "file", path: log }, dir);
     await until(() => again.lines.length > 0, "the resumed line", { timeoutMs: 15_000, pollMs: 25 });
     expect(again.lines).toEqual(["while the daemon was down"]);
+    // opened once, at the saved place: rotations and truncations since are not new openings
+    expect(again.following).toEqual([{ path: log, offset: "first of the new file\n".length }]);
+    expect(f.following).toHaveLength(1);
   }, 30_000);
 
   it("keeps a character whole when a read splits its bytes, in a file and in a command's output", async () => {

@@ -17,6 +17,11 @@ export interface FollowOptions {
   stateDir: string;
   onLine: (line: string) => Promise<void> | void;
   onError: (message: string) => void;
+  /**
+   * A file source is open and read from `offset` on (its end, or the saved place): lines appended
+   * from now on are seen. Called once, at the first open.
+   */
+  onFollowing?: (where: { path: string; offset: number }) => void;
   signal: AbortSignal;
   pollMs?: number;
   journalctl?: string;
@@ -123,6 +128,7 @@ async function followFile(path: string, options: FollowOptions): Promise<void> {
       decoder = new StringDecoder("utf8");
       // First open: resume where we stopped if it is the same file, else start at its end.
       offset = first ? (resume && resume.ino === s.ino && resume.offset <= s.size ? resume.offset : s.size) : 0;
+      if (first) options.onFollowing?.({ path, offset });
       return true;
     } catch (error) {
       if (errnoCode(error) !== "ENOENT") options.onError(`cannot open ${path}: ${errnoCode(error) ?? String(error)}`);
