@@ -82,30 +82,21 @@ function metric(page: string, name: string): number | null {
  * ignores the caller's KLR_* settings, so it never touches a real vLLM or GPU.
  */
 export async function runDemo(options: GlobalOptions & { keep?: boolean }, io: Io): Promise<number> {
-  const { createSimSite } = await import("@gpu-canary/vllm-sim");
+  const { applySiteOptions, createSimSite } = await import("@gpu-canary/vllm-sim");
   const dir = await mkdtemp(join(tmpdir(), "gpu-canary-demo-"));
-  const site = await createSimSite(dir, {
-    // Production starts with `vllm serve --config FILE`: the file an apply changes.
-    configFile: true,
-    productionUtil: 0.7,
-    // A simulated token every millisecond: the load's requests drain in about a second.
-    tokenLatencyMs: 1,
-    traffic: TRAFFIC,
-    settings: {
-      // The tight candidate (0.15) must be allowed to run, and production's requests must fit its max_model_len.
-      KLR_VLLM_MEMORY_UTIL_MIN: "0.1",
-      KLR_MAX_MODEL_LEN: "8192",
-      KLR_CANARY_LOAD_SECONDS: "1",
-      // The simulated host's latency follows the machine's load, not the candidate: the demo's verdicts
-      // come from the KV cache (the tight candidate preempts), so a busy machine cannot fail the roomy one.
-      KLR_CANARY_MAX_SLOWDOWN: "20",
-      KLR_CANARY_TTFT_P95_MS: "20000",
-      KLR_CANARY_TIMEOUT: "30",
-      KLR_GPU_MAINTENANCE_MAX_DOWNTIME: "120",
-      KLR_RATE_LIMIT_MAX_RUNS: "10",
-      KLR_RATE_LIMIT_COOLDOWN_HOURS: "0",
-    },
-  });
+  // The host an apply is tested on (applySiteOptions): production on its `--config` file at 0.7, a
+  // one-second load, and latency limits loose — the simulated host's latency follows the machine's
+  // load, not the candidate, and the demo's verdicts come from the KV cache (the tight candidate
+  // preempts), so a busy machine cannot fail the roomy one. The tight candidate (0.15) must be allowed
+  // to run, production's requests must fit its max_model_len, and the demo runs several canaries.
+  const site = await createSimSite(
+    dir,
+    applySiteOptions(
+      { KLR_RATE_LIMIT_MAX_RUNS: "10", KLR_RATE_LIMIT_COOLDOWN_HOURS: "0" },
+      // A simulated token every millisecond: the load's requests drain in about a second.
+      { tokenLatencyMs: 1, traffic: TRAFFIC },
+    ),
+  );
   const out = (text: string) => {
     if (!options.json) io.stdout(text);
   };
