@@ -1,9 +1,10 @@
 import type { Command } from "commander";
 import type { Rollout } from "@gpu-canary/fleet-store";
 import type { GlobalOptions, Io } from "../io.ts";
+import { isoUtc } from "../output.ts";
 
-// Only types at the top: the program registers these commands at every start, and a command loads
-// what it needs when it runs (cold start).
+// Only types and output.ts (which the program loads at every start anyway) at the top: the program
+// registers these commands at every start, and a command loads what it needs when it runs (cold start).
 
 const examples = (lines: string[]) => `\nExamples:\n${lines.map((l) => `  $ ${l}`).join("\n")}\n`;
 
@@ -65,7 +66,6 @@ Exit codes: 0 answered (none started yet included), 2 no rollout of that id or K
 
 /** A rollout as `--json` shows it. */
 function rolloutJson(r: Rollout) {
-  const iso = (d: Date) => d.toISOString().replace(".000Z", "Z");
   return {
     rollout_id: r.id,
     run_id: r.runId,
@@ -73,15 +73,15 @@ function rolloutJson(r: Rollout) {
     wave: r.wave,
     state: r.state,
     state_reason: r.stateReason,
-    created_at: iso(r.createdAt),
-    updated_at: iso(r.updatedAt),
+    created_at: isoUtc(r.createdAt),
+    updated_at: isoUtc(r.updatedAt),
     candidate: r.promotion.candidate ?? null,
     hosts: r.hosts.map((h) => ({
       host_id: h.hostId,
       position: h.position,
       state: h.state,
       reason: h.reason,
-      updated_at: iso(h.updatedAt),
+      updated_at: isoUtc(h.updatedAt),
     })),
   };
 }
