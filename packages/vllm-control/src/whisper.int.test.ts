@@ -51,8 +51,12 @@ describe("switchWhisper waits until the new Whisper's memory is steady", () => {
     const returnedAt = new Date();
     expect(switched.footprintMib).toBe(5120);
     const readings = switched.steady?.readingsMib ?? [];
-    // It stopped at the first two readings that agreed: never before the stand-in held its memory.
-    expect(readings.slice(-2)).toEqual([5120, 5120]);
+    // It stopped at the first two readings that agreed (readingsAgree: a poll on a busy machine may catch
+    // the last MiB of the stand-in's settling, 5133 then 5120), the last being its footprint: never
+    // before the stand-in held its memory.
+    const [before, last] = readings.slice(-2);
+    expect(last).toBe(5120);
+    expect(readingsAgree(before ?? 0, last ?? 0)).toBe(true);
     expect(returnedAt.getTime()).toBeGreaterThanOrEqual(steadyAt().getTime());
   }, 60_000);
 
