@@ -2,7 +2,7 @@
 import { Linter } from "eslint";
 import tseslint from "typescript-eslint";
 import { describe, expect, it } from "vitest";
-import { dateRules, gpuCanaryEslint } from "./index.js";
+import { dateRules, gpuCanaryEslint, importRules } from "./index.js";
 
 /** The messages the date rules give for a TypeScript snippet. */
 function refusals(code) {
@@ -36,13 +36,13 @@ describe("the date rules", () => {
     },
   );
 
-  it("is on in every package's config, and off only in the files a package says own dates", () => {
+  it("is on in every package's config, and off only in the files a package says own dates (where the import rules stay)", () => {
     const settingOf = (config) =>
       config.flatMap((c) => (c.rules?.["no-restricted-syntax"] ? [[c.files ?? null, c.rules["no-restricted-syntax"]]] : []));
-    expect(settingOf(gpuCanaryEslint(import.meta.dirname))).toEqual([[null, ["error", ...dateRules]]]);
+    expect(settingOf(gpuCanaryEslint(import.meta.dirname))).toEqual([[null, ["error", ...dateRules, ...importRules]]]);
     expect(settingOf(gpuCanaryEslint(import.meta.dirname, { ownsDates: ["src/local-time.ts"] })).at(-1)).toEqual([
       ["src/local-time.ts"],
-      "off",
+      ["error", ...importRules],
     ]);
   });
 });

@@ -2,7 +2,7 @@ import type { Config } from "@gpu-canary/config";
 import { windowAt } from "@gpu-canary/policy";
 import { type RunContext, listPromotions } from "@gpu-canary/spica-evaluator";
 import type { IntentStore } from "@gpu-canary/tuning";
-import { z } from "zod";
+import * as z from "zod";
 import { createAuditEventCount, createAuditScan } from "./audit-count.ts";
 import { type MetricSources, PROMOTION_STATES, type PromotionState } from "./metrics.ts";
 

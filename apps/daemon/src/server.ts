@@ -5,7 +5,7 @@ import { type RunContext, listPromotions, readPromotion, statusDocument } from "
 import { type IntentStore, parseIntentInput } from "@gpu-canary/tuning";
 import Fastify, { type FastifyReply, type FastifyRequest } from "fastify";
 import type { Logger } from "pino";
-import { z } from "zod";
+import * as z from "zod";
 import type { Metrics } from "./metrics.ts";
 import { PAGE_CSS, PAGE_SCRIPT } from "./page/assets.ts";
 import { pageData } from "./page/data.ts";

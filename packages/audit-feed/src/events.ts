@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 
 /** Fields every line has; `run_id` is null for events outside a run (a manual budget reset). */
 const base = {

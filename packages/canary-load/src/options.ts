@@ -1,5 +1,5 @@
 import type { Dispatcher } from "undici";
-import { z } from "zod";
+import * as z from "zod";
 import { CanaryLoadError } from "./errors.ts";
 
 const tokens = (what: string) =>

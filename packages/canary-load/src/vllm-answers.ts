@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 
 /** vLLM's error body: `{"object":"error","message":…}` before 0.10, `{"error":{"message":…}}` since; anything else as text. */
 export function errorMessageOf(text: string): string {

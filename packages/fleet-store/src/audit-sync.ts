@@ -2,7 +2,7 @@ import { readFile } from "node:fs/promises";
 import { dayFile, listDays } from "@gpu-canary/audit-feed";
 import { errnoCode } from "@gpu-canary/errors";
 import type pg from "pg";
-import { z } from "zod";
+import * as z from "zod";
 import { inTransaction, query } from "./connection.ts";
 
 /** Lines inserted per statement. */

@@ -1,7 +1,7 @@
 import { readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import type pg from "pg";
-import { z } from "zod";
+import * as z from "zod";
 import { describeDatabase, inTransaction, query } from "./connection.ts";
 import { FleetSchemaMissingError, FleetSchemaNewerError } from "./errors.ts";
 

@@ -10,7 +10,7 @@ import {
 } from "@gpu-canary/policy";
 import { postgresForFile, testdir } from "@gpu-canary/testing";
 import { describe, expect, it } from "vitest";
-import { z } from "zod";
+import * as z from "zod";
 import { createPgJsonStore } from "./pg-json-store.ts";
 import { budgetKey, mirroredBudgetStore, pgBudgetStore, pgRateLimitStore } from "./stores.ts";
 import { freshDatabase } from "./test-fixtures/fleet-db.ts";

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { GpuCanaryError, errnoCode } from "@gpu-canary/errors";
 import type pg from "pg";
-import { z } from "zod";
+import * as z from "zod";
 import { inTransaction, query } from "./connection.ts";
 
 export const ROLLOUT_STATES = ["running", "paused", "done"] as const;

@@ -14,7 +14,7 @@ import {
   readRawSync,
   writeCounterSync,
 } from "@gpu-canary/state-file";
-import { z } from "zod";
+import * as z from "zod";
 import { CrashedRunError, GpuLockHeldError, GpuLockUnreadableError, unreadableLockHint } from "./errors.ts";
 import { type GpuLockRecord, awaitsRecovery, describeHolder, generationOf, gpuLockRecordSchema, timeOf } from "./record.ts";
 

@@ -1,5 +1,5 @@
 import { baseLockRecordSchema } from "@gpu-canary/state-file";
-import { z } from "zod";
+import * as z from "zod";
 
 /**
  * The GPU maintenance lock record. The first five fields alone are valid (hand-written, or from

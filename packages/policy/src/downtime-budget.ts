@@ -1,6 +1,6 @@
 import { GpuCanaryError } from "@gpu-canary/errors";
 import type { ReadResult } from "@gpu-canary/state-file";
-import { z } from "zod";
+import * as z from "zod";
 import { type JsonStore, createJsonFileStore } from "./json-store.ts";
 import { nightLabel } from "./local-time.ts";
 

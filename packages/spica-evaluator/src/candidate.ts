@@ -1,6 +1,6 @@
 import { WHISPER_SIZES, type WhisperSize } from "@gpu-canary/config";
 import { GpuCanaryError, messageOf } from "@gpu-canary/errors";
-import { z } from "zod";
+import * as z from "zod";
 
 /** `{"vllm_memory_util": 0.75, "whisper_model_size": "small"}` (docs/architecture.md, "Candidates and results"). */
 export const candidateSchema = z.strictObject(

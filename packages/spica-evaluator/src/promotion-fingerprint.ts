@@ -6,7 +6,7 @@ import { errnoCode } from "@gpu-canary/errors";
 import { cudaTotalMib } from "@gpu-canary/gpu-probe";
 import { StateUnreadableError } from "@gpu-canary/state-file";
 import { readVllmConfig } from "@gpu-canary/vllm-control";
-import { z } from "zod";
+import * as z from "zod";
 import type { RunContext } from "./context.ts";
 import { ModelFolderError } from "./predictive/model-config.ts";
 import { readVllmSeen } from "./predictive/vllm-seen.ts";

@@ -2,7 +2,7 @@ import { readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { GpuCanaryError, errnoCode } from "@gpu-canary/errors";
 import { readJsonState, updateJsonState, writeJsonAtomic } from "@gpu-canary/state-file";
-import { z } from "zod";
+import * as z from "zod";
 import { type Fingerprint, fingerprintDifferences, fingerprintSchema } from "./promotion-fingerprint.ts";
 import { candidateJson } from "./candidate.ts";
 import { type EvaluationResult, resultJson } from "./result.ts";

@@ -3,7 +3,7 @@ import { hostname as osHostname } from "node:os";
 import { dirname } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { GpuCanaryError, errnoCode } from "@gpu-canary/errors";
-import { z } from "zod";
+import * as z from "zod";
 import { siblingTempPath } from "./atomic-write.ts";
 import { LockTimeoutError, StateUnreadableError, StateWriteError, asWriteError } from "./errors.ts";
 import { createExclusiveSync, readRawSync, replaceFileSync, syncDirSync } from "./lock-fs.ts";

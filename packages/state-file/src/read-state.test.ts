@@ -3,7 +3,7 @@ import { mkdir, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { testdir } from "@gpu-canary/testing";
 import { describe, expect, it } from "vitest";
-import { z } from "zod";
+import * as z from "zod";
 import { nodeFs } from "./fs-ops.ts";
 import { loadJsonState, readJsonState } from "./read-state.ts";
 

@@ -5,7 +5,7 @@ import type { Layout } from "@gpu-canary/config";
 import { GpuCanaryError, errnoCode } from "@gpu-canary/errors";
 import { candidateSchema } from "@gpu-canary/spica-evaluator";
 import { readJsonState, writeJsonAtomic } from "@gpu-canary/state-file";
-import { z } from "zod";
+import * as z from "zod";
 
 export const INTENT_KINDS = ["oom_runtime", "oom_kv_cache", "oom_max_model_len", "oom_startup_free_memory", "manual"] as const;
 export type IntentKind = (typeof INTENT_KINDS)[number];

@@ -7,7 +7,7 @@ import type { LogSource } from "@gpu-canary/config";
 import { errnoCode } from "@gpu-canary/errors";
 import { readJsonState, writeJsonAtomic } from "@gpu-canary/state-file";
 import { splitCommand } from "@gpu-canary/vllm-control";
-import { z } from "zod";
+import * as z from "zod";
 
 export interface FollowOptions {
   source: LogSource;

@@ -3,7 +3,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { messageOf } from "@gpu-canary/errors";
 import { createParser } from "eventsource-parser";
 import { type Dispatcher, request } from "undici";
-import { z } from "zod";
+import * as z from "zod";
 import { VllmError, isConnectionProblem, isTimeout } from "./errors.ts";
 import { type Sample, firstOf, parsePrometheusText } from "./prometheus.ts";
 import { type StreamTiming, createStreamTimer } from "./stream-timing.ts";

@@ -1,7 +1,7 @@
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { readJsonState, writeFileAtomic, writeJsonAtomic } from "@gpu-canary/state-file";
-import { z } from "zod";
+import * as z from "zod";
 
 /** One version of production's settings: what it serves with, and the config file that says so. */
 export const appliedEntrySchema = z.object({

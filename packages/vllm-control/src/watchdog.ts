@@ -6,7 +6,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { createProcessInspector, readJsonState, writeJsonAtomic } from "@gpu-canary/state-file";
 import { rm } from "node:fs/promises";
-import { z } from "zod";
+import * as z from "zod";
 import { ControlError } from "./errors.ts";
 import type { RestorePlan } from "./restore.ts";
 import { type WatchdogLaunch, chooseWatchdogLaunch, hostLaunchFacts } from "./watchdog-launch.ts";

@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { type ProcessInspector, createProcessInspector, updateJsonState, writeJsonAtomic } from "@gpu-canary/state-file";
-import { z } from "zod";
+import * as z from "zod";
 
 /**
  * The simulated GPU host: a small JSON file that the nvidia-smi stand-in reads and that each

@@ -8,7 +8,7 @@ import { open, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { createProcessInspector } from "@gpu-canary/state-file";
-import { z } from "zod";
+import * as z from "zod";
 
 const unitSchema = z.object({
   exec: z.array(z.string()).min(1),

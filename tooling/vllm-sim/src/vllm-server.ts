@@ -1,5 +1,5 @@
 import Fastify from "fastify";
-import { z } from "zod";
+import * as z from "zod";
 import { SimEngine } from "./sim-engine.ts";
 import { E2E_BUCKETS, type Family, Histogram, ITL_BUCKETS, TTFT_BUCKETS, buckets125, float, metricNames, render } from "./sim-metrics.ts";
 

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { readJsonState, writeJsonAtomic } from "@gpu-canary/state-file";
 import { readArmFile, watchdogRunning } from "@gpu-canary/vllm-control";
-import { z } from "zod";
+import * as z from "zod";
 import type { RunContext } from "../context.ts";
 
 // The restore watchdog as a run and recovery see it: its arm file, whether it still runs, its reports.

@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { GpuCanaryError, errnoCode } from "@gpu-canary/errors";
-import { z } from "zod";
+import * as z from "zod";
 
 /** The fields of a Hugging Face config.json that shape vLLM's memory. */
 const configSchema = z.looseObject({

@@ -1,5 +1,5 @@
 import { readJsonState, writeJsonAtomic } from "@gpu-canary/state-file";
-import { z } from "zod";
+import * as z from "zod";
 
 /** vllm_seen.json: what production vLLM was last seen as — it may be down after its own OOM. */
 export const vllmSeenSchema = z.looseObject({

@@ -5,7 +5,7 @@ import { existsSync } from "node:fs";
 import { readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { z } from "zod";
+import * as z from "zod";
 import { updateJsonState, withFileLock } from "../index.ts";
 
 const [dir = "", iterationsText = "0", mode = "lock"] = process.argv.slice(2);
