@@ -17,6 +17,8 @@ export interface QuiescedRun extends WatchedRun {
   stoppedAt: Date | null;
   whisperAt: string;
   whisperSeen: boolean;
+  /** Whether the Whisper of the configured size is on the card, asked as the canary starts and read after its test. */
+  whisperCheck: Promise<boolean> | null;
   canary: CanaryProcess | null;
   verdict: TestVerdict | null;
   restored: Restored | null;
@@ -123,9 +125,16 @@ export const quiescedSteps: Step<QuiescedRun>[] = [
       await s.watchdog?.setCanary(s.canary.pgid);
       s.canary.release();
       // Not switched, the Whisper on the card runs at the configured size: it verifies only a candidate of that size.
+      // Asked while the canary loads and read after its test: the nvidia-smi call (a second or more on some
+      // hosts) runs beside the canary's start instead of holding up the run inside the downtime.
       if (!switchesWhisperNow(s))
-        s.whisperSeen =
-          s.candidate.whisperModelSize === s.ctx.config.whisperSize && (await whisperOnCard(s.ctx).catch(() => [])).length > 0;
+        s.whisperCheck =
+          s.candidate.whisperModelSize === s.ctx.config.whisperSize
+            ? whisperOnCard(s.ctx).then(
+                (processes) => processes.length > 0,
+                () => false,
+              )
+            : Promise.resolve(false);
       return { port: s.ctx.config.canaryPort, gpu_index: s.ctx.config.productionGpuId, path: "quiesced", pgid: s.canary.pgid };
     },
     event: "canary_started",
@@ -149,6 +158,7 @@ export const quiescedSteps: Step<QuiescedRun>[] = [
         { canary: s.canary, path: "quiesced", observed: s.observed, runId: s.runId, target: s.target },
         s.worst.restoreMeasured ? s.worst.restoreSeconds : null,
       );
+      if (s.whisperCheck) s.whisperSeen = await s.whisperCheck;
       return undefined;
     },
   },
@@ -175,6 +185,7 @@ export async function quiesced(
     stoppedAt: null,
     whisperAt: ctx.config.whisperSize,
     whisperSeen: false,
+    whisperCheck: null,
     canary: null,
     verdict: null,
     restored: null,
