@@ -105,6 +105,52 @@ describe("gpu-canaryd on the simulated host", () => {
     ).toContain("oom_kv_cache");
   }, 120_000);
 
+  it("an unreadable applied.json with KLR_AUTO_APPLY: one warning, not one a poll; an OOM still becomes an intent, worked and failed naming the file", async () => {
+    const d = await daemonOn({ KLR_AUTO_APPLY: "true", KLR_ALLOW_SPARE_GPU: "true" }, { configFile: true });
+    const promotions = join(d.site.home, "out", "promotions");
+    await mkdir(promotions, { recursive: true });
+    await writeFile(
+      join(promotions, "r-auto.json"),
+      JSON.stringify({
+        run_id: "r-auto",
+        created_at: new Date().toISOString(),
+        subsystem: "gpu_allocation",
+        candidate: { vllm_memory_util: 0.6, whisper_model_size: "small" },
+        path: "quiesced",
+        whisper_verified: false,
+        llm_latency_ms: 10,
+      }),
+    );
+    const appliedFile = join(d.site.home, ".kloros", "vllm", "applied.json");
+    await mkdir(join(d.site.home, ".kloros", "vllm"), { recursive: true });
+    await writeFile(appliedFile, "{ torn");
+    await waitFor(() => d.stderr().includes("no settings change could be chosen"), "the warning");
+    await appendFile(d.log, OOM);
+    // the event is not lost: an intent of its own, which the loop (not stopped at the choice) works; its
+    // runner, not knowing what production runs, fails it naming the file
+    await waitFor(() => d.stderr().includes("the event has an intent of its own"), "the intent");
+    const worked = await waitFor(
+      () =>
+        d
+          .stderr()
+          .split("\n")
+          .find((l) => l.includes('"msg":"intent worked"')),
+      "the intent to be worked",
+    );
+    expect(worked).toContain('"state":"failed"');
+    expect(worked).toContain(appliedFile);
+    const warnings = d
+      .stderr()
+      .split("\n")
+      .filter((l) => l.includes("no settings change could be chosen"));
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toContain(appliedFile);
+    expect(d.stderr()).not.toContain("the work loop hit an error");
+    expect(d.stderr()).not.toContain("could not record an out-of-memory event");
+    d.child.kill("SIGTERM");
+    expect(await d.exited).toBe(0);
+  }, 120_000);
+
   it("KLR_AUTO_APPLY applies the best proposed promotion at the window by itself; POST /rollback goes back", async () => {
     const d = await daemonOn({ KLR_AUTO_APPLY: "true", KLR_CANARY_LOAD_SECONDS: "1" }, { configFile: true });
     const servedUtil = async () => {

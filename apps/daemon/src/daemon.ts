@@ -13,6 +13,7 @@ import {
   type SettingsQueue,
   type SettingsRequest,
   autoApplyChoice,
+  changeChooser,
   createSettingsQueue,
   giveBackBusyTry,
   workChange,
@@ -83,6 +84,11 @@ export function createDaemon(deps: DaemonDeps) {
     if (!event) return;
     metrics.ooms.inc({ kind: event.kind });
     logger.warn({ kind: event.kind, intent: event.intentId, merged: event.merged }, "out-of-memory event in vLLM's log");
+    if (event.appliedUnknown !== undefined)
+      logger.warn(
+        { intent: event.intentId, err: event.appliedUnknown },
+        "when production's settings last changed is unknown: the event has an intent of its own",
+      );
     wake?.();
   };
 
@@ -112,13 +118,17 @@ export function createDaemon(deps: DaemonDeps) {
     }
   };
 
+  const chosenChange = changeChooser({
+    choose: async () =>
+      (await deps.rollout?.choice()) ?? (now().getTime() >= autoNotBefore ? await autoApplyChoice(deps.evaluator, autoTried) : null),
+    logger,
+    notifier: deps.notifier,
+  });
+
   const workLoop = async () => {
     while (!stopping.signal.aborted) {
       try {
-        const asked =
-          changes.take() ??
-          (await deps.rollout?.choice()) ??
-          (now().getTime() >= autoNotBefore ? await autoApplyChoice(deps.evaluator, autoTried) : null);
+        const asked = changes.take() ?? (await chosenChange());
         if (asked) {
           await change(asked);
           await deps.syncAudit?.("afterRun");

@@ -1,10 +1,10 @@
 import type { Config, Layout } from "@gpu-canary/config";
-import { messageOf } from "@gpu-canary/errors";
 import type { FleetOverview } from "@gpu-canary/fleet-store";
 import { nightOf } from "@gpu-canary/policy";
 import { readHostSummary } from "@gpu-canary/spica-evaluator";
 import { listIntentDocs } from "@gpu-canary/tuning";
 import type { pino } from "pino";
+import { warnOnceWhileFailing } from "./failure-warning.ts";
 
 type FleetStore = typeof import("@gpu-canary/fleet-store");
 
@@ -26,7 +26,11 @@ export interface HostPublishDeps {
  */
 export function hostPublisher(deps: HostPublishDeps): () => Promise<void> {
   const { store, pool, config, logger } = deps;
-  let failing = false;
+  const publishing = warnOnceWhileFailing(logger, {
+    failing:
+      "this host's applied settings, last run, promotions and intents could not be published to the fleet database; the next try catches up",
+    again: "this host's summary is published to the fleet database again",
+  });
   const warned = new Set<string>();
   return async () => {
     try {
@@ -44,15 +48,9 @@ export function hostPublisher(deps: HostPublishDeps): () => Promise<void> {
         promotions: local.promotions,
         intents: await listIntentDocs(deps.layout, { now: deps.now }),
       });
-      if (failing) logger.info("this host's summary is published to the fleet database again");
-      failing = false;
+      publishing.worked();
     } catch (error) {
-      if (!failing)
-        logger.warn(
-          { err: messageOf(error) },
-          "this host's applied settings, last run, promotions and intents could not be published to the fleet database; the next try catches up",
-        );
-      failing = true;
+      publishing.failed(error);
     }
   };
 }

@@ -1,12 +1,13 @@
 import { homedir, hostname } from "node:os";
 import { createAuditFeed } from "@gpu-canary/audit-feed";
 import { type Config, type Layout, layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
-import { GpuCanaryError, exitCodeOf, messageOf } from "@gpu-canary/errors";
+import { GpuCanaryError, exitCodeOf } from "@gpu-canary/errors";
 import { SpicaGPUAllocation, localStoresOf } from "@gpu-canary/spica-evaluator";
 import { createIntentStore, createTuningRunner } from "@gpu-canary/tuning";
 import type { pino } from "pino";
 import { VERSION } from "./args.ts";
 import { createDaemon } from "./daemon.ts";
+import { warnOnceWhileFailing } from "./failure-warning.ts";
 import { fleetOverviewFor, hostPublisher } from "./host-publisher.ts";
 import { createDaemonLogger, logSinkFor } from "./logger.ts";
 import { metricSourcesFor } from "./metric-sources.ts";
@@ -184,21 +185,17 @@ const AUDIT_SYNC_POLL_MS = 15_000;
  */
 function auditSyncFor(sync: () => Promise<number>, logger: pino.Logger) {
   let lastTry = Number.NEGATIVE_INFINITY;
-  let failing = false;
+  const copying = warnOnceWhileFailing(logger, {
+    failing: "this host's audit trail could not be copied to the fleet database; the next copy catches up",
+    again: "this host's audit trail is copied to the fleet database again",
+  });
   return async (reason: "afterRun" | "poll"): Promise<void> => {
     if (reason === "poll" && Date.now() - lastTry < AUDIT_SYNC_POLL_MS) return;
     lastTry = Date.now();
     try {
-      const copied = await sync();
-      if (failing) logger.info({ copied }, "this host's audit trail is copied to the fleet database again");
-      failing = false;
+      copying.worked({ copied: await sync() });
     } catch (error) {
-      if (!failing)
-        logger.warn(
-          { err: messageOf(error) },
-          "this host's audit trail could not be copied to the fleet database; the next copy catches up",
-        );
-      failing = true;
+      copying.failed(error);
     }
   };
 }

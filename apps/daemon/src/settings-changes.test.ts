@@ -1,5 +1,6 @@
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, rm, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
+import { Writable } from "node:stream";
 import { layoutFor, loadConfig, requireConfig } from "@gpu-canary/config";
 import {
   type Candidate,
@@ -12,8 +13,9 @@ import {
   writePromotion,
 } from "@gpu-canary/spica-evaluator";
 import { testdir } from "@gpu-canary/testing";
+import pino from "pino";
 import { describe, expect, it } from "vitest";
-import { autoApplyChoice, giveBackBusyTry } from "./settings-changes.ts";
+import { autoApplyChoice, changeChooser, giveBackBusyTry } from "./settings-changes.ts";
 
 // 04:00 UTC: inside the default window (03:00–07:00) in UTC.
 const NOW = new Date("2026-12-07T04:00:00.000Z");
@@ -214,5 +216,47 @@ describe("autoApplyChoice takes the best proposed promotion for this host by its
     await expect(hostFingerprint(d.evaluator.context)).rejects.toThrow();
     await d.promote("r-calm", 0.78, calm, EARLIER, { vllm_version: "0.10.2" });
     expect(await autoApplyChoice(d.evaluator, new Set())).toMatchObject({ promotion: "r-calm" });
+  });
+});
+
+describe("changeChooser: a choice that fails never holds up the daemon's loop", () => {
+  function capturedLogger() {
+    const lines: { level: number; msg: string; err?: string }[] = [];
+    const stream = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        lines.push(JSON.parse(chunk.toString("utf8")) as (typeof lines)[number]);
+        done();
+      },
+    });
+    return { logger: pino({ level: "info" }, stream), lines };
+  }
+
+  it("an unreadable applied.json: null at every poll (the intents go on), one warning and one fault naming the file, and a line when it is repaired", async () => {
+    const d = await daemonOn();
+    await d.promote("r-calm", 0.78, calm, EARLIER);
+    await mkdir(dirname(d.layout.appliedFile), { recursive: true });
+    await writeFile(d.layout.appliedFile, "{ torn");
+    const { logger, lines } = capturedLogger();
+    const faults: unknown[] = [];
+    const tried = new Set<string>();
+    const choose = changeChooser({
+      choose: () => autoApplyChoice(d.evaluator, tried),
+      logger,
+      notifier: { send: (kind, fields) => void faults.push({ kind, ...fields }) },
+    });
+    await expect(autoApplyChoice(d.evaluator, new Set())).rejects.toThrow(d.layout.appliedFile);
+    for (let poll = 0; poll < 5; poll += 1) expect(await choose()).toBeNull();
+    expect(lines.filter((l) => l.level === 40)).toEqual([
+      expect.objectContaining({
+        msg: expect.stringContaining("no settings change could be chosen"),
+        err: expect.stringContaining(d.layout.appliedFile),
+      }),
+    ]);
+    expect(faults).toEqual([{ kind: "fault", reason: expect.stringContaining(d.layout.appliedFile) }]);
+
+    await rm(d.layout.appliedFile);
+    expect(await choose()).toEqual({ kind: "apply", promotion: "r-calm", by: "auto" });
+    expect(lines.at(-1)).toMatchObject({ level: 30, msg: "settings changes are chosen again" });
+    expect(faults).toHaveLength(1);
   });
 });

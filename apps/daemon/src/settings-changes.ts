@@ -1,4 +1,4 @@
-import { GpuCanaryError } from "@gpu-canary/errors";
+import { GpuCanaryError, messageOf } from "@gpu-canary/errors";
 import { windowAt } from "@gpu-canary/policy";
 import {
   type Fingerprint,
@@ -10,6 +10,9 @@ import {
   rankPromotions,
   readApplied,
 } from "@gpu-canary/spica-evaluator";
+import type { Logger } from "pino";
+import { warnOnceWhileFailing } from "./failure-warning.ts";
+import type { Notifier } from "./notify.ts";
 
 /** A change of production's settings the daemon was asked for (POST, a fleet rollout) or chose itself (KLR_AUTO_APPLY). */
 export type SettingsRequest =
@@ -99,4 +102,32 @@ export function giveBackBusyTry(tried: Set<string>, request: SettingsRequest, ou
   if (outcome.gate !== "fleet_slot" && outcome.gate !== "lock") return false;
   for (const key of tried) if (key.startsWith(`${request.promotion}@`)) tried.delete(key);
   return true;
+}
+
+/**
+ * The change the daemon chooses itself (a fleet rollout's part, else KLR_AUTO_APPLY's), asked at each
+ * poll. A choice that fails — applied.json unreadable, say — answers null, so the intents are worked
+ * meanwhile instead of the loop stopping at it every poll; it is warned about and notified once while
+ * it fails, and said again when a choice works.
+ */
+export function changeChooser(deps: {
+  choose: () => Promise<SettingsRequest | null>;
+  logger: Logger;
+  notifier: Pick<Notifier, "send">;
+}): () => Promise<SettingsRequest | null> {
+  const choosing = warnOnceWhileFailing(deps.logger, {
+    failing:
+      "no settings change could be chosen (a fleet rollout's part, KLR_AUTO_APPLY) until this is fixed; intents are worked meanwhile",
+    again: "settings changes are chosen again",
+  });
+  return async () => {
+    try {
+      const chosen = await deps.choose();
+      choosing.worked();
+      return chosen;
+    } catch (error) {
+      if (choosing.failed(error)) deps.notifier.send("fault", { reason: `no settings change could be chosen: ${messageOf(error)}` });
+      return null;
+    }
+  };
 }

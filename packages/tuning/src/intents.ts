@@ -119,15 +119,16 @@ export function createIntentStore(deps: IntentStoreDeps) {
     list,
     /**
      * Queue an intent; one like it (kind, subsystem) queued or worked within the cooldown absorbs it —
-     * unless it is older than `notBefore` (the last apply: production runs other settings since).
+     * unless it is older than `notBefore` (the last apply: production runs other settings since), or
+     * `alone` asks for an intent of its own.
      */
     async create(
       input: IntentInput,
-      options: { notBefore?: Date | null } = {},
+      options: { notBefore?: Date | null; alone?: boolean } = {},
     ): Promise<{ intent: Intent; merged: boolean; path: string }> {
       const at = now();
       const since = options.notBefore?.getTime() ?? Number.NEGATIVE_INFINITY;
-      if (input.candidate === undefined) {
+      if (input.candidate === undefined && options.alone !== true) {
         const recent = [...(await list("pending")), ...(await list("processing")), ...(await list("processed"))].find(
           (e) =>
             e.intent.kind === input.kind &&

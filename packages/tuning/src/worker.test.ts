@@ -32,4 +32,32 @@ describe("the observer's intents", () => {
     expect(file.evidence).toContain("`--kv-cache-memory-bytes=22976439705` (21.4 GiB) to fit into requested memory");
     expect(file.evidence).not.toMatch(/--kv-cache-memory(?!-bytes)/);
   });
+
+  it("an unreadable applied.json loses no event: it gets an intent of its own, saying why it was not merged", async () => {
+    const home = await testdir();
+    const layout = layoutFor({ home, modelPath: join(home, "m"), daemonTokenFile: join(home, "t") });
+    const clock = manualClock("2026-11-28T03:00:00Z");
+    const store = createIntentStore({ layout, subsystems: ["gpu_allocation"], now: clock.now });
+    const audit = createAuditFeed({ dir: layout.auditDir, timeZone: "UTC", now: clock.now, fsync: false });
+    let unreadable = false;
+    const observer = createObserver({
+      store,
+      audit,
+      subsystem: "gpu_allocation",
+      now: clock.now,
+      appliedAt: () => (unreadable ? Promise.reject(new Error("/h/.kloros/vllm/applied.json: is not valid JSON")) : Promise.resolve(null)),
+    });
+    const first = await observer.line(SAMPLER_OOM);
+    expect(first).toMatchObject({ merged: false });
+    expect(first).not.toHaveProperty("appliedUnknown");
+    clock.advance(60_000);
+    // within the cooldown, the same kind joins the first
+    expect(await observer.line(SAMPLER_OOM)).toMatchObject({ merged: true, intentId: first?.intentId });
+    unreadable = true;
+    clock.advance(60_000);
+    const alone = await observer.line(SAMPLER_OOM);
+    expect(alone).toMatchObject({ merged: false, appliedUnknown: expect.stringContaining("applied.json") });
+    expect(alone?.intentId).not.toBe(first?.intentId);
+    expect((await store.list("pending")).map((e) => e.intent.id).sort()).toEqual([first?.intentId, alone?.intentId].sort());
+  });
 });

@@ -56,6 +56,8 @@ export async function workIntent(
 export interface ObservedEvent extends OomEvent {
   intentId: string | null;
   merged: boolean;
+  /** why it was not known when production's settings last changed (applied.json unreadable): the event got an intent of its own */
+  appliedUnknown?: string;
 }
 
 /** Turn vLLM log lines into out-of-memory events, audited, each an intent unless dry-run. */
@@ -80,9 +82,18 @@ export function createObserver(deps: {
       await deps.audit.append({ event: "oom_detected", kind: event.kind, line: event.line });
       const evidence = event.account === null ? event.line : `${event.line}\nvLLM's memory account of that start: ${event.account}`;
       const input: IntentInput = { kind: event.kind, subsystem: deps.subsystem, evidence };
-      const created = await deps.store.create(input, { notBefore: (await deps.appliedAt?.()) ?? null });
+      let notBefore: Date | null = null;
+      let appliedUnknown: string | undefined;
+      try {
+        notBefore = (await deps.appliedAt?.()) ?? null;
+      } catch (error) {
+        // Not knowing when production last changed, the event starts an intent of its own rather than join one
+        // that may be from before a change: at worst an intent too many, never an event lost.
+        appliedUnknown = messageOf(error);
+      }
+      const created = await deps.store.create(input, { notBefore, alone: appliedUnknown !== undefined });
       if (!created.merged) await deps.audit.append({ event: "intent_created", intent_id: created.intent.id, kind: event.kind });
-      return { ...event, intentId: created.intent.id, merged: created.merged };
+      return { ...event, intentId: created.intent.id, merged: created.merged, ...(appliedUnknown === undefined ? {} : { appliedUnknown }) };
     },
   };
 }

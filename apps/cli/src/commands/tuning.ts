@@ -65,11 +65,18 @@ export async function runObserve(
     const event = await observer.line(line, { dryRun: options.dryRun === true });
     if (!event) continue;
     count += 1;
-    const json = { event: "oom_detected", kind: event.kind, line: event.line, intent_id: event.intentId, merged: event.merged };
+    const json = {
+      event: "oom_detected",
+      kind: event.kind,
+      line: event.line,
+      intent_id: event.intentId,
+      merged: event.merged,
+      ...(event.appliedUnknown === undefined ? {} : { applied_unknown: event.appliedUnknown }),
+    };
     if (options.json) io.stdout(`${JSON.stringify(json)}\n`);
     else
       io.stdout(
-        `${event.kind}: ${printable(event.line.slice(0, 160))}\n  → ${event.intentId === null ? "dry run: no intent" : event.merged ? `merged into ${event.intentId}` : `intent ${event.intentId}`}\n`,
+        `${event.kind}: ${printable(event.line.slice(0, 160))}\n  → ${event.intentId === null ? "dry run: no intent" : event.merged ? `merged into ${event.intentId}` : `intent ${event.intentId}`}${event.appliedUnknown === undefined ? "" : ` (of its own: when production last changed is unknown: ${event.appliedUnknown})`}\n`,
       );
   }
   if (!options.json && count === 0) io.stdout("No out-of-memory events found.\n");
