@@ -27,7 +27,7 @@ const PROMOTION = {
 };
 
 /** A host with the window open or closed, and a fleet that assigns it r-proven and records what it is told. */
-async function hostWith(options: { at: Date; vllmConfig?: boolean }) {
+async function hostWith(options: { at: Date; vllmConfig?: boolean; appliedHere?: () => Promise<{ rolloutId: string; runId: string }[]> }) {
   const home = await testdir();
   const { config } = requireConfig(
     loadConfig({
@@ -51,7 +51,7 @@ async function hostWith(options: { at: Date; vllmConfig?: boolean }) {
   };
   const evaluator = { context } as unknown as SpicaGPUAllocation;
   const published: unknown[] = [];
-  const reports: { result: RolloutResult; reason: string }[] = [];
+  const reports: { id: string; result: RolloutResult; reason: string }[] = [];
   const assignment: RolloutAssignment = {
     rolloutId: "ro-1",
     runId: "r-proven",
@@ -69,13 +69,23 @@ async function hostWith(options: { at: Date; vllmConfig?: boolean }) {
         return Promise.resolve();
       },
       assignment: () => Promise.resolve(assignment),
-      report: (_id, result, reason) => {
-        reports.push({ result, reason });
-        return Promise.resolve(true);
+      report: (id, result, reason) => {
+        // as the fleet store answers: a host's later rollback is recorded once
+        const again = result === "rolled_back" && reports.some((r) => r.id === id && r.result === "rolled_back");
+        reports.push({ id, result, reason });
+        return Promise.resolve(!again);
       },
+      appliedHere: options.appliedHere ?? (() => Promise.resolve([])),
     },
   });
-  return { step, layout, published, reports, setNow: (at: Date) => (now = at) };
+  return {
+    step,
+    layout,
+    published,
+    reports,
+    setNow: (at: Date) => (now = at),
+    audit: createAuditFeed({ dir: layout.auditDir, timeZone: "UTC" }),
+  };
 }
 
 const outcome = (status: SettingsChangeOutcome["status"], reason: string, gate: string | null = null) =>
@@ -93,7 +103,7 @@ describe("the daemon's rollout step", () => {
   it("is skipped, saying why, without KLR_VLLM_CONFIG, which apply needs", async () => {
     const h = await hostWith({ at: OPEN, vllmConfig: false });
     expect(await h.step.choice()).toBeNull();
-    expect(h.reports).toEqual([{ result: "skipped", reason: expect.stringContaining("KLR_VLLM_CONFIG is not set") }]);
+    expect(h.reports).toEqual([{ id: "ro-1", result: "skipped", reason: expect.stringContaining("KLR_VLLM_CONFIG is not set") }]);
   });
 
   it("copies the promotion as a proposal naming the rollout, applies it once a night, and reports the outcome", async () => {
@@ -105,7 +115,7 @@ describe("the daemon's rollout step", () => {
     expect(copied).not.toHaveProperty("state_reason");
     expect(await h.step.choice()).toBeNull();
     await h.step.done(asked!, outcome("rolled_back", "verification failed: TTFT p95"));
-    expect(h.reports).toEqual([{ result: "rolled_back", reason: "verification failed: TTFT p95" }]);
+    expect(h.reports).toEqual([{ id: "ro-1", result: "rolled_back", reason: "verification failed: TTFT p95" }]);
     // another change (the API's, KLR_AUTO_APPLY's) is not reported to the rollout
     await h.step.done({ kind: "rollback", by: "api" }, outcome("applied", "x"));
     expect(h.reports).toHaveLength(1);
@@ -127,7 +137,7 @@ describe("the daemon's rollout step", () => {
       }),
     );
     expect(await h.step.choice()).toBeNull();
-    expect(h.reports).toEqual([{ result: "applied", reason: "production serves promotion r-proven already" }]);
+    expect(h.reports).toEqual([{ id: "ro-1", result: "applied", reason: "production serves promotion r-proven already" }]);
   });
 
   it("tries again a minute later when another host held the fleet's slot, else at the next night", async () => {
@@ -142,6 +152,55 @@ describe("the daemon's rollout step", () => {
     await h.step.done(again!, outcome("refused", "refused by the budget gate", "budget"));
     h.setNow(new Date(OPEN.getTime() + 3_600_000));
     expect(await h.step.choice()).toBeNull();
+  });
+});
+
+describe("a promotion a rollout applied here that production went back from later", () => {
+  it("is reported rolled_back once (the rollout pauses), with the rollback's reason and an audit line, at any hour", async () => {
+    let appliedHere = [{ rolloutId: "ro-0", runId: "r-proven" }];
+    const h = await hostWith({ at: CLOSED, appliedHere: () => Promise.resolve(appliedHere) });
+    await mkdir(h.layout.promotionsDir, { recursive: true });
+    const file = join(h.layout.promotionsDir, "r-proven.json");
+    // applied and holding: nothing to tell
+    await writeFile(file, JSON.stringify(PROMOTION));
+    expect(await h.step.choice()).toBeNull();
+    expect(h.reports).toEqual([]);
+    const reason = "out of memory within 24 h of applying promotion r-proven (2026-12-07T04:00:00.000Z): rolled back";
+    await writeFile(file, JSON.stringify({ ...PROMOTION, state: "rolled_back", state_reason: reason }));
+    // looked at every 15 s, not at every poll
+    h.setNow(new Date(CLOSED.getTime() + 5_000));
+    expect(await h.step.choice()).toBeNull();
+    expect(h.reports).toEqual([]);
+    h.setNow(new Date(CLOSED.getTime() + 16_000));
+    expect(await h.step.choice()).toBeNull();
+    expect(h.reports).toEqual([{ id: "ro-0", result: "rolled_back", reason }]);
+    expect(await h.audit.query({ event: "fleet_rollout_host" })).toEqual([
+      expect.objectContaining({ run_id: "r-proven", rollout_id: "ro-0", result: "rolled_back", reason }),
+    ]);
+    // the fleet no longer lists it as applied here: not told again
+    appliedHere = [];
+    h.setNow(new Date(CLOSED.getTime() + 32_000));
+    await h.step.choice();
+    expect(h.reports).toHaveLength(1);
+  });
+
+  it("a database that cannot be read leaves the step working: the next check tells it", async () => {
+    let away = true;
+    const h = await hostWith({
+      at: CLOSED,
+      appliedHere: () =>
+        away ? Promise.reject(new Error("connection refused")) : Promise.resolve([{ rolloutId: "ro-0", runId: "r-proven" }]),
+    });
+    await mkdir(h.layout.promotionsDir, { recursive: true });
+    await writeFile(
+      join(h.layout.promotionsDir, "r-proven.json"),
+      JSON.stringify({ ...PROMOTION, state: "rolled_back", state_reason: "operator" }),
+    );
+    expect(await h.step.choice()).toBeNull();
+    away = false;
+    h.setNow(new Date(CLOSED.getTime() + 16_000));
+    await h.step.choice();
+    expect(h.reports).toEqual([{ id: "ro-0", result: "rolled_back", reason: "operator" }]);
   });
 });
 

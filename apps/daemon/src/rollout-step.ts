@@ -12,6 +12,7 @@ import {
 } from "@gpu-canary/spica-evaluator";
 import { readJsonState, writeJsonAtomic } from "@gpu-canary/state-file";
 import type { Logger } from "pino";
+import { warnOnceWhileFailing } from "./failure-warning.ts";
 import type { SettingsRequest } from "./settings-changes.ts";
 
 /** This host's hold on the fleet's rollouts (KLR_STATE_URL), bound to its host id. */
@@ -20,6 +21,8 @@ export interface RolloutFleet {
   publishFingerprint(fingerprint: unknown): Promise<void>;
   assignment(): Promise<RolloutAssignment | null>;
   report(rolloutId: string, result: RolloutResult, reason: string): Promise<boolean>;
+  /** the rollouts whose promotion this host applied and still holds as applied */
+  appliedHere(): Promise<{ rolloutId: string; runId: string }[]>;
 }
 
 type FleetStore = typeof import("@gpu-canary/fleet-store");
@@ -30,6 +33,7 @@ export function rolloutFleetFor(store: FleetStore, pool: Parameters<FleetStore["
     publishFingerprint: (fingerprint) => store.touchHost(pool, hostId, { fingerprint }),
     assignment: () => store.assignmentFor(pool, hostId),
     report: (rolloutId, result, reason) => store.reportResult(pool, rolloutId, hostId, result, reason),
+    appliedHere: () => store.appliedRolloutsOf(pool, hostId),
   };
 }
 
@@ -41,6 +45,9 @@ const SKIPPED = new Set(["PROMOTION_STALE", "PROMOTION_NOT_APPLICABLE", "APPLY_C
 
 /** A try refused because the fleet's slot or the GPU lock was held is tried again after this long. */
 const BUSY_RETRY_MS = 60_000;
+
+/** How often the promotions a rollout applied here are looked at for a later rollback. */
+const ROLLBACK_CHECK_MS = 15_000;
 
 /** What the host's try means to the rollout. */
 export function rolloutResultOf(done: unknown): { result: RolloutResult; reason: string } {
@@ -62,7 +69,10 @@ export function rolloutResultOf(done: unknown): { result: RolloutResult; reason:
  * fingerprint (at start, then once a night: nvidia-smi is not asked at every poll), and, while the
  * window is open, takes this host's assignment as an apply (by "rollout"), at most one try a night,
  * whatever KLR_AUTO_APPLY says (an operator asked for the rollout); then reports how it went. Without
- * KLR_VLLM_CONFIG (apply's only way to change production) the host is reported skipped.
+ * KLR_VLLM_CONFIG (apply's only way to change production) the host is reported skipped. A promotion a
+ * rollout applied here that production later went back from (an out-of-memory event within
+ * KLR_APPLY_WATCH_HOURS, an operator's rollback) is reported rolled_back, which pauses the rollout: it
+ * did not hold on a host like the others.
  */
 export function createRolloutStep(deps: { evaluator: SpicaGPUAllocation; fleet: RolloutFleet; logger: Logger; audit: AuditFeed }) {
   const { evaluator, fleet, logger } = deps;
@@ -70,8 +80,16 @@ export function createRolloutStep(deps: { evaluator: SpicaGPUAllocation; fleet: 
   // each assignment's try, by night: when it may be tried again (never, this night, unless another host held the slot or the lock)
   const tried = new Map<string, number>();
   let publishedFor: string | null = null;
-  let failing = false;
+  const reading = warnOnceWhileFailing(logger, {
+    failing: "rollout: this host's assignment could not be read",
+    again: "rollout: the fleet database answers again",
+  });
   let lastKey: string | null = null;
+  let rollbacksCheckedAt = Number.NEGATIVE_INFINITY;
+  const watching = warnOnceWhileFailing(logger, {
+    failing: "rollout: could not check whether this host went back from a promotion a rollout applied",
+    again: "rollout: the promotions rollouts applied here are checked again",
+  });
 
   const publish = async (night: string) => {
     if (publishedFor === night) return;
@@ -110,20 +128,44 @@ export function createRolloutStep(deps: { evaluator: SpicaGPUAllocation; fleet: 
     return null;
   };
 
+  /** Promotions a rollout applied here and this host has rolled back since, each told to its rollout once. */
+  const tellRollbacks = async () => {
+    if (now().getTime() - rollbacksCheckedAt < ROLLBACK_CHECK_MS) return;
+    rollbacksCheckedAt = now().getTime();
+    try {
+      for (const a of await fleet.appliedHere()) {
+        const local = await readJsonState(promotionFile(layout.promotionsDir, a.runId), promotionSchema);
+        if (local.status !== "ok" || local.value.state !== "rolled_back") continue;
+        const reason = local.value.state_reason ?? "rolled back on this host";
+        // Recorded once: a second report (another daemon's, a restart's) answers false.
+        if (!(await fleet.report(a.rolloutId, "rolled_back", reason))) continue;
+        logger.warn(
+          { rollout: a.rolloutId, run_id: a.runId, reason },
+          "rollout: production here went back from its promotion; the rollout is paused",
+        );
+        await deps.audit
+          .append({ event: "fleet_rollout_host", run_id: a.runId, rollout_id: a.rolloutId, result: "rolled_back", reason })
+          .catch((error: unknown) => logger.warn({ err: messageOf(error) }, "the rollout's audit event could not be written"));
+      }
+      watching.worked();
+    } catch (error) {
+      watching.failed(error);
+    }
+  };
+
   return {
     /** This host's assignment as a settings change, when it has one to try now; else null. */
     async choice(): Promise<SettingsRequest | null> {
       const window = windowAt(config.maintenanceWindow, config.maintenanceTimeZone, now());
       await publish(window.night);
+      await tellRollbacks();
       if (!window.open) return null;
       let a: RolloutAssignment | null;
       try {
         a = await fleet.assignment();
-        if (failing) logger.info("rollout: the fleet database answers again");
-        failing = false;
+        reading.worked();
       } catch (error) {
-        if (!failing) logger.warn({ err: messageOf(error) }, "rollout: this host's assignment could not be read");
-        failing = true;
+        reading.failed(error);
         return null;
       }
       if (!a) return null;

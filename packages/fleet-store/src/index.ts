@@ -32,10 +32,12 @@ export type { HostApplied, HostLastRun, PublishHostOptions, PublishHostResult } 
 export { fleetOverview } from "./fleet-overview.ts";
 export type { FleetOverview, FleetOverviewOptions } from "./fleet-overview.ts";
 export {
+  MAX_SOAK_SECONDS,
   ROLLOUT_HOST_STATES,
   ROLLOUT_STATES,
   RolloutNotFoundError,
   RolloutRunningError,
+  appliedRolloutsOf,
   assignmentFor,
   fleetPromotion,
   reportResult,

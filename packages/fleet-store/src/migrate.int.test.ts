@@ -13,7 +13,7 @@ describe("migrate", () => {
     const db = await freshDatabase(postgres.cluster, { empty: true });
     const pool = db.pool();
     const first = await migrate(pool);
-    expect(first).toEqual({ from: 0, to: known, applied: ["001-initial", "002-audit-lines", "003-rollouts"] });
+    expect(first).toEqual({ from: 0, to: known, applied: ["001-initial", "002-audit-lines", "003-rollouts", "004-rollout-soak"] });
     const second = await migrate(pool);
     expect(second).toEqual({ from: known, to: known, applied: [] });
     const tables = await pool.query<{ name: string }>(
@@ -36,7 +36,7 @@ describe("migrate", () => {
   it("is safe when three hosts run fleet init at the same instant", async () => {
     const db = await freshDatabase(postgres.cluster, { empty: true });
     const results = await Promise.all([db.pool(), db.pool(), db.pool()].map((pool) => migrate(pool)));
-    expect(results.flatMap((r) => r.applied).sort()).toEqual(["001-initial", "002-audit-lines", "003-rollouts"]);
+    expect(results.flatMap((r) => r.applied).sort()).toEqual(["001-initial", "002-audit-lines", "003-rollouts", "004-rollout-soak"]);
     const versions = await db.pool().query("SELECT version FROM schema_version");
     expect(versions.rowCount).toBe(known);
   });

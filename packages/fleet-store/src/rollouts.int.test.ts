@@ -5,6 +5,7 @@ import { touchHost } from "./hosts.ts";
 import {
   RolloutNotFoundError,
   RolloutRunningError,
+  appliedRolloutsOf,
   assignmentFor,
   reportResult,
   resumeRollout,
@@ -83,6 +84,78 @@ describe("rollouts", () => {
     expect(again).toBeInstanceOf(RolloutRunningError);
     expect(again).toMatchObject({ code: "ROLLOUT_RUNNING", exitCode: 3 });
     expect(await rolloutStatus(pool, "ro-nope").catch((e: unknown) => e)).toBeInstanceOf(RolloutNotFoundError);
+  }, 30_000);
+
+  it("a host that applied and went back later (an OOM within the watch, an operator's rollback) pauses the rollout, a done one too", async () => {
+    const db = await freshDatabase(postgres.cluster);
+    const pool = db.pool();
+    await fleetOf(pool, { "gpu-a": FP, "gpu-b": FP, "gpu-c": FP });
+    await startRollout(pool, { runId: "r-1", fromHost: "gpu-a", promotion: PROMOTION, differs, id: "ro-1" });
+    await reportResult(pool, "ro-1", "gpu-a", "applied", "verified");
+    expect(await states(pool, "ro-1")).toMatchObject({ "gpu-a": "applied", "gpu-b": "assigned" });
+    expect(await appliedRolloutsOf(pool, "gpu-a")).toEqual([{ rolloutId: "ro-1", runId: "r-1" }]);
+    expect(await appliedRolloutsOf(pool, "gpu-b")).toEqual([]);
+    expect(await reportResult(pool, "ro-1", "gpu-a", "rolled_back", "out of memory within 24 h of applying promotion r-1")).toBe(true);
+    expect(await rolloutStatus(pool, "ro-1")).toMatchObject({
+      state: "paused",
+      stateReason: "gpu-a: rolled back after its apply: out of memory within 24 h of applying promotion r-1",
+    });
+    // the host whose turn it was keeps its place; nothing more is assigned while paused
+    expect(await states(pool, "ro-1")).toEqual({ "gpu-a": "rolled_back", "gpu-b": "assigned", "gpu-c": "pending" });
+    expect(await assignmentFor(pool, "gpu-b")).toBeNull();
+    expect(await appliedRolloutsOf(pool, "gpu-a")).toEqual([]);
+    // told twice (a restarted daemon): recorded once
+    expect(await reportResult(pool, "ro-1", "gpu-a", "rolled_back", "again")).toBe(false);
+    // only a rollback can follow an apply
+    expect(await reportResult(pool, "ro-1", "gpu-b", "applied", "verified")).toBe(true);
+    expect(await reportResult(pool, "ro-1", "gpu-b", "failed", "?")).toBe(false);
+    expect(await reportResult(pool, "ro-1", "gpu-b", "applied", "?")).toBe(false);
+
+    await resumeRollout(pool, "ro-1", "operator: gpu-a's OOM came from a traffic spike");
+    await reportResult(pool, "ro-1", "gpu-c", "applied", "verified");
+    expect(await rolloutStatus(pool, "ro-1")).toMatchObject({ state: "done" });
+    await reportResult(pool, "ro-1", "gpu-c", "rolled_back", "operator: gpu-canary rollback");
+    expect(await rolloutStatus(pool, "ro-1")).toMatchObject({
+      state: "paused",
+      stateReason: "gpu-c: rolled back after its apply: operator: gpu-canary rollback",
+    });
+  }, 30_000);
+
+  it("with a soak, the next host takes its turn only that long after the latest apply; a rollback meanwhile pauses it first", async () => {
+    const db = await freshDatabase(postgres.cluster);
+    const pool = db.pool();
+    await fleetOf(pool, { "gpu-a": FP, "gpu-b": FP, "gpu-c": FP });
+    const started = await startRollout(pool, {
+      runId: "r-1",
+      fromHost: "gpu-a",
+      promotion: PROMOTION,
+      differs,
+      id: "ro-1",
+      soakSeconds: 3600,
+    });
+    expect(started).toMatchObject({ soakSeconds: 3600, waitsUntil: null });
+    expect(await assignmentFor(pool, "gpu-a")).toMatchObject({ rolloutId: "ro-1" });
+    await reportResult(pool, "ro-1", "gpu-a", "applied", "verified");
+    // gpu-b holds the next place, but does not see it while gpu-a's apply soaks
+    expect(await states(pool, "ro-1")).toMatchObject({ "gpu-b": "assigned" });
+    expect(await assignmentFor(pool, "gpu-b")).toBeNull();
+    const soaking = await rolloutStatus(pool, "ro-1");
+    const appliedAt = soaking.hosts.find((h) => h.hostId === "gpu-a")?.updatedAt.getTime() ?? Number.NaN;
+    expect(soaking.waitsUntil?.getTime()).toBe(appliedAt + 3_600_000);
+    // an hour later (gpu-a's apply moved back an hour): gpu-b's turn
+    await pool.query("UPDATE rollout_hosts SET updated_at = updated_at - interval '3601 seconds' WHERE host_id = 'gpu-a'");
+    expect(await assignmentFor(pool, "gpu-b")).toMatchObject({ rolloutId: "ro-1", state: "assigned" });
+    expect((await rolloutStatus(pool, "ro-1")).waitsUntil).toBeNull();
+    await reportResult(pool, "ro-1", "gpu-b", "applied", "verified");
+    expect(await assignmentFor(pool, "gpu-c")).toBeNull();
+    // gpu-b's production goes back within the soak: paused before gpu-c ever takes it
+    await reportResult(pool, "ro-1", "gpu-b", "rolled_back", "out of memory within 24 h");
+    await pool.query("UPDATE rollout_hosts SET updated_at = updated_at - interval '2 hours'");
+    expect(await assignmentFor(pool, "gpu-c")).toBeNull();
+    expect(await rolloutStatus(pool, "ro-1")).toMatchObject({ state: "paused" });
+    await expect(startRollout(pool, { runId: "r-2", fromHost: "gpu-a", promotion: PROMOTION, differs, soakSeconds: -1 })).rejects.toThrow(
+      /soak must be a whole number of seconds/,
+    );
   }, 30_000);
 
   it("never has more than `wave` hosts assigned when hosts report at the same instant", async () => {

@@ -25,6 +25,10 @@ export interface Rollout {
   runId: string;
   fromHost: string;
   wave: number;
+  /** after a host applied it, how long the next hosts wait before they take their turn */
+  soakSeconds: number;
+  /** while that wait lasts: when it ends (the latest apply plus the soak); else null */
+  waitsUntil: Date | null;
   state: RolloutState;
   stateReason: string | null;
   promotion: Record<string, unknown>;
@@ -47,6 +51,8 @@ const rolloutRow = z.object({
   run_id: z.string(),
   from_host: z.string(),
   wave: z.number().int(),
+  soak_seconds: z.number().int(),
+  waits_until: z.date().nullable(),
   state: z.enum(ROLLOUT_STATES),
   state_reason: z.string().nullable(),
   promotion: z.record(z.string(), z.unknown()),
@@ -89,6 +95,8 @@ export interface StartRolloutOptions {
   fromHost: string;
   /** hosts applying at once; default 1 */
   wave?: number;
+  /** after a host applied it, how long the next hosts wait before they take their turn; default 0 */
+  soakSeconds?: number;
   /** the promotion's JSON, as its file holds it */
   promotion: Record<string, unknown>;
   /**
@@ -100,6 +108,14 @@ export interface StartRolloutOptions {
   id?: string;
   now?: Date;
 }
+
+/** A soak of at most 30 days: KLR_APPLY_WATCH_HOURS' own bound. */
+export const MAX_SOAK_SECONDS = 720 * 3600;
+
+/** While a rollout soaks: its latest apply plus the soak, when that is still ahead (the database's clock). */
+const WAITS_UNTIL = `(SELECT CASE WHEN max(a.updated_at) + make_interval(secs => r.soak_seconds) > now()
+    THEN max(a.updated_at) + make_interval(secs => r.soak_seconds) END
+  FROM rollout_hosts a WHERE a.rollout_id = r.id AND a.state = 'applied')`;
 
 function newId(now: Date): string {
   return `ro-${now
@@ -144,13 +160,16 @@ async function advance(client: pg.PoolClient, id: string, wave: number): Promise
 export async function startRollout(pool: pg.Pool, options: StartRolloutOptions): Promise<Rollout> {
   const wave = options.wave ?? 1;
   if (!Number.isInteger(wave) || wave < 1) throw new RangeError(`wave must be a whole number of hosts, at least 1; got ${wave}`);
+  const soak = options.soakSeconds ?? 0;
+  if (!Number.isInteger(soak) || soak < 0 || soak > MAX_SOAK_SECONDS)
+    throw new RangeError(`soak must be a whole number of seconds from 0 to ${MAX_SOAK_SECONDS}; got ${soak}`);
   const now = options.now ?? new Date();
   const id = options.id ?? newId(now);
   try {
     await inTransaction(pool, async (client) => {
       await client.query(
-        "INSERT INTO rollouts (id, run_id, from_host, wave, promotion, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6)",
-        [id, options.runId, options.fromHost, wave, JSON.stringify(options.promotion), now],
+        "INSERT INTO rollouts (id, run_id, from_host, wave, soak_seconds, promotion, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+        [id, options.runId, options.fromHost, wave, soak, JSON.stringify(options.promotion), now],
       );
       const hosts = await client.query<{ host_id: string; fingerprint: unknown }>(
         "SELECT host_id, info -> 'fingerprint' AS fingerprint FROM hosts ORDER BY host_id = $1 DESC, host_id",
@@ -174,12 +193,16 @@ export async function startRollout(pool: pg.Pool, options: StartRolloutOptions):
   return rolloutStatus(pool, id);
 }
 
-/** This host's part in a running rollout (the oldest, if several), with the promotion; null when it has none. */
+/**
+ * This host's part in a running rollout (the oldest, if several), with the promotion; null when it has
+ * none, or while the rollout soaks after its latest apply (the host's turn comes when the soak ends).
+ */
 export async function assignmentFor(pool: pg.Pool, hostId: string): Promise<RolloutAssignment | null> {
   const result = await query<{ id: string; run_id: string; from_host: string; promotion: Record<string, unknown>; state: string }>(
     pool,
     `SELECT r.id, r.run_id, r.from_host, r.promotion, h.state FROM rollout_hosts h JOIN rollouts r ON r.id = h.rollout_id
-     WHERE h.host_id = $1 AND h.state IN ('assigned', 'refused') AND r.state = 'running' ORDER BY r.created_at, r.id LIMIT 1`,
+     WHERE h.host_id = $1 AND h.state IN ('assigned', 'refused') AND r.state = 'running' AND ${WAITS_UNTIL} IS NULL
+     ORDER BY r.created_at, r.id LIMIT 1`,
     [hostId],
   );
   const row = result.rows[0];
@@ -194,12 +217,29 @@ export async function assignmentFor(pool: pg.Pool, hostId: string): Promise<Roll
 }
 
 /**
+ * The rollouts whose promotion this host applied and still holds as applied: what its daemon watches,
+ * to tell the rollout when production here went back later (reportResult's rolled_back).
+ */
+export async function appliedRolloutsOf(pool: pg.Pool, hostId: string): Promise<{ rolloutId: string; runId: string }[]> {
+  const result = await query<{ id: string; run_id: string }>(
+    pool,
+    `SELECT r.id, r.run_id FROM rollout_hosts h JOIN rollouts r ON r.id = h.rollout_id
+     WHERE h.host_id = $1 AND h.state = 'applied' ORDER BY r.created_at, r.id`,
+    [hostId],
+  );
+  return result.rows.map((row) => ({ rolloutId: row.id, runId: row.run_id }));
+}
+
+/**
  * A host's daemon says how its try went (one transaction, the rollout locked: two hosts reporting at
  * once never assign more than `wave`). applied or skipped: the next pending hosts are assigned, and the
  * rollout is done when none is left. rolled_back or failed: the rollout is paused and nothing more is
  * assigned — the promotion did not hold on a host that looked the same, an operator looks first.
  * refused: a gate (window, budget, rate limit, lock, fleet slot) said not now; the host keeps its place
  * and tries at its next window, since skipping it would leave it behind for a passing reason.
+ * rolled_back of a host that applied: its production went back later (an out-of-memory event within
+ * KLR_APPLY_WATCH_HOURS, or an operator's rollback); the rollout is paused as at an apply that rolled
+ * back, a done one too, so `fleet rollout status` shows why.
  * A report for a host that holds no place (a rollout paused meanwhile) records nothing and answers false.
  */
 export async function reportResult(
@@ -215,17 +255,25 @@ export async function reportResult(
     ]);
     const row = rollout.rows[0];
     if (!row) throw new RolloutNotFoundError(rolloutId);
-    const updated = await client.query(
-      `UPDATE rollout_hosts SET state = $3, reason = $4, updated_at = now()
-       WHERE rollout_id = $1 AND host_id = $2 AND state IN ('assigned', 'refused')`,
-      [rolloutId, hostId, result, reason],
-    );
-    if (updated.rowCount === 0) return false;
+    const host = await client.query<{ state: string }>("SELECT state FROM rollout_hosts WHERE rollout_id = $1 AND host_id = $2", [
+      rolloutId,
+      hostId,
+    ]);
+    const was = host.rows[0]?.state;
+    if (!(was === "assigned" || was === "refused" || (was === "applied" && result === "rolled_back"))) return false;
+    await client.query("UPDATE rollout_hosts SET state = $3, reason = $4, updated_at = now() WHERE rollout_id = $1 AND host_id = $2", [
+      rolloutId,
+      hostId,
+      result,
+      reason,
+    ]);
     if (result === "rolled_back" || result === "failed") {
-      if (row.state === "running")
+      const why =
+        was === "applied" ? "rolled back after its apply" : result === "rolled_back" ? "its apply rolled back" : "its apply failed";
+      if (row.state !== "paused")
         await client.query("UPDATE rollouts SET state = 'paused', state_reason = $2, updated_at = now() WHERE id = $1", [
           rolloutId,
-          `${hostId}: ${result === "rolled_back" ? "its apply rolled back" : "its apply failed"}: ${reason}`,
+          `${hostId}: ${why}: ${reason}`,
         ]);
     } else if (result !== "refused" && row.state === "running") await advance(client, rolloutId, row.wave);
     return true;
@@ -266,8 +314,9 @@ export async function rolloutStatus(pool: pg.Pool, idOrRunId?: string): Promise<
   const found = await query(
     pool,
     idOrRunId === undefined
-      ? "SELECT * FROM rollouts ORDER BY created_at DESC, id DESC LIMIT 1"
-      : "SELECT * FROM rollouts WHERE id = $1 OR run_id = $1 ORDER BY (id = $1) DESC, created_at DESC, id DESC LIMIT 1",
+      ? `SELECT r.*, ${WAITS_UNTIL} AS waits_until FROM rollouts r ORDER BY created_at DESC, id DESC LIMIT 1`
+      : `SELECT r.*, ${WAITS_UNTIL} AS waits_until FROM rollouts r WHERE id = $1 OR run_id = $1
+         ORDER BY (id = $1) DESC, created_at DESC, id DESC LIMIT 1`,
     idOrRunId === undefined ? [] : [idOrRunId],
   );
   if (!found.rows[0]) throw new RolloutNotFoundError(idOrRunId);
@@ -282,6 +331,8 @@ export async function rolloutStatus(pool: pg.Pool, idOrRunId?: string): Promise<
     runId: r.run_id,
     fromHost: r.from_host,
     wave: r.wave,
+    soakSeconds: r.soak_seconds,
+    waitsUntil: r.waits_until,
     state: r.state,
     stateReason: r.state_reason,
     promotion: r.promotion,

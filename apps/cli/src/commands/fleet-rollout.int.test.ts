@@ -89,12 +89,16 @@ describe("gpu-canary fleet rollout", () => {
     expect([none.code, none.json()]).toEqual([0, { rollout_id: null, state: null, hosts: [] }]);
     const unknown = await c.run(["fleet", "rollout", "r-proven", "--json"]);
     expect([unknown.code, unknown.json().error?.code]).toEqual([2, "PROMOTION_NOT_FOUND"]);
-    const started = await a.run(["fleet", "rollout", "r-proven", "--wave", "1", "--json"]);
+    const badSoak = await a.run(["fleet", "rollout", "r-proven", "--soak-hours", "a day", "--json"]);
+    expect([badSoak.code, badSoak.json().error?.message]).toEqual([2, expect.stringContaining("--soak-hours")]);
+    const started = await a.run(["fleet", "rollout", "r-proven", "--wave", "1", "--soak-hours", "24", "--json"]);
     expect(started.code, started.stdout + started.stderr).toBe(0);
     expect(started.json()).toMatchObject({
       run_id: "r-proven",
       from_host: "gpu-a",
       wave: 1,
+      soak_seconds: 86_400,
+      waits_until: null,
       state: "running",
       hosts: [
         { host_id: "gpu-a", state: "assigned" },
@@ -113,6 +117,13 @@ describe("gpu-canary fleet rollout", () => {
     expect(await b.work()).toBeNull();
     expect(await a.work()).toMatchObject({ status: "applied", to: 0.8 });
     const rolloutId = String(started.json().rollout_id);
+    // gpu-b holds the next place but waits out gpu-a's soak: a day after gpu-a applied it
+    expect(await b.work()).toBeNull();
+    const soaking = await c.run(["fleet", "rollout", "status", rolloutId]);
+    expect(soaking.stdout).toMatch(/1 host at a time, each 24h00m after the last applied it: running/);
+    expect(soaking.stdout).toMatch(/The next hosts take their turn after \d{4}-\d\d-\d\dT/);
+    // a day later (gpu-a's apply moved back a day)
+    await pool.query("UPDATE rollout_hosts SET updated_at = updated_at - interval '24 hours 1 second' WHERE host_id = 'gpu-a'");
     // gpu-b's daemon applies it; the verification fails, production goes back to its previous settings.
     expect(await b.work()).toMatchObject({ status: "rolled_back", reason: expect.stringMatching(/verification failed/) });
     // at most one try a night for an assignment

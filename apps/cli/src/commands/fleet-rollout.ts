@@ -1,14 +1,14 @@
 import type { Command } from "commander";
 import type { Rollout } from "@gpu-canary/fleet-store";
 import type { GlobalOptions, Io } from "../io.ts";
-import { isoUtc } from "../output.ts";
+import { humanDuration, isoUtc } from "../output.ts";
 
 // Only types and output.ts (which the program loads at every start anyway) at the top: the program
 // registers these commands at every start, and a command loads what it needs when it runs (cold start).
 
 const examples = (lines: string[]) => `\nExamples:\n${lines.map((l) => `  $ ${l}`).join("\n")}\n`;
 
-/** `fleet rollout <run_id> [--wave N]`, `fleet rollout status [ID|RUN_ID]`, `fleet rollout resume ID`, under `fleet`. */
+/** `fleet rollout <run_id> [--wave N] [--soak-hours H]`, `fleet rollout status [ID|RUN_ID]`, `fleet rollout resume ID`, under `fleet`. */
 export function addRolloutCommands(
   fleet: Command,
   run: (work: (command: Command) => Promise<number>) => (...args: unknown[]) => Promise<void>,
@@ -20,20 +20,31 @@ export function addRolloutCommands(
     .description("apply a promotion to every host with the same fingerprint, N at a time, each by its daemon in its own window")
     .argument("[run_id]", "the promotion's run id (this host's promotions folder, else the fleet's promotions table)")
     .option("--wave <N>", "hosts applying at once (default 1)")
+    .option("--soak-hours <H>", "after a host applies it, the next hosts wait this long before they take their turn (default 0)")
     .addHelpText(
       "after",
       `${examples([
         "gpu-canary fleet rollout r-20261203T031200-a1b2c3",
-        "gpu-canary fleet rollout r-20261203T031200-a1b2c3 --wave 2 --json",
+        "gpu-canary fleet rollout r-20261203T031200-a1b2c3 --wave 2 --soak-hours 24 --json",
         "gpu-canary fleet rollout status",
       ])}
-The rollout stops (paused) at the first host whose apply rolls back; a host whose fingerprint differs is skipped.
+The rollout stops (paused) at the first host whose apply rolls back, then or later (an out-of-memory event within
+KLR_APPLY_WATCH_HOURS, an operator's rollback); --soak-hours as long as KLR_APPLY_WATCH_HOURS lets each host's
+watch end before the next host takes it. A host whose fingerprint differs is skipped.
 Exit codes: 0 started, 2 usage (unknown promotion, KLR_STATE_URL unset), 3 refused (promotion not applicable, a rollout of it running, database away).`,
     )
     .action(
       run(async (command) => {
-        const opts = command.opts<{ wave?: string }>();
-        return runFleetRollout(command.args[0], { ...globals(command), ...(opts.wave === undefined ? {} : { wave: opts.wave }) }, io);
+        const opts = command.opts<{ wave?: string; soakHours?: string }>();
+        return runFleetRollout(
+          command.args[0],
+          {
+            ...globals(command),
+            ...(opts.wave === undefined ? {} : { wave: opts.wave }),
+            ...(opts.soakHours === undefined ? {} : { soakHours: opts.soakHours }),
+          },
+          io,
+        );
       }),
     );
   rollout
@@ -71,6 +82,8 @@ function rolloutJson(r: Rollout) {
     run_id: r.runId,
     from_host: r.fromHost,
     wave: r.wave,
+    soak_seconds: r.soakSeconds,
+    waits_until: r.waitsUntil && isoUtc(r.waitsUntil),
     state: r.state,
     state_reason: r.stateReason,
     created_at: isoUtc(r.createdAt),
@@ -88,15 +101,26 @@ function rolloutJson(r: Rollout) {
 
 function rolloutText(r: Rollout): string {
   const width = Math.max(...r.hosts.map((h) => h.hostId.length), 4);
+  const soak = r.soakSeconds > 0 ? `, each ${humanDuration(r.soakSeconds)} after the last applied it` : "";
   return [
-    `Rollout ${r.id} of promotion ${r.runId} (proven on ${r.fromHost}), ${r.wave} host${r.wave === 1 ? "" : "s"} at a time: ${r.state}${r.stateReason ? ` (${r.stateReason})` : ""}`,
+    `Rollout ${r.id} of promotion ${r.runId} (proven on ${r.fromHost}), ${r.wave} host${r.wave === 1 ? "" : "s"} at a time${soak}: ${r.state}${r.stateReason ? ` (${r.stateReason})` : ""}`,
     ...r.hosts.map((h) => `  ${h.hostId.padEnd(width)}  ${h.state}${h.reason ? `: ${h.reason}` : ""}`),
-    ...(r.state === "running" ? ["Each assigned host's gpu-canaryd applies it in its own maintenance window."] : []),
+    ...(r.state === "running"
+      ? [
+          r.waitsUntil
+            ? `The next hosts take their turn after ${isoUtc(r.waitsUntil)}, each in its own maintenance window.`
+            : "Each assigned host's gpu-canaryd applies it in its own maintenance window.",
+        ]
+      : []),
   ].join("\n");
 }
 
-/** `fleet rollout <run_id> [--wave N]`: start a rollout of a promotion over the fleet. */
-export async function runFleetRollout(runId: string | undefined, options: GlobalOptions & { wave?: string }, io: Io): Promise<number> {
+/** `fleet rollout <run_id> [--wave N] [--soak-hours H]`: start a rollout of a promotion over the fleet. */
+export async function runFleetRollout(
+  runId: string | undefined,
+  options: GlobalOptions & { wave?: string; soakHours?: string },
+  io: Io,
+): Promise<number> {
   const { usageError, answer } = await import("../output.ts");
   if (runId === undefined || runId.trim() === "")
     throw usageError("fleet rollout: expected a promotion's run id", "gpu-canary fleet rollout r-20261203T031200-a1b2c3 --wave 1");
@@ -106,6 +130,13 @@ export async function runFleetRollout(runId: string | undefined, options: Global
       `--wave: expected a whole number of hosts, at least 1, got ${options.wave}`,
       "gpu-canary fleet rollout RUN_ID --wave 2",
     );
+  const soakHours = options.soakHours === undefined ? 0 : Number(options.soakHours);
+  if (options.soakHours?.trim() === "" || !Number.isFinite(soakHours) || soakHours < 0 || soakHours > 720)
+    throw usageError(
+      `--soak-hours: expected hours from 0 to 720, got ${options.soakHours}`,
+      "gpu-canary fleet rollout RUN_ID --soak-hours 24",
+    );
+  const soakSeconds = Math.round(soakHours * 3600);
   const { withDatabase } = await import("./fleet.ts");
   const { GpuCanaryError } = await import("@gpu-canary/errors");
   const evaluator = await import("@gpu-canary/spica-evaluator");
@@ -159,6 +190,7 @@ export async function runFleetRollout(runId: string | undefined, options: Global
       runId,
       fromHost: found.hostId,
       wave,
+      soakSeconds,
       promotion: found.doc,
       differs,
       now: io.now(),
@@ -170,6 +202,7 @@ export async function runFleetRollout(runId: string | undefined, options: Global
       run_id: runId,
       rollout_id: rollout.id,
       wave,
+      soak_seconds: soakSeconds,
       hosts: rollout.hosts.map((h) => ({ host_id: h.hostId, state: h.state })),
     });
     answer(io, options, rolloutJson(rollout), () => rolloutText(rollout));
