@@ -54,6 +54,25 @@ async function daemonOn(settings: Record<string, string>, options: { configFile?
   return { site, log, child, exited, base, get, events, serves, stderr };
 }
 
+/** A proposed promotion r-auto (vllm_memory_util 0.6) in the host's promotions folder, as a passed canary writes it; answers the folder. */
+async function proposeAuto(home: string): Promise<string> {
+  const promotions = join(home, "out", "promotions");
+  await mkdir(promotions, { recursive: true });
+  await writeFile(
+    join(promotions, "r-auto.json"),
+    JSON.stringify({
+      run_id: "r-auto",
+      created_at: new Date().toISOString(),
+      subsystem: "gpu_allocation",
+      candidate: { vllm_memory_util: 0.6, whisper_model_size: "small" },
+      path: "quiesced",
+      whisper_verified: false,
+      llm_latency_ms: 10,
+    }),
+  );
+  return promotions;
+}
+
 describe("gpu-canaryd on the simulated host", () => {
   it("an OOM line in the followed log → intent → screening → spare-GPU canary → promotion, visible in /audit and /metrics", async () => {
     const d = await daemonOn({ KLR_ALLOW_SPARE_GPU: "true" });
@@ -107,20 +126,7 @@ describe("gpu-canaryd on the simulated host", () => {
 
   it("an unreadable applied.json with KLR_AUTO_APPLY: one warning, not one a poll; an OOM still becomes an intent, worked and failed naming the file", async () => {
     const d = await daemonOn({ KLR_AUTO_APPLY: "true", KLR_ALLOW_SPARE_GPU: "true" }, { configFile: true });
-    const promotions = join(d.site.home, "out", "promotions");
-    await mkdir(promotions, { recursive: true });
-    await writeFile(
-      join(promotions, "r-auto.json"),
-      JSON.stringify({
-        run_id: "r-auto",
-        created_at: new Date().toISOString(),
-        subsystem: "gpu_allocation",
-        candidate: { vllm_memory_util: 0.6, whisper_model_size: "small" },
-        path: "quiesced",
-        whisper_verified: false,
-        llm_latency_ms: 10,
-      }),
-    );
+    await proposeAuto(d.site.home);
     const appliedFile = join(d.site.home, ".kloros", "vllm", "applied.json");
     await mkdir(join(d.site.home, ".kloros", "vllm"), { recursive: true });
     await writeFile(appliedFile, "{ torn");
@@ -157,20 +163,7 @@ describe("gpu-canaryd on the simulated host", () => {
       const text = await (await fetch(`${d.site.env.KLR_VLLM_URL}/metrics`)).text();
       return Number(/vllm:cache_config_info\{[^}]*gpu_memory_utilization="([\d.]+)"/.exec(text)?.[1]);
     };
-    const promotions = join(d.site.home, "out", "promotions");
-    await mkdir(promotions, { recursive: true });
-    await writeFile(
-      join(promotions, "r-auto.json"),
-      JSON.stringify({
-        run_id: "r-auto",
-        created_at: new Date().toISOString(),
-        subsystem: "gpu_allocation",
-        candidate: { vllm_memory_util: 0.6, whisper_model_size: "small" },
-        path: "quiesced",
-        whisper_verified: false,
-        llm_latency_ms: 10,
-      }),
-    );
+    const promotions = await proposeAuto(d.site.home);
     const applied = await waitFor(async () => (await d.events()).find((e) => e.event === "settings_applied"), "the auto-apply");
     expect(applied).toMatchObject({ from: 0.5, to: 0.6, kind: "apply" });
     expect(await servedUtil()).toBe(0.6);
