@@ -127,7 +127,7 @@ describe("the packed packages, installed with npm outside the workspace", () => 
       cwd: dir,
     });
     expect(result.code, result.stderr).toBe(0);
-    expect(JSON.parse(result.stdout)).toMatchObject({ from: 0, to: 3, host_id: "gpu-installed" });
+    expect(JSON.parse(result.stdout)).toMatchObject({ from: 0, to: 4, host_id: "gpu-installed" });
   }, 60_000);
 
   it("runs the demo on the simulated host that ships with it", async () => {

@@ -52,17 +52,17 @@ describe("gpu-canary fleet", () => {
     }
   });
 
-  it("fleet init migrates from 0 to 3, then has nothing to do; status before it names fleet init (exit 3)", async () => {
+  it("fleet init migrates from 0 to 4, then has nothing to do; status before it names fleet init (exit 3)", async () => {
     const { run } = await host();
     const before = await run(["fleet", "status"]);
     expect(before.code).toBe(3);
     expect(before.stderr).toContain("gpu-canary fleet init");
     const first = await run(["fleet", "init", "--json"]);
     expect(first.code).toBe(0);
-    expect(first.json()).toMatchObject({ from: 0, to: 3, host_id: "gpu-a" });
+    expect(first.json()).toMatchObject({ from: 0, to: 4, host_id: "gpu-a" });
     const again = await run(["fleet", "init"]);
     expect(again).toMatchObject({ code: 0 });
-    expect(again.stdout).toMatch(/is at schema version 3: nothing to do/);
+    expect(again.stdout).toMatch(/is at schema version 4: nothing to do/);
     expect(again.stdout).not.toContain(postgres.cluster.password);
   });
 
