@@ -101,11 +101,15 @@ export function createRolloutStep(deps: { evaluator: SpicaGPUAllocation; fleet: 
     }
   };
 
-  const report = async (rolloutId: string, runId: string, result: RolloutResult, reason: string) => {
-    logger.info({ rollout: rolloutId, run_id: runId, result, reason }, "rollout: this host's part worked");
-    await deps.audit
+  /** This host's part in a rollout, in its audit trail: best effort, the rollout's record is the database's. */
+  const audited = (rolloutId: string, runId: string, result: RolloutResult, reason: string) =>
+    deps.audit
       .append({ event: "fleet_rollout_host", run_id: runId, rollout_id: rolloutId, result, reason })
       .catch((error: unknown) => logger.warn({ err: messageOf(error) }, "the rollout's audit event could not be written"));
+
+  const report = async (rolloutId: string, runId: string, result: RolloutResult, reason: string) => {
+    logger.info({ rollout: rolloutId, run_id: runId, result, reason }, "rollout: this host's part worked");
+    await audited(rolloutId, runId, result, reason);
     // Not recorded (the database away): the assignment stays, and the next night's try finds the result here.
     await fleet.report(rolloutId, result, reason).catch((error: unknown) => {
       logger.error(
@@ -143,9 +147,7 @@ export function createRolloutStep(deps: { evaluator: SpicaGPUAllocation; fleet: 
           { rollout: a.rolloutId, run_id: a.runId, reason },
           "rollout: production here went back from its promotion; the rollout is paused",
         );
-        await deps.audit
-          .append({ event: "fleet_rollout_host", run_id: a.runId, rollout_id: a.rolloutId, result: "rolled_back", reason })
-          .catch((error: unknown) => logger.warn({ err: messageOf(error) }, "the rollout's audit event could not be written"));
+        await audited(a.rolloutId, a.runId, "rolled_back", reason);
       }
       watching.worked();
     } catch (error) {

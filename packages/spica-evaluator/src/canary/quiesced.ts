@@ -127,14 +127,11 @@ export const quiescedSteps: Step<QuiescedRun>[] = [
       // Not switched, the Whisper on the card runs at the configured size: it verifies only a candidate of that size.
       // Asked while the canary loads and read after its test: the nvidia-smi call (a second or more on some
       // hosts) runs beside the canary's start instead of holding up the run inside the downtime.
-      if (!switchesWhisperNow(s))
-        s.whisperCheck =
-          s.candidate.whisperModelSize === s.ctx.config.whisperSize
-            ? whisperOnCard(s.ctx).then(
-                (processes) => processes.length > 0,
-                () => false,
-              )
-            : Promise.resolve(false);
+      if (!switchesWhisperNow(s) && s.candidate.whisperModelSize === s.ctx.config.whisperSize)
+        s.whisperCheck = whisperOnCard(s.ctx).then(
+          (processes) => processes.length > 0,
+          () => false,
+        );
       return { port: s.ctx.config.canaryPort, gpu_index: s.ctx.config.productionGpuId, path: "quiesced", pgid: s.canary.pgid };
     },
     event: "canary_started",
