@@ -17,7 +17,7 @@ export interface QuiescedRun extends WatchedRun {
   stoppedAt: Date | null;
   whisperAt: string;
   whisperSeen: boolean;
-  /** Whether the Whisper of the configured size is on the card, asked as the canary starts and read after its test. */
+  /** Whether the Whisper of the configured size is on the card, asked as the test begins and read after it. */
   whisperCheck: Promise<boolean> | null;
   canary: CanaryProcess | null;
   verdict: TestVerdict | null;
@@ -124,14 +124,6 @@ export const quiescedSteps: Step<QuiescedRun>[] = [
       await s.handle.journal({ canary_pgid: s.canary.pgid });
       await s.watchdog?.setCanary(s.canary.pgid);
       s.canary.release();
-      // Not switched, the Whisper on the card runs at the configured size: it verifies only a candidate of that size.
-      // Asked while the canary loads and read after its test: the nvidia-smi call (a second or more on some
-      // hosts) runs beside the canary's start instead of holding up the run inside the downtime.
-      if (!switchesWhisperNow(s) && s.candidate.whisperModelSize === s.ctx.config.whisperSize)
-        s.whisperCheck = whisperOnCard(s.ctx).then(
-          (processes) => processes.length > 0,
-          () => false,
-        );
       return { port: s.ctx.config.canaryPort, gpu_index: s.ctx.config.productionGpuId, path: "quiesced", pgid: s.canary.pgid };
     },
     event: "canary_started",
@@ -150,6 +142,15 @@ export const quiescedSteps: Step<QuiescedRun>[] = [
   {
     phase: "testing",
     do: async (s) => {
+      // Not switched, the Whisper on the card runs at the configured size: it verifies only a candidate of that size.
+      // Asked as the test begins (the canary still loading) and read after it: the nvidia-smi call (a second or
+      // more on some hosts) runs beside the canary's start instead of holding up the run inside the downtime,
+      // and after this phase is journaled and said, so a run killed now has both naming the same phase.
+      if (!switchesWhisperNow(s) && s.candidate.whisperModelSize === s.ctx.config.whisperSize)
+        s.whisperCheck = whisperOnCard(s.ctx).then(
+          (processes) => processes.length > 0,
+          () => false,
+        );
       s.verdict = await testAndJudge(
         s.ctx,
         { canary: s.canary, path: "quiesced", observed: s.observed, runId: s.runId, target: s.target },
